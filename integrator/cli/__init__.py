@@ -1,0 +1,5 @@
+"""Command-line interface."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,82 @@
+"""Helpers shared by the commands: loading the project, printing a run's summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from integrator.logs import configure_logging
+from integrator.pipeline import Outcome, Project, RunContext, RunResult, load_project
+
+__all__ = ["console", "load", "order_progress", "print_plan", "print_summary"]
+
+console = Console(highlight=False)
+
+
+def load(ctx: click.Context, *, strict: bool = True) -> Project:
+    """Load the project named by ``--config`` and configure logging."""
+    project = load_project(Path(ctx.obj["config"]), strict=strict)
+    configure_logging(project.app.log_level, secrets=project.app.secrets)
+    return project
+
+
+@contextmanager
+def order_progress(enabled: bool) -> Iterator[Callable[[Outcome], None]]:
+    """A progress bar on stderr (when it is a terminal) advanced once per order."""
+    err = Console(stderr=True)
+    if not enabled or not err.is_terminal:
+        yield lambda _o: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task("orders", total=None, failed=0)
+        failed = 0
+
+        def advance(o: Outcome) -> None:
+            nonlocal failed
+            failed += o.status == "failed"
+            progress.update(task, advance=1, failed=failed)
+
+        yield advance
+
+
+def print_summary(result: RunResult, run: RunContext) -> None:
+    """The summary table printed at the end of a run."""
+    table = Table(title=f"{result.flow} — run {result.run_id or '(dry run)'}", show_header=True)
+    for col in ("orders ok", "failed", "skipped", "seconds", "status"):
+        table.add_column(col, justify="right")
+    table.add_row(str(result.ok), str(result.failed), str(result.skipped),
+                  f"{result.seconds:.2f}", result.status)
+    console.print(table)
+    if result.failures:
+        fail = Table(title="failed orders", show_header=True)
+        fail.add_column("order")
+        fail.add_column("state")
+        fail.add_column("error", overflow="fold")
+        for o in sorted(result.failures, key=lambda o: o.number)[:50]:
+            fail.add_row(o.number, o.state, o.message)
+        console.print(fail)
+        if len(result.failures) > 50:
+            console.print(f"... and {len(result.failures) - 50} more: integrator runs / "
+                          "integrator orders show NUMBER")
+    if result.error:
+        console.print(f"[red]run stopped:[/red] {result.error}")
+    if run.log_path:
+        console.print(f"run log: {run.log_path}")
+
+
+def print_plan(run: RunContext) -> None:
+    """Dry run output: every request the run would have sent, as JSON lines."""
+    for p in sorted(run.planned, key=lambda p: (p.order, p.connector != "erp")):
+        record: dict[str, Any] = {"order": p.order, "connector": p.connector,
+                                  "method": p.method, "url": p.url, "body": p.body}
+        click.echo(json.dumps(record, ensure_ascii=False))

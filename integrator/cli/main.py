@@ -1,0 +1,87 @@
+"""The ``integrator`` command: one group, a module per command family.
+
+Exit status: 0 all orders ok, 1 some orders failed (or the run stopped), 2 configuration error.
+No traceback reaches the user unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from integrator import __version__
+from integrator.errors import ConfigurationError, FatalError, IntegratorError
+
+__all__ = ["cli", "main"]
+
+err = Console(stderr=True, highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "-c", "config", type=click.Path(path_type=Path), default="config.yaml",
+              show_default=True, envvar="INTEGRATOR_CONFIG",
+              help="Project configuration (connectors, state store, logging).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@click.version_option(__version__, prog_name="integrator")
+@click.pass_context
+def cli(ctx: click.Context, config: Path, debug: bool) -> None:
+    """Run scheduled integration flows between Omnitron and ERPs, exactly once per order.
+
+    \b
+    Start here:
+      integrator demo                 sandbox + the order flow, once, with a summary
+      integrator validate             check config.yaml and flows/*.yaml
+      integrator run-flow order_flow  run one flow now
+      integrator orders show NUMBER   what happened to an order
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+    ctx.obj["debug"] = debug
+
+
+def _register() -> None:
+    from integrator.cli import history, run, sandbox, validate  # noqa: PLC0415 - after cli exists
+
+    for module in (run, validate, history, sandbox):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: map errors to messages and exit statuses."""
+    debug = "--debug" in (argv if argv is not None else sys.argv)
+    try:
+        code = cli.main(args=argv, prog_name="integrator", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except ConfigurationError as exc:
+        n = len(exc.issues)
+        err.print(f"[red]configuration error{'s' if n != 1 else ''}[/red] ({n}):", markup=True)
+        for issue in exc.issues:
+            err.print(f"  {issue}", markup=False)
+        sys.exit(2)
+    except FatalError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    except IntegratorError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    except Exception as exc:
+        if debug:
+            raise
+        err.print(f"internal error: {type(exc).__name__}: {exc}\n"
+                  "run again with --debug for the traceback, and please report it", markup=False)
+        sys.exit(1)

@@ -1,0 +1,77 @@
+"""``integrator sandbox`` (the local servers, foreground) and ``integrator demo``."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import click
+
+from integrator.cli.common import console, load, order_progress, print_summary
+from integrator.pipeline import run_flow
+from integrator.sandbox import SANDBOX_ENV, running_sandbox
+from integrator.state import Store
+
+__all__ = ["COMMANDS"]
+
+
+@click.command("sandbox")
+@click.option("--orders", type=click.IntRange(min=0), default=25, show_default=True,
+              help="Unsent orders to seed (deterministic).")
+@click.option("--omnitron-port", type=int, default=8701, show_default=True)
+@click.option("--erp-port", type=int, default=8702, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+def sandbox_cmd(orders: int, omnitron_port: int, erp_port: int, seed: int) -> int:
+    """Serve a sandbox Omnitron and ERP on 127.0.0.1 until Ctrl-C.
+
+    Faults are injected at run time: POST /_sandbox/faults on either server; GET
+    /_sandbox/stats tells what each holds.
+    """
+    with running_sandbox(orders, omnitron_port=omnitron_port, erp_port=erp_port,
+                         seed=seed) as sb:
+        console.print(f"Omnitron sandbox: {sb.omnitron.url}  ({orders} orders)")
+        console.print(f"ERP sandbox:      {sb.erp.url}")
+        console.print("point the runner at them with:")
+        for k, v in sb.env().items():
+            console.print(f"  export {k}={v}", markup=False)
+        console.print("Ctrl-C stops.")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+@click.command("demo")
+@click.option("--orders", type=click.IntRange(min=1), default=25, show_default=True)
+@click.option("--flow", default="order_flow", show_default=True)
+@click.pass_context
+def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
+    """Start the sandbox in-process, run the order flow once against it, print a summary.
+
+    The sandbox's test credentials are put in the environment (only where unset), exactly as
+    real secrets would be passed.
+    """
+    for k, v in SANDBOX_ENV.items():
+        os.environ.setdefault(k, v)
+    with running_sandbox(orders) as sb:
+        os.environ.update({"OMNITRON_URL": sb.omnitron.url, "ERP_URL": sb.erp.url})
+        project = load(ctx)
+        console.print(f"sandbox: Omnitron {sb.omnitron.url} ({sb.omnitron.stats()['unsent']} "
+                      f"unsent orders), ERP {sb.erp.url}")
+        with order_progress(True) as advance:
+            result, run = run_flow(project, flow, on_order=advance)
+        print_summary(result, run)
+        o, e = sb.omnitron.stats(), sb.erp.stats()
+        console.print(f"Omnitron: {o['sent']} sent, {o['unsent']} unsent; ERP: {e['orders']} "
+                      f"orders, {e['duplicates']} duplicates")
+        store = Store(project.app.state_url)
+        try:
+            console.print(f"ledger: {store.count_states(flow)}")
+        finally:
+            store.close()
+        console.print("next: integrator runs; integrator orders show NUMBER")
+    return 0 if result.status == "ok" else 1
+
+
+COMMANDS = [sandbox_cmd, demo_cmd]

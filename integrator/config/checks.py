@@ -1,0 +1,76 @@
+"""Small typed readers for option mappings that record an issue instead of raising."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from integrator.config.yamlfile import YamlDoc, join_key
+from integrator.errors import ConfigIssue
+
+__all__ = ["Options"]
+
+T = TypeVar("T")
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a mapping"}
+
+
+class Options:
+    """Typed access to one mapping of a YAML file, collecting every problem it meets."""
+
+    def __init__(
+        self, data: Any, doc: YamlDoc, key: str, issues: list[ConfigIssue], allowed: set[str]
+    ) -> None:
+        self.doc, self.key, self.issues = doc, key, issues
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            issues.append(doc.issue(key, f"expected a mapping, got {type(data).__name__}"))
+            data = {}
+        self.data: dict[str, Any] = data
+        unknown = sorted(set(map(str, data)) - allowed)
+        for name in unknown:
+            issues.append(
+                doc.issue(
+                    join_key(key, name),
+                    f"unknown option {name!r}; allowed: {', '.join(sorted(allowed)) or 'none'}",
+                )
+            )
+
+    def sub(self, name: str) -> str:
+        """The key path of option ``name``."""
+        return join_key(self.key, name)
+
+    def error(self, name: str, message: str) -> None:
+        """Record a problem with option ``name``."""
+        self.issues.append(self.doc.issue(self.sub(name), message))
+
+    def get(
+        self,
+        name: str,
+        typ: type[T],
+        default: T | None = None,
+        *,
+        required: bool = False,
+        check: Callable[[T], str | None] | None = None,
+    ) -> T:
+        """Option ``name`` of type ``typ`` (ints accepted for floats); ``default`` when absent."""
+        if name not in self.data or self.data[name] is None:
+            if required:
+                self.error(name, f"required option is missing: expected {_TYPE_NAMES[typ]}")
+            return default  # type: ignore[return-value]  # callers pass a default of type T
+        value = self.data[name]
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if typ is str and isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            self.error(name, f"expected {_TYPE_NAMES[typ]}, got {type(value).__name__}")
+            return default  # type: ignore[return-value]  # see above
+        if check is not None:
+            problem = check(value)
+            if problem:
+                self.error(name, problem)
+                return default  # type: ignore[return-value]  # see above
+        return value

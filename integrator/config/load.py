@@ -1,0 +1,241 @@
+"""Load and validate config.yaml and flows/*.yaml: every problem at once, then freeze."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from integrator.config.checks import Options
+from integrator.config.interpolate import interpolate, is_secret_key
+from integrator.config.model import AppConfig, ConnectorConfig, FlowConfig, StageSpec, TokenLogin
+from integrator.config.yamlfile import YamlDoc, join_key, read_yaml
+from integrator.errors import ConfigIssue, ConfigurationError
+
+__all__ = ["load_app", "load_flow", "load_flows"]
+
+_APP_KEYS = {"state", "logging", "connectors", "flows_dir"}
+_CONNECTOR_KEYS = {
+    "Name", "ConnectorId", "DisplayName", "Host", "BearerToken", "Username", "Password",
+    "TokenLogin", "Timeout", "Properties", "CustomHeaders", "EnabledForMarkets",
+    "DisabledForMarkets",
+}
+_FLOW_KEYS = {
+    "name", "description", "source", "target", "schedule", "concurrency", "max_attempts",
+    "backoff_seconds", "stages",
+}
+_SECRET_FIELDS = ("BearerToken", "Password")
+
+
+def _url_check(value: str) -> str | None:
+    u = urlparse(value)
+    if u.scheme not in ("http", "https") or not u.netloc:
+        return "expected an http(s) URL such as https://erp.example.com"
+    return None
+
+
+def _clear_secret(doc: YamlDoc, raw: Any, key: str, issues: list[ConfigIssue]) -> None:
+    """Secrets come from ${ENV} or ${file:...}; a literal in the YAML is refused."""
+    if isinstance(raw, str) and raw and "${" not in raw:
+        issues.append(
+            doc.issue(
+                key,
+                "secret written in clear in the YAML; use ${ENV_VAR} or ${file:path} instead",
+            )
+        )
+
+
+def _connector(doc: YamlDoc, raw: dict[str, Any], data: Any, key: str,
+               issues: list[ConfigIssue]) -> ConnectorConfig | None:
+    o = Options(data, doc, key, issues, _CONNECTOR_KEYS)
+    for name in _SECRET_FIELDS:
+        _clear_secret(doc, raw.get(name) if isinstance(raw, dict) else None, o.sub(name), issues)
+    name = o.get("Name", str, "", required=True)
+    host = o.get("Host", str, "", required=True, check=_url_check)
+    token_login = None
+    if o.data.get("TokenLogin") is not None:
+        t = Options(o.data["TokenLogin"], doc, o.sub("TokenLogin"), issues,
+                    {"Path", "TokenPath", "Header", "HeaderFormat", "Method"})
+        token_login = TokenLogin(
+            path=t.get("Path", str, "", required=True),
+            token_path=t.get("TokenPath", str, "key"),
+            header=t.get("Header", str, "Authorization"),
+            header_format=t.get("HeaderFormat", str, "Token {token}"),
+            method=t.get("Method", str, "POST").upper(),
+        )
+        if "{token}" not in token_login.header_format:
+            t.error("HeaderFormat", "must contain {token}, e.g. 'Token {token}'")
+    headers: list[tuple[str, str]] = []
+    props = o.get("Properties", list, [])
+    for i, p in enumerate(props):
+        po = Options(p, doc, join_key(o.sub("Properties"), i), issues, {"Key", "Value", "KeyGroup"})
+        k = po.get("Key", str, "", required=True)
+        v = po.get("Value", str, "")
+        if po.get("KeyGroup", str, "") == "RequestHeaders" and k:
+            headers.append((k, v))
+    for k, v in o.get("CustomHeaders", dict, {}).items():
+        if not isinstance(v, str | int | float):
+            o.error("CustomHeaders", f"header {k!r}: expected a string value")
+            continue
+        if is_secret_key(str(k)):
+            _clear_secret(doc, raw.get("CustomHeaders", {}).get(k), o.sub(f"CustomHeaders.{k}"),
+                          issues)
+        headers.append((str(k), str(v)))
+
+    def positive(v: float) -> str | None:
+        return None if v > 0 else "expected a number of seconds above 0"
+
+    markets = {
+        f: tuple(str(m) for m in o.get(f, list, []))
+        for f in ("EnabledForMarkets", "DisabledForMarkets")
+    }
+    if not name or not host:
+        return None
+    return ConnectorConfig(
+        name=name,
+        host=host.rstrip("/"),
+        connector_id=o.get("ConnectorId", str, ""),
+        display_name=o.get("DisplayName", str, ""),
+        bearer_token=o.get("BearerToken", str, ""),
+        username=o.get("Username", str, ""),
+        password=o.get("Password", str, ""),
+        token_login=token_login,
+        timeout=o.get("Timeout", float, 30.0, check=positive),
+        headers=tuple(headers),
+        enabled_for_markets=markets["EnabledForMarkets"],
+        disabled_for_markets=markets["DisabledForMarkets"],
+    )
+
+
+def load_app(path: Path, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Load config.yaml; raise ConfigurationError with every issue found."""
+    env = os.environ if env is None else env
+    doc, issues = read_yaml(path)
+    if doc is None:
+        raise ConfigurationError(issues)
+    base = path.resolve().parent
+    secrets: set[str] = set()
+    data = interpolate(doc, env, issues, secrets, base)
+    o = Options(data, doc, "", issues, _APP_KEYS)
+    state = Options(o.data.get("state"), doc, "state", issues, {"url"})
+    log = Options(o.data.get("logging"), doc, "logging", issues, {"level", "dir"})
+    default_url = f"sqlite:///{base / 'state' / 'integrator.db'}"
+    url = state.get("url", str, default_url)
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = f"sqlite:///{base / url[len('sqlite:///'):]}"
+    level = log.get(
+        "level", str, "INFO",
+        check=lambda v: None if v.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"}
+        else "expected one of DEBUG, INFO, WARNING, ERROR",
+    ).upper()
+    connectors: list[ConnectorConfig] = []
+    raw_conns = doc.data.get("connectors", []) if isinstance(doc.data, dict) else []
+    seen: dict[tuple[str, str], str] = {}
+    for i, c in enumerate(o.get("connectors", list, [])):
+        key = join_key("connectors", i)
+        raw = raw_conns[i] if isinstance(raw_conns, list) and i < len(raw_conns) else {}
+        conn = _connector(doc, raw, c, key, issues)
+        if conn is None:
+            continue
+        ident = (conn.name, conn.connector_id)
+        if ident in seen:
+            issues.append(doc.issue(key, f"connector {conn.name!r} is defined twice "
+                                         f"(also at {seen[ident]}); give one a ConnectorId"))
+        seen[ident] = key
+        connectors.append(conn)
+    if [i for i in issues if i.severity == "error"]:
+        raise ConfigurationError(issues)
+    return AppConfig(
+        file=str(path),
+        base_dir=base,
+        state_url=url,
+        log_dir=base / log.get("dir", str, "logs"),
+        log_level=level,
+        flows_dir=base / o.get("flows_dir", str, "flows"),
+        connectors=tuple(connectors),
+        secrets=frozenset(secrets),
+    )
+
+
+def _stage_spec(doc: YamlDoc, entry: Any, key: str, issues: list[ConfigIssue]) -> StageSpec | None:
+    if isinstance(entry, str):
+        return StageSpec(entry, {}, key, doc.file)
+    if isinstance(entry, dict) and len(entry) == 1:
+        name, options = next(iter(entry.items()))
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            issues.append(doc.issue(join_key(key, str(name)),
+                                    "stage options must be a mapping of option: value"))
+            return None
+        return StageSpec(str(name), options, join_key(key, str(name)), doc.file)
+    issues.append(doc.issue(key, "expected a stage name, or one 'name: {options}' mapping"))
+    return None
+
+
+def load_flow(path: Path, app: AppConfig, issues: list[ConfigIssue]) -> FlowConfig | None:
+    """Parse one flow file; issues are appended, None when it cannot be used."""
+    doc, errs = read_yaml(path)
+    issues.extend(errs)
+    if doc is None:
+        return None
+    start = len(issues)
+    data = interpolate(doc, os.environ, issues, set(), app.base_dir)
+    o = Options(data, doc, "", issues, _FLOW_KEYS)
+    names = {c.name for c in app.connectors}
+
+    def connector(v: str) -> str | None:
+        return None if v in names else (
+            f"no connector named {v!r} in {app.file}; known: {', '.join(sorted(names)) or 'none'}"
+        )
+
+    stages: list[StageSpec] = []
+    raw = o.get("stages", list, [], required=True)
+    if not raw and "stages" in o.data:
+        o.error("stages", "a flow needs at least one stage")
+    for i, entry in enumerate(raw):
+        spec = _stage_spec(doc, entry, join_key("stages", i), issues)
+        if spec is not None:
+            stages.append(spec)
+    flow = FlowConfig(
+        name=o.get("name", str, path.stem),
+        file=doc.file,
+        source=o.get("source", str, "omnitron", check=connector),
+        target=o.get("target", str, "erp", check=connector),
+        stages=tuple(stages),
+        concurrency=o.get("concurrency", int, 4,
+                          check=lambda v: None if 1 <= v <= 64 else "expected 1 to 64"),
+        max_attempts=o.get("max_attempts", int, 5,
+                           check=lambda v: None if v >= 1 else "expected 1 or more"),
+        backoff_seconds=o.get("backoff_seconds", float, 60.0,
+                              check=lambda v: None if v >= 0 else "expected 0 or more"),
+        schedule=o.get("schedule", dict, {}),
+        description=o.get("description", str, ""),
+        doc=doc,
+    )
+    if any(i.severity == "error" for i in issues[start:]):
+        return None
+    return flow
+
+
+def load_flows(app: AppConfig, issues: list[ConfigIssue]) -> list[FlowConfig]:
+    """Every ``*.yaml``/``*.yml`` in the flows directory (not its subdirectories)."""
+    if not app.flows_dir.is_dir():
+        issues.append(ConfigIssue(app.file, "flows_dir",
+                                  f"flows directory {app.flows_dir} does not exist"))
+        return []
+    flows: list[FlowConfig] = []
+    names: dict[str, str] = {}
+    for path in sorted([*app.flows_dir.glob("*.yaml"), *app.flows_dir.glob("*.yml")]):
+        flow = load_flow(path, app, issues)
+        if flow is None:
+            continue
+        if flow.name in names:
+            issues.append(ConfigIssue(flow.file, "name",
+                                      f"flow name {flow.name!r} also used by {names[flow.name]}"))
+            continue
+        names[flow.name] = flow.file
+        flows.append(flow)
+    return flows

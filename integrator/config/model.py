@@ -1,0 +1,89 @@
+"""Frozen configuration objects: the app (config.yaml), its connectors, and flows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from integrator.config.yamlfile import YamlDoc
+
+__all__ = ["AppConfig", "ConnectorConfig", "FlowConfig", "StageSpec", "TokenLogin"]
+
+
+@dataclass(frozen=True)
+class TokenLogin:
+    """A login call whose answer carries the token (Omnitron: ``POST auth/login/`` → ``key``)."""
+
+    path: str
+    token_path: str = "key"
+    header: str = "Authorization"
+    header_format: str = "Token {token}"
+    method: str = "POST"
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    """A named connector in the Omnium model."""
+
+    name: str
+    host: str
+    connector_id: str = ""
+    display_name: str = ""
+    bearer_token: str = ""
+    username: str = ""
+    password: str = ""
+    token_login: TokenLogin | None = None
+    timeout: float = 30.0
+    headers: tuple[tuple[str, str], ...] = ()
+    enabled_for_markets: tuple[str, ...] = ()
+    disabled_for_markets: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # never show credentials, even in a debugger or a traceback
+        return f"ConnectorConfig(name={self.name!r}, host={self.host!r})"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One entry of a flow's ``stages`` list, with where it was written."""
+
+    name: str
+    options: dict[str, Any]
+    key: str
+    file: str
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """One flow file (``flows/*.yaml``)."""
+
+    name: str
+    file: str
+    source: str
+    target: str
+    stages: tuple[StageSpec, ...]
+    concurrency: int = 4
+    max_attempts: int = 5
+    backoff_seconds: float = 60.0
+    schedule: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    doc: YamlDoc | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """config.yaml after validation and interpolation."""
+
+    file: str
+    base_dir: Path
+    state_url: str
+    log_dir: Path
+    log_level: str
+    flows_dir: Path
+    connectors: tuple[ConnectorConfig, ...]
+    secrets: frozenset[str] = frozenset()
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from a config value, relative to the directory of config.yaml."""
+        p = Path(value)
+        return p if p.is_absolute() else self.base_dir / p

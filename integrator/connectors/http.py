@@ -1,0 +1,199 @@
+"""One pooled ``requests.Session`` per connector: auth, headers, timeouts, error mapping.
+
+Status codes and transport failures map to the error classes in :mod:`integrator.errors` here
+and nowhere else. Messages name the method, the URL path and the status, never a header or a
+query string, so no credential can leak through them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import jmespath
+import requests
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase, HTTPBasicAuth
+
+from integrator.config.model import ConnectorConfig, TokenLogin
+from integrator.connectors.redact import Redactor
+from integrator.errors import (
+    AmbiguousWriteError,
+    FatalError,
+    OrderError,
+    PermanentError,
+    RetriableError,
+)
+
+__all__ = ["Connector", "HeaderAuth", "parse_json"]
+
+RETRIABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_MAX_ERROR_BODY = 200
+
+
+class HeaderAuth(AuthBase):
+    """Sets one header (``Authorization: Token …`` or ``Bearer …``) on every request."""
+
+    def __init__(self, header: str, value: str) -> None:
+        self.header, self.value = header, value
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers[self.header] = self.value
+        return r
+
+
+def parse_json(resp: requests.Response, what: str) -> Any:
+    """The JSON body of ``resp``; a clear PermanentError when it is not JSON."""
+    if not resp.content:
+        return None
+    try:
+        return resp.json()
+    except ValueError:
+        ctype = resp.headers.get("Content-Type", "unknown content type")
+        raise PermanentError(
+            f"{what} answered {resp.status_code} with a body that is not JSON ({ctype})",
+            status=resp.status_code,
+        ) from None
+
+
+class Connector:
+    """A named endpoint: base URL, auth, default headers, timeout, and a pooled session."""
+
+    def __init__(self, config: ConnectorConfig, redactor: Redactor, pool_size: int = 10) -> None:
+        self.config = config
+        self.redactor = redactor
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 2), max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update(dict(config.headers))
+        self._login_lock = threading.Lock()
+        if config.bearer_token:
+            self.session.auth = HeaderAuth("Authorization", f"Bearer {config.bearer_token}")
+        elif config.username and config.token_login is None:
+            self.session.auth = HTTPBasicAuth(config.username, config.password)
+
+    @property
+    def name(self) -> str:
+        """The connector's Name."""
+        return self.config.name
+
+    def url(self, path: str) -> str:
+        """An absolute URL for ``path`` (absolute URLs pass through)."""
+        if path.startswith(("http://", "https://")):
+            return path
+        return self.config.host + "/" + path.lstrip("/")
+
+    def describe(self, method: str, url: str) -> str:
+        """``POST erp:/api/orders/``: what a message may show of a request."""
+        return f"{method} {self.name}:{urlsplit(url).path}"
+
+    def login(self) -> None:
+        """Run the token login when configured; FatalError when it is refused."""
+        tl: TokenLogin | None = self.config.token_login
+        if tl is None:
+            return
+        with self._login_lock:
+            url = self.url(tl.path)
+            what = self.describe(tl.method, url)
+            body = {"username": self.config.username, "password": self.config.password}
+            try:
+                resp = self.session.request(
+                    tl.method, url, json=body, timeout=self.config.timeout, auth=None
+                )
+            except requests.RequestException as exc:
+                raise FatalError(f"login {what} failed: {type(exc).__name__}") from None
+            if resp.status_code in (400, 401, 403):
+                raise FatalError(
+                    f"login {what} refused ({resp.status_code}): check the username and password "
+                    f"of connector {self.name!r}"
+                )
+            if not resp.ok:
+                raise FatalError(f"login {what} answered {resp.status_code}")
+            try:
+                token = jmespath.search(tl.token_path, resp.json())
+            except ValueError:
+                token = None
+            if not isinstance(token, str) or not token:
+                raise FatalError(f"login {what}: no token at {tl.token_path!r} in the answer")
+            self.redactor.add([token])
+            self.session.auth = HeaderAuth(tl.header, tl.header_format.format(token=token))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        idempotent: bool = True,
+        ok_status: frozenset[int] = frozenset(),
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """Send one request; raise an OrderError subclass for failures.
+
+        ``ok_status``: non-2xx codes the caller handles itself (query_check's not-found codes).
+        A non-idempotent request that may have reached the server raises AmbiguousWriteError.
+        """
+        url = self.url(path)
+        what = self.describe(method, url)
+        data = None
+        headers = dict(headers or {})
+        if json_body is not None:
+            data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        try:
+            resp = self.session.request(
+                method, url, data=data, params=params, headers=headers,
+                timeout=self.config.timeout,
+            )
+        except requests.ConnectTimeout:
+            raise RetriableError(f"{what}: connection timed out") from None
+        except requests.ConnectionError as exc:
+            if _never_sent(exc) or idempotent:
+                raise RetriableError(f"{what}: connection failed ({_reason(exc)})") from None
+            raise AmbiguousWriteError(
+                f"{what}: connection lost after the request was sent ({_reason(exc)}); "
+                "the ERP may have the order"
+            ) from None
+        except requests.Timeout:
+            if idempotent:
+                raise RetriableError(f"{what}: no answer within {self.config.timeout:g}s") from None
+            raise AmbiguousWriteError(
+                f"{what}: no answer within {self.config.timeout:g}s; the ERP may have the order"
+            ) from None
+        except requests.RequestException as exc:
+            raise RetriableError(f"{what}: {type(exc).__name__}") from None
+        if resp.ok or resp.status_code in ok_status:
+            return resp
+        raise self.status_error(what, resp)
+
+    def status_error(self, what: str, resp: requests.Response) -> OrderError:
+        """The error class for a non-2xx answer, with a short, scrubbed body excerpt."""
+        excerpt = self.redactor.scrub(resp.text[:_MAX_ERROR_BODY].strip().replace("\n", " "))
+        msg = f"{what} answered {resp.status_code}" + (f": {excerpt}" if excerpt else "")
+        if resp.status_code in RETRIABLE_STATUS:
+            return RetriableError(msg, status=resp.status_code)
+        return PermanentError(msg, status=resp.status_code)
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.session.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    if "RemoteDisconnected" in text or "Connection aborted" in text:
+        return "remote end closed the connection"
+    if "Connection refused" in text:
+        return "connection refused"
+    return type(exc).__name__
+
+
+def _never_sent(exc: requests.ConnectionError) -> bool:
+    """True when the failure proves the request never reached the server."""
+    text = str(exc.args[0]) if exc.args else ""
+    return any(s in text for s in ("NewConnectionError", "Connection refused",
+                                   "Name or service not known", "Failed to resolve"))

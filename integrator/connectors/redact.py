@@ -1,0 +1,80 @@
+"""Keep secrets out of logs, the store, error messages and payloads sent on.
+
+Two nets: by key (``password``, ``token``, ``Authorization``, ``channel.conf`` ...) and by value
+(every secret the configuration interpolated, plus secrets found in ``channel.conf``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from integrator.config.interpolate import is_secret_key
+
+__all__ = ["MASK", "Redactor", "strip_channel_conf"]
+
+MASK = "***"
+
+
+class Redactor:
+    """Scrubs known secret values from text and secret-named keys from documents."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Learn more secret values (short ones are ignored: they would mask ordinary text)."""
+        with self._lock:
+            merged = set(self._secrets) | {s for s in secrets if isinstance(s, str) and len(s) >= 4}
+            # Longest first, so a secret containing another is masked whole.
+            self._secrets = tuple(sorted(merged, key=len, reverse=True))
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every known secret value replaced by the mask."""
+        for s in self._secrets:
+            if s in text:
+                text = text.replace(s, MASK)
+        return text
+
+    def redact(self, value: Any) -> Any:
+        """A copy of ``value`` with secret keys masked and secret values scrubbed."""
+        if isinstance(value, dict):
+            return {
+                k: (MASK if is_secret_key(str(k)) and v not in (None, "") else self.redact(v))
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self.redact(v) for v in value]
+        if isinstance(value, str):
+            return self.scrub(value)
+        return value
+
+
+def strip_channel_conf(order: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """Replace ``channel.conf`` by a masked copy and teach ``redactor`` its secrets.
+
+    Omnitron's detailed order embeds the sales channel's credentials; they must never reach a
+    script, a mapping, the ERP, a log or the store.
+    """
+    channel = order.get("channel")
+    if isinstance(channel, dict) and isinstance(channel.get("conf"), dict):
+        conf = channel["conf"]
+        found: list[str] = []
+
+        def collect(node: Any, secret: bool) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    collect(v, secret or is_secret_key(str(k)))
+            elif isinstance(node, list):
+                for v in node:
+                    collect(v, secret)
+            elif secret and isinstance(node, str):
+                found.append(node)
+
+        collect(conf, False)
+        redactor.add(found)
+        channel["conf"] = redactor.redact(conf)
+    return order

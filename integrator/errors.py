@@ -1,0 +1,101 @@
+"""Exceptions grouped by what the runner must do with them.
+
+::
+
+    IntegratorError
+     ├── ConfigurationError      bad config/flow/script/spec: fix the files (exit status 2)
+     ├── FatalError              the run cannot go on (login refused, store unreachable)
+     ├── OrderError              this order fails; the others go on
+     │    ├── RetriableError     timeouts, 5xx, 408, 429: retried on the next run
+     │    ├── AmbiguousWriteError the ERP may or may not have the order: settle before resending
+     │    └── PermanentError     other 4xx, script or mapping errors: back off, then quarantine
+     └── SkipOrder               not a failure: the order is not due (backoff, quarantine)
+
+Messages never carry secrets: HTTP errors name the method, the URL path and the status only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "AmbiguousWriteError",
+    "ConfigIssue",
+    "ConfigurationError",
+    "FatalError",
+    "IntegratorError",
+    "OrderError",
+    "PermanentError",
+    "RetriableError",
+    "SkipOrder",
+]
+
+
+class IntegratorError(Exception):
+    """Root of every error the runner raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem found in a configuration file: where, and what to do."""
+
+    file: str
+    key: str
+    message: str
+    line: int | None = None
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        key = f" [{self.key}]" if self.key else ""
+        return f"{where}{key}: {self.message}"
+
+
+@dataclass
+class ConfigurationError(IntegratorError):
+    """One or more configuration problems, reported together."""
+
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(i) for i in self.issues) or "invalid configuration"
+
+
+class FatalError(IntegratorError):
+    """The run cannot continue (authentication refused, state store unreachable)."""
+
+
+class OrderError(IntegratorError):
+    """This order failed; the run goes on with the others."""
+
+    kind = "error"
+
+    def __init__(self, message: str, *, stage: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.status = status
+
+
+class RetriableError(OrderError):
+    """A transient failure: the order is retried on the next run."""
+
+    kind = "retriable"
+
+
+class AmbiguousWriteError(OrderError):
+    """The write may have reached the ERP: the order stays `sending` until settled."""
+
+    kind = "ambiguous"
+
+
+class PermanentError(OrderError):
+    """A failure that will repeat until something changes: back off, then quarantine."""
+
+    kind = "permanent"
+
+
+class SkipOrder(IntegratorError):
+    """The order is not processed this run, without counting as a failure."""

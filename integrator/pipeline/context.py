@@ -1,0 +1,122 @@
+"""What a run shares with its stages: connectors, the ledger, the run log, dry-run output."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from integrator.config.model import AppConfig, FlowConfig
+from integrator.connectors.http import Connector
+from integrator.connectors.redact import Redactor
+from integrator.pipeline.exchange import Exchange
+from integrator.state.store import Store
+
+__all__ = ["PlannedRequest", "RunContext"]
+
+log = structlog.get_logger("integrator.run")
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """A request a dry run would have sent."""
+
+    order: str
+    connector: str
+    method: str
+    url: str
+    body: Any
+
+
+@dataclass
+class RunContext:
+    """One run of one flow."""
+
+    app: AppConfig
+    flow: FlowConfig
+    store: Store
+    redactor: Redactor
+    source: Connector
+    target: Connector
+    run_id: int = 0
+    dry_run: bool = False
+    only_order: str | None = None
+    fetch_pool: ThreadPoolExecutor | None = None
+    planned: list[PlannedRequest] = field(default_factory=list)
+    log_path: Path | None = None
+    _log_file: IO[str] | None = None
+    _log_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ------------------------------------------------------------- ledger
+    def journal(self, ex: Exchange, state: str, message: str = "", **fields: Any) -> None:
+        """Move the order to ``state`` in the ledger (nothing in a dry run)."""
+        ex.state = state
+        if self.dry_run:
+            return
+        fields.setdefault("order_pk", ex.pk)
+        if "last_error" in fields and fields["last_error"]:
+            fields["last_error"] = self.redactor.scrub(str(fields["last_error"]))
+        for k in ("request", "response"):
+            if k in fields:
+                fields[k] = self.redactor.redact(fields[k])
+        self.store.record(self.flow.name, ex.number, self.run_id, state,
+                          self.redactor.scrub(message), **fields)
+
+    def event(self, ex: Exchange | None, state: str, message: str) -> None:
+        """An event that does not move the journal."""
+        if not self.dry_run:
+            self.store.add_event(self.flow.name, ex.number if ex else None, self.run_id, state,
+                                 self.redactor.scrub(message))
+
+    def plan(self, ex: Exchange, connector: Connector, method: str, path: str, body: Any) -> None:
+        """Record a request a dry run would send."""
+        self.planned.append(PlannedRequest(ex.number, connector.name, method,
+                                           connector.url(path), self.redactor.redact(body)))
+
+    # ------------------------------------------------------------ run log
+    def open_log(self) -> None:
+        """Open the run's JSON-lines log file."""
+        if self.dry_run:
+            return
+        folder = self.app.log_dir / self.flow.name
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log_path = folder / f"run-{self.run_id}.jsonl"
+        self._log_file = self.log_path.open("a", encoding="utf-8")
+
+    def write_log(self, record: dict[str, Any]) -> None:
+        """Append one redacted record to the run log (and mirror it to structlog)."""
+        record = self.redactor.redact(record)
+        record.setdefault("at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        record.setdefault("flow", self.flow.name)
+        record.setdefault("run_id", self.run_id)
+        if self._log_file is not None:
+            line = json.dumps(record, ensure_ascii=False, default=str)
+            with self._log_lock:
+                self._log_file.write(line + "\n")
+                self._log_file.flush()
+        event = str(record.pop("event", "order"))
+        log.debug(event, **{k: v for k, v in record.items() if k not in ("at", "flow", "run_id")})
+
+    def close_log(self) -> None:
+        """Close the run log."""
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    @contextmanager
+    def connectors_open(self) -> Iterator[None]:
+        """Close both connectors' pools when the run ends."""
+        try:
+            yield
+        finally:
+            self.source.close()
+            if self.target is not self.source:
+                self.target.close()

@@ -1,0 +1,63 @@
+"""The exchange: one order travelling through a flow's stages.
+
+Typed fields are the engine's; ``attributes`` (string to string, as in NiFi) belong to users.
+Reserved attribute keys, set or read by the engine:
+
+=====================  ==========================================================
+``order.number``        the order's number (set at read)
+``order.pk``            the order's Omnitron pk (set at read)
+``flow.name``           the flow's name
+``run.id``              the run's id in the state store
+``order_exists``        a script sets ``"true"`` to skip the write (as in Akinon)
+``failed``              ``"true"`` when a stage failed (seen by post_script)
+``failure.stage``       the stage that failed
+``failure.message``     its error message
+``log.script.error``    a script's exception and line
+``log.*``               written per order to the run's log file and to the store
+=====================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from integrator.errors import OrderError
+
+__all__ = ["LOG_PREFIX", "Exchange"]
+
+LOG_PREFIX = "log."
+
+
+@dataclass
+class Exchange:
+    """One order's data and attributes, plus what the engine knows of its progress."""
+
+    pk: str
+    number: str
+    order: dict[str, Any]
+    data: Any = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    state: str = "new"  # the journal state as the engine last recorded it
+    attempts: int = 0
+    request: Any = None  # the body written (or to be written) to the ERP
+    response: Any = None  # the ERP's answer, or the query_check answer when found
+    mapping_data: dict[str, Any] | None = None  # check_response output for mark_sent
+    resume: bool = False  # the ERP has the order: skip to the stages after `write`
+    settle: bool = False  # journal said `sending`: query_check must settle it
+    failure: OrderError | None = None
+
+    def __post_init__(self) -> None:
+        if self.data is None:
+            self.data = self.order
+
+    def log_attributes(self) -> dict[str, str]:
+        """The ``log.`` attributes to record at the end of the order."""
+        return {k: v for k, v in self.attributes.items() if k.startswith(LOG_PREFIX)}
+
+    def normalize_attributes(self) -> None:
+        """Attributes are strings, as in NiFi: coerce what scripts put there."""
+        for k, v in list(self.attributes.items()):
+            if not isinstance(v, str):
+                self.attributes[k] = "" if v is None else (
+                    str(v).lower() if isinstance(v, bool) else str(v))

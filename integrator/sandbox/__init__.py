@@ -1,0 +1,64 @@
+"""Local Omnitron-like and ERP-like servers with fault injection, for the demo and the tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from integrator.sandbox.base import Faults, JsonServer
+from integrator.sandbox.erp import ErpSandbox
+from integrator.sandbox.omnitron import OmnitronSandbox
+from integrator.sandbox.seed import CHANNEL_SECRET, seed_orders
+
+__all__ = [
+    "CHANNEL_SECRET",
+    "SANDBOX_ENV",
+    "ErpSandbox",
+    "Faults",
+    "JsonServer",
+    "OmnitronSandbox",
+    "Sandbox",
+    "running_sandbox",
+    "seed_orders",
+]
+
+# The sandbox's own credentials: public test values, handed to the runner through the
+# environment exactly as real secrets would be.
+SANDBOX_ENV = {
+    "OMNITRON_USERNAME": "integrator",
+    "OMNITRON_PASSWORD": "sandbox-pass",
+    "ERP_TOKEN": "sandbox-erp-token",
+}
+
+
+@dataclass
+class Sandbox:
+    """Both servers, running."""
+
+    omnitron: OmnitronSandbox
+    erp: ErpSandbox
+    credentials: dict[str, str]
+
+    def env(self) -> dict[str, str]:
+        """Environment for a runner aimed at this sandbox."""
+        return {**self.credentials, "OMNITRON_URL": self.omnitron.url, "ERP_URL": self.erp.url}
+
+
+@contextmanager
+def running_sandbox(orders: int = 25, *, omnitron_port: int = 0, erp_port: int = 0,
+                    seed: int = 42, items_per_order: int | None = None,
+                    discounts_per_order: int | None = None) -> Iterator[Sandbox]:
+    """Start both servers in background threads; stop them on exit."""
+    env = {k: os.environ.get(k, v) for k, v in SANDBOX_ENV.items()}
+    omni = OmnitronSandbox(port=omnitron_port, orders=orders, seed=seed,
+                           username=env["OMNITRON_USERNAME"], password=env["OMNITRON_PASSWORD"],
+                           items_per_order=items_per_order,
+                           discounts_per_order=discounts_per_order).start()
+    erp = ErpSandbox(port=erp_port, token=env["ERP_TOKEN"]).start()
+    try:
+        yield Sandbox(omni, erp, env)
+    finally:
+        omni.stop()
+        erp.stop()

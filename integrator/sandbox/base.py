@@ -1,0 +1,222 @@
+"""A small threaded JSON HTTP server with fault injection, shared by both sandbox servers.
+
+Responses go out in one ``send`` with ``TCP_NODELAY``: headers and body written separately on
+a keep-alive connection meet Nagle + delayed ACK and cost ~40 ms per call.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["DROP", "Faults", "JsonServer", "Request", "Response", "Route"]
+
+
+@dataclass
+class Request:
+    """A parsed request."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Response:
+    """What a route answers."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # close the connection without an answer (after any commit)
+
+
+DROP = Response(0, drop=True)
+
+Route = Callable[[Request, list[str]], Response]
+
+
+@dataclass
+class Rule:
+    """A fault: on ``route`` (or any), for ``count`` calls (or -1: always) with ``rate``."""
+
+    action: str  # status, drop_after_commit, drop_before, timeout, latency
+    route: str = "*"
+    status: int = 500
+    rate: float = 1.0
+    count: int = -1
+    retry_after: str | None = None
+    seconds: float = 0.0
+    numbers: list[str] = field(default_factory=list)
+
+
+class Faults:
+    """The fault table: deterministic with a seed; changed at run time via ``/_sandbox/faults``."""
+
+    def __init__(self, seed: int = 7) -> None:
+        self.lock = threading.Lock()
+        self.rules: list[Rule] = []
+        self.random = random.Random(seed)
+        self.latency: dict[str, float] = {}  # route (or "*") → seconds
+        self.injected = 0
+
+    def configure(self, spec: dict[str, Any]) -> None:
+        """Replace the table: ``{"latency_ms": {"*": 10}, "rules": [{...}], "seed": 1}``."""
+        with self.lock:
+            self.latency = {k: float(v) / 1000 for k, v in spec.get("latency_ms", {}).items()}
+            self.rules = [Rule(**r) for r in spec.get("rules", [])]
+            if "seed" in spec:
+                self.random = random.Random(spec["seed"])
+
+    def pick(self, route: str, number: str | None) -> Rule | None:
+        """The rule that fires for this call, if any (consumes one of its count)."""
+        with self.lock:
+            for rule in self.rules:
+                if rule.route not in ("*", route) or rule.count == 0:
+                    continue
+                if rule.numbers and number not in rule.numbers:
+                    continue
+                if rule.rate < 1.0 and self.random.random() >= rule.rate:
+                    continue
+                if rule.count > 0:
+                    rule.count -= 1
+                self.injected += 1
+                return rule
+        return None
+
+    def delay(self, route: str) -> float:
+        """Injected latency for ``route``."""
+        return self.latency.get(route, self.latency.get("*", 0.0))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: JsonServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Quiet: the sandbox must not flood the terminal."""
+
+    def _handle(self) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            self._send(Response(400, {"detail": "invalid JSON body"}))
+            return
+        req = Request(self.command, parts.path,
+                      {k: v[-1] for k, v in parse_qs(parts.query).items()},
+                      {k.lower(): v for k, v in self.headers.items()}, body)
+        try:
+            resp = self.server.dispatch(req)
+        except Exception as exc:  # noqa: BLE001 - a sandbox bug answers 500, never kills it
+            resp = Response(500, {"detail": f"sandbox error: {type(exc).__name__}: {exc}"})
+        self._send(resp)
+
+    def _send(self, resp: Response) -> None:
+        if resp.drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        payload = b"" if resp.body is None else json.dumps(resp.body, ensure_ascii=False).encode()
+        head = [f"HTTP/1.1 {resp.status} {self.responses.get(resp.status, ('',))[0]}",
+                "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+        head += [f"{k}: {v}" for k, v in resp.headers.items()]
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+
+
+class JsonServer(ThreadingHTTPServer):
+    """Routes by (method, path prefix); subclasses fill ``routes`` and ``stats``."""
+
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 7) -> None:
+        super().__init__((host, port), _Handler)
+        self.faults = Faults(seed)
+        self.lock = threading.Lock()
+        self.calls: dict[str, int] = {}
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def route(self, req: Request) -> tuple[str, Route, list[str]] | None:
+        """(route name, handler, path args) for ``req``."""
+        raise NotImplementedError
+
+    def order_number(self, req: Request, args: list[str]) -> str | None:
+        """The order a call concerns, for faults aimed at given orders."""
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        """What the server holds."""
+        raise NotImplementedError
+
+    def dispatch(self, req: Request) -> Response:
+        """Sandbox control routes, then faults, then the route itself."""
+        if req.path == "/_sandbox/stats":
+            return Response(200, {**self.stats(), "calls": dict(self.calls),
+                                  "faults_injected": self.faults.injected})
+        if req.path == "/_sandbox/faults" and req.method == "POST":
+            try:
+                self.faults.configure(req.body or {})
+            except TypeError as exc:
+                return Response(400, {"detail": f"bad fault spec: {exc}"})
+            return Response(200, {"ok": True})
+        found = self.route(req)
+        if found is None:
+            return Response(404, {"detail": "Not found."})
+        name, handler, args = found
+        with self.lock:
+            self.calls[name] = self.calls.get(name, 0) + 1
+        delay = self.faults.delay(name)
+        if delay:
+            time.sleep(delay)
+        rule = self.faults.pick(name, self.order_number(req, args))
+        if rule is not None:
+            if rule.action == "status":
+                headers = {"Retry-After": rule.retry_after} if rule.retry_after else {}
+                return Response(rule.status, {"detail": f"injected {rule.status}"}, headers)
+            if rule.action == "drop_before":
+                return DROP
+            if rule.action == "timeout":
+                time.sleep(rule.seconds or 5.0)
+            if rule.action == "latency":
+                time.sleep(rule.seconds)
+            if rule.action == "drop_after_commit":
+                handler(req, args)
+                return DROP
+        return handler(req, args)
+
+    def start(self) -> JsonServer:
+        """Serve in a background thread."""
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True,
+                                       name=type(self).__name__)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,102 @@
+"""An ERP-like REST API: create an order, query it by number, optional idempotency key.
+
+``GET /_sandbox/stats`` tells how many orders arrived and which numbers arrived twice: the
+exactly-once tests read it.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from integrator.sandbox.base import JsonServer, Request, Response, Route
+
+__all__ = ["ErpSandbox"]
+
+
+class ErpSandbox(JsonServer):
+    """Orders keyed by ``order_number``; ``token`` (when set) is the required Bearer token."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str = "",
+                 seed: int = 7) -> None:
+        super().__init__(host, port, seed)
+        self.token = token
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.received: dict[str, int] = {}  # order number → creates
+        self.idempotency: dict[str, dict[str, Any]] = {}
+        self.replays = 0
+        self.table: list[tuple[str, str, re.Pattern[str], Route]] = [
+            ("POST", "create", re.compile(r"/api/orders/$"), self.create),
+            ("GET", "query", re.compile(r"/api/orders/$"), self.query),
+            ("GET", "get", re.compile(r"/api/orders/by-number/([^/]+)/$"), self.get),
+        ]
+
+    def route(self, req: Request) -> tuple[str, Route, list[str]] | None:
+        """Match; check the Bearer token when one is configured."""
+        for method, name, pattern, handler in self.table:
+            m = pattern.match(req.path)
+            if m and method == req.method:
+                if self.token and req.headers.get("authorization") != f"Bearer {self.token}":
+                    return name, lambda _r, _a: Response(401, {"error": "invalid token"}), []
+                return name, handler, list(m.groups())
+        return None
+
+    def order_number(self, req: Request, args: list[str]) -> str | None:
+        """From the body (create), the query (query) or the path (get)."""
+        if isinstance(req.body, dict) and "order_number" in req.body:
+            return str(req.body["order_number"])
+        return req.query.get("number") or (args[0] if args else None)
+
+    def create(self, req: Request, _args: list[str]) -> Response:
+        """Create; 400 without ``order_number``; a known idempotency key replays the answer."""
+        body = req.body
+        if not isinstance(body, dict) or not body.get("order_number"):
+            return Response(400, {"error": "order_number is required"})
+        key = req.headers.get("idempotency-key")
+        number = str(body["order_number"])
+        with self.lock:
+            if key and key in self.idempotency:
+                self.replays += 1
+                return Response(200, copy.deepcopy(self.idempotency[key]))
+            self.received[number] = self.received.get(number, 0) + 1
+            erp_id = f"ERP-{len(self.orders) + sum(self.received.values()):07d}"
+            lines = [{"line_id": f"{erp_id}-{i + 1}", "external_id": line.get("external_id"),
+                      "sku": line.get("sku")}
+                     for i, line in enumerate(body.get("lines") or []) if isinstance(line, dict)]
+            record = {"id": erp_id, "order_number": number, "lines": lines, "payload": body}
+            self.orders[number] = record
+            answer = {"id": erp_id, "order_number": number, "lines": lines}
+            if key:
+                self.idempotency[key] = answer
+        return Response(201, answer)
+
+    def query(self, req: Request, _args: list[str]) -> Response:
+        """``?number=`` → ``{"count", "results"}``."""
+        number = req.query.get("number", "")
+        with self.lock:
+            rec = self.orders.get(number)
+            results = [{k: rec[k] for k in ("id", "order_number", "lines")}] if rec else []
+        return Response(200, {"count": len(results), "results": results})
+
+    def get(self, _req: Request, args: list[str]) -> Response:
+        """One order by number; 404 when unknown."""
+        with self.lock:
+            rec = self.orders.get(args[0])
+            if rec is None:
+                return Response(404, {"error": "order not found"})
+            return Response(200, {k: rec[k] for k in ("id", "order_number", "lines")})
+
+    def stats(self) -> dict[str, Any]:
+        """Orders held, creates received, and the numbers created more than once."""
+        with self.lock:
+            dups = {n: c for n, c in self.received.items() if c > 1}
+            return {"orders": len(self.orders), "received": sum(self.received.values()),
+                    "duplicates": len(dups), "duplicate_numbers": sorted(dups),
+                    "idempotent_replays": self.replays}
+
+    def payload(self, number: str) -> dict[str, Any] | None:
+        """The body the ERP received for ``number`` (tests inspect it)."""
+        with self.lock:
+            rec = self.orders.get(number)
+            return copy.deepcopy(rec["payload"]) if rec else None

@@ -1,0 +1,165 @@
+"""read: unsent Omnitron orders, page by page, each assembled into one document.
+
+Paging is by pk cursor (``pk__gt=<last pk>&ordering=pk``), never by offset: orders marked sent
+during the run leave the result set, and offset paging over a shrinking set skips orders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from integrator.config.checks import Options
+from integrator.connectors.http import Connector, parse_json
+from integrator.connectors.redact import strip_channel_conf
+from integrator.errors import FatalError, OrderError, PermanentError
+from integrator.pipeline.exchange import Exchange
+from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
+
+if TYPE_CHECKING:
+    from integrator.pipeline.context import RunContext
+
+__all__ = ["ReadStage"]
+
+CANCELLED_STATUSES = frozenset({"50", "100"})
+
+
+class ReadStage(SourceStage):
+    """Lists unsent orders and fetches detail, items and discounts (each with its detail)."""
+
+    name = "read"
+    allowed = {"prefix", "list_path", "detail_path", "items_path", "item_detail_path",
+               "discounts_path", "discount_detail_path", "page_size", "statuses", "channels",
+               "cursor_param", "params"}
+
+    def __init__(self, **o: Any) -> None:
+        self.o = o
+        self.run: RunContext | None = None
+
+    @classmethod
+    def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
+        """Read paths, page size and filters."""
+        def path(name: str, default: str) -> str:
+            return opts.get(name, str, default)
+
+        return cls(
+            prefix=path("prefix", "/api/i1/"),
+            list_path=path("list_path", "orders/"),
+            detail_path=path("detail_path", "orders_integration/{pk}/detailed_integration/"),
+            items_path=path("items_path", "order_items/"),
+            item_detail_path=path("item_detail_path", "order_items/{pk}/detailed_integration/"),
+            discounts_path=path("discounts_path", "discount_items/"),
+            discount_detail_path=path("discount_detail_path",
+                                      "discount_items/{pk}/detailed_integration/"),
+            page_size=opts.get("page_size", int, 50,
+                               check=lambda v: None if 1 <= v <= 1000 else "expected 1 to 1000"),
+            statuses=[str(s) for s in opts.get("statuses", list, ["400"])],
+            channels=[str(c) for c in opts.get("channels", list, [])],
+            cursor_param=path("cursor_param", "pk__gt"),
+            params=opts.get("params", dict, {}),
+        )
+
+    def _url(self, key: str, **fmt: Any) -> str:
+        return str(self.o["prefix"]).rstrip("/") + "/" + str(self.o[key]).format(**fmt)
+
+    def open(self, run: RunContext) -> None:
+        """Keep the run for fetches."""
+        self.run = run
+
+    def _get(self, conn: Connector, url: str, params: dict[str, Any] | None = None) -> Any:
+        resp = conn.request("GET", url, params=params)
+        return parse_json(resp, conn.describe("GET", conn.url(url)))
+
+    def iter_orders(self, run: RunContext) -> Iterator[OrderRef]:
+        """Yield every unsent, not cancelled order in pk order."""
+        params: dict[str, Any] = {"is_send": "false", "ordering": "pk",
+                                  "limit": self.o["page_size"], **self.o["params"]}
+        if self.o["statuses"]:
+            params["status__in"] = ",".join(self.o["statuses"])
+        if self.o["channels"]:
+            params["channel__in"] = ",".join(self.o["channels"])
+        if run.only_order:
+            params["number"] = run.only_order
+        cursor: int | None = None
+        url = self._url("list_path")
+        while True:
+            if cursor is not None:
+                params[self.o["cursor_param"]] = cursor
+            try:
+                page = self._get(run.source, url, params)
+            except OrderError as exc:
+                raise FatalError(f"reading the order list failed: {exc}") from None
+            results = page.get("results") if isinstance(page, dict) else None
+            if not isinstance(results, list):
+                raise FatalError(f"order list from {run.source.name}: expected "
+                                 "{'results': [...]} in the answer")
+            for i, row in enumerate(results):
+                ref = self._ref(run, row, i)
+                if ref is None:
+                    continue
+                cursor = max(cursor or 0, int(ref.pk))
+                if run.only_order and ref.number != run.only_order:
+                    continue
+                if str(row.get("status")) in CANCELLED_STATUSES:
+                    continue
+                yield ref
+            if len(results) < int(self.o["page_size"]) or not page.get("next"):
+                return
+
+    def _ref(self, run: RunContext, row: Any, i: int) -> OrderRef | None:
+        """An OrderRef, or None (with an event) for a row without a usable pk/number."""
+        if isinstance(row, dict):
+            pk, number = row.get("pk"), row.get("number")
+            if isinstance(pk, int) and not isinstance(pk, bool) and number not in (None, ""):
+                return OrderRef(str(pk), str(number), row)
+        run.event(None, "invalid", f"order list row {i} skipped: expected an integer 'pk' and "
+                                   f"a 'number', got {str(row)[:120]}")
+        return None
+
+    def fetch(self, ref: OrderRef) -> Exchange:
+        """The order document: detail + orderitem_set + discountitem_set, channel.conf masked."""
+        run = self.run
+        assert run is not None and run.fetch_pool is not None  # set by open()
+        conn, pool = run.source, run.fetch_pool
+        detail_f = pool.submit(self._get, conn, self._url("detail_path", pk=ref.pk))
+        items_f = pool.submit(self._list, conn, self._url("items_path"), ref.pk)
+        discounts_f = pool.submit(self._list, conn, self._url("discounts_path"), ref.pk)
+        item_fs = [pool.submit(self._get, conn, self._url("item_detail_path", pk=self._pk(i)))
+                   for i in _result(items_f)]
+        discount_fs = [pool.submit(self._get, conn,
+                                   self._url("discount_detail_path", pk=self._pk(d)))
+                       for d in _result(discounts_f)]
+        doc = _result(detail_f)
+        if not isinstance(doc, dict) or str(doc.get("pk")) != ref.pk:
+            raise PermanentError(f"order {ref.number}: the detail answer is not the order "
+                                 f"(expected an object with pk {ref.pk})", stage="read")
+        doc["orderitem_set"] = [_result(f) for f in item_fs]
+        doc["discountitem_set"] = [_result(f) for f in discount_fs]
+        strip_channel_conf(doc, run.redactor)
+        return Exchange(pk=ref.pk, number=ref.number, order=doc, attributes={
+            "order.number": ref.number, "order.pk": ref.pk, "flow.name": run.flow.name,
+            "run.id": str(run.run_id)})
+
+    def _list(self, conn: Connector, url: str, order_pk: str) -> list[Any]:
+        params: dict[str, Any] = {"order": order_pk, "limit": 100}
+        out: list[Any] = []
+        next_url: str | None = url
+        while next_url:
+            page = self._get(conn, next_url, params)
+            if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+                raise PermanentError(f"{conn.describe('GET', conn.url(url))}: expected "
+                                     "{'results': [...]}", stage="read")
+            out.extend(page["results"])
+            next_url, params = page.get("next"), None
+        return out
+
+    @staticmethod
+    def _pk(row: Any) -> Any:
+        if isinstance(row, dict) and "pk" in row:
+            return row["pk"]
+        raise PermanentError(f"an item row has no 'pk': {str(row)[:80]}", stage="read")
+
+
+def _result(f: Future[Any]) -> Any:
+    return f.result()

@@ -1,0 +1,78 @@
+"""write: send the order to the ERP, with the ledger's `sending` → `sent` around the call."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from integrator.config.checks import Options
+from integrator.connectors.http import parse_json
+from integrator.mapping.paths import render
+from integrator.pipeline.exchange import Exchange
+from integrator.pipeline.stage import BuildContext, Stage
+
+if TYPE_CHECKING:
+    from integrator.pipeline.context import RunContext
+
+__all__ = ["WriteStage", "idempotency_key"]
+
+
+def idempotency_key(flow: str, number: str) -> str:
+    """A stable key per (flow, order): a retried write carries the same one."""
+    return hashlib.sha256(f"{flow}\0{number}".encode()).hexdigest()[:32]
+
+
+class WriteStage(Stage):
+    """2xx = written. The answer (merged over the request body) becomes the data."""
+
+    name = "write"
+    allowed = {"path", "method", "idempotency_header"}
+    writes = True
+    side_effects = True
+
+    def __init__(self, path: str, method: str, idempotency_header: str) -> None:
+        self.path, self.method, self.idempotency_header = path, method, idempotency_header
+        self.run: RunContext | None = None
+
+    @classmethod
+    def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
+        """URL path (a template), method, optional idempotency header."""
+        return cls(
+            path=opts.get("path", str, "/api/orders/"),
+            method=opts.get("method", str, "POST",
+                            check=lambda m: None if m.upper() in {"POST", "PUT", "PATCH"}
+                            else "expected POST, PUT or PATCH").upper(),
+            idempotency_header=opts.get("idempotency_header", str, ""),
+        )
+
+    def open(self, run: RunContext) -> None:
+        """Keep the run."""
+        self.run = run
+
+    def plan(self, ex: Exchange) -> None:
+        """Dry run: record the request."""
+        assert self.run is not None  # set by open()
+        self.run.plan(ex, self.run.target, self.method,
+                      render(self.path, ex.order, ex.attributes), ex.data)
+
+    def process(self, ex: Exchange) -> None:
+        """Record `sending`, write, record `sent` with the answer."""
+        run = self.run
+        assert run is not None  # set by open()
+        conn = run.target
+        path = render(self.path, ex.order, ex.attributes)
+        headers: dict[str, str] = {}
+        if self.idempotency_header:
+            headers[self.idempotency_header] = idempotency_key(run.flow.name, ex.number)
+        ex.request = ex.data
+        run.journal(ex, "sending", f"{self.method} {conn.name}:{path}", request=ex.request)
+        resp = conn.request(self.method, path, json_body=ex.request, idempotent=False,
+                            headers=headers)
+        answer: Any = parse_json(resp, conn.describe(self.method, conn.url(path)))
+        ex.response = {} if answer is None else answer
+        if isinstance(ex.request, dict) and isinstance(ex.response, dict):
+            ex.data = {**ex.request, **ex.response}
+        else:
+            ex.data = ex.response
+        ex.attributes["write.status"] = str(resp.status_code)
+        run.journal(ex, "sent", f"{conn.name} answered {resp.status_code}", response=ex.response)
