@@ -13,12 +13,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from integrator.config import load_app
 from integrator.logs import configure_logging
 from integrator.pipeline import Outcome, Project, RunContext, RunResult, load_project
+from integrator.state import Store
 
-__all__ = ["console", "load", "order_progress", "print_plan", "print_summary"]
+__all__ = ["console", "load", "order_progress", "print_plan", "print_summary", "state_store"]
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+
+
+def state_store(ctx: click.Context) -> Store:
+    """The state store of the project, without needing the connectors' secrets."""
+    app = load_app(Path(ctx.obj["config"]), need_secrets=False)
+    return Store(app.state_url)
 
 
 def load(ctx: click.Context, *, strict: bool = True) -> Project:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from integrator.cli.common import console, load
-from integrator.state import Store
+from integrator.cli.common import console, state_store
 
 __all__ = ["COMMANDS"]
 
@@ -17,8 +16,7 @@ __all__ = ["COMMANDS"]
 @click.pass_context
 def runs_cmd(ctx: click.Context, flow: str | None, limit: int) -> int:
     """The latest runs, newest first, with their counts and status."""
-    project = load(ctx, strict=False)
-    store = Store(project.app.state_url)
+    store = state_store(ctx)
     try:
         rows = store.list_runs(flow, limit)
     finally:
@@ -47,8 +45,7 @@ def orders_group() -> None:
 @click.pass_context
 def orders_show(ctx: click.Context, number: str, flow: str | None) -> int:
     """Journal, events and log. attributes of order NUMBER, across runs."""
-    project = load(ctx, strict=False)
-    store = Store(project.app.state_url)
+    store = state_store(ctx)
     try:
         h = store.order_history(number, flow)
     finally:

@@ -17,7 +17,7 @@ from integrator.errors import ConfigurationError, FatalError, IntegratorError
 
 __all__ = ["cli", "main"]
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -109,15 +109,19 @@ def _connector(doc: YamlDoc, raw: dict[str, Any], data: Any, key: str,
     )
 
 
-def load_app(path: Path, env: Mapping[str, str] | None = None) -> AppConfig:
-    """Load config.yaml; raise ConfigurationError with every issue found."""
+def load_app(path: Path, env: Mapping[str, str] | None = None, *,
+             need_secrets: bool = True) -> AppConfig:
+    """Load config.yaml; raise ConfigurationError with every issue found.
+
+    ``need_secrets=False`` tolerates unset variables (for commands that only read the store).
+    """
     env = os.environ if env is None else env
     doc, issues = read_yaml(path)
     if doc is None:
         raise ConfigurationError(issues)
     base = path.resolve().parent
     secrets: set[str] = set()
-    data = interpolate(doc, env, issues, secrets, base)
+    data = interpolate(doc, env, issues, secrets, base, lenient=not need_secrets)
     o = Options(data, doc, "", issues, _APP_KEYS)
     state = Options(o.data.get("state"), doc, "state", issues, {"url"})
     log = Options(o.data.get("logging"), doc, "logging", issues, {"level", "dir"})

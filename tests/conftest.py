@@ -1,0 +1,108 @@
+"""Shared fixtures: a project copied to a temp dir, the sandbox servers, and a CLI runner
+that starts the real ``integrator`` command in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from integrator.sandbox import Sandbox, running_sandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Result:
+    """A finished CLI call."""
+
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Project:
+    """A copy of the repository's config, flows and scripts in a temp dir."""
+
+    root: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Result:
+        """Run ``integrator ARGS`` in the project directory, in a subprocess."""
+        p = subprocess.run(
+            [sys.executable, "-m", "integrator", *args], cwd=self.root, capture_output=True,
+            text=True, timeout=timeout, env={**os.environ, **self.env, **(env or {})})
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start ``integrator ARGS`` without waiting."""
+        return subprocess.Popen([sys.executable, "-m", "integrator", *args], cwd=self.root,
+                                env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, text=True)
+
+    def flow(self, name: str = "order_flow") -> Path:
+        """The path of a flow file."""
+        return self.root / "flows" / f"{name}.yaml"
+
+    def edit_flow(self, old: str, new: str, name: str = "order_flow") -> None:
+        """Replace text in a flow file (the test fails if ``old`` is absent)."""
+        path = self.flow(name)
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {path}"
+        path.write_text(text.replace(old, new))
+
+    def sql(self, query: str) -> list[tuple[Any, ...]]:
+        """Rows from the project's SQLite state store."""
+        import sqlite3
+
+        with sqlite3.connect(self.root / "state" / "integrator.db") as c:
+            return list(c.execute(query))
+
+    def state(self, number: str) -> str:
+        """The journal state of an order."""
+        rows = self.sql(f"SELECT state FROM journal WHERE order_number = '{number}'")
+        return str(rows[0][0]) if rows else "absent"
+
+
+def make_project(tmp_path: Path, env: dict[str, str]) -> Project:
+    """Copy config.yaml, flows/ and scripts/ into ``tmp_path``."""
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    shutil.copytree(ROOT / "flows", tmp_path / "flows")
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    return Project(tmp_path, env)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """Both sandbox servers with 25 seeded orders."""
+    with running_sandbox(25) as sb:
+        yield sb
+
+
+@pytest.fixture
+def project(tmp_path: Path, sandbox: Sandbox) -> Project:
+    """A project wired to the running sandbox."""
+    return make_project(tmp_path, sandbox.env())
+
+
+def faults(url: str, spec: dict[str, Any]) -> None:
+    """Configure a sandbox server's faults over HTTP."""
+    requests.post(f"{url}/_sandbox/faults", data=json.dumps(spec), timeout=5).raise_for_status()
+
+
+def stats(url: str) -> dict[str, Any]:
+    """A sandbox server's stats over HTTP."""
+    resp = requests.get(f"{url}/_sandbox/stats", timeout=5)
+    resp.raise_for_status()
+    data: dict[str, Any] = resp.json()
+    return data

@@ -1,0 +1,200 @@
+"""The order flow end to end: the real CLI in a subprocess, real HTTP against the sandbox."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import Project, faults, make_project, stats
+
+from integrator.sandbox import Sandbox, running_sandbox
+
+
+def unsent(sb: Sandbox) -> list[str]:
+    """Numbers of the orders the flow should deliver."""
+    return [o["number"] for o in sorted(sb.omnitron.orders.values(), key=lambda o: o["pk"])
+            if not o["is_send"] and o["status"] == "400"]
+
+
+def assert_exactly_once(sb: Sandbox, numbers: list[str]) -> None:
+    """Every order in the ERP once and marked sent in Omnitron."""
+    erp = stats(sb.erp.url)
+    assert erp["duplicates"] == 0, erp["duplicate_numbers"]
+    assert sorted(sb.erp.received) == sorted(numbers)
+    assert all(sb.erp.received[n] == 1 for n in numbers)
+    assert stats(sb.omnitron.url)["unsent"] == 0
+
+
+def test_happy_path_delivers_every_order_once(project: Project, sandbox: Sandbox) -> None:
+    """One run sends every unsent order, marks it sent, puts ERP ids on the items."""
+    numbers = unsent(sandbox)
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 0, r.err
+    assert f"│ {len(numbers):>9} │" in r.out or str(len(numbers)) in r.out
+    assert_exactly_once(sandbox, numbers)
+    item = next(i for i in sandbox.omnitron.items.values()
+                if sandbox.omnitron.orders[i["order"]]["number"] == numbers[0])
+    assert item["extra_field"]["erp_line_id"].startswith("ERP-")
+    payload = sandbox.erp.payload(numbers[0])
+    assert payload is not None and payload["order_number"] == numbers[0]
+    assert payload["lines"][0]["external_id"] == item["pk"]
+    assert {s for (s,) in project.sql("SELECT DISTINCT state FROM journal")} == {"done"}
+    again = project.run("run-flow", "order_flow", "--no-progress")
+    assert again.code == 0 and stats(sandbox.erp.url)["received"] == len(numbers)
+
+
+def test_250_orders_page_size_50_one_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No order is skipped while earlier ones are marked sent during the run."""
+    with running_sandbox(280) as sb:
+        numbers = unsent(sb)
+        assert len(numbers) >= 250
+        project = make_project(tmp_path, sb.env())
+        r = project.run("run-flow", "order_flow", "--no-progress")
+        assert r.code == 0, r.err
+        assert_exactly_once(sb, numbers)
+        assert sb.omnitron.calls["list"] >= len(numbers) // 50
+
+
+def test_query_check_found_skips_write_and_marks_sent(project: Project, sandbox: Sandbox) -> None:
+    """An order the ERP already has is not written again, but is marked sent."""
+    numbers = unsent(sandbox)
+    number = numbers[0]
+    sandbox.erp.orders[number] = {"id": "ERP-PRE", "order_number": number, "lines": [],
+                                  "payload": {}}
+    sandbox.erp.received[number] = 1
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 0, r.err
+    assert sandbox.erp.received[number] == 1
+    assert_exactly_once(sandbox, numbers)
+    assert project.state(number) == "done"
+    events = [m for (m,) in project.sql(
+        f"SELECT message FROM events WHERE order_number='{number}' ORDER BY id")]
+    assert any("found in the ERP by query_check" in m for m in events)
+
+
+def test_failure_status_code_fails_order_then_next_run_sends(project: Project,
+                                                             sandbox: Sandbox) -> None:
+    """A failure code from query_check fails the order; the next run delivers it once."""
+    numbers = unsent(sandbox)
+    faults(sandbox.erp.url, {"rules": [{"action": "status", "route": "query", "status": 503,
+                                        "numbers": [numbers[2]], "count": 1}]})
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 1
+    assert numbers[2] in r.out and "503" in r.out
+    assert project.state(numbers[2]) == "failed"
+    assert numbers[2] not in sandbox.erp.received
+    r2 = project.run("run-flow", "order_flow", "--no-progress")
+    assert r2.code == 0, r2.out + r2.err
+    assert_exactly_once(sandbox, numbers)
+
+
+def test_not_found_status_code_continues_to_write(project: Project, sandbox: Sandbox) -> None:
+    """A query answered 404 (listed in not_found_status_codes) goes on to the write."""
+    numbers = unsent(sandbox)
+    project.edit_flow("url: /api/orders/?number=${_order.number}",
+                      "url: /api/orders/by-number/${_order.number}/")
+    project.edit_flow("response_path: count\n      response_path_value: \"1\"",
+                      "response_path: id")
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 0, r.out + r.err
+    assert sandbox.erp.calls["get"] == len(numbers)
+    assert_exactly_once(sandbox, numbers)
+
+
+def test_rejected_write_fails_order_and_runs_post_script(project: Project,
+                                                         sandbox: Sandbox) -> None:
+    """A 400 from the ERP fails that order; post_script with run_on_failure still ran."""
+    numbers = unsent(sandbox)
+    faults(sandbox.erp.url, {"rules": [{"action": "status", "route": "create", "status": 400,
+                                        "numbers": [numbers[0]], "count": 1}]})
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 1
+    assert project.state(numbers[0]) == "failed"
+    logged = dict(project.sql(
+        f"SELECT key, value FROM order_log WHERE order_number='{numbers[0]}'"))
+    assert logged["log.outcome"] == "failed at write"
+    assert numbers[0] not in sandbox.erp.received
+    assert all(project.state(n) == "done" for n in numbers[1:])
+
+
+def test_dropped_patch_after_write_never_writes_twice(project: Project, sandbox: Sandbox) -> None:
+    """ERP written, PATCH lost: the next run skips the write and marks the order sent."""
+    numbers = unsent(sandbox)
+    faults(sandbox.omnitron.url, {"rules": [{"action": "drop_before", "route": "patch_order",
+                                             "numbers": [numbers[1]], "count": 1}]})
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 1
+    assert project.state(numbers[1]) == "sent"
+    r2 = project.run("run-flow", "order_flow", "--no-progress")
+    assert r2.code == 0, r2.out
+    assert_exactly_once(sandbox, numbers)
+
+
+def test_sigkill_between_write_and_mark_sent(project: Project, sandbox: Sandbox) -> None:
+    """Kill the runner while PATCHes hang; the next run writes nothing twice."""
+    numbers = unsent(sandbox)
+    faults(sandbox.omnitron.url, {"rules": [{"action": "timeout", "route": "patch_order",
+                                             "seconds": 20}]})
+    proc = project.popen("run-flow", "order_flow", "--no-progress")
+    deadline = time.monotonic() + 30
+    while stats(sandbox.erp.url)["received"] < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(10)
+    written_before = dict(sandbox.erp.received)
+    assert written_before, "the runner wrote nothing before it was killed"
+    faults(sandbox.omnitron.url, {})
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 0, r.out + r.err
+    assert_exactly_once(sandbox, numbers)
+    for n in written_before:
+        assert project.state(n) == "done"
+
+
+def test_script_exception_fails_one_order_only(project: Project, sandbox: Sandbox) -> None:
+    """A script that raises for one order fails it, with log.script.error; others pass."""
+    numbers = unsent(sandbox)
+    bad = numbers[3]
+    script = project.root / "scripts" / "enrich_order.py"
+    script.write_text(script.read_text().replace(
+        '    lines = data.get("orderitem_set", [])',
+        f'    if data["number"] == "{bad}":\n        raise ValueError("no ERP customer")\n'
+        '    lines = data.get("orderitem_set", [])'))
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 1
+    assert project.state(bad) == "failed"
+    logged = dict(project.sql(f"SELECT key, value FROM order_log WHERE order_number='{bad}'"))
+    assert logged["log.script.error"].startswith("ValueError: no ERP customer (enrich_order.py")
+    assert "line 9" in logged["log.script.error"]  # the raise inserted above
+    assert bad not in sandbox.erp.received
+    assert sorted(sandbox.erp.received) == sorted(n for n in numbers if n != bad)
+
+
+def test_dry_run_prints_requests_and_writes_nothing(project: Project, sandbox: Sandbox) -> None:
+    """--dry-run shows the ERP POST and the Omnitron PATCH per order; nothing changes."""
+    number = unsent(sandbox)[0]
+    r = project.run("run-flow", "order_flow", "--dry-run", "--order", number)
+    assert r.code == 0, r.err
+    assert '"method": "POST"' in r.out and '"is_send": true' in r.out
+    assert f'"order_number": "{number}"' in r.out
+    assert stats(sandbox.erp.url)["received"] == 0
+    assert stats(sandbox.omnitron.url)["patches"] == 0
+    assert project.sql("SELECT COUNT(*) FROM journal") == [(0,)]
+
+
+def test_limit_processes_at_most_n_orders(project: Project, sandbox: Sandbox) -> None:
+    """--limit 3 sends three orders."""
+    r = project.run("run-flow", "order_flow", "--no-progress", "--limit", "3")
+    assert r.code == 0, r.err
+    assert stats(sandbox.erp.url)["received"] == 3
+
+
+def test_history_commands(project: Project, sandbox: Sandbox) -> None:
+    """runs and orders show read the store, without needing the connectors' secrets."""
+    number = unsent(sandbox)[0]
+    assert project.run("run-flow", "order_flow", "--no-progress").code == 0
+    env = {"OMNITRON_PASSWORD": "", "ERP_TOKEN": ""}
+    runs = project.run("runs", env=env)
+    assert runs.code == 0 and "order_flow" in runs.out
+    show = project.run("orders", "show", number)
+    assert show.code == 0 and "done" in show.out and "log.gross_amount" in show.out
+    assert project.run("orders", "show", "nope").code == 1
