@@ -21,11 +21,15 @@ def _redacting(redactor: Redactor) -> Any:
     return processor
 
 
-def configure_logging(level: str = "INFO", *, json: bool = False,
-                      secrets: Iterable[str] = ()) -> None:
+def configure_logging(
+    level: str = "INFO", *, json: bool = False, secrets: Iterable[str] = ()
+) -> None:
     """Route structlog to stderr; every event passes the redactor first."""
-    renderer: Any = (structlog.processors.JSONRenderer() if json
-                     else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -35,7 +39,8 @@ def configure_logging(level: str = "INFO", *, json: bool = False,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]),
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )

@@ -40,15 +40,25 @@ class Project:
     def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Result:
         """Run ``integrator ARGS`` in the project directory, in a subprocess."""
         p = subprocess.run(
-            [sys.executable, "-m", "integrator", *args], cwd=self.root, capture_output=True,
-            text=True, timeout=timeout, env={**os.environ, **self.env, **(env or {})})
+            [sys.executable, "-m", "integrator", *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **self.env, **(env or {})},
+        )
         return Result(p.returncode, p.stdout, p.stderr)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         """Start ``integrator ARGS`` without waiting."""
-        return subprocess.Popen([sys.executable, "-m", "integrator", *args], cwd=self.root,
-                                env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "integrator", *args],
+            cwd=self.root,
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
 
     def flow(self, name: str = "order_flow") -> Path:
         """The path of a flow file."""

@@ -11,8 +11,11 @@ from integrator.sandbox import Sandbox, running_sandbox
 
 def unsent(sb: Sandbox) -> list[str]:
     """Numbers of the orders the flow should deliver."""
-    return [o["number"] for o in sorted(sb.omnitron.orders.values(), key=lambda o: o["pk"])
-            if not o["is_send"] and o["status"] == "400"]
+    return [
+        o["number"]
+        for o in sorted(sb.omnitron.orders.values(), key=lambda o: o["pk"])
+        if not o["is_send"] and o["status"] == "400"
+    ]
 
 
 def assert_exactly_once(sb: Sandbox, numbers: list[str]) -> None:
@@ -31,8 +34,11 @@ def test_happy_path_delivers_every_order_once(project: Project, sandbox: Sandbox
     assert r.code == 0, r.err
     assert f"│ {len(numbers):>9} │" in r.out or str(len(numbers)) in r.out
     assert_exactly_once(sandbox, numbers)
-    item = next(i for i in sandbox.omnitron.items.values()
-                if sandbox.omnitron.orders[i["order"]]["number"] == numbers[0])
+    item = next(
+        i
+        for i in sandbox.omnitron.items.values()
+        if sandbox.omnitron.orders[i["order"]]["number"] == numbers[0]
+    )
     assert item["extra_field"]["erp_line_id"].startswith("ERP-")
     payload = sandbox.erp.payload(numbers[0])
     assert payload is not None and payload["order_number"] == numbers[0]
@@ -58,25 +64,46 @@ def test_query_check_found_skips_write_and_marks_sent(project: Project, sandbox:
     """An order the ERP already has is not written again, but is marked sent."""
     numbers = unsent(sandbox)
     number = numbers[0]
-    sandbox.erp.orders[number] = {"id": "ERP-PRE", "order_number": number, "lines": [],
-                                  "payload": {}}
+    sandbox.erp.orders[number] = {
+        "id": "ERP-PRE",
+        "order_number": number,
+        "lines": [],
+        "payload": {},
+    }
     sandbox.erp.received[number] = 1
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 0, r.err
     assert sandbox.erp.received[number] == 1
     assert_exactly_once(sandbox, numbers)
     assert project.state(number) == "done"
-    events = [m for (m,) in project.sql(
-        f"SELECT message FROM events WHERE order_number='{number}' ORDER BY id")]
+    events = [
+        m
+        for (m,) in project.sql(
+            f"SELECT message FROM events WHERE order_number='{number}' ORDER BY id"
+        )
+    ]
     assert any("found in the ERP by query_check" in m for m in events)
 
 
-def test_failure_status_code_fails_order_then_next_run_sends(project: Project,
-                                                             sandbox: Sandbox) -> None:
+def test_failure_status_code_fails_order_then_next_run_sends(
+    project: Project, sandbox: Sandbox
+) -> None:
     """A failure code from query_check fails the order; the next run delivers it once."""
     numbers = unsent(sandbox)
-    faults(sandbox.erp.url, {"rules": [{"action": "status", "route": "query", "status": 503,
-                                        "numbers": [numbers[2]], "count": 1}]})
+    faults(
+        sandbox.erp.url,
+        {
+            "rules": [
+                {
+                    "action": "status",
+                    "route": "query",
+                    "status": 503,
+                    "numbers": [numbers[2]],
+                    "count": 1,
+                }
+            ]
+        },
+    )
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 1
     assert numbers[2] in r.out and "503" in r.out
@@ -90,27 +117,41 @@ def test_failure_status_code_fails_order_then_next_run_sends(project: Project,
 def test_not_found_status_code_continues_to_write(project: Project, sandbox: Sandbox) -> None:
     """A query answered 404 (listed in not_found_status_codes) goes on to the write."""
     numbers = unsent(sandbox)
-    project.edit_flow("url: /api/orders/?number=${_order.number}",
-                      "url: /api/orders/by-number/${_order.number}/")
-    project.edit_flow("response_path: count\n      response_path_value: \"1\"",
-                      "response_path: id")
+    project.edit_flow(
+        "url: /api/orders/?number=${_order.number}", "url: /api/orders/by-number/${_order.number}/"
+    )
+    project.edit_flow('response_path: count\n      response_path_value: "1"', "response_path: id")
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 0, r.out + r.err
     assert sandbox.erp.calls["get"] == len(numbers)
     assert_exactly_once(sandbox, numbers)
 
 
-def test_rejected_write_fails_order_and_runs_post_script(project: Project,
-                                                         sandbox: Sandbox) -> None:
+def test_rejected_write_fails_order_and_runs_post_script(
+    project: Project, sandbox: Sandbox
+) -> None:
     """A 400 from the ERP fails that order; post_script with run_on_failure still ran."""
     numbers = unsent(sandbox)
-    faults(sandbox.erp.url, {"rules": [{"action": "status", "route": "create", "status": 400,
-                                        "numbers": [numbers[0]], "count": 1}]})
+    faults(
+        sandbox.erp.url,
+        {
+            "rules": [
+                {
+                    "action": "status",
+                    "route": "create",
+                    "status": 400,
+                    "numbers": [numbers[0]],
+                    "count": 1,
+                }
+            ]
+        },
+    )
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 1
     assert project.state(numbers[0]) == "failed"
-    logged = dict(project.sql(
-        f"SELECT key, value FROM order_log WHERE order_number='{numbers[0]}'"))
+    logged = dict(
+        project.sql(f"SELECT key, value FROM order_log WHERE order_number='{numbers[0]}'")
+    )
     assert logged["log.outcome"] == "failed at write"
     assert numbers[0] not in sandbox.erp.received
     assert all(project.state(n) == "done" for n in numbers[1:])
@@ -119,8 +160,19 @@ def test_rejected_write_fails_order_and_runs_post_script(project: Project,
 def test_dropped_patch_after_write_never_writes_twice(project: Project, sandbox: Sandbox) -> None:
     """ERP written, PATCH lost: the next run skips the write and marks the order sent."""
     numbers = unsent(sandbox)
-    faults(sandbox.omnitron.url, {"rules": [{"action": "drop_before", "route": "patch_order",
-                                             "numbers": [numbers[1]], "count": 1}]})
+    faults(
+        sandbox.omnitron.url,
+        {
+            "rules": [
+                {
+                    "action": "drop_before",
+                    "route": "patch_order",
+                    "numbers": [numbers[1]],
+                    "count": 1,
+                }
+            ]
+        },
+    )
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 1
     assert project.state(numbers[1]) == "sent"
@@ -132,8 +184,10 @@ def test_dropped_patch_after_write_never_writes_twice(project: Project, sandbox:
 def test_sigkill_between_write_and_mark_sent(project: Project, sandbox: Sandbox) -> None:
     """Kill the runner while PATCHes hang; the next run writes nothing twice."""
     numbers = unsent(sandbox)
-    faults(sandbox.omnitron.url, {"rules": [{"action": "timeout", "route": "patch_order",
-                                             "seconds": 20}]})
+    faults(
+        sandbox.omnitron.url,
+        {"rules": [{"action": "timeout", "route": "patch_order", "seconds": 20}]},
+    )
     proc = project.popen("run-flow", "order_flow", "--no-progress")
     deadline = time.monotonic() + 30
     while stats(sandbox.erp.url)["received"] < 4 and time.monotonic() < deadline:
@@ -155,10 +209,13 @@ def test_script_exception_fails_one_order_only(project: Project, sandbox: Sandbo
     numbers = unsent(sandbox)
     bad = numbers[3]
     script = project.root / "scripts" / "enrich_order.py"
-    script.write_text(script.read_text().replace(
-        '    lines = data.get("orderitem_set", [])',
-        f'    if data["number"] == "{bad}":\n        raise ValueError("no ERP customer")\n'
-        '    lines = data.get("orderitem_set", [])'))
+    script.write_text(
+        script.read_text().replace(
+            '    lines = data.get("orderitem_set", [])',
+            f'    if data["number"] == "{bad}":\n        raise ValueError("no ERP customer")\n'
+            '    lines = data.get("orderitem_set", [])',
+        )
+    )
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 1
     assert project.state(bad) == "failed"

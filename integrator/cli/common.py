@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,8 @@ from integrator.state import Store
 
 __all__ = ["console", "load", "order_progress", "print_plan", "print_summary", "state_store"]
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output (scripts, CI logs) gets wide tables instead of 80 folded columns.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def state_store(ctx: click.Context) -> Store:
@@ -43,9 +45,15 @@ def order_progress(enabled: bool) -> Iterator[Callable[[Outcome], None]]:
     if not enabled or not err.is_terminal:
         yield lambda _o: None
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("failed {task.fields[failed]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
         task = progress.add_task("orders", total=None, failed=0)
         failed = 0
 
@@ -62,8 +70,13 @@ def print_summary(result: RunResult, run: RunContext) -> None:
     table = Table(title=f"{result.flow} — run {result.run_id or '(dry run)'}", show_header=True)
     for col in ("orders ok", "failed", "skipped", "seconds", "status"):
         table.add_column(col, justify="right")
-    table.add_row(str(result.ok), str(result.failed), str(result.skipped),
-                  f"{result.seconds:.2f}", result.status)
+    table.add_row(
+        str(result.ok),
+        str(result.failed),
+        str(result.skipped),
+        f"{result.seconds:.2f}",
+        result.status,
+    )
     console.print(table)
     if result.failures:
         fail = Table(title="failed orders", show_header=True)
@@ -74,8 +87,10 @@ def print_summary(result: RunResult, run: RunContext) -> None:
             fail.add_row(o.number, o.state, o.message)
         console.print(fail)
         if len(result.failures) > 50:
-            console.print(f"... and {len(result.failures) - 50} more: integrator runs / "
-                          "integrator orders show NUMBER")
+            console.print(
+                f"... and {len(result.failures) - 50} more: integrator runs / "
+                "integrator orders show NUMBER"
+            )
     if result.error:
         console.print(f"[red]run stopped:[/red] {result.error}")
     if run.log_path:
@@ -85,6 +100,11 @@ def print_summary(result: RunResult, run: RunContext) -> None:
 def print_plan(run: RunContext) -> None:
     """Dry run output: every request the run would have sent, as JSON lines."""
     for p in sorted(run.planned, key=lambda p: (p.order, p.connector != "erp")):
-        record: dict[str, Any] = {"order": p.order, "connector": p.connector,
-                                  "method": p.method, "url": p.url, "body": p.body}
+        record: dict[str, Any] = {
+            "order": p.order,
+            "connector": p.connector,
+            "method": p.method,
+            "url": p.url,
+            "body": p.body,
+        }
         click.echo(json.dumps(record, ensure_ascii=False))

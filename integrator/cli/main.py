@@ -21,9 +21,16 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "-c", "config", type=click.Path(path_type=Path), default="config.yaml",
-              show_default=True, envvar="INTEGRATOR_CONFIG",
-              help="Project configuration (connectors, state store, logging).")
+@click.option(
+    "--config",
+    "-c",
+    "config",
+    type=click.Path(path_type=Path),
+    default="config.yaml",
+    show_default=True,
+    envvar="INTEGRATOR_CONFIG",
+    help="Project configuration (connectors, state store, logging).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 @click.version_option(__version__, prog_name="integrator")
 @click.pass_context
@@ -43,7 +50,7 @@ def cli(ctx: click.Context, config: Path, debug: bool) -> None:
 
 
 def _register() -> None:
-    from integrator.cli import history, run, sandbox, validate  # noqa: PLC0415 - after cli exists
+    from integrator.cli import history, run, sandbox, validate
 
     for module in (run, validate, history, sandbox):
         for command in module.COMMANDS:
@@ -82,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        err.print(f"internal error: {type(exc).__name__}: {exc}\n"
-                  "run again with --debug for the traceback, and please report it", markup=False)
+        err.print(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "run again with --debug for the traceback, and please report it",
+            markup=False,
+        )
         sys.exit(1)

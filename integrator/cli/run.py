@@ -12,15 +12,24 @@ __all__ = ["COMMANDS"]
 
 @click.command("run-flow")
 @click.argument("flow")
-@click.option("--dry-run", is_flag=True,
-              help="Read and query-check, run scripts and mappings, then print the requests it "
-                   "would send to the ERP and to Omnitron; writes nothing, records nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Read and query-check, run scripts and mappings, then print the requests it "
+    "would send to the ERP and to Omnitron; writes nothing, records nothing.",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Process at most N orders.")
 @click.option("--order", "order", metavar="NUMBER", help="Process only this order number.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
-def run_flow_cmd(ctx: click.Context, flow: str, dry_run: bool, limit: int | None,
-                 order: str | None, no_progress: bool) -> int:
+def run_flow_cmd(
+    ctx: click.Context,
+    flow: str,
+    dry_run: bool,
+    limit: int | None,
+    order: str | None,
+    no_progress: bool,
+) -> int:
     """Run FLOW (its name, or the path of its file) once.
 
     Exit status: 0 when every order went through, 1 when some failed or the run stopped,
@@ -28,13 +37,16 @@ def run_flow_cmd(ctx: click.Context, flow: str, dry_run: bool, limit: int | None
     """
     project = load(ctx)
     with order_progress(not no_progress and not dry_run) as advance:
-        result, run = run_flow(project, flow, dry_run=dry_run, limit=limit, only_order=order,
-                               on_order=advance)
+        result, run = run_flow(
+            project, flow, dry_run=dry_run, limit=limit, only_order=order, on_order=advance
+        )
     if dry_run:
         print_plan(run)
-        console.print(f"dry run: {result.ok} order(s) would be sent, {result.failed} failed "
-                      f"before the write, {result.skipped} skipped; nothing was written",
-                      style="dim")
+        console.print(
+            f"dry run: {result.ok} order(s) would be sent, {result.failed} failed "
+            f"before the write, {result.skipped} skipped; nothing was written",
+            style="dim",
+        )
         if result.failures:
             print_summary(result, run)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -16,8 +17,13 @@ __all__ = ["COMMANDS"]
 
 
 @click.command("sandbox")
-@click.option("--orders", type=click.IntRange(min=0), default=25, show_default=True,
-              help="Unsent orders to seed (deterministic).")
+@click.option(
+    "--orders",
+    type=click.IntRange(min=0),
+    default=25,
+    show_default=True,
+    help="Unsent orders to seed (deterministic).",
+)
 @click.option("--omnitron-port", type=int, default=8701, show_default=True)
 @click.option("--erp-port", type=int, default=8702, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
@@ -27,18 +33,15 @@ def sandbox_cmd(orders: int, omnitron_port: int, erp_port: int, seed: int) -> in
     Faults are injected at run time: POST /_sandbox/faults on either server; GET
     /_sandbox/stats tells what each holds.
     """
-    with running_sandbox(orders, omnitron_port=omnitron_port, erp_port=erp_port,
-                         seed=seed) as sb:
+    with running_sandbox(orders, omnitron_port=omnitron_port, erp_port=erp_port, seed=seed) as sb:
         console.print(f"Omnitron sandbox: {sb.omnitron.url}  ({orders} orders)")
         console.print(f"ERP sandbox:      {sb.erp.url}")
         console.print("point the runner at them with:")
         for k, v in sb.env().items():
             console.print(f"  export {k}={v}", markup=False)
         console.print("Ctrl-C stops.")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
@@ -57,14 +60,18 @@ def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
     with running_sandbox(orders) as sb:
         os.environ.update({"OMNITRON_URL": sb.omnitron.url, "ERP_URL": sb.erp.url})
         project = load(ctx)
-        console.print(f"sandbox: Omnitron {sb.omnitron.url} ({sb.omnitron.stats()['unsent']} "
-                      f"unsent orders), ERP {sb.erp.url}")
+        console.print(
+            f"sandbox: Omnitron {sb.omnitron.url} ({sb.omnitron.stats()['unsent']} "
+            f"unsent orders), ERP {sb.erp.url}"
+        )
         with order_progress(True) as advance:
             result, run = run_flow(project, flow, on_order=advance)
         print_summary(result, run)
         o, e = sb.omnitron.stats(), sb.erp.stats()
-        console.print(f"Omnitron: {o['sent']} sent, {o['unsent']} unsent; ERP: {e['orders']} "
-                      f"orders, {e['duplicates']} duplicates")
+        console.print(
+            f"Omnitron: {o['sent']} sent, {o['unsent']} unsent; ERP: {e['orders']} "
+            f"orders, {e['duplicates']} duplicates"
+        )
         store = Store(project.app.state_url)
         try:
             console.print(f"ledger: {store.count_states(flow)}")

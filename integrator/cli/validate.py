@@ -27,13 +27,16 @@ def validate_cmd(ctx: click.Context) -> int:
         for stage in flow.stages:
             info = stage.describe()
             extra = f" ({info['runtime']} runtime)" if "runtime" in info else ""
-            kinds.append(stage.name + extra + (" [source]" if isinstance(stage, SourceStage)
-                                               else ""))
+            kinds.append(
+                stage.name + extra + (" [source]" if isinstance(stage, SourceStage) else "")
+            )
         console.print(f"ok: flow {name} ({flow.config.file}): {' → '.join(kinds)}", markup=False)
     if project.issues:
         raise ConfigurationError(project.issues)
-    console.print(f"{len(project.flows)} flow(s) valid; {len(project.app.connectors)} "
-                  "connector(s)", markup=False)
+    console.print(
+        f"{len(project.flows)} flow(s) valid; {len(project.app.connectors)} connector(s)",
+        markup=False,
+    )
     return 0
 
 

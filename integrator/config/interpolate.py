@@ -7,7 +7,6 @@ scrub them from every log line, stored record and error message.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path

@@ -18,13 +18,30 @@ __all__ = ["load_app", "load_flow", "load_flows"]
 
 _APP_KEYS = {"state", "logging", "connectors", "flows_dir"}
 _CONNECTOR_KEYS = {
-    "Name", "ConnectorId", "DisplayName", "Host", "BearerToken", "Username", "Password",
-    "TokenLogin", "Timeout", "Properties", "CustomHeaders", "EnabledForMarkets",
+    "Name",
+    "ConnectorId",
+    "DisplayName",
+    "Host",
+    "BearerToken",
+    "Username",
+    "Password",
+    "TokenLogin",
+    "Timeout",
+    "Properties",
+    "CustomHeaders",
+    "EnabledForMarkets",
     "DisabledForMarkets",
 }
 _FLOW_KEYS = {
-    "name", "description", "source", "target", "schedule", "concurrency", "max_attempts",
-    "backoff_seconds", "stages",
+    "name",
+    "description",
+    "source",
+    "target",
+    "schedule",
+    "concurrency",
+    "max_attempts",
+    "backoff_seconds",
+    "stages",
 }
 _SECRET_FIELDS = ("BearerToken", "Password")
 
@@ -47,8 +64,9 @@ def _clear_secret(doc: YamlDoc, raw: Any, key: str, issues: list[ConfigIssue]) -
         )
 
 
-def _connector(doc: YamlDoc, raw: dict[str, Any], data: Any, key: str,
-               issues: list[ConfigIssue]) -> ConnectorConfig | None:
+def _connector(
+    doc: YamlDoc, raw: dict[str, Any], data: Any, key: str, issues: list[ConfigIssue]
+) -> ConnectorConfig | None:
     o = Options(data, doc, key, issues, _CONNECTOR_KEYS)
     for name in _SECRET_FIELDS:
         _clear_secret(doc, raw.get(name) if isinstance(raw, dict) else None, o.sub(name), issues)
@@ -56,8 +74,13 @@ def _connector(doc: YamlDoc, raw: dict[str, Any], data: Any, key: str,
     host = o.get("Host", str, "", required=True, check=_url_check)
     token_login = None
     if o.data.get("TokenLogin") is not None:
-        t = Options(o.data["TokenLogin"], doc, o.sub("TokenLogin"), issues,
-                    {"Path", "TokenPath", "Header", "HeaderFormat", "Method"})
+        t = Options(
+            o.data["TokenLogin"],
+            doc,
+            o.sub("TokenLogin"),
+            issues,
+            {"Path", "TokenPath", "Header", "HeaderFormat", "Method"},
+        )
         token_login = TokenLogin(
             path=t.get("Path", str, "", required=True),
             token_path=t.get("TokenPath", str, "key"),
@@ -80,8 +103,9 @@ def _connector(doc: YamlDoc, raw: dict[str, Any], data: Any, key: str,
             o.error("CustomHeaders", f"header {k!r}: expected a string value")
             continue
         if is_secret_key(str(k)):
-            _clear_secret(doc, raw.get("CustomHeaders", {}).get(k), o.sub(f"CustomHeaders.{k}"),
-                          issues)
+            _clear_secret(
+                doc, raw.get("CustomHeaders", {}).get(k), o.sub(f"CustomHeaders.{k}"), issues
+            )
         headers.append((str(k), str(v)))
 
     def positive(v: float) -> str | None:
@@ -109,8 +133,9 @@ def _connector(doc: YamlDoc, raw: dict[str, Any], data: Any, key: str,
     )
 
 
-def load_app(path: Path, env: Mapping[str, str] | None = None, *,
-             need_secrets: bool = True) -> AppConfig:
+def load_app(
+    path: Path, env: Mapping[str, str] | None = None, *, need_secrets: bool = True
+) -> AppConfig:
     """Load config.yaml; raise ConfigurationError with every issue found.
 
     ``need_secrets=False`` tolerates unset variables (for commands that only read the store).
@@ -128,11 +153,16 @@ def load_app(path: Path, env: Mapping[str, str] | None = None, *,
     default_url = f"sqlite:///{base / 'state' / 'integrator.db'}"
     url = state.get("url", str, default_url)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        url = f"sqlite:///{base / url[len('sqlite:///'):]}"
+        url = f"sqlite:///{base / url[len('sqlite:///') :]}"
     level = log.get(
-        "level", str, "INFO",
-        check=lambda v: None if v.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"}
-        else "expected one of DEBUG, INFO, WARNING, ERROR",
+        "level",
+        str,
+        "INFO",
+        check=lambda v: (
+            None
+            if v.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"}
+            else "expected one of DEBUG, INFO, WARNING, ERROR"
+        ),
     ).upper()
     connectors: list[ConnectorConfig] = []
     raw_conns = doc.data.get("connectors", []) if isinstance(doc.data, dict) else []
@@ -145,8 +175,13 @@ def load_app(path: Path, env: Mapping[str, str] | None = None, *,
             continue
         ident = (conn.name, conn.connector_id)
         if ident in seen:
-            issues.append(doc.issue(key, f"connector {conn.name!r} is defined twice "
-                                         f"(also at {seen[ident]}); give one a ConnectorId"))
+            issues.append(
+                doc.issue(
+                    key,
+                    f"connector {conn.name!r} is defined twice "
+                    f"(also at {seen[ident]}); give one a ConnectorId",
+                )
+            )
         seen[ident] = key
         connectors.append(conn)
     if [i for i in issues if i.severity == "error"]:
@@ -171,8 +206,11 @@ def _stage_spec(doc: YamlDoc, entry: Any, key: str, issues: list[ConfigIssue]) -
         if options is None:
             options = {}
         if not isinstance(options, dict):
-            issues.append(doc.issue(join_key(key, str(name)),
-                                    "stage options must be a mapping of option: value"))
+            issues.append(
+                doc.issue(
+                    join_key(key, str(name)), "stage options must be a mapping of option: value"
+                )
+            )
             return None
         return StageSpec(str(name), options, join_key(key, str(name)), doc.file)
     issues.append(doc.issue(key, "expected a stage name, or one 'name: {options}' mapping"))
@@ -180,19 +218,23 @@ def _stage_spec(doc: YamlDoc, entry: Any, key: str, issues: list[ConfigIssue]) -
 
 
 def load_flow(path: Path, app: AppConfig, issues: list[ConfigIssue]) -> FlowConfig | None:
-    """Parse one flow file; issues are appended, None when it cannot be used."""
+    """Parse one flow file; issues are appended; None only when it is not readable YAML."""
     doc, errs = read_yaml(path)
     issues.extend(errs)
     if doc is None:
         return None
-    start = len(issues)
     data = interpolate(doc, os.environ, issues, set(), app.base_dir)
     o = Options(data, doc, "", issues, _FLOW_KEYS)
     names = {c.name for c in app.connectors}
 
     def connector(v: str) -> str | None:
-        return None if v in names else (
-            f"no connector named {v!r} in {app.file}; known: {', '.join(sorted(names)) or 'none'}"
+        return (
+            None
+            if v in names
+            else (
+                f"no connector named {v!r} in {app.file}; "
+                f"known: {', '.join(sorted(names)) or 'none'}"
+            )
         )
 
     stages: list[StageSpec] = []
@@ -209,26 +251,29 @@ def load_flow(path: Path, app: AppConfig, issues: list[ConfigIssue]) -> FlowConf
         source=o.get("source", str, "omnitron", check=connector),
         target=o.get("target", str, "erp", check=connector),
         stages=tuple(stages),
-        concurrency=o.get("concurrency", int, 4,
-                          check=lambda v: None if 1 <= v <= 64 else "expected 1 to 64"),
-        max_attempts=o.get("max_attempts", int, 5,
-                           check=lambda v: None if v >= 1 else "expected 1 or more"),
-        backoff_seconds=o.get("backoff_seconds", float, 60.0,
-                              check=lambda v: None if v >= 0 else "expected 0 or more"),
+        concurrency=o.get(
+            "concurrency", int, 4, check=lambda v: None if 1 <= v <= 64 else "expected 1 to 64"
+        ),
+        max_attempts=o.get(
+            "max_attempts", int, 5, check=lambda v: None if v >= 1 else "expected 1 or more"
+        ),
+        backoff_seconds=o.get(
+            "backoff_seconds", float, 60.0, check=lambda v: None if v >= 0 else "expected 0 or more"
+        ),
         schedule=o.get("schedule", dict, {}),
         description=o.get("description", str, ""),
         doc=doc,
     )
-    if any(i.severity == "error" for i in issues[start:]):
-        return None
+    # Returned even with issues, so that its stages are checked too (all errors at once).
     return flow
 
 
 def load_flows(app: AppConfig, issues: list[ConfigIssue]) -> list[FlowConfig]:
     """Every ``*.yaml``/``*.yml`` in the flows directory (not its subdirectories)."""
     if not app.flows_dir.is_dir():
-        issues.append(ConfigIssue(app.file, "flows_dir",
-                                  f"flows directory {app.flows_dir} does not exist"))
+        issues.append(
+            ConfigIssue(app.file, "flows_dir", f"flows directory {app.flows_dir} does not exist")
+        )
         return []
     flows: list[FlowConfig] = []
     names: dict[str, str] = {}
@@ -237,8 +282,11 @@ def load_flows(app: AppConfig, issues: list[ConfigIssue]) -> list[FlowConfig]:
         if flow is None:
             continue
         if flow.name in names:
-            issues.append(ConfigIssue(flow.file, "name",
-                                      f"flow name {flow.name!r} also used by {names[flow.name]}"))
+            issues.append(
+                ConfigIssue(
+                    flow.file, "name", f"flow name {flow.name!r} also used by {names[flow.name]}"
+                )
+            )
             continue
         names[flow.name] = flow.file
         flows.append(flow)

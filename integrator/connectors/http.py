@@ -146,7 +146,11 @@ class Connector:
             headers["Content-Type"] = "application/json"
         try:
             resp = self.session.request(
-                method, url, data=data, params=params, headers=headers,
+                method,
+                url,
+                data=data,
+                params=params,
+                headers=headers,
                 timeout=self.config.timeout,
             )
         except requests.ConnectTimeout:
@@ -195,5 +199,12 @@ def _reason(exc: BaseException) -> str:
 def _never_sent(exc: requests.ConnectionError) -> bool:
     """True when the failure proves the request never reached the server."""
     text = str(exc.args[0]) if exc.args else ""
-    return any(s in text for s in ("NewConnectionError", "Connection refused",
-                                   "Name or service not known", "Failed to resolve"))
+    return any(
+        s in text
+        for s in (
+            "NewConnectionError",
+            "Connection refused",
+            "Name or service not known",
+            "Failed to resolve",
+        )
+    )

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jmespath
-from jsonpath_ng.ext import parse as jsonpath_parse
+from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
 __all__ = ["compile_path", "render", "render_json", "select"]
 
@@ -38,7 +38,7 @@ def select(path: str, data: Any) -> Any:
 
 def _lookup(expr: str, order: Any, attributes: Mapping[str, str]) -> Any:
     if expr.startswith("_order."):
-        return select(expr[len("_order."):], order)
+        return select(expr[len("_order.") :], order)
     return attributes.get(expr)
 
 

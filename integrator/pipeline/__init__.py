@@ -6,7 +6,7 @@ from integrator.pipeline.context import PlannedRequest, RunContext
 from integrator.pipeline.exchange import LOG_PREFIX, Exchange
 from integrator.pipeline.project import BuiltFlow, Project, load_project, run_flow
 from integrator.pipeline.registry import build_stages, builtin_stages, find_stage
-from integrator.pipeline.runner import Outcome, RunResult, Runner
+from integrator.pipeline.runner import Outcome, Runner, RunResult
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
 
 __all__ = [

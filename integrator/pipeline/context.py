@@ -62,24 +62,33 @@ class RunContext:
         if self.dry_run:
             return
         fields.setdefault("order_pk", ex.pk)
-        if "last_error" in fields and fields["last_error"]:
+        if fields.get("last_error"):
             fields["last_error"] = self.redactor.scrub(str(fields["last_error"]))
         for k in ("request", "response"):
             if k in fields:
                 fields[k] = self.redactor.redact(fields[k])
-        self.store.record(self.flow.name, ex.number, self.run_id, state,
-                          self.redactor.scrub(message), **fields)
+        self.store.record(
+            self.flow.name, ex.number, self.run_id, state, self.redactor.scrub(message), **fields
+        )
 
     def event(self, ex: Exchange | None, state: str, message: str) -> None:
         """An event that does not move the journal."""
         if not self.dry_run:
-            self.store.add_event(self.flow.name, ex.number if ex else None, self.run_id, state,
-                                 self.redactor.scrub(message))
+            self.store.add_event(
+                self.flow.name,
+                ex.number if ex else None,
+                self.run_id,
+                state,
+                self.redactor.scrub(message),
+            )
 
     def plan(self, ex: Exchange, connector: Connector, method: str, path: str, body: Any) -> None:
         """Record a request a dry run would send."""
-        self.planned.append(PlannedRequest(ex.number, connector.name, method,
-                                           connector.url(path), self.redactor.redact(body)))
+        self.planned.append(
+            PlannedRequest(
+                ex.number, connector.name, method, connector.url(path), self.redactor.redact(body)
+            )
+        )
 
     # ------------------------------------------------------------ run log
     def open_log(self) -> None:

@@ -59,5 +59,6 @@ class Exchange:
         """Attributes are strings, as in NiFi: coerce what scripts put there."""
         for k, v in list(self.attributes.items()):
             if not isinstance(v, str):
-                self.attributes[k] = "" if v is None else (
-                    str(v).lower() if isinstance(v, bool) else str(v))
+                self.attributes[k] = (
+                    "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v))
+                )

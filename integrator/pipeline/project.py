@@ -15,7 +15,7 @@ from integrator.connectors.resolve import resolve_connector
 from integrator.errors import ConfigIssue, ConfigurationError
 from integrator.pipeline.context import RunContext
 from integrator.pipeline.registry import build_stages
-from integrator.pipeline.runner import Outcome, RunResult, Runner
+from integrator.pipeline.runner import Outcome, Runner, RunResult
 from integrator.pipeline.stage import Stage
 from integrator.state.store import Store
 
@@ -48,8 +48,13 @@ class Project:
             if Path(f.config.file).resolve() == Path(name).resolve():
                 return f
         known = ", ".join(sorted(self.flows)) or "none"
-        raise ConfigurationError([ConfigIssue(str(self.app.flows_dir), "",
-                                              f"no valid flow named {name!r}; flows: {known}")])
+        raise ConfigurationError(
+            [
+                ConfigIssue(
+                    str(self.app.flows_dir), "", f"no valid flow named {name!r}; flows: {known}"
+                )
+            ]
+        )
 
 
 def load_project(config_path: Path, *, strict: bool = True) -> Project:
@@ -59,12 +64,11 @@ def load_project(config_path: Path, *, strict: bool = True) -> Project:
     flows: dict[str, BuiltFlow] = {}
     all_warnings: list[str] = []
     for fc in load_flows(app, issues):
-        start = len(issues)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # reported through stage warnings
             stages, warns = build_stages(app, fc, issues)
         all_warnings.extend(warns)
-        if len(issues) == start:
+        if not any(i.file == fc.file and i.severity == "error" for i in issues):
             flows[fc.name] = BuiltFlow(fc, stages, warns)
     if strict and issues:
         raise ConfigurationError(issues)
@@ -75,8 +79,9 @@ def connector_for(app: AppConfig, name: str, redactor: Redactor, pool: int) -> C
     """Build the connector ``name`` (validated at load, so it exists)."""
     cfg = resolve_connector(app.connectors, name)
     if cfg is None:
-        raise ConfigurationError([ConfigIssue(app.file, "connectors",
-                                              f"no global connector named {name!r}")])
+        raise ConfigurationError(
+            [ConfigIssue(app.file, "connectors", f"no global connector named {name!r}")]
+        )
     return Connector(cfg, redactor, pool_size=pool)
 
 
@@ -99,10 +104,19 @@ def run_flow(
     redactor = Redactor(app.secrets)
     pool = flow.concurrency * 4 + 4
     source = connector_for(app, flow.source, redactor, pool)
-    target = source if flow.target == flow.source else connector_for(app, flow.target, redactor,
-                                                                       pool)
-    run = RunContext(app=app, flow=flow, store=store, redactor=redactor, source=source,
-                     target=target, dry_run=dry_run, only_order=only_order)
+    target = (
+        source if flow.target == flow.source else connector_for(app, flow.target, redactor, pool)
+    )
+    run = RunContext(
+        app=app,
+        flow=flow,
+        store=store,
+        redactor=redactor,
+        source=source,
+        target=target,
+        dry_run=dry_run,
+        only_order=only_order,
+    )
     try:
         with store.flow_lock(flow.name), run.connectors_open():
             if not dry_run:
@@ -113,8 +127,14 @@ def run_flow(
             finally:
                 run.close_log()
             if not dry_run:
-                store.finish_run(run.run_id, result.status, result.ok, result.failed,
-                                 result.skipped, result.error)
+                store.finish_run(
+                    run.run_id,
+                    result.status,
+                    result.ok,
+                    result.failed,
+                    result.skipped,
+                    result.error,
+                )
         return result, run
     finally:
         if own_store:

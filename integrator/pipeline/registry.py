@@ -18,7 +18,7 @@ ENTRY_POINT_GROUP = "integrator.stages"
 
 def builtin_stages() -> dict[str, type[Stage]]:
     """The stages that ship with integrator, by name."""
-    from integrator import stages  # noqa: PLC0415 - import late: stages import the pipeline
+    from integrator import stages
 
     return {cls.name: cls for cls in stages.BUILTIN}
 
@@ -68,8 +68,11 @@ def build_stages(
         stages.append(stage)
     sources = [s for s in stages if isinstance(s, SourceStage)]
     if len(sources) != 1 and len(stages) == len(flow.stages):
-        issues.append(doc.issue("stages", f"a flow needs exactly one source stage (read); "
-                                          f"found {len(sources)}"))
+        issues.append(
+            doc.issue(
+                "stages", f"a flow needs exactly one source stage (read); found {len(sources)}"
+            )
+        )
     writers = [s for s in stages if s.writes]
     if len(writers) > 1:
         issues.append(doc.issue("stages", "a flow may have at most one write stage"))

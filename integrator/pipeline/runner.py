@@ -73,9 +73,13 @@ class RunResult:
 class Runner:
     """Drives one run of a built flow."""
 
-    def __init__(self, stages: list[Stage], run: RunContext,
-                 on_order: Callable[[Outcome], None] | None = None,
-                 limit: int | None = None) -> None:
+    def __init__(
+        self,
+        stages: list[Stage],
+        run: RunContext,
+        on_order: Callable[[Outcome], None] | None = None,
+        limit: int | None = None,
+    ) -> None:
         self.stages, self.run, self.on_order, self.limit = stages, run, on_order, limit
         sources = [s for s in stages if isinstance(s, SourceStage)]
         self.source = sources[0]
@@ -83,8 +87,11 @@ class Runner:
         writers = [i for i, s in enumerate(self.order_stages) if s.writes]
         self.write_index = writers[0] if writers else -1
         self.has_query_check = any(s.name == "query_check" for s in self.order_stages)
-        self.safe_resend = bool(getattr(self.order_stages[self.write_index],
-                                        "idempotency_header", "")) if writers else False
+        self.safe_resend = (
+            bool(getattr(self.order_stages[self.write_index], "idempotency_header", ""))
+            if writers
+            else False
+        )
         self._lock = threading.Lock()
 
     def execute(self) -> RunResult:
@@ -93,8 +100,9 @@ class Runner:
         result = RunResult(run.run_id, run.flow.name)
         started = time.monotonic()
         workers = run.flow.concurrency
-        run.fetch_pool = ThreadPoolExecutor(max_workers=min(4 * workers, 64),
-                                            thread_name_prefix=f"{run.flow.name}-fetch")
+        run.fetch_pool = ThreadPoolExecutor(
+            max_workers=min(4 * workers, 64), thread_name_prefix=f"{run.flow.name}-fetch"
+        )
         opened: list[Stage] = []
         try:
             for stage in self.stages:
@@ -123,8 +131,9 @@ class Runner:
                 return
             self._count(result, f.result())
 
-        with ThreadPoolExecutor(max_workers=workers,
-                                thread_name_prefix=f"{self.run.flow.name}-order") as pool:
+        with ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix=f"{self.run.flow.name}-order"
+        ) as pool:
             for n, ref in enumerate(self.source.iter_orders(self.run)):
                 if self.limit is not None and n >= self.limit:
                     break
@@ -151,8 +160,9 @@ class Runner:
     def process_order(self, ref: OrderRef) -> Outcome:
         """Fetch, route by the ledger, run the stages; record the end. Runs in a worker."""
         run = self.run
-        structlog.contextvars.bind_contextvars(flow=run.flow.name, run_id=run.run_id,
-                                               order=ref.number)
+        structlog.contextvars.bind_contextvars(
+            flow=run.flow.name, run_id=run.run_id, order=ref.number
+        )
         entry = run.store.entry(run.flow.name, ref.number)
         try:
             self._check_due(entry)
@@ -182,13 +192,17 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - a plug-in's bug fails its order, not the run
                 err = PermanentError(f"{type(exc).__name__}: {exc}", stage=stage.name)
                 return self._failed(ex, entry, err, i)
-            if (not ex.resume and ex.attributes.get("order_exists", "").lower() == "true"
-                    and i < self.write_index):
+            if (
+                not ex.resume
+                and ex.attributes.get("order_exists", "").lower() == "true"
+                and i < self.write_index
+            ):
                 ex.resume = True
                 run.journal(ex, "sent", f"{stage.name} set order_exists=true; not written")
         if not run.dry_run:
-            run.journal(ex, "done", "order complete", last_error=None, error_kind=None,
-                        next_try=None)
+            run.journal(
+                ex, "done", "order complete", last_error=None, error_kind=None, next_try=None
+            )
         self._finish(ex, "ok")
         return Outcome(ex.number, "ok", ex.state)
 
@@ -217,21 +231,26 @@ class Runner:
                 how = "query_check" if self.has_query_check else "the idempotency key"
                 run.event(ex, "sending", f"ambiguous earlier write: {how} settles it")
             else:
-                run.journal(ex, "quarantined",
-                            "found in `sending` (the last write's outcome is unknown) and the "
-                            "flow has no query_check: check the ERP, then `integrator resolve`",
-                            error_kind="ambiguous")
+                run.journal(
+                    ex,
+                    "quarantined",
+                    "found in `sending` (the last write's outcome is unknown) and the "
+                    "flow has no query_check: check the ERP, then `integrator resolve`",
+                    error_kind="ambiguous",
+                )
                 raise SkipOrder("quarantined: ambiguous write")
 
-    def _failed(self, ex: Exchange, entry: JournalEntry | None, exc: OrderError,
-                index: int) -> Outcome:
+    def _failed(
+        self, ex: Exchange, entry: JournalEntry | None, exc: OrderError, index: int
+    ) -> Outcome:
         run = self.run
         msg = run.redactor.scrub(f"{exc.stage or 'read'}: {exc}")
         ex.failure = exc
-        ex.attributes.update({"failed": "true", "failure.stage": exc.stage or "read",
-                              "failure.message": msg})
+        ex.attributes.update(
+            {"failed": "true", "failure.stage": exc.stage or "read", "failure.message": msg}
+        )
         if index >= 0:
-            for stage in self.order_stages[index + 1:]:
+            for stage in self.order_stages[index + 1 :]:
                 if stage.run_on_failure and not run.dry_run:
                     try:
                         stage.process(ex)
@@ -254,8 +273,15 @@ class Runner:
                     state = "quarantined"
                 else:
                     next_try = time.time() + run.flow.backoff_seconds * 2 ** (attempts - 1)
-            run.journal(ex, state, msg, last_error=msg, error_kind=exc.kind, attempts=attempts,
-                        next_try=next_try)
+            run.journal(
+                ex,
+                state,
+                msg,
+                last_error=msg,
+                error_kind=exc.kind,
+                attempts=attempts,
+                next_try=next_try,
+            )
         log.warning("order_failed", stage=exc.stage, error=msg, state=ex.state)
         self._finish(ex, "failed", msg)
         return Outcome(ex.number, "failed", ex.state, msg)
@@ -264,7 +290,18 @@ class Runner:
         run = self.run
         logs = ex.log_attributes()
         if not run.dry_run:
-            run.store.add_log(run.flow.name, ex.number, run.run_id,
-                              {k: run.redactor.scrub(v) for k, v in logs.items()})
-        run.write_log({"event": f"order_{status}", "order": ex.number, "state": ex.state,
-                       "error": message or None, "log": logs})
+            run.store.add_log(
+                run.flow.name,
+                ex.number,
+                run.run_id,
+                {k: run.redactor.scrub(v) for k, v in logs.items()},
+            )
+        run.write_log(
+            {
+                "event": f"order_{status}",
+                "order": ex.number,
+                "state": ex.state,
+                "error": message or None,
+                "log": logs,
+            }
+        )

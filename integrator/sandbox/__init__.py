@@ -47,15 +47,26 @@ class Sandbox:
 
 
 @contextmanager
-def running_sandbox(orders: int = 25, *, omnitron_port: int = 0, erp_port: int = 0,
-                    seed: int = 42, items_per_order: int | None = None,
-                    discounts_per_order: int | None = None) -> Iterator[Sandbox]:
+def running_sandbox(
+    orders: int = 25,
+    *,
+    omnitron_port: int = 0,
+    erp_port: int = 0,
+    seed: int = 42,
+    items_per_order: int | None = None,
+    discounts_per_order: int | None = None,
+) -> Iterator[Sandbox]:
     """Start both servers in background threads; stop them on exit."""
     env = {k: os.environ.get(k, v) for k, v in SANDBOX_ENV.items()}
-    omni = OmnitronSandbox(port=omnitron_port, orders=orders, seed=seed,
-                           username=env["OMNITRON_USERNAME"], password=env["OMNITRON_PASSWORD"],
-                           items_per_order=items_per_order,
-                           discounts_per_order=discounts_per_order).start()
+    omni = OmnitronSandbox(
+        port=omnitron_port,
+        orders=orders,
+        seed=seed,
+        username=env["OMNITRON_USERNAME"],
+        password=env["OMNITRON_PASSWORD"],
+        items_per_order=items_per_order,
+        discounts_per_order=discounts_per_order,
+    ).start()
     erp = ErpSandbox(port=erp_port, token=env["ERP_TOKEN"]).start()
     try:
         yield Sandbox(omni, erp, env)

@@ -6,6 +6,7 @@ a keep-alive connection meet Nagle + delayed ACK and cost ~40 ms per call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["DROP", "Faults", "JsonServer", "Request", "Response", "Route"]
@@ -104,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: JsonServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the sandbox must not flood the terminal."""
 
     def _handle(self) -> None:
@@ -116,9 +117,13 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(Response(400, {"detail": "invalid JSON body"}))
             return
-        req = Request(self.command, parts.path,
-                      {k: v[-1] for k, v in parse_qs(parts.query).items()},
-                      {k.lower(): v for k, v in self.headers.items()}, body)
+        req = Request(
+            self.command,
+            parts.path,
+            {k: v[-1] for k, v in parse_qs(parts.query).items()},
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
+        )
         try:
             resp = self.server.dispatch(req)
         except Exception as exc:  # noqa: BLE001 - a sandbox bug answers 500, never kills it
@@ -128,14 +133,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, resp: Response) -> None:
         if resp.drop:
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):  # the client may be gone already
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         payload = b"" if resp.body is None else json.dumps(resp.body, ensure_ascii=False).encode()
-        head = [f"HTTP/1.1 {resp.status} {self.responses.get(resp.status, ('',))[0]}",
-                "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+        head = [
+            f"HTTP/1.1 {resp.status} {self.responses.get(resp.status, ('',))[0]}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(payload)}",
+        ]
         head += [f"{k}: {v}" for k, v in resp.headers.items()]
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
 
@@ -176,8 +182,14 @@ class JsonServer(ThreadingHTTPServer):
     def dispatch(self, req: Request) -> Response:
         """Sandbox control routes, then faults, then the route itself."""
         if req.path == "/_sandbox/stats":
-            return Response(200, {**self.stats(), "calls": dict(self.calls),
-                                  "faults_injected": self.faults.injected})
+            return Response(
+                200,
+                {
+                    **self.stats(),
+                    "calls": dict(self.calls),
+                    "faults_injected": self.faults.injected,
+                },
+            )
         if req.path == "/_sandbox/faults" and req.method == "POST":
             try:
                 self.faults.configure(req.body or {})
@@ -209,10 +221,11 @@ class JsonServer(ThreadingHTTPServer):
                 return DROP
         return handler(req, args)
 
-    def start(self) -> JsonServer:
+    def start(self) -> Self:
         """Serve in a background thread."""
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True,
-                                       name=type(self).__name__)
+        self.thread = threading.Thread(
+            target=self.serve_forever, daemon=True, name=type(self).__name__
+        )
         self.thread.start()
         return self
 

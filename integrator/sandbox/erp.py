@@ -18,8 +18,9 @@ __all__ = ["ErpSandbox"]
 class ErpSandbox(JsonServer):
     """Orders keyed by ``order_number``; ``token`` (when set) is the required Bearer token."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str = "",
-                 seed: int = 7) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, token: str = "", seed: int = 7
+    ) -> None:
         super().__init__(host, port, seed)
         self.token = token
         self.orders: dict[str, dict[str, Any]] = {}
@@ -61,9 +62,15 @@ class ErpSandbox(JsonServer):
                 return Response(200, copy.deepcopy(self.idempotency[key]))
             self.received[number] = self.received.get(number, 0) + 1
             erp_id = f"ERP-{len(self.orders) + sum(self.received.values()):07d}"
-            lines = [{"line_id": f"{erp_id}-{i + 1}", "external_id": line.get("external_id"),
-                      "sku": line.get("sku")}
-                     for i, line in enumerate(body.get("lines") or []) if isinstance(line, dict)]
+            lines = [
+                {
+                    "line_id": f"{erp_id}-{i + 1}",
+                    "external_id": line.get("external_id"),
+                    "sku": line.get("sku"),
+                }
+                for i, line in enumerate(body.get("lines") or [])
+                if isinstance(line, dict)
+            ]
             record = {"id": erp_id, "order_number": number, "lines": lines, "payload": body}
             self.orders[number] = record
             answer = {"id": erp_id, "order_number": number, "lines": lines}
@@ -91,9 +98,13 @@ class ErpSandbox(JsonServer):
         """Orders held, creates received, and the numbers created more than once."""
         with self.lock:
             dups = {n: c for n, c in self.received.items() if c > 1}
-            return {"orders": len(self.orders), "received": sum(self.received.values()),
-                    "duplicates": len(dups), "duplicate_numbers": sorted(dups),
-                    "idempotent_replays": self.replays}
+            return {
+                "orders": len(self.orders),
+                "received": sum(self.received.values()),
+                "duplicates": len(dups),
+                "duplicate_numbers": sorted(dups),
+                "idempotent_replays": self.replays,
+            }
 
     def payload(self, number: str) -> dict[str, Any] | None:
         """The body the ERP received for ``number`` (tests inspect it)."""

@@ -13,35 +13,65 @@ from integrator.sandbox.seed import seed_orders
 
 __all__ = ["OmnitronSandbox"]
 
-_SUMMARY = ("pk", "number", "status", "date_placed", "customer", "shipping_address",
-            "billing_address", "currency", "amount", "shipping_amount", "shipping_tax_rate")
+_SUMMARY = (
+    "pk",
+    "number",
+    "status",
+    "date_placed",
+    "customer",
+    "shipping_address",
+    "billing_address",
+    "currency",
+    "amount",
+    "shipping_amount",
+    "shipping_tax_rate",
+)
 _P = r"/api/(?:i1|v1)/"
 
 
 class OmnitronSandbox(JsonServer):
     """Seeded with ``orders`` orders; ``username``/``password`` for the token login."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, orders: int = 25,
-                 seed: int = 42, username: str = "integrator", password: str = "sandbox-pass",
-                 items_per_order: int | None = None,
-                 discounts_per_order: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        orders: int = 25,
+        seed: int = 42,
+        username: str = "integrator",
+        password: str = "sandbox-pass",
+        items_per_order: int | None = None,
+        discounts_per_order: int | None = None,
+    ) -> None:
         super().__init__(host, port, seed)
         self.username, self.password = username, password
         self.tokens: set[str] = set()
         self.orders, self.items, self.discounts = seed_orders(
-            orders, seed=seed, items_per_order=items_per_order,
-            discounts_per_order=discounts_per_order)
+            orders,
+            seed=seed,
+            items_per_order=items_per_order,
+            discounts_per_order=discounts_per_order,
+        )
         self.patches = 0
         routes: list[tuple[str, str, str, Route]] = [
             ("POST", "login", _P + r"auth/login/", self.login),
             ("GET", "list", _P + r"orders/", self.list_orders),
             ("GET", "detail", _P + r"orders_integration/(\d+)/detailed_integration/", self.detail),
             ("GET", "items", _P + r"order_items/", self.list_items),
-            ("GET", "item_detail", _P + r"order_items/(\d+)/detailed_integration/",
-             self.item_detail),
+            (
+                "GET",
+                "item_detail",
+                _P + r"order_items/(\d+)/detailed_integration/",
+                self.item_detail,
+            ),
             ("GET", "discounts", _P + r"discount_items/", self.list_discounts),
-            ("GET", "discount_detail", _P + r"discount_items/(\d+)/detailed_integration/",
-             self.discount_detail),
+            (
+                "GET",
+                "discount_detail",
+                _P + r"discount_items/(\d+)/detailed_integration/",
+                self.discount_detail,
+            ),
             ("PATCH", "patch_order", _P + r"orders/(\d+)/", self.patch_order),
             ("PATCH", "patch_item", _P + r"order_items/(\d+)/", self.patch_item),
         ]
@@ -53,8 +83,13 @@ class OmnitronSandbox(JsonServer):
             m = pattern.match(req.path)
             if m and method == req.method:
                 if name != "login" and not self._authorized(req):
-                    return name, lambda _r, _a: Response(
-                        401, {"detail": "Authentication credentials were not provided."}), []
+                    return (
+                        name,
+                        lambda _r, _a: Response(
+                            401, {"detail": "Authentication credentials were not provided."}
+                        ),
+                        [],
+                    )
                 return name, handler, list(m.groups())
         return None
 
@@ -73,8 +108,9 @@ class OmnitronSandbox(JsonServer):
         """``{"username", "password"}`` → ``{"key"}``; 400 on bad credentials, as Omnitron."""
         body = req.body if isinstance(req.body, dict) else {}
         if body.get("username") != self.username or body.get("password") != self.password:
-            return Response(400, {"non_field_errors": ["Unable to log in with provided "
-                                                       "credentials."]})
+            return Response(
+                400, {"non_field_errors": ["Unable to log in with provided credentials."]}
+            )
         key = secrets.token_hex(20)
         with self.lock:
             self.tokens.add(key)
@@ -100,11 +136,12 @@ class OmnitronSandbox(JsonServer):
             if "pk__gt" in q:
                 rows = [o for o in rows if o["pk"] > int(q["pk__gt"])]
             limit, offset = int(q.get("limit", 50)), int(q.get("offset", 0))
-            page = [{k: copy.deepcopy(o[k]) for k in _SUMMARY} for o in rows[offset:offset + limit]]
+            page = [
+                {k: copy.deepcopy(o[k]) for k in _SUMMARY} for o in rows[offset : offset + limit]
+            ]
         more = offset + limit < len(rows)
         nxt = f"{req.path}?limit={limit}&offset={offset + limit}" if more else None
-        return Response(200, {"count": len(rows), "next": nxt, "previous": None,
-                              "results": page})
+        return Response(200, {"count": len(rows), "next": nxt, "previous": None, "results": page})
 
     def detail(self, _req: Request, args: list[str]) -> Response:
         """The detailed order (with channel.conf, as the real one)."""
@@ -116,8 +153,7 @@ class OmnitronSandbox(JsonServer):
         order = int(req.query.get("order", 0))
         with self.lock:
             rows = [copy.deepcopy(r) for r in table.values() if r["order"] == order]
-        return Response(200, {"count": len(rows), "next": None, "previous": None,
-                              "results": rows})
+        return Response(200, {"count": len(rows), "next": None, "previous": None, "results": rows})
 
     def list_items(self, req: Request, _args: list[str]) -> Response:
         """Order items of ``?order=pk``."""
@@ -150,8 +186,11 @@ class OmnitronSandbox(JsonServer):
                 return Response(404, {"detail": "Not found."})
             o["is_send"] = body["is_send"]
             self.patches += 1
-            return Response(200, {k: o[k] for k in ("pk", "number", "status", "amount")}
-                            | {"channel": o["channel"]["pk"], "is_send": o["is_send"]})
+            return Response(
+                200,
+                {k: o[k] for k in ("pk", "number", "status", "amount")}
+                | {"channel": o["channel"]["pk"], "is_send": o["is_send"]},
+            )
 
     def patch_item(self, req: Request, args: list[str]) -> Response:
         """``extra_field`` merges; ``attributes`` replaces."""
@@ -171,8 +210,13 @@ class OmnitronSandbox(JsonServer):
         """Orders sent and unsent (cancelled excluded from unsent)."""
         with self.lock:
             sent = sum(1 for o in self.orders.values() if o["is_send"])
-            unsent = sum(1 for o in self.orders.values()
-                         if not o["is_send"] and o["status"] != "100")
-            return {"orders": len(self.orders), "sent": sent, "unsent": unsent,
-                    "cancelled": sum(1 for o in self.orders.values() if o["status"] == "100"),
-                    "patches": self.patches}
+            unsent = sum(
+                1 for o in self.orders.values() if not o["is_send"] and o["status"] != "100"
+            )
+            return {
+                "orders": len(self.orders),
+                "sent": sent,
+                "unsent": unsent,
+                "cancelled": sum(1 for o in self.orders.values() if o["status"] == "100"),
+                "patches": self.patches,
+            }

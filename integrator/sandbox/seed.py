@@ -12,12 +12,21 @@ CHANNEL_SECRET = "chan-Secret-7f3a9c2e"  # in channel.conf: must never leave the
 
 _FIRST = ["Ayşe", "Mehmet", "Zeynep", "Mustafa", "Elif", "Ahmet", "Fatma", "Emre", "Şule", "Can"]
 _LAST = ["Yılmaz", "Kaya", "Demir", "Şahin", "Çelik", "Yıldız", "Öztürk", "Aydın", "Arslan"]
-_CITIES = [("İstanbul", "Kadıköy", "Moda"), ("Ankara", "Çankaya", "Kızılay"),
-           ("İzmir", "Karşıyaka", "Bostanlı"), ("Bursa", "Nilüfer", "Görükle"),
-           ("Antalya", "Muratpaşa", "Lara")]
-_PRODUCTS = [("TSH-001", "Pamuklu Tişört", "249.90"), ("PNT-014", "Keten Pantolon", "899.00"),
-             ("AYK-220", "Deri Ayakkabı", "1899.50"), ("CNT-005", "Sırt Çantası", "649.99"),
-             ("SAL-310", "İpek Şal", "420.00"), ("GML-102", "Oxford Gömlek", "559.90")]
+_CITIES = [
+    ("İstanbul", "Kadıköy", "Moda"),
+    ("Ankara", "Çankaya", "Kızılay"),
+    ("İzmir", "Karşıyaka", "Bostanlı"),
+    ("Bursa", "Nilüfer", "Görükle"),
+    ("Antalya", "Muratpaşa", "Lara"),
+]
+_PRODUCTS = [
+    ("TSH-001", "Pamuklu Tişört", "249.90"),
+    ("PNT-014", "Keten Pantolon", "899.00"),
+    ("AYK-220", "Deri Ayakkabı", "1899.50"),
+    ("CNT-005", "Sırt Çantası", "649.99"),
+    ("SAL-310", "İpek Şal", "420.00"),
+    ("GML-102", "Oxford Gömlek", "559.90"),
+]
 
 
 def _money(d: Decimal) -> str:
@@ -26,18 +35,28 @@ def _money(d: Decimal) -> str:
 
 def _address(rng: random.Random, pk: int, first: str, last: str) -> dict[str, Any]:
     city, township, district = rng.choice(_CITIES)
-    return {"pk": pk, "email": f"{first.lower()}.{last.lower()}@example.com.tr",
-            "phone_number": f"05{rng.randint(300000000, 599999999)}", "first_name": first,
-            "last_name": last, "country": {"pk": 1, "name": "Türkiye", "code": "tr"},
-            "city": {"pk": _CITIES.index((city, township, district)) + 1, "name": city},
-            "township": {"name": township}, "district": {"name": district},
-            "line": f"{district} Mah. {rng.randint(1, 120)}. Sokak No:{rng.randint(1, 60)}",
-            "postcode": f"{rng.randint(10, 81)}{rng.randint(100, 999)}"}
+    return {
+        "pk": pk,
+        "email": f"{first.lower()}.{last.lower()}@example.com.tr",
+        "phone_number": f"05{rng.randint(300000000, 599999999)}",
+        "first_name": first,
+        "last_name": last,
+        "country": {"pk": 1, "name": "Türkiye", "code": "tr"},
+        "city": {"pk": _CITIES.index((city, township, district)) + 1, "name": city},
+        "township": {"name": township},
+        "district": {"name": district},
+        "line": f"{district} Mah. {rng.randint(1, 120)}. Sokak No:{rng.randint(1, 60)}",
+        "postcode": f"{rng.randint(10, 81)}{rng.randint(100, 999)}",
+    }
 
 
-def seed_orders(n: int, *, seed: int = 42, items_per_order: int | None = None,
-                discounts_per_order: int | None = None) -> tuple[
-                    dict[int, dict[str, Any]], dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+def seed_orders(
+    n: int,
+    *,
+    seed: int = 42,
+    items_per_order: int | None = None,
+    discounts_per_order: int | None = None,
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
     """``n`` orders (pk 1..n) with their items and discount items, the same for the same seed.
 
     About 5 % are cancelled (status 100) and 5 % already sent, so the filters have work to do.
@@ -46,12 +65,23 @@ def seed_orders(n: int, *, seed: int = 42, items_per_order: int | None = None,
     orders: dict[int, dict[str, Any]] = {}
     items: dict[int, dict[str, Any]] = {}
     discounts: dict[int, dict[str, Any]] = {}
-    channel = {"pk": 1, "name": "Sandbox Web", "channel_type": "web", "catalog": 1,
-               "is_active": True, "category_tree": None,
-               "conf": {"username": "shop-api", "auth_token": "tok-" + CHANNEL_SECRET,
-                        "password": CHANNEL_SECRET, "server": "https://shop.example.com.tr",
-                        "sales_url": "https://shop.example.com.tr/orders", "feature_flags": {}},
-               "schema": {}}
+    channel = {
+        "pk": 1,
+        "name": "Sandbox Web",
+        "channel_type": "web",
+        "catalog": 1,
+        "is_active": True,
+        "category_tree": None,
+        "conf": {
+            "username": "shop-api",
+            "auth_token": "tok-" + CHANNEL_SECRET,
+            "password": CHANNEL_SECRET,
+            "server": "https://shop.example.com.tr",
+            "sales_url": "https://shop.example.com.tr/orders",
+            "feature_flags": {},
+        },
+        "schema": {},
+    }
     for pk in range(1, n + 1):
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         roll = rng.random()
@@ -64,12 +94,27 @@ def seed_orders(n: int, *, seed: int = 42, items_per_order: int | None = None,
             ipk = len(items) + 1
             sku, name, price = rng.choice(_PRODUCTS)
             total += Decimal(price)
-            items[ipk] = {"pk": ipk, "order": pk, "product": {"pk": 100 + _PRODUCTS.index(
-                (sku, name, price)), "sku": sku, "name": name, "base_code": sku.split("-")[0]},
-                "status": status, "price_currency": "try", "price": price,
-                "retail_price": _money(Decimal(price) * Decimal("1.2")), "tax_rate": "20.00",
-                "quantity": 1, "shipping_company": None, "cancel_status": None,
-                "extra_field": {}, "attributes": {}, "attributes_kwargs": {}}
+            items[ipk] = {
+                "pk": ipk,
+                "order": pk,
+                "product": {
+                    "pk": 100 + _PRODUCTS.index((sku, name, price)),
+                    "sku": sku,
+                    "name": name,
+                    "base_code": sku.split("-")[0],
+                },
+                "status": status,
+                "price_currency": "try",
+                "price": price,
+                "retail_price": _money(Decimal(price) * Decimal("1.2")),
+                "tax_rate": "20.00",
+                "quantity": 1,
+                "shipping_company": None,
+                "cancel_status": None,
+                "extra_field": {},
+                "attributes": {},
+                "attributes_kwargs": {},
+            }
             order_items.append(ipk)
         n_disc = discounts_per_order if discounts_per_order is not None else rng.randint(0, 1)
         disc_total = Decimal(0)
@@ -77,27 +122,47 @@ def seed_orders(n: int, *, seed: int = 42, items_per_order: int | None = None,
             dpk = len(discounts) + 1
             amount = (total * Decimal("0.10")).quantize(Decimal("0.01"))
             disc_total += amount
-            discounts[dpk] = {"pk": dpk, "name": "Sepette %10 İndirim", "amount": _money(amount),
-                              "order": pk, "offer_type": "basket", "session_offer_type": "basket",
-                              "code": None, "benefitapplicant_set": [
-                                  {"order_item": i, "amount": "0.00"} for i in order_items],
-                              "conditionapplicant_set": [],
-                              "promotion": {"pk": 9, "name": "Kasım İndirimi",
-                                            "slug": "kasim-indirimi"}}
+            discounts[dpk] = {
+                "pk": dpk,
+                "name": "Sepette %10 İndirim",
+                "amount": _money(amount),
+                "order": pk,
+                "offer_type": "basket",
+                "session_offer_type": "basket",
+                "code": None,
+                "benefitapplicant_set": [{"order_item": i, "amount": "0.00"} for i in order_items],
+                "conditionapplicant_set": [],
+                "promotion": {"pk": 9, "name": "Kasım İndirimi", "slug": "kasim-indirimi"},
+            }
         billing = _address(rng, 2 * pk, first, last)
         orders[pk] = {
-            "pk": pk, "number": f"{202611000000 + pk}", "channel": channel, "status": status,
+            "pk": pk,
+            "number": f"{202611000000 + pk}",
+            "channel": channel,
+            "status": status,
             "date_placed": f"2026-11-{1 + pk % 20:02d}T{8 + pk % 12:02d}:15:00.000000Z",
-            "customer": {"pk": 500 + pk, "email": billing["email"], "first_name": first,
-                         "last_name": last, "phone_number": billing["phone_number"],
-                         "erp_code": f"C{500 + pk:06d}", "extra_field": {}},
+            "customer": {
+                "pk": 500 + pk,
+                "email": billing["email"],
+                "first_name": first,
+                "last_name": last,
+                "phone_number": billing["phone_number"],
+                "erp_code": f"C{500 + pk:06d}",
+                "extra_field": {},
+            },
             "shipping_address": _address(rng, 2 * pk - 1, first, last),
-            "billing_address": billing, "currency": "try",
-            "amount": _money(total - disc_total), "shipping_amount": "29.90",
-            "shipping_tax_rate": "20.00", "extra_field": {}, "transaction_set": [],
+            "billing_address": billing,
+            "currency": "try",
+            "amount": _money(total - disc_total),
+            "shipping_amount": "29.90",
+            "shipping_tax_rate": "20.00",
+            "extra_field": {},
+            "transaction_set": [],
             "payment_option": {"pk": 1, "name": "Kredi Kartı", "slug": "credit-card"},
-            "payment_option_slug": "credit-card", "bin_number": "454360",
-            "installment_count": 1, "installment_interest_amount": "0.00",
+            "payment_option_slug": "credit-card",
+            "bin_number": "454360",
+            "installment_count": 1,
+            "installment_interest_amount": "0.00",
             "cargo_company": {"pk": 3, "name": "Yurtiçi Kargo", "erp_code": "YK"},
             "is_send": is_send,
         }

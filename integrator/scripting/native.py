@@ -25,8 +25,12 @@ SCRIPT_ERROR = "log.script.error"
 ENTRY_POINTS: dict[str, dict[str, str]] = {
     "process": {"data": "data", "attributes": "attributes", "order": "order"},
     "check_response": {
-        "request": "request", "request_data": "request", "response": "response",
-        "response_data": "response", "attributes": "attributes", "order": "order",
+        "request": "request",
+        "request_data": "request",
+        "response": "response",
+        "response_data": "response",
+        "attributes": "attributes",
+        "order": "order",
     },
 }
 
@@ -42,8 +46,10 @@ class Script:
     def call(self, attributes: dict[str, str], **available: Any) -> Any:
         """Call the entry point with the arguments it declared; errors become PermanentError."""
         names = ENTRY_POINTS[self.entry]
-        kwargs = {p: (attributes if names[p] == "attributes" else available.get(names[p]))
-                  for p in self.params}
+        kwargs = {
+            p: (attributes if names[p] == "attributes" else available.get(names[p]))
+            for p in self.params
+        }
         try:
             return self.func(**kwargs)
         except Exception as exc:  # noqa: BLE001 - any script error fails only its order
@@ -61,9 +67,11 @@ class Script:
         return f"{type(exc).__name__}: {exc}{where}"
 
 
-def load_script(path: Path, entry: str, file: str, key: str) -> tuple[Script | None,
-                                                                    list[ConfigIssue]]:
+def load_script(
+    path: Path, entry: str, file: str, key: str
+) -> tuple[Script | None, list[ConfigIssue]]:
     """Import ``path`` and check ``entry``'s signature; issues name the flow file and key."""
+
     def issue(msg: str) -> tuple[None, list[ConfigIssue]]:
         return None, [ConfigIssue(file, key, msg)]
 
@@ -81,14 +89,18 @@ def load_script(path: Path, entry: str, file: str, key: str) -> tuple[Script | N
         return issue(f"script {path} fails when imported: {type(exc).__name__}: {exc}")
     func = getattr(module, entry, None)
     if not callable(func):
-        return issue(f"script {path} has no function {entry}(); define "
-                     f"def {entry}({', '.join(_expected(entry))})")
+        return issue(
+            f"script {path} has no function {entry}(); define "
+            f"def {entry}({', '.join(_expected(entry))})"
+        )
     allowed = ENTRY_POINTS[entry]
     params = inspect.signature(func).parameters
     bad = [p for p in params if p not in allowed]
     if bad:
-        return issue(f"{path}: {entry}() declares unknown argument(s) {', '.join(bad)}; "
-                     f"allowed: {', '.join(allowed)}")
+        return issue(
+            f"{path}: {entry}() declares unknown argument(s) {', '.join(bad)}; "
+            f"allowed: {', '.join(allowed)}"
+        )
     return Script(path, module, entry), []
 
 
@@ -101,7 +113,8 @@ def as_mapping_data(value: Any) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise PermanentError(
             f"check_response must return a dict like {{'order': {{}}, 'order_items': []}}, "
-            f"got {type(value).__name__}")
+            f"got {type(value).__name__}"
+        )
     items = value.get("order_items", [])
     if not isinstance(items, list) or not all(isinstance(i, dict) and "pk" in i for i in items):
         raise PermanentError("check_response: order_items must be a list of {'pk': ..., ...}")

@@ -26,6 +26,13 @@ __all__ = [
 ]
 
 BUILTIN: tuple[type[Stage], ...] = (
-    LoginStage, ReadStage, QueryCheckStage, ScriptStage, MappingStage, WriteStage,
-    CheckResponseStage, MarkSentStage, PostScriptStage,
+    LoginStage,
+    ReadStage,
+    QueryCheckStage,
+    ScriptStage,
+    MappingStage,
+    WriteStage,
+    CheckResponseStage,
+    MarkSentStage,
+    PostScriptStage,
 )

@@ -32,8 +32,10 @@ def default_mapping_data(response: Any, o: dict[str, str]) -> dict[str, Any]:
     """The built-in: the ERP's order id, and per line the ERP line id keyed by Omnitron pk."""
     ref = select(o["reference_path"], response)
     if ref in (None, ""):
-        raise PermanentError(f"check_response: no ERP reference at {o['reference_path']!r} in the "
-                             "ERP answer; set check_response.reference_path or use a script")
+        raise PermanentError(
+            f"check_response: no ERP reference at {o['reference_path']!r} in the "
+            "ERP answer; set check_response.reference_path or use a script"
+        )
     items = []
     for line in select(o["lines_path"], response) or []:
         pk, line_ref = select(o["line_pk_path"], line), select(o["line_ref_path"], line)
@@ -58,8 +60,9 @@ class CheckResponseStage(Stage):
         script = None
         path = opts.get("script", str, "")
         if path:
-            script, issues = load_script(ctx.app.resolve_path(path), "check_response",
-                                         opts.doc.file, opts.sub("script"))
+            script, issues = load_script(
+                ctx.app.resolve_path(path), "check_response", opts.doc.file, opts.sub("script")
+            )
             opts.issues.extend(issues)
         return cls(script, {k: opts.get(k, str, v) for k, v in DEFAULTS.items()})
 
@@ -68,8 +71,13 @@ class CheckResponseStage(Stage):
         if self.script is None:
             data = default_mapping_data(ex.response, self.options)
         else:
-            data = dict(as_mapping_data(self.script.call(
-                ex.attributes, request=ex.request, response=ex.response, order=ex.order)))
+            data = dict(
+                as_mapping_data(
+                    self.script.call(
+                        ex.attributes, request=ex.request, response=ex.response, order=ex.order
+                    )
+                )
+            )
             ex.normalize_attributes()
         ex.mapping_data = data
         ref = (data.get("order") or {}).get(self.options["order_ref_key"])

@@ -56,5 +56,6 @@ class MappingStage(Stage):
         try:
             ex.data = self.mapping.apply(ex.data, {"attributes": dict(ex.attributes)})
         except Exception as exc:  # noqa: BLE001 - jolt-py raises several types at apply time
-            raise PermanentError(f"mapping {self.spec_file}: {type(exc).__name__}: {exc}",
-                                 stage=self.name) from None
+            raise PermanentError(
+                f"mapping {self.spec_file}: {type(exc).__name__}: {exc}", stage=self.name
+            ) from None

@@ -33,9 +33,11 @@ class MarkSentStage(Stage):
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
         """Paths of the two PATCH endpoints."""
-        return cls(opts.get("prefix", str, "/api/v1/"),
-                   opts.get("order_path", str, "orders/{pk}/"),
-                   opts.get("item_path", str, "order_items/{pk}/"))
+        return cls(
+            opts.get("prefix", str, "/api/v1/"),
+            opts.get("order_path", str, "orders/{pk}/"),
+            opts.get("item_path", str, "order_items/{pk}/"),
+        )
 
     def open(self, run: RunContext) -> None:
         """Keep the run."""
@@ -47,8 +49,9 @@ class MarkSentStage(Stage):
     def plan(self, ex: Exchange) -> None:
         """Dry run: the order PATCH (item references need the ERP's real answer)."""
         assert self.run is not None  # set by open()
-        self.run.plan(ex, self.run.source, "PATCH", self._url(self.order_path, ex.pk),
-                      {"is_send": True})
+        self.run.plan(
+            ex, self.run.source, "PATCH", self._url(self.order_path, ex.pk), {"is_send": True}
+        )
 
     def process(self, ex: Exchange) -> None:
         """Send the PATCHes; record `marked`."""
@@ -62,11 +65,15 @@ class MarkSentStage(Stage):
         for item in data.get("order_items", []):
             body = {k: v for k, v in item.items() if k != "pk"}
             if body:
-                futures.append(run.fetch_pool.submit(
-                    conn.request, "PATCH", self._url(self.item_path, item["pk"]), json_body=body))
+                futures.append(
+                    run.fetch_pool.submit(
+                        conn.request, "PATCH", self._url(self.item_path, item["pk"]), json_body=body
+                    )
+                )
         for f in futures:
             f.result()
         conn.request("PATCH", self._url(self.order_path, ex.pk), json_body={"is_send": True})
         ref = ex.attributes.get("erp.reference")
-        run.journal(ex, "marked", f"is_send set on {conn.name}; {len(futures)} item(s) updated",
-                    erp_ref=ref)
+        run.journal(
+            ex, "marked", f"is_send set on {conn.name}; {len(futures)} item(s) updated", erp_ref=ref
+        )

@@ -19,7 +19,7 @@ __all__ = ["QueryCheckStage"]
 METHODS = {"GET", "POST", "PUT"}
 
 
-def _codes(v: list[Any]) -> str | None:
+def _codes(v: list[int]) -> str | None:
     ok = all(isinstance(c, int) and 100 <= c <= 599 for c in v)
     return None if ok else "expected a list of HTTP status codes such as [404]"
 
@@ -36,11 +36,26 @@ class QueryCheckStage(Stage):
     """Found → the write is skipped and the ERP's answer goes to check_response."""
 
     name = "query_check"
-    allowed = {"url", "method", "body", "response_path", "response_path_value",
-               "failure_status_codes", "not_found_status_codes"}
+    allowed = {
+        "url",
+        "method",
+        "body",
+        "response_path",
+        "response_path_value",
+        "failure_status_codes",
+        "not_found_status_codes",
+    }
 
-    def __init__(self, url: str, method: str, body: Any, response_path: str,
-                 response_path_value: str | None, failure: set[int], not_found: set[int]) -> None:
+    def __init__(
+        self,
+        url: str,
+        method: str,
+        body: Any,
+        response_path: str,
+        response_path_value: str | None,
+        failure: set[int],
+        not_found: set[int],
+    ) -> None:
         self.url, self.method, self.body = url, method, body
         self.response_path, self.response_path_value = response_path, response_path_value
         self.failure, self.not_found = failure, not_found
@@ -50,16 +65,25 @@ class QueryCheckStage(Stage):
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
         """URL template, method, body template, response path and the status code lists."""
         value = opts.data.get("response_path_value")
+        failure: list[int] = opts.get("failure_status_codes", list, [], check=_codes)
+        not_found: list[int] = opts.get("not_found_status_codes", list, [404], check=_codes)
         return cls(
             url=opts.get("url", str, "", required=True),
-            method=opts.get("method", str, "GET",
-                            check=lambda m: None if m.upper() in METHODS
-                            else f"expected one of {', '.join(sorted(METHODS))}").upper(),
+            method=opts.get(
+                "method",
+                str,
+                "GET",
+                check=lambda m: (
+                    None
+                    if m.upper() in METHODS
+                    else f"expected one of {', '.join(sorted(METHODS))}"
+                ),
+            ).upper(),
             body=opts.data.get("body"),
             response_path=opts.get("response_path", str, "", required=True, check=_path_ok),
             response_path_value=None if value is None else str(value),
-            failure=set(opts.get("failure_status_codes", list, [], check=_codes)),
-            not_found=set(opts.get("not_found_status_codes", list, [404], check=_codes)),
+            failure=set(failure),
+            not_found=set(not_found),
         )
 
     def open(self, run: RunContext) -> None:
@@ -73,13 +97,17 @@ class QueryCheckStage(Stage):
         url = render(self.url, ex.order, ex.attributes)
         body = None if self.body is None else render_json(self.body, ex.order, ex.attributes)
         conn = run.target
-        resp = conn.request(self.method, url, json_body=body,
-                            ok_status=frozenset(self.failure | self.not_found))
+        resp = conn.request(
+            self.method, url, json_body=body, ok_status=frozenset(self.failure | self.not_found)
+        )
         what = conn.describe(self.method, conn.url(url))
         if resp.status_code in self.failure:
-            raise RetriableError(f"query_check {what} answered {resp.status_code}, listed in "
-                                 "failure_status_codes; the order is retried on the next run",
-                                 stage=self.name, status=resp.status_code)
+            raise RetriableError(
+                f"query_check {what} answered {resp.status_code}, listed in "
+                "failure_status_codes; the order is retried on the next run",
+                stage=self.name,
+                status=resp.status_code,
+            )
         found = False
         answer: Any = None
         if resp.status_code not in self.not_found:
@@ -92,8 +120,12 @@ class QueryCheckStage(Stage):
         ex.attributes["query_check.found"] = "true" if found else "false"
         if found:
             ex.response, ex.resume = answer, True
-            run.journal(ex, "sent", f"found in the ERP by query_check ({what}); not written again",
-                        response=answer)
+            run.journal(
+                ex,
+                "sent",
+                f"found in the ERP by query_check ({what}); not written again",
+                response=answer,
+            )
         else:
             note = "journal said sending; " if ex.settle else ""
             run.journal(ex, "checked", f"{note}not in the ERP ({what} → {resp.status_code})")

@@ -29,9 +29,20 @@ class ReadStage(SourceStage):
     """Lists unsent orders and fetches detail, items and discounts (each with its detail)."""
 
     name = "read"
-    allowed = {"prefix", "list_path", "detail_path", "items_path", "item_detail_path",
-               "discounts_path", "discount_detail_path", "page_size", "statuses", "channels",
-               "cursor_param", "params"}
+    allowed = {
+        "prefix",
+        "list_path",
+        "detail_path",
+        "items_path",
+        "item_detail_path",
+        "discounts_path",
+        "discount_detail_path",
+        "page_size",
+        "statuses",
+        "channels",
+        "cursor_param",
+        "params",
+    }
 
     def __init__(self, **o: Any) -> None:
         self.o = o
@@ -40,6 +51,7 @@ class ReadStage(SourceStage):
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
         """Read paths, page size and filters."""
+
         def path(name: str, default: str) -> str:
             return opts.get(name, str, default)
 
@@ -50,10 +62,15 @@ class ReadStage(SourceStage):
             items_path=path("items_path", "order_items/"),
             item_detail_path=path("item_detail_path", "order_items/{pk}/detailed_integration/"),
             discounts_path=path("discounts_path", "discount_items/"),
-            discount_detail_path=path("discount_detail_path",
-                                      "discount_items/{pk}/detailed_integration/"),
-            page_size=opts.get("page_size", int, 50,
-                               check=lambda v: None if 1 <= v <= 1000 else "expected 1 to 1000"),
+            discount_detail_path=path(
+                "discount_detail_path", "discount_items/{pk}/detailed_integration/"
+            ),
+            page_size=opts.get(
+                "page_size",
+                int,
+                50,
+                check=lambda v: None if 1 <= v <= 1000 else "expected 1 to 1000",
+            ),
             statuses=[str(s) for s in opts.get("statuses", list, ["400"])],
             channels=[str(c) for c in opts.get("channels", list, [])],
             cursor_param=path("cursor_param", "pk__gt"),
@@ -73,8 +90,12 @@ class ReadStage(SourceStage):
 
     def iter_orders(self, run: RunContext) -> Iterator[OrderRef]:
         """Yield every unsent, not cancelled order in pk order."""
-        params: dict[str, Any] = {"is_send": "false", "ordering": "pk",
-                                  "limit": self.o["page_size"], **self.o["params"]}
+        params: dict[str, Any] = {
+            "is_send": "false",
+            "ordering": "pk",
+            "limit": self.o["page_size"],
+            **self.o["params"],
+        }
         if self.o["statuses"]:
             params["status__in"] = ",".join(self.o["statuses"])
         if self.o["channels"]:
@@ -92,8 +113,10 @@ class ReadStage(SourceStage):
                 raise FatalError(f"reading the order list failed: {exc}") from None
             results = page.get("results") if isinstance(page, dict) else None
             if not isinstance(results, list):
-                raise FatalError(f"order list from {run.source.name}: expected "
-                                 "{'results': [...]} in the answer")
+                raise FatalError(
+                    f"order list from {run.source.name}: expected "
+                    "{'results': [...]} in the answer"
+                )
             for i, row in enumerate(results):
                 ref = self._ref(run, row, i)
                 if ref is None:
@@ -113,8 +136,12 @@ class ReadStage(SourceStage):
             pk, number = row.get("pk"), row.get("number")
             if isinstance(pk, int) and not isinstance(pk, bool) and number not in (None, ""):
                 return OrderRef(str(pk), str(number), row)
-        run.event(None, "invalid", f"order list row {i} skipped: expected an integer 'pk' and "
-                                   f"a 'number', got {str(row)[:120]}")
+        run.event(
+            None,
+            "invalid",
+            f"order list row {i} skipped: expected an integer 'pk' and "
+            f"a 'number', got {str(row)[:120]}",
+        )
         return None
 
     def fetch(self, ref: OrderRef) -> Exchange:
@@ -125,31 +152,47 @@ class ReadStage(SourceStage):
         detail_f = pool.submit(self._get, conn, self._url("detail_path", pk=ref.pk))
         items_f = pool.submit(self._list, conn, self._url("items_path"), ref.pk)
         discounts_f = pool.submit(self._list, conn, self._url("discounts_path"), ref.pk)
-        item_fs = [pool.submit(self._get, conn, self._url("item_detail_path", pk=self._pk(i)))
-                   for i in _result(items_f)]
-        discount_fs = [pool.submit(self._get, conn,
-                                   self._url("discount_detail_path", pk=self._pk(d)))
-                       for d in _result(discounts_f)]
+        item_fs = [
+            pool.submit(self._get, conn, self._url("item_detail_path", pk=self._pk(i)))
+            for i in _result(items_f)
+        ]
+        discount_fs = [
+            pool.submit(self._get, conn, self._url("discount_detail_path", pk=self._pk(d)))
+            for d in _result(discounts_f)
+        ]
         doc = _result(detail_f)
         if not isinstance(doc, dict) or str(doc.get("pk")) != ref.pk:
-            raise PermanentError(f"order {ref.number}: the detail answer is not the order "
-                                 f"(expected an object with pk {ref.pk})", stage="read")
+            raise PermanentError(
+                f"order {ref.number}: the detail answer is not the order "
+                f"(expected an object with pk {ref.pk})",
+                stage="read",
+            )
         doc["orderitem_set"] = [_result(f) for f in item_fs]
         doc["discountitem_set"] = [_result(f) for f in discount_fs]
         strip_channel_conf(doc, run.redactor)
-        return Exchange(pk=ref.pk, number=ref.number, order=doc, attributes={
-            "order.number": ref.number, "order.pk": ref.pk, "flow.name": run.flow.name,
-            "run.id": str(run.run_id)})
+        return Exchange(
+            pk=ref.pk,
+            number=ref.number,
+            order=doc,
+            attributes={
+                "order.number": ref.number,
+                "order.pk": ref.pk,
+                "flow.name": run.flow.name,
+                "run.id": str(run.run_id),
+            },
+        )
 
     def _list(self, conn: Connector, url: str, order_pk: str) -> list[Any]:
-        params: dict[str, Any] = {"order": order_pk, "limit": 100}
+        params: dict[str, Any] | None = {"order": order_pk, "limit": 100}
         out: list[Any] = []
         next_url: str | None = url
         while next_url:
             page = self._get(conn, next_url, params)
             if not isinstance(page, dict) or not isinstance(page.get("results"), list):
-                raise PermanentError(f"{conn.describe('GET', conn.url(url))}: expected "
-                                     "{'results': [...]}", stage="read")
+                raise PermanentError(
+                    f"{conn.describe('GET', conn.url(url))}: expected {{'results': [...]}}",
+                    stage="read",
+                )
             out.extend(page["results"])
             next_url, params = page.get("next"), None
         return out

@@ -46,8 +46,11 @@ class ScriptStage(Stage):
         result = self.script.call(ex.attributes, data=ex.data, order=ex.order)
         ex.normalize_attributes()
         if result is None:
-            raise PermanentError(f"{self.script.path.name}: process() returned None; return the "
-                                 "new data (or the data unchanged)", stage=self.name)
+            raise PermanentError(
+                f"{self.script.path.name}: process() returned None; return the "
+                "new data (or the data unchanged)",
+                stage=self.name,
+            )
         ex.data = result
 
 

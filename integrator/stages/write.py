@@ -39,9 +39,14 @@ class WriteStage(Stage):
         """URL path (a template), method, optional idempotency header."""
         return cls(
             path=opts.get("path", str, "/api/orders/"),
-            method=opts.get("method", str, "POST",
-                            check=lambda m: None if m.upper() in {"POST", "PUT", "PATCH"}
-                            else "expected POST, PUT or PATCH").upper(),
+            method=opts.get(
+                "method",
+                str,
+                "POST",
+                check=lambda m: (
+                    None if m.upper() in {"POST", "PUT", "PATCH"} else "expected POST, PUT or PATCH"
+                ),
+            ).upper(),
             idempotency_header=opts.get("idempotency_header", str, ""),
         )
 
@@ -52,8 +57,9 @@ class WriteStage(Stage):
     def plan(self, ex: Exchange) -> None:
         """Dry run: record the request."""
         assert self.run is not None  # set by open()
-        self.run.plan(ex, self.run.target, self.method,
-                      render(self.path, ex.order, ex.attributes), ex.data)
+        self.run.plan(
+            ex, self.run.target, self.method, render(self.path, ex.order, ex.attributes), ex.data
+        )
 
     def process(self, ex: Exchange) -> None:
         """Record `sending`, write, record `sent` with the answer."""
@@ -66,8 +72,9 @@ class WriteStage(Stage):
             headers[self.idempotency_header] = idempotency_key(run.flow.name, ex.number)
         ex.request = ex.data
         run.journal(ex, "sending", f"{self.method} {conn.name}:{path}", request=ex.request)
-        resp = conn.request(self.method, path, json_body=ex.request, idempotent=False,
-                            headers=headers)
+        resp = conn.request(
+            self.method, path, json_body=ex.request, idempotent=False, headers=headers
+        )
         answer: Any = parse_json(resp, conn.describe(self.method, conn.url(path)))
         ex.response = {} if answer is None else answer
         if isinstance(ex.request, dict) and isinstance(ex.response, dict):
