@@ -1,0 +1,199 @@
+"""End-to-end order-flow benchmark against the sandbox (run in its own process).
+
+    python benchmarks/order_flow.py            # concurrency 1, 4, 16 + RSS at 1,000 / 10,000
+
+Prints orders/s beside the latency-bound limit (concurrency / critical-path latency) and their
+ratio; CPU ms per order of the runner process split into the bare HTTP client's share
+(measured in the same run, same calls) and the rest; peak RSS by number of orders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+OMNI_MS, ERP_MS = 10, 20
+# Critical path per order: detail+lists (1 wave), item+discount details (1 wave), query, write,
+# item PATCHes (1 wave), order PATCH. The list call is shared by a page of 50.
+CRITICAL_MS = OMNI_MS * (2 + 2 + 1 / 50) + ERP_MS * 2
+CALLS_PER_ORDER = 1 / 50 + 3 + 3 + 1 + 2 + 3 + 1  # lists, details, query+write, PATCHes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SandboxProcess:
+    """``integrator sandbox`` in a child process, so its CPU is not the runner's."""
+
+    def __init__(self, orders: int) -> None:
+        self.op, self.ep = free_port(), free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "integrator",
+                "sandbox",
+                "--orders",
+                str(orders),
+                "--omnitron-port",
+                str(self.op),
+                "--erp-port",
+                str(self.ep),
+                "--items-per-order",
+                "3",
+                "--discounts-per-order",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.omni, self.erp = f"http://127.0.0.1:{self.op}", f"http://127.0.0.1:{self.ep}"
+        for _ in range(200):
+            try:
+                requests.get(self.erp + "/_sandbox/stats", timeout=1)
+                requests.get(self.omni + "/_sandbox/stats", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+
+    def latency(self, omni_ms: float, erp_ms: float) -> None:
+        for url, ms in ((self.omni, omni_ms), (self.erp, erp_ms)):
+            requests.post(url + "/_sandbox/faults", json={"latency_ms": {"*": ms}}, timeout=5)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "OMNITRON_USERNAME": "integrator",
+            "OMNITRON_PASSWORD": "sandbox-pass",
+            "ERP_TOKEN": "sandbox-erp-token",
+            "OMNITRON_URL": self.omni,
+            "ERP_URL": self.erp,
+        }
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run the flow once in this process; print a JSON line of measurements."""
+    from integrator.pipeline import load_project, run_flow
+
+    project = load_project(Path(args.project) / "config.yaml")
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    result, _ = run_flow(project, "order_flow")
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(
+        json.dumps(
+            {
+                "ok": result.ok,
+                "failed": result.failed,
+                "wall": wall,
+                "cpu": cpu,
+                "rss_mb": after.ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def bare_client_cpu_per_call(sb: SandboxProcess, calls: int = 2000) -> float:
+    """CPU seconds per call of a bare requests.Session doing GETs and PATCH-sized POSTs."""
+    s = requests.Session()
+    s.headers["Authorization"] = "Bearer sandbox-erp-token"
+    url = sb.erp + "/api/orders/?number=1"
+    s.get(url)
+    before = time.process_time()
+    for i in range(calls):
+        if i % 4 == 0:
+            s.post(sb.erp + "/api/orders/", json={"order_number": f"b{i}", "lines": []})
+        else:
+            s.get(url)
+    return (time.process_time() - before) / calls
+
+
+def run_case(orders: int, concurrency: int, latency: bool) -> dict[str, float]:
+    sb = SandboxProcess(orders)
+    tmp = Path(tempfile.mkdtemp(prefix="integrator-bench-"))
+    try:
+        shutil.copy(ROOT / "config.yaml", tmp)
+        shutil.copytree(ROOT / "flows", tmp / "flows")
+        shutil.copytree(ROOT / "scripts", tmp / "scripts")
+        flow = tmp / "flows" / "order_flow.yaml"
+        flow.write_text(flow.read_text().replace("concurrency: 4", f"concurrency: {concurrency}"))
+        if latency:
+            sb.latency(OMNI_MS, ERP_MS)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", "--project", str(tmp)],
+            env={**os.environ, **sb.env()},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        data: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+        if not latency:
+            data["client_cpu_per_call"] = bare_client_cpu_per_call(sb)
+        return data
+    finally:
+        sb.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--project", help=argparse.SUPPRESS)
+    ap.add_argument("--rss-sizes", default="1000,10000")
+    ap.add_argument("--orders", type=int, default=0, help="orders per concurrency case")
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    print(
+        f"critical path per order: {CRITICAL_MS:.1f} ms ({OMNI_MS} ms per Omnitron call, "
+        f"{ERP_MS} ms per ERP call, 3 items + 1 discount per order)"
+    )
+    print(
+        f"{'conc':>4} {'orders':>6} {'orders/s':>9} {'limit/s':>8} {'ratio':>6} "
+        f"{'cpu ms/order':>12} {'client ms':>9} {'rest ms':>8} {'rest/client':>11}"
+    )
+    # Client CPU per call measured in this run, without latency (CPU does not depend on it).
+    base = run_case(300, 4, latency=False)
+    client_ms = base["client_cpu_per_call"] * 1000 * CALLS_PER_ORDER
+    for conc in (1, 4, 16):
+        n = args.orders or {1: 60, 4: 240, 16: 600}[conc]
+        d = run_case(n, conc, latency=True)
+        ok = d["ok"]
+        rate, limit = ok / d["wall"], conc / (CRITICAL_MS / 1000)
+        cpu_ms = d["cpu"] * 1000 / max(ok, 1)
+        rest = cpu_ms - client_ms
+        print(
+            f"{conc:>4} {ok:>6.0f} {rate:>9.1f} {limit:>8.1f} {rate / limit:>6.2f} "
+            f"{cpu_ms:>12.2f} {client_ms:>9.2f} {rest:>8.2f} {rest / client_ms:>11.2f}"
+        )
+    for size in [int(s) for s in args.rss_sizes.split(",") if s]:
+        d = run_case(size, 16, latency=False)
+        print(
+            f"peak RSS, {d['ok']:.0f} orders (concurrency 16, no latency): "
+            f"{d['rss_mb']:.0f} MB, {d['ok'] / d['wall']:.0f} orders/s"
+        )
+
+
+if __name__ == "__main__":
+    main()
