@@ -1,0 +1,232 @@
+"""The state store: runs, the per-order journal (the ledger), events and ``log.`` attributes.
+
+SQLite (WAL) by default, PostgreSQL by URL. Every journal change is one transaction that
+updates the order's row and appends an event, so the history can always explain the state.
+SQLite in WAL mode with ``synchronous=NORMAL`` keeps every committed transaction across a
+process crash (SIGKILL); only a power loss may drop the last ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, create_engine, event, insert, select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from integrator.errors import FatalError
+from integrator.state.schema import events, journal, metadata, order_log, runs
+
+__all__ = ["JournalEntry", "Store"]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """Where one order of one flow stands."""
+
+    flow: str
+    order_number: str
+    order_pk: str | None
+    state: str
+    attempts: int
+    next_try: float | None
+    error_kind: str | None
+    last_error: str | None
+    erp_ref: str | None
+    request: Any
+    response: Any
+
+
+class Store:
+    """Typed access to the state database; safe to share between worker threads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite and url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite)
+            if self.is_sqlite:
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise FatalError(f"state store {self.safe_url} unreachable: {exc.__class__.__name__}: "
+                             f"{str(exc.orig) if hasattr(exc, 'orig') else exc}") from None
+        # SQLite allows one writer: serialize writers here rather than meet "database is locked".
+        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password."""
+        return self.engine.url.render_as_string(hide_password=True) if hasattr(self, "engine") \
+            else self.url.split("@")[-1]
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, flow: str, *, dry_run: bool = False, log_file: str = "") -> int:
+        """Record a run's start; returns its id."""
+        with self._tx() as c:
+            res = c.execute(insert(runs).values(
+                flow=flow, started_at=_now(), status="running", orders_ok=0, orders_failed=0,
+                orders_skipped=0, dry_run=int(dry_run), log_file=log_file))
+            return int(res.inserted_primary_key[0])  # type: ignore[index]  # one-column PK
+
+    def finish_run(self, run_id: int, status: str, ok: int, failed: int, skipped: int,
+                   error: str | None = None) -> None:
+        """Record a run's end and its counts."""
+        with self._tx() as c:
+            c.execute(update(runs).where(runs.c.id == run_id).values(
+                ended_at=_now(), status=status, orders_ok=ok, orders_failed=failed,
+                orders_skipped=skipped, error=error))
+
+    def list_runs(self, flow: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs, newest first."""
+        q = select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if flow:
+            q = q.where(runs.c.flow == flow)
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    # --------------------------------------------------------------- journal
+    def entry(self, flow: str, number: str) -> JournalEntry | None:
+        """The journal row of one order, or None when never seen."""
+        q = select(journal).where(journal.c.flow == flow, journal.c.order_number == number)
+        with self.engine.connect() as c:
+            row = c.execute(q).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return JournalEntry(
+            flow=m["flow"], order_number=m["order_number"], order_pk=m["order_pk"],
+            state=m["state"], attempts=m["attempts"], next_try=m["next_try"],
+            error_kind=m["error_kind"], last_error=m["last_error"], erp_ref=m["erp_ref"],
+            request=_loads(m["request_json"]), response=_loads(m["response_json"]),
+        )
+
+    def record(self, flow: str, number: str, run_id: int | None, state: str,
+               message: str = "", **fields: Any) -> None:
+        """Move an order to ``state`` and append the event, in one transaction.
+
+        ``fields``: order_pk, attempts, next_try, error_kind, last_error, erp_ref, and
+        ``request``/``response`` (stored as JSON; pass them already redacted).
+        """
+        values: dict[str, Any] = {"state": state, "updated_at": _now(), "run_id": run_id}
+        for k in ("request", "response"):
+            if k in fields:
+                values[f"{k}_json"] = json.dumps(fields.pop(k), ensure_ascii=False, default=str)
+        values.update(fields)
+        with self._tx() as c:
+            res = c.execute(update(journal).where(
+                journal.c.flow == flow, journal.c.order_number == number).values(**values))
+            if res.rowcount == 0:
+                values.setdefault("attempts", 0)
+                c.execute(insert(journal).values(flow=flow, order_number=number, **values))
+            c.execute(insert(events).values(flow=flow, order_number=number, run_id=run_id,
+                                            at=_now(), state=state, message=message))
+
+    def add_event(self, flow: str, number: str | None, run_id: int | None, state: str,
+                  message: str) -> None:
+        """An event that does not change the journal (a skip, a note)."""
+        with self._tx() as c:
+            c.execute(insert(events).values(flow=flow, order_number=number, run_id=run_id,
+                                            at=_now(), state=state, message=message))
+
+    def add_log(self, flow: str, number: str, run_id: int | None,
+                attrs: Mapping[str, str]) -> None:
+        """Store an order's ``log.`` attributes at the end of its execution."""
+        if not attrs:
+            return
+        at = _now()
+        with self._tx() as c:
+            c.execute(insert(order_log), [
+                {"flow": flow, "order_number": number, "run_id": run_id, "at": at,
+                 "key": k, "value": v} for k, v in attrs.items()])
+
+    def order_history(self, number: str, flow: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Journal rows, events and ``log.`` attributes of one order, oldest first."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self.engine.connect() as c:
+            for name, table, order in (("journal", journal, journal.c.flow),
+                                       ("events", events, events.c.id),
+                                       ("log", order_log, order_log.c.id)):
+                q = select(table).where(table.c.order_number == number).order_by(order)
+                if flow:
+                    q = q.where(table.c.flow == flow)
+                out[name] = [dict(r._mapping) for r in c.execute(q)]
+        return out
+
+    def count_states(self, flow: str) -> dict[str, int]:
+        """How many orders of ``flow`` are in each journal state."""
+        q = text("SELECT state, COUNT(*) FROM journal WHERE flow = :f GROUP BY state")
+        with self.engine.connect() as c:
+            return {str(s): int(n) for s, n in c.execute(q, {"f": flow})}
+
+    # ----------------------------------------------------------------- locks
+    @contextlib.contextmanager
+    def flow_lock(self, flow: str) -> Iterator[None]:
+        """Hold the flow's run lock; FatalError when another process holds it.
+
+        SQLite: an exclusive ``flock`` on a file beside the database (the kernel drops it when
+        the holder dies). PostgreSQL: a session-level ``pg_try_advisory_lock``.
+        """
+        if self.is_sqlite:
+            db = Path(self.url[len("sqlite:///"):]) if self.url.startswith("sqlite:///") else None
+            lock_dir = db.parent if db else Path.cwd()
+            path = lock_dir / f".{flow}.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise FatalError(f"flow {flow!r} is already running in another process "
+                                     f"(lock {path})") from None
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                yield
+            finally:
+                os.close(fd)
+            return
+        key = int.from_bytes(flow.encode()[:8].ljust(8, b"\0"), "big", signed=True)
+        with self.engine.connect() as c:
+            got = c.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            if not got:
+                raise FatalError(f"flow {flow!r} is already running in another process")
+            try:
+                yield
+            finally:
+                c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _loads(value: str | None) -> Any:
+    return json.loads(value) if value else None
