@@ -20,7 +20,8 @@ __all__ = ["events", "journal", "metadata", "order_log", "runs"]
 metadata = MetaData()
 
 runs = _Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("flow", String(200), nullable=False, index=True),
     Column("started_at", DateTime(timezone=True), nullable=False),
@@ -37,7 +38,8 @@ runs = _Table(
 # One row per (flow, order): where that order stands. States:
 # read, checked, sending, sent, marked, done, failed, quarantined.
 journal = _Table(
-    "journal", metadata,
+    "journal",
+    metadata,
     Column("flow", String(200), primary_key=True),
     Column("order_number", String(100), primary_key=True),
     Column("order_pk", String(50)),
@@ -54,7 +56,8 @@ journal = _Table(
 )
 
 events = _Table(
-    "events", metadata,
+    "events",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("flow", String(200), nullable=False),
     Column("order_number", String(100)),
@@ -66,7 +69,8 @@ events = _Table(
 )
 
 order_log = _Table(
-    "order_log", metadata,
+    "order_log",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("flow", String(200), nullable=False),
     Column("order_number", String(100), nullable=False),

@@ -57,23 +57,28 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite and url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite)
             if self.is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
-            raise FatalError(f"state store {self.safe_url} unreachable: {exc.__class__.__name__}: "
-                             f"{str(exc.orig) if hasattr(exc, 'orig') else exc}") from None
+            raise FatalError(
+                f"state store {self.safe_url} unreachable: {exc.__class__.__name__}: "
+                f"{str(exc.orig) if hasattr(exc, 'orig') else exc}"
+            ) from None
         # SQLite allows one writer: serialize writers here rather than meet "database is locked".
         self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
 
     @property
     def safe_url(self) -> str:
         """The URL without its password."""
-        return self.engine.url.render_as_string(hide_password=True) if hasattr(self, "engine") \
+        return (
+            self.engine.url.render_as_string(hide_password=True)
+            if hasattr(self, "engine")
             else self.url.split("@")[-1]
+        )
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -84,18 +89,37 @@ class Store:
     def start_run(self, flow: str, *, dry_run: bool = False, log_file: str = "") -> int:
         """Record a run's start; returns its id."""
         with self._tx() as c:
-            res = c.execute(insert(runs).values(
-                flow=flow, started_at=_now(), status="running", orders_ok=0, orders_failed=0,
-                orders_skipped=0, dry_run=int(dry_run), log_file=log_file))
+            res = c.execute(
+                insert(runs).values(
+                    flow=flow,
+                    started_at=_now(),
+                    status="running",
+                    orders_ok=0,
+                    orders_failed=0,
+                    orders_skipped=0,
+                    dry_run=int(dry_run),
+                    log_file=log_file,
+                )
+            )
             return int(res.inserted_primary_key[0])  # type: ignore[index]  # one-column PK
 
-    def finish_run(self, run_id: int, status: str, ok: int, failed: int, skipped: int,
-                   error: str | None = None) -> None:
+    def finish_run(
+        self, run_id: int, status: str, ok: int, failed: int, skipped: int, error: str | None = None
+    ) -> None:
         """Record a run's end and its counts."""
         with self._tx() as c:
-            c.execute(update(runs).where(runs.c.id == run_id).values(
-                ended_at=_now(), status=status, orders_ok=ok, orders_failed=failed,
-                orders_skipped=skipped, error=error))
+            c.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    ended_at=_now(),
+                    status=status,
+                    orders_ok=ok,
+                    orders_failed=failed,
+                    orders_skipped=skipped,
+                    error=error,
+                )
+            )
 
     def list_runs(self, flow: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first."""
@@ -115,14 +139,28 @@ class Store:
             return None
         m = row._mapping
         return JournalEntry(
-            flow=m["flow"], order_number=m["order_number"], order_pk=m["order_pk"],
-            state=m["state"], attempts=m["attempts"], next_try=m["next_try"],
-            error_kind=m["error_kind"], last_error=m["last_error"], erp_ref=m["erp_ref"],
-            request=_loads(m["request_json"]), response=_loads(m["response_json"]),
+            flow=m["flow"],
+            order_number=m["order_number"],
+            order_pk=m["order_pk"],
+            state=m["state"],
+            attempts=m["attempts"],
+            next_try=m["next_try"],
+            error_kind=m["error_kind"],
+            last_error=m["last_error"],
+            erp_ref=m["erp_ref"],
+            request=_loads(m["request_json"]),
+            response=_loads(m["response_json"]),
         )
 
-    def record(self, flow: str, number: str, run_id: int | None, state: str,
-               message: str = "", **fields: Any) -> None:
+    def record(
+        self,
+        flow: str,
+        number: str,
+        run_id: int | None,
+        state: str,
+        message: str = "",
+        **fields: Any,
+    ) -> None:
         """Move an order to ``state`` and append the event, in one transaction.
 
         ``fields``: order_pk, attempts, next_try, error_kind, last_error, erp_ref, and
@@ -134,39 +172,73 @@ class Store:
                 values[f"{k}_json"] = json.dumps(fields.pop(k), ensure_ascii=False, default=str)
         values.update(fields)
         with self._tx() as c:
-            res = c.execute(update(journal).where(
-                journal.c.flow == flow, journal.c.order_number == number).values(**values))
+            res = c.execute(
+                update(journal)
+                .where(journal.c.flow == flow, journal.c.order_number == number)
+                .values(**values)
+            )
             if res.rowcount == 0:
                 values.setdefault("attempts", 0)
                 c.execute(insert(journal).values(flow=flow, order_number=number, **values))
-            c.execute(insert(events).values(flow=flow, order_number=number, run_id=run_id,
-                                            at=_now(), state=state, message=message))
+            c.execute(
+                insert(events).values(
+                    flow=flow,
+                    order_number=number,
+                    run_id=run_id,
+                    at=_now(),
+                    state=state,
+                    message=message,
+                )
+            )
 
-    def add_event(self, flow: str, number: str | None, run_id: int | None, state: str,
-                  message: str) -> None:
+    def add_event(
+        self, flow: str, number: str | None, run_id: int | None, state: str, message: str
+    ) -> None:
         """An event that does not change the journal (a skip, a note)."""
         with self._tx() as c:
-            c.execute(insert(events).values(flow=flow, order_number=number, run_id=run_id,
-                                            at=_now(), state=state, message=message))
+            c.execute(
+                insert(events).values(
+                    flow=flow,
+                    order_number=number,
+                    run_id=run_id,
+                    at=_now(),
+                    state=state,
+                    message=message,
+                )
+            )
 
-    def add_log(self, flow: str, number: str, run_id: int | None,
-                attrs: Mapping[str, str]) -> None:
+    def add_log(self, flow: str, number: str, run_id: int | None, attrs: Mapping[str, str]) -> None:
         """Store an order's ``log.`` attributes at the end of its execution."""
         if not attrs:
             return
         at = _now()
         with self._tx() as c:
-            c.execute(insert(order_log), [
-                {"flow": flow, "order_number": number, "run_id": run_id, "at": at,
-                 "key": k, "value": v} for k, v in attrs.items()])
+            c.execute(
+                insert(order_log),
+                [
+                    {
+                        "flow": flow,
+                        "order_number": number,
+                        "run_id": run_id,
+                        "at": at,
+                        "key": k,
+                        "value": v,
+                    }
+                    for k, v in attrs.items()
+                ],
+            )
 
-    def order_history(self, number: str, flow: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    def order_history(
+        self, number: str, flow: str | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
         """Journal rows, events and ``log.`` attributes of one order, oldest first."""
         out: dict[str, list[dict[str, Any]]] = {}
         with self.engine.connect() as c:
-            for name, table, order in (("journal", journal, journal.c.flow),
-                                       ("events", events, events.c.id),
-                                       ("log", order_log, order_log.c.id)):
+            for name, table, order in (
+                ("journal", journal, journal.c.flow),
+                ("events", events, events.c.id),
+                ("log", order_log, order_log.c.id),
+            ):
                 q = select(table).where(table.c.order_number == number).order_by(order)
                 if flow:
                     q = q.where(table.c.flow == flow)
@@ -188,7 +260,7 @@ class Store:
         the holder dies). PostgreSQL: a session-level ``pg_try_advisory_lock``.
         """
         if self.is_sqlite:
-            db = Path(self.url[len("sqlite:///"):]) if self.url.startswith("sqlite:///") else None
+            db = Path(self.url[len("sqlite:///") :]) if self.url.startswith("sqlite:///") else None
             lock_dir = db.parent if db else Path.cwd()
             path = lock_dir / f".{flow}.lock"
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -196,8 +268,9 @@ class Store:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise FatalError(f"flow {flow!r} is already running in another process "
-                                     f"(lock {path})") from None
+                    raise FatalError(
+                        f"flow {flow!r} is already running in another process (lock {path})"
+                    ) from None
                 os.ftruncate(fd, 0)
                 os.write(fd, str(os.getpid()).encode())
                 yield
