@@ -180,32 +180,14 @@ class Store:
             if res.rowcount == 0:
                 values.setdefault("attempts", 0)
                 c.execute(insert(journal).values(flow=flow, order_number=number, **values))
-            c.execute(
-                insert(events).values(
-                    flow=flow,
-                    order_number=number,
-                    run_id=run_id,
-                    at=_now(),
-                    state=state,
-                    message=message,
-                )
-            )
+            _insert_event(c, flow, number, run_id, state, message)
 
     def add_event(
         self, flow: str, number: str | None, run_id: int | None, state: str, message: str
     ) -> None:
         """An event that does not change the journal (a skip, a note)."""
         with self._tx() as c:
-            c.execute(
-                insert(events).values(
-                    flow=flow,
-                    order_number=number,
-                    run_id=run_id,
-                    at=_now(),
-                    state=state,
-                    message=message,
-                )
-            )
+            _insert_event(c, flow, number, run_id, state, message)
 
     def add_log(self, flow: str, number: str, run_id: int | None, attrs: Mapping[str, str]) -> None:
         """Store an order's ``log.`` attributes at the end of its execution."""
@@ -299,6 +281,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _insert_event(
+    c: Connection, flow: str, number: str | None, run_id: int | None, state: str, message: str
+) -> None:
+    c.execute(
+        insert(events).values(
+            flow=flow, order_number=number, run_id=run_id, at=_now(), state=state, message=message
+        )
+    )
 
 
 def _loads(value: str | None) -> Any:
