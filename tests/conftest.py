@@ -110,6 +110,11 @@ def faults(url: str, spec: dict[str, Any]) -> None:
     requests.post(f"{url}/_sandbox/faults", data=json.dumps(spec), timeout=5).raise_for_status()
 
 
+def fault_rule(url: str, **rule: Any) -> None:
+    """Give a sandbox server one fault rule (and no other faults)."""
+    faults(url, {"rules": [rule]})
+
+
 def stats(url: str) -> dict[str, Any]:
     """A sandbox server's stats over HTTP."""
     resp = requests.get(f"{url}/_sandbox/stats", timeout=5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import Project, faults, make_project, stats
+from conftest import Project, fault_rule, faults, make_project, stats
 
 from integrator.sandbox import Sandbox, running_sandbox
 
@@ -90,19 +90,8 @@ def test_failure_status_code_fails_order_then_next_run_sends(
 ) -> None:
     """A failure code from query_check fails the order; the next run delivers it once."""
     numbers = unsent(sandbox)
-    faults(
-        sandbox.erp.url,
-        {
-            "rules": [
-                {
-                    "action": "status",
-                    "route": "query",
-                    "status": 503,
-                    "numbers": [numbers[2]],
-                    "count": 1,
-                }
-            ]
-        },
+    fault_rule(
+        sandbox.erp.url, action="status", route="query", status=503, numbers=[numbers[2]], count=1
     )
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 1
@@ -132,19 +121,8 @@ def test_rejected_write_fails_order_and_runs_post_script(
 ) -> None:
     """A 400 from the ERP fails that order; post_script with run_on_failure still ran."""
     numbers = unsent(sandbox)
-    faults(
-        sandbox.erp.url,
-        {
-            "rules": [
-                {
-                    "action": "status",
-                    "route": "create",
-                    "status": 400,
-                    "numbers": [numbers[0]],
-                    "count": 1,
-                }
-            ]
-        },
+    fault_rule(
+        sandbox.erp.url, action="status", route="create", status=400, numbers=[numbers[0]], count=1
     )
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 1
@@ -160,18 +138,12 @@ def test_rejected_write_fails_order_and_runs_post_script(
 def test_dropped_patch_after_write_never_writes_twice(project: Project, sandbox: Sandbox) -> None:
     """ERP written, PATCH lost: the next run skips the write and marks the order sent."""
     numbers = unsent(sandbox)
-    faults(
+    fault_rule(
         sandbox.omnitron.url,
-        {
-            "rules": [
-                {
-                    "action": "drop_before",
-                    "route": "patch_order",
-                    "numbers": [numbers[1]],
-                    "count": 1,
-                }
-            ]
-        },
+        action="drop_before",
+        route="patch_order",
+        numbers=[numbers[1]],
+        count=1,
     )
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 1
