@@ -19,16 +19,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+import requests.adapters
 
 ROOT = Path(__file__).resolve().parents[1]
 OMNI_MS, ERP_MS = 10, 20
 # Critical path per order: detail+lists (1 wave), item+discount details (1 wave), query, write,
 # item PATCHes (1 wave), order PATCH. The list call is shared by a page of 50.
 CRITICAL_MS = OMNI_MS * (2 + 2 + 1 / 50) + ERP_MS * 2
-CALLS_PER_ORDER = 1 / 50 + 3 + 3 + 1 + 2 + 3 + 1  # lists, details, query+write, PATCHes
 
 
 def free_port() -> int:
@@ -91,9 +92,11 @@ class SandboxProcess:
 
 def child(args: argparse.Namespace) -> None:
     """Run the flow once in this process; print a JSON line of measurements."""
+    from integrator.logs import configure_logging
     from integrator.pipeline import load_project, run_flow
 
     project = load_project(Path(args.project) / "config.yaml")
+    configure_logging(project.app.log_level, secrets=project.app.secrets)  # as the CLI does
     before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     result, _ = run_flow(project, "order_flow")
@@ -113,22 +116,70 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
-def bare_client_cpu_per_call(sb: SandboxProcess, calls: int = 2000) -> float:
-    """CPU seconds per call of a bare requests.Session doing GETs and PATCH-sized POSTs."""
-    s = requests.Session()
-    s.headers["Authorization"] = "Bearer sandbox-erp-token"
-    url = sb.erp + "/api/orders/?number=1"
-    s.get(url)
-    before = time.process_time()
-    for i in range(calls):
-        if i % 4 == 0:
-            s.post(sb.erp + "/api/orders/", json={"order_number": f"b{i}", "lines": []})
-        else:
-            s.get(url)
-    return (time.process_time() - before) / calls
+def _bare_order(
+    omni: requests.Session, erp: requests.Session, omni_url: str, erp_url: str, pk: int
+) -> None:
+    """One order's calls, as the runner makes them, one after the other; answers parsed."""
+    api = omni_url + "/api/i1/"
+    if pk % 50 == 1:  # the list page, shared by 50 orders
+        omni.get(api + "orders/", params={"is_send": "false", "limit": 50, "pk__gt": pk}).json()
+    doc = omni.get(api + f"orders_integration/{pk}/detailed_integration/").json()
+    items = omni.get(api + "order_items/", params={"order": pk, "limit": 100}).json()
+    discounts = omni.get(api + "discount_items/", params={"order": pk, "limit": 100}).json()
+    for i in items["results"]:
+        omni.get(api + f"order_items/{i['pk']}/detailed_integration/").json()
+    for d in discounts["results"]:
+        omni.get(api + f"discount_items/{d['pk']}/detailed_integration/").json()
+    erp.get(erp_url + "/api/orders/", params={"number": doc["number"]}).json()
+    erp.post(erp_url + "/api/orders/", json={**doc, "order_number": f"bare-{pk}"}).json()
+    for i in items["results"]:
+        omni.patch(api + f"order_items/{i['pk']}/", json={"erp_order_id": "x"}).json()
+    omni.patch(api + f"orders/{pk}/", json={"is_send": True}).json()
+
+
+def bare_child(args: argparse.Namespace) -> None:
+    """The bare HTTP client: the runner's calls for ``--orders`` orders over ``--concurrency``
+    threads (one requests.Session per connector, set up as the runner's: environment read
+    once). Prints the process's CPU seconds."""
+    omni, erp = requests.Session(), requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=64)
+    for s, base in ((omni, args.omni), (erp, args.erp)):
+        s.mount("http://", adapter)
+        s.trust_env = False
+        s.proxies.update(s.merge_environment_settings(base, {}, None, None, None)["proxies"])
+    token = omni.post(
+        args.omni + "/api/i1/auth/login/",
+        json={"username": "integrator", "password": "sandbox-pass"},
+    ).json()["key"]
+    omni.headers["Authorization"] = f"Token {token}"
+    erp.headers["Authorization"] = "Bearer sandbox-erp-token"
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        list(
+            pool.map(
+                lambda pk: _bare_order(omni, erp, args.omni, args.erp, pk),
+                range(1, args.orders + 1),
+            )
+        )
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(json.dumps({"cpu": cpu}))
+
+
+def _child(*argv: str, env: dict[str, str] | None = None) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, *argv],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return data
 
 
 def run_case(orders: int, concurrency: int, latency: bool) -> dict[str, float]:
+    """The runner on ``orders`` seeded orders; then, on the same servers, the bare client."""
     sb = SandboxProcess(orders)
     tmp = Path(tempfile.mkdtemp(prefix="integrator-bench-"))
     try:
@@ -139,16 +190,17 @@ def run_case(orders: int, concurrency: int, latency: bool) -> dict[str, float]:
         flow.write_text(flow.read_text().replace("concurrency: 4", f"concurrency: {concurrency}"))
         if latency:
             sb.latency(OMNI_MS, ERP_MS)
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", "--project", str(tmp)],
-            env={**os.environ, **sb.env()},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        data: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-        if not latency:
-            data["client_cpu_per_call"] = bare_client_cpu_per_call(sb)
+        data = _child("--child", "--project", str(tmp), env=sb.env())
+        if latency:
+            n = int(data["ok"])
+            bare = _child(
+                "--bare",
+                "--omni", sb.omni,
+                "--erp", sb.erp,
+                "--orders", str(n),
+                "--concurrency", str(concurrency),
+            )  # fmt: skip
+            data["client_cpu"] = bare["cpu"]
         return data
     finally:
         sb.stop()
@@ -158,12 +210,19 @@ def run_case(orders: int, concurrency: int, latency: bool) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--project", help=argparse.SUPPRESS)
-    ap.add_argument("--rss-sizes", default="1000,10000")
+    ap.add_argument("--omni", help=argparse.SUPPRESS)
+    ap.add_argument("--erp", help=argparse.SUPPRESS)
+    ap.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-sizes", default="1000,10000", help="order counts for peak RSS")
     ap.add_argument("--orders", type=int, default=0, help="orders per concurrency case")
     args = ap.parse_args()
     if args.child:
         child(args)
+        return
+    if args.bare:
+        bare_child(args)
         return
     print(
         f"critical path per order: {CRITICAL_MS:.1f} ms ({OMNI_MS} ms per Omnitron call, "
@@ -173,15 +232,13 @@ def main() -> None:
         f"{'conc':>4} {'orders':>6} {'orders/s':>9} {'limit/s':>8} {'ratio':>6} "
         f"{'cpu ms/order':>12} {'client ms':>9} {'rest ms':>8} {'rest/client':>11}"
     )
-    # Client CPU per call measured in this run, without latency (CPU does not depend on it).
-    base = run_case(300, 4, latency=False)
-    client_ms = base["client_cpu_per_call"] * 1000 * CALLS_PER_ORDER
     for conc in (1, 4, 16):
-        n = args.orders or {1: 60, 4: 240, 16: 600}[conc]
+        n = args.orders or {1: 100, 4: 300, 16: 800}[conc]
         d = run_case(n, conc, latency=True)
         ok = d["ok"]
         rate, limit = ok / d["wall"], conc / (CRITICAL_MS / 1000)
         cpu_ms = d["cpu"] * 1000 / max(ok, 1)
+        client_ms = d["client_cpu"] * 1000 / max(ok, 1)
         rest = cpu_ms - client_ms
         print(
             f"{conc:>4} {ok:>6.0f} {rate:>9.1f} {limit:>8.1f} {rate / limit:>6.2f} "

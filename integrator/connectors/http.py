@@ -69,11 +69,27 @@ class Connector:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(dict(config.headers))
+        self._freeze_environment()
         self._login_lock = threading.Lock()
         if config.bearer_token:
             self.session.auth = HeaderAuth("Authorization", f"Bearer {config.bearer_token}")
         elif config.username and config.token_login is None:
             self.session.auth = HTTPBasicAuth(config.username, config.password)
+
+    def _freeze_environment(self) -> None:
+        """Read proxies and CA bundle from the environment once, not on every request.
+
+        requests re-reads the whole environment per request when ``trust_env`` is on (most of
+        its CPU on a busy flow); the settings cannot change while the process runs.
+        """
+        if not self.config.host:
+            return
+        env = self.session.merge_environment_settings(self.config.host, {}, None, None, None)
+        self.session.proxies.update(env.get("proxies") or {})
+        self.session.verify = env.get("verify", True)
+        if env.get("cert"):
+            self.session.cert = env["cert"]
+        self.session.trust_env = False
 
     @property
     def name(self) -> str:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import structlog
 
@@ -18,9 +19,13 @@ from integrator.config.model import AppConfig, FlowConfig
 from integrator.connectors.http import Connector
 from integrator.connectors.redact import Redactor
 from integrator.pipeline.exchange import Exchange
-from integrator.state.store import Store
+from integrator.state.store import Store, Transition
 
-__all__ = ["PlannedRequest", "RunContext"]
+__all__ = ["LIGHT_STATES", "PlannedRequest", "RunContext"]
+
+T = TypeVar("T")
+
+LIGHT_STATES = frozenset({"read", "checked", "marked"})
 
 log = structlog.get_logger("integrator.run")
 
@@ -55,9 +60,52 @@ class RunContext:
     _log_file: IO[str] | None = None
     _log_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def gather(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """Run ``calls`` concurrently and return their results in order.
+
+        The first runs in the calling thread (it would only wait otherwise), the others in the
+        run's fetch pool. Every call finishes before the first exception is raised.
+        """
+        if not calls:
+            return []
+        assert self.fetch_pool is not None  # set by the runner
+        futures = [self.fetch_pool.submit(c) for c in calls[1:]]
+        first: list[T] = []
+        error: BaseException | None = None
+        try:
+            first.append(calls[0]())
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others end
+            error = exc
+        rest: list[T] = []
+        for f in futures:
+            try:
+                rest.append(f.result())
+            except BaseException as exc:  # noqa: BLE001
+                error = error or exc
+        if error is not None:
+            raise error
+        return first + rest
+
     # ------------------------------------------------------------- ledger
-    def journal(self, ex: Exchange, state: str, message: str = "", **fields: Any) -> None:
-        """Move the order to ``state`` in the ledger (nothing in a dry run)."""
+    def journal(
+        self,
+        ex: Exchange,
+        state: str,
+        message: str = "",
+        *,
+        log: Mapping[str, str] | None = None,
+        defer: bool = False,
+        **fields: Any,
+    ) -> None:
+        """Move the order to ``state`` in the ledger (nothing in a dry run).
+
+        ``read``, ``checked`` and ``marked`` are kept in memory and written, event and all,
+        in the transaction of the order's next change: losing them in a crash changes
+        nothing, since the next run starts that order from the same place (the source again,
+        or the resume after the write). Every other state is committed before this returns;
+        ``sending`` and ``sent`` are what exactly-once rests on. ``defer`` (for ``done``): see
+        :meth:`Store.record`.
+        """
         ex.state = state
         if self.dry_run:
             return
@@ -67,9 +115,22 @@ class RunContext:
         for k in ("request", "response"):
             if k in fields:
                 fields[k] = self.redactor.redact(fields[k])
+        message = self.redactor.scrub(message)
+        if state in LIGHT_STATES:
+            ex.pending.append(Transition(state, message, dt.datetime.now(dt.UTC), fields))
+            return
         self.store.record(
-            self.flow.name, ex.number, self.run_id, state, self.redactor.scrub(message), **fields
+            self.flow.name,
+            ex.number,
+            self.run_id,
+            state,
+            message,
+            earlier=ex.pending,
+            log={k: self.redactor.scrub(v) for k, v in log.items()} if log else None,
+            defer=defer,
+            **fields,
         )
+        ex.pending.clear()
 
     def event(self, ex: Exchange | None, state: str, message: str) -> None:
         """An event that does not move the journal."""

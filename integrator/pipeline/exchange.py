@@ -20,9 +20,12 @@ Reserved attribute keys, set or read by the engine:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from integrator.errors import OrderError
+
+if TYPE_CHECKING:
+    from integrator.state.store import Transition
 
 __all__ = ["LOG_PREFIX", "Exchange"]
 
@@ -46,6 +49,7 @@ class Exchange:
     resume: bool = False  # the ERP has the order: skip to the stages after `write`
     settle: bool = False  # journal said `sending`: query_check must settle it
     failure: OrderError | None = None
+    pending: list[Transition] = field(default_factory=list)  # journal changes not yet stored
 
     def __post_init__(self) -> None:
         if self.data is None:

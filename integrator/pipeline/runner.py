@@ -116,6 +116,7 @@ class Runner:
             for stage in reversed(opened):
                 stage.close()
             run.fetch_pool.shutdown(wait=True)
+            run.store.flush()
             result.seconds = time.monotonic() - started
         return result
 
@@ -178,6 +179,9 @@ class Runner:
             self._route(ex, entry)
         except OrderError as exc:
             return self._failed(ex, entry, exc, -1)
+        except SkipOrder as skip:  # quarantined now: a failure the user must look at
+            self._finish(ex, "failed", str(skip))
+            return Outcome(ex.number, "failed", ex.state, str(skip))
         for i, stage in enumerate(self.order_stages):
             if ex.resume and i <= self.write_index:
                 continue
@@ -199,10 +203,16 @@ class Runner:
             ):
                 ex.resume = True
                 run.journal(ex, "sent", f"{stage.name} set order_exists=true; not written")
-        if not run.dry_run:
-            run.journal(
-                ex, "done", "order complete", last_error=None, error_kind=None, next_try=None
-            )
+        run.journal(
+            ex,
+            "done",
+            "order complete",
+            log=ex.log_attributes(),
+            defer=True,  # committed with the next transaction: a crash before it loses nothing
+            last_error=None,
+            error_kind=None,
+            next_try=None,
+        )
         self._finish(ex, "ok")
         return Outcome(ex.number, "ok", ex.state)
 
@@ -257,15 +267,26 @@ class Runner:
                     except OrderError as post_exc:
                         msg += f"; {stage.name} also failed: {post_exc}"
         attempts = ex.attempts + 1
+        logs = ex.log_attributes()
         if isinstance(exc, AmbiguousWriteError):
             # The ERP may have it: stay `sending`; the next run settles it.
-            run.journal(ex, "sending", msg, last_error=msg, error_kind=exc.kind, attempts=attempts)
+            run.journal(
+                ex,
+                "sending",
+                msg,
+                log=logs,
+                last_error=msg,
+                error_kind=exc.kind,
+                attempts=attempts,
+            )
         elif ex.state in RESUME_STATES or ex.state == "quarantined":
             # Written already: keep the state, so the write is never repeated.
             state = ex.state
             if attempts >= run.flow.max_attempts and exc.kind == "permanent":
                 state = "quarantined"
-            run.journal(ex, state, msg, last_error=msg, error_kind=exc.kind, attempts=attempts)
+            run.journal(
+                ex, state, msg, log=logs, last_error=msg, error_kind=exc.kind, attempts=attempts
+            )
         else:
             state, next_try = "failed", None
             if exc.kind == "permanent":
@@ -277,6 +298,7 @@ class Runner:
                 ex,
                 state,
                 msg,
+                log=logs,
                 last_error=msg,
                 error_kind=exc.kind,
                 attempts=attempts,
@@ -287,21 +309,13 @@ class Runner:
         return Outcome(ex.number, "failed", ex.state, msg)
 
     def _finish(self, ex: Exchange, status: str, message: str = "") -> None:
-        run = self.run
-        logs = ex.log_attributes()
-        if not run.dry_run:
-            run.store.add_log(
-                run.flow.name,
-                ex.number,
-                run.run_id,
-                {k: run.redactor.scrub(v) for k, v in logs.items()},
-            )
-        run.write_log(
+        """Append the order's end to the run log (the store has it with the last journal change)."""
+        self.run.write_log(
             {
                 "event": f"order_{status}",
                 "order": ex.number,
                 "state": ex.state,
                 "error": message or None,
-                "log": logs,
+                "log": ex.log_attributes(),
             }
         )

@@ -6,6 +6,7 @@ before it. Both PATCHes are idempotent and are simply repeated after a crash.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
@@ -56,24 +57,24 @@ class MarkSentStage(Stage):
     def process(self, ex: Exchange) -> None:
         """Send the PATCHes; record `marked`."""
         run = self.run
-        assert run is not None and run.fetch_pool is not None  # set by open()
+        assert run is not None  # set by open()
         data = ex.mapping_data
         if data is None:  # no check_response stage in the flow: use the built-in
             data = ex.mapping_data = default_mapping_data(ex.response, DEFAULTS)
         conn = run.source
-        futures = []
-        for item in data.get("order_items", []):
-            body = {k: v for k, v in item.items() if k != "pk"}
-            if body:
-                futures.append(
-                    run.fetch_pool.submit(
-                        conn.request, "PATCH", self._url(self.item_path, item["pk"]), json_body=body
-                    )
-                )
-        for f in futures:
-            f.result()
+        patches = [
+            partial(
+                conn.request,
+                "PATCH",
+                self._url(self.item_path, item["pk"]),
+                json_body={k: v for k, v in item.items() if k != "pk"},
+            )
+            for item in data.get("order_items", [])
+            if any(k != "pk" for k in item)
+        ]
+        run.gather(patches)
         conn.request("PATCH", self._url(self.order_path, ex.pk), json_body={"is_send": True})
         ref = ex.attributes.get("erp.reference")
         run.journal(
-            ex, "marked", f"is_send set on {conn.name}; {len(futures)} item(s) updated", erp_ref=ref
+            ex, "marked", f"is_send set on {conn.name}; {len(patches)} item(s) updated", erp_ref=ref
         )

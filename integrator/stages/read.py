@@ -7,7 +7,7 @@ during the run leave the result set, and offset paging over a shrinking set skip
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Future
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
@@ -147,28 +147,30 @@ class ReadStage(SourceStage):
     def fetch(self, ref: OrderRef) -> Exchange:
         """The order document: detail + orderitem_set + discountitem_set, channel.conf masked."""
         run = self.run
-        assert run is not None and run.fetch_pool is not None  # set by open()
-        conn, pool = run.source, run.fetch_pool
-        detail_f = pool.submit(self._get, conn, self._url("detail_path", pk=ref.pk))
-        items_f = pool.submit(self._list, conn, self._url("items_path"), ref.pk)
-        discounts_f = pool.submit(self._list, conn, self._url("discounts_path"), ref.pk)
-        item_fs = [
-            pool.submit(self._get, conn, self._url("item_detail_path", pk=self._pk(i)))
-            for i in _result(items_f)
-        ]
-        discount_fs = [
-            pool.submit(self._get, conn, self._url("discount_detail_path", pk=self._pk(d)))
-            for d in _result(discounts_f)
-        ]
-        doc = _result(detail_f)
+        assert run is not None  # set by open()
+        conn = run.source
+        doc, items, discounts = run.gather(
+            [
+                partial(self._get, conn, self._url("detail_path", pk=ref.pk)),
+                partial(self._list, conn, self._url("items_path"), ref.pk),
+                partial(self._list, conn, self._url("discounts_path"), ref.pk),
+            ]
+        )
+        details = run.gather(
+            [partial(self._get, conn, self._url("item_detail_path", pk=self._pk(i))) for i in items]
+            + [
+                partial(self._get, conn, self._url("discount_detail_path", pk=self._pk(d)))
+                for d in discounts
+            ]
+        )
         if not isinstance(doc, dict) or str(doc.get("pk")) != ref.pk:
             raise PermanentError(
                 f"order {ref.number}: the detail answer is not the order "
                 f"(expected an object with pk {ref.pk})",
                 stage="read",
             )
-        doc["orderitem_set"] = [_result(f) for f in item_fs]
-        doc["discountitem_set"] = [_result(f) for f in discount_fs]
+        doc["orderitem_set"] = details[: len(items)]
+        doc["discountitem_set"] = details[len(items) :]
         strip_channel_conf(doc, run.redactor)
         return Exchange(
             pk=ref.pk,
@@ -202,7 +204,3 @@ class ReadStage(SourceStage):
         if isinstance(row, dict) and "pk" in row:
             return row["pk"]
         raise PermanentError(f"an item row has no 'pk': {str(row)[:80]}", stage="read")
-
-
-def _result(f: Future[Any]) -> Any:
-    return f.result()

@@ -14,23 +14,45 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, event, insert, select, text, update
+from sqlalchemy import Connection, bindparam, create_engine, event, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from integrator.errors import FatalError
 from integrator.state.schema import events, journal, metadata, order_log, runs
 
-__all__ = ["JournalEntry", "Store"]
+__all__ = ["JournalEntry", "Store", "Transition"]
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+# Built once: SQLAlchemy then reuses their compiled form, which the hot path depends on.
+_ENTRY = select(journal).where(
+    journal.c.flow == bindparam("k_flow"), journal.c.order_number == bindparam("k_number")
+)
+_UPDATE_ENTRY = update(journal).where(
+    journal.c.flow == bindparam("k_flow"), journal.c.order_number == bindparam("k_number")
+)
+_INSERT_ENTRY = insert(journal)
+_INSERT_EVENT = insert(events)
+_INSERT_LOG = insert(order_log)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A journal change made in memory, written with the order's next durable change."""
+
+    state: str
+    message: str
+    at: dt.datetime
+    fields: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,9 @@ class Store:
             ) from None
         # SQLite allows one writer: serialize writers here rather than meet "database is locked".
         self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        # Deferred writes: committed with the next transaction of any thread, or by flush().
+        self._deferred: list[Callable[[Connection], None]] = []
+        self._deferred_lock = threading.Lock()
 
     @property
     def safe_url(self) -> str:
@@ -83,7 +108,22 @@ class Store:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
         with self._write_lock, self.engine.begin() as conn:
+            with self._deferred_lock:
+                deferred, self._deferred = self._deferred, []
+            try:
+                for write in deferred:
+                    write(conn)
+            except BaseException:
+                with self._deferred_lock:
+                    self._deferred[:0] = deferred
+                raise
             yield conn
+
+    def flush(self) -> None:
+        """Commit the deferred writes now (the runner calls this at the end of every run)."""
+        if self._deferred:
+            with self._tx():
+                pass
 
     # ------------------------------------------------------------------ runs
     def start_run(self, flow: str, *, dry_run: bool = False, log_file: str = "") -> int:
@@ -132,9 +172,8 @@ class Store:
     # --------------------------------------------------------------- journal
     def entry(self, flow: str, number: str) -> JournalEntry | None:
         """The journal row of one order, or None when never seen."""
-        q = select(journal).where(journal.c.flow == flow, journal.c.order_number == number)
         with self.engine.connect() as c:
-            row = c.execute(q).first()
+            row = c.execute(_ENTRY, {"k_flow": flow, "k_number": number}).first()
         if row is None:
             return None
         m = row._mapping
@@ -159,28 +198,53 @@ class Store:
         run_id: int | None,
         state: str,
         message: str = "",
+        *,
+        earlier: Iterable[Transition] = (),
+        log: Mapping[str, str] | None = None,
+        defer: bool = False,
         **fields: Any,
     ) -> None:
-        """Move an order to ``state`` and append the event, in one transaction.
+        """Move an order to ``state`` and append its events, in one transaction.
 
-        ``fields``: order_pk, attempts, next_try, error_kind, last_error, erp_ref, and
-        ``request``/``response`` (stored as JSON; pass them already redacted).
+        ``defer``: do not wait for a commit of its own; the change rides on the next
+        transaction of any thread (group commit) or :meth:`flush`. Only for changes whose loss
+        in a crash is harmless (``done``: the order stays ``sent`` and resumes after the write).
+
+        ``earlier``: transitions made in memory since the last durable change; each gets its
+        event, and their fields are applied under this one's. ``log``: the order's ``log.``
+        attributes, stored in the same transaction. ``fields``: order_pk, attempts, next_try,
+        error_kind, last_error, erp_ref, and ``request``/``response`` (stored as JSON; pass
+        them already redacted).
         """
-        values: dict[str, Any] = {"state": state, "updated_at": _now(), "run_id": run_id}
-        for k in ("request", "response"):
-            if k in fields:
-                values[f"{k}_json"] = json.dumps(fields.pop(k), ensure_ascii=False, default=str)
+        now = _now()
+        earlier = list(earlier)
+        values: dict[str, Any] = {}
+        for t in earlier:
+            values.update(t.fields)
         values.update(fields)
-        with self._tx() as c:
-            res = c.execute(
-                update(journal)
-                .where(journal.c.flow == flow, journal.c.order_number == number)
-                .values(**values)
-            )
-            if res.rowcount == 0:
+        for k in ("request", "response"):
+            if k in values:
+                values[f"{k}_json"] = json.dumps(values.pop(k), ensure_ascii=False, default=str)
+        values.update(state=state, updated_at=now, run_id=run_id)
+        key = {"k_flow": flow, "k_number": number}
+        rows = [_event_row(flow, number, run_id, t.state, t.message, t.at) for t in earlier] + [
+            _event_row(flow, number, run_id, state, message, now)
+        ]
+
+        def write(c: Connection) -> None:
+            if c.execute(_UPDATE_ENTRY, {**values, **key}).rowcount == 0:
                 values.setdefault("attempts", 0)
-                c.execute(insert(journal).values(flow=flow, order_number=number, **values))
-            _insert_event(c, flow, number, run_id, state, message)
+                c.execute(_INSERT_ENTRY, {**values, "flow": flow, "order_number": number})
+            c.execute(_INSERT_EVENT, rows)
+            if log:
+                c.execute(_INSERT_LOG, _log_rows(flow, number, run_id, now, log))
+
+        if defer:
+            with self._deferred_lock:
+                self._deferred.append(write)
+            return
+        with self._tx() as c:
+            write(c)
 
     def add_event(
         self, flow: str, number: str | None, run_id: int | None, state: str, message: str
@@ -193,22 +257,8 @@ class Store:
         """Store an order's ``log.`` attributes at the end of its execution."""
         if not attrs:
             return
-        at = _now()
         with self._tx() as c:
-            c.execute(
-                insert(order_log),
-                [
-                    {
-                        "flow": flow,
-                        "order_number": number,
-                        "run_id": run_id,
-                        "at": at,
-                        "key": k,
-                        "value": v,
-                    }
-                    for k, v in attrs.items()
-                ],
-            )
+            c.execute(_INSERT_LOG, _log_rows(flow, number, run_id, _now(), attrs))
 
     def order_history(
         self, number: str, flow: str | None = None
@@ -270,7 +320,8 @@ class Store:
                 c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
     def close(self) -> None:
-        """Release the connection pool."""
+        """Commit what is deferred; release the connection pool."""
+        self.flush()
         self.engine.dispose()
 
 
@@ -283,14 +334,32 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _event_row(
+    flow: str, number: str | None, run_id: int | None, state: str, message: str, at: dt.datetime
+) -> dict[str, Any]:
+    return {
+        "flow": flow,
+        "order_number": number,
+        "run_id": run_id,
+        "at": at,
+        "state": state,
+        "message": message,
+    }
+
+
 def _insert_event(
     c: Connection, flow: str, number: str | None, run_id: int | None, state: str, message: str
 ) -> None:
-    c.execute(
-        insert(events).values(
-            flow=flow, order_number=number, run_id=run_id, at=_now(), state=state, message=message
-        )
-    )
+    c.execute(_INSERT_EVENT, _event_row(flow, number, run_id, state, message, _now()))
+
+
+def _log_rows(
+    flow: str, number: str, run_id: int | None, at: dt.datetime, attrs: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    return [
+        {"flow": flow, "order_number": number, "run_id": run_id, "at": at, "key": k, "value": v}
+        for k, v in attrs.items()
+    ]
 
 
 def _loads(value: str | None) -> Any:
