@@ -25,6 +25,8 @@ __all__ = ["LIGHT_STATES", "PlannedRequest", "RunContext"]
 
 T = TypeVar("T")
 
+LOG_FLUSH_SECONDS = 0.5
+
 LIGHT_STATES = frozenset({"read", "checked", "marked"})
 
 log = structlog.get_logger("integrator.run")
@@ -59,6 +61,7 @@ class RunContext:
     log_path: Path | None = None
     _log_file: IO[str] | None = None
     _log_lock: threading.Lock = field(default_factory=threading.Lock)
+    _log_flushed: float = 0.0
 
     def gather(self, calls: Sequence[Callable[[], T]]) -> list[T]:
         """Run ``calls`` concurrently and return their results in order.
@@ -169,9 +172,12 @@ class RunContext:
         record.setdefault("run_id", self.run_id)
         if self._log_file is not None:
             line = json.dumps(record, ensure_ascii=False, default=str)
+            now = time.monotonic()
             with self._log_lock:
                 self._log_file.write(line + "\n")
-                self._log_file.flush()
+                if now - self._log_flushed >= LOG_FLUSH_SECONDS:  # tail -f sees it soon enough
+                    self._log_file.flush()
+                    self._log_flushed = now
         event = str(record.pop("event", "order"))
         log.debug(event, **{k: v for k, v in record.items() if k not in ("at", "flow", "run_id")})
 

@@ -95,6 +95,7 @@ class Store:
         # Deferred writes: committed with the next transaction of any thread, or by flush().
         self._deferred: list[Callable[[Connection], None]] = []
         self._deferred_lock = threading.Lock()
+        self._writer: Connection | None = None  # SQLite: the one connection that writes
 
     @property
     def safe_url(self) -> str:
@@ -106,8 +107,20 @@ class Store:
         )
 
     @contextlib.contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A transaction; on SQLite always on the one writer connection, kept open."""
+        if not self.is_sqlite:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        if self._writer is None or self._writer.closed:
+            self._writer = self.engine.connect()
+        with self._writer.begin():
+            yield self._writer
+
+    @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
-        with self._write_lock, self.engine.begin() as conn:
+        with self._write_lock, self._begin() as conn:
             with self._deferred_lock:
                 deferred, self._deferred = self._deferred, []
             try:
@@ -322,6 +335,9 @@ class Store:
     def close(self) -> None:
         """Commit what is deferred; release the connection pool."""
         self.flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self.engine.dispose()
 
 
