@@ -227,3 +227,50 @@ def test_history_commands(project: Project, sandbox: Sandbox) -> None:
     show = project.run("orders", "show", number)
     assert show.code == 0 and "done" in show.out and "log.gross_amount" in show.out
     assert project.run("orders", "show", "nope").code == 1
+
+
+def test_ambiguous_write_without_query_check_is_quarantined(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """ERP commits, connection drops, no query_check: never resent, quarantined next run."""
+    numbers = unsent(sandbox)
+    bad = numbers[0]
+    project.edit_flow("  - query_check:\n", "  - query_check_off:\n")
+    text = project.flow().read_text()
+    start = text.index("  - query_check_off:")
+    end = text.index("  - script:")
+    project.flow().write_text(text[:start] + text[end:])
+    fault_rule(sandbox.erp.url, action="drop_after_commit", route="create", numbers=[bad], count=1)
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 1
+    assert project.state(bad) == "sending"
+    assert sandbox.erp.received[bad] == 1
+    r2 = project.run("run-flow", "order_flow", "--no-progress")
+    assert r2.code == 1, r2.out + r2.err
+    assert "quarantined" in r2.out
+    assert project.state(bad) == "quarantined"
+    r3 = project.run("run-flow", "order_flow", "--no-progress")
+    assert r3.code == 0, r3.out + r3.err
+    assert sandbox.erp.received[bad] == 1  # never written a second time
+    assert stats(sandbox.erp.url)["duplicates"] == 0
+    events = [m for (m,) in project.sql(f"SELECT message FROM events WHERE order_number='{bad}'")]
+    assert any("integrator resolve" in m for m in events)
+    assert all(project.state(n) == "done" for n in numbers[1:])
+
+
+def test_permanent_failures_back_off_then_quarantine(project: Project, sandbox: Sandbox) -> None:
+    """A 400 on every write: the order backs off, then is quarantined after max_attempts."""
+    numbers = unsent(sandbox)
+    bad = numbers[1]
+    project.edit_flow("max_attempts: 5", "max_attempts: 2\nbackoff_seconds: 0")
+    fault_rule(sandbox.erp.url, action="status", route="create", status=400, numbers=[bad])
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 1 and project.state(bad) == "failed"
+    r2 = project.run("run-flow", "order_flow", "--no-progress")
+    assert r2.code == 1 and project.state(bad) == "quarantined"
+    r3 = project.run("run-flow", "order_flow", "--no-progress")
+    assert r3.code == 0, r3.out + r3.err  # skipped, not failed again
+    assert sandbox.erp.calls["create"] == len(numbers) - 1 + 2
+    assert bad not in sandbox.erp.received
+    order = next(o for o in sandbox.omnitron.orders.values() if o["number"] == bad)
+    assert order["is_send"] is False

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ __all__ = ["JournalEntry", "Store", "Transition"]
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
+
+DEFER_SECONDS = 0.5  # the longest a deferred write waits for another transaction
 
 # Built once: SQLAlchemy then reuses their compiled form, which the hot path depends on.
 _ENTRY = select(journal).where(
@@ -95,6 +98,7 @@ class Store:
         # Deferred writes: committed with the next transaction of any thread, or by flush().
         self._deferred: list[Callable[[Connection], None]] = []
         self._deferred_lock = threading.Lock()
+        self._deferred_since = 0.0
         self._writer: Connection | None = None  # SQLite: the one connection that writes
 
     @property
@@ -220,7 +224,8 @@ class Store:
         """Move an order to ``state`` and append its events, in one transaction.
 
         ``defer``: do not wait for a commit of its own; the change rides on the next
-        transaction of any thread (group commit) or :meth:`flush`. Only for changes whose loss
+        transaction of any thread (group commit), or is committed once it has waited
+        ``DEFER_SECONDS``, or by :meth:`flush`. Only for changes whose loss
         in a crash is harmless (``done``: the order stays ``sent`` and resumes after the write).
 
         ``earlier``: transitions made in memory since the last durable change; each gets its
@@ -254,7 +259,12 @@ class Store:
 
         if defer:
             with self._deferred_lock:
+                if not self._deferred:
+                    self._deferred_since = time.monotonic()
                 self._deferred.append(write)
+                due = time.monotonic() - self._deferred_since >= DEFER_SECONDS
+            if due:  # nobody else committed for a while: do not let the window grow
+                self.flush()
             return
         with self._tx() as c:
             write(c)
