@@ -41,6 +41,7 @@ _FLOW_KEYS = {
     "concurrency",
     "max_attempts",
     "backoff_seconds",
+    "script_memory_mb",
     "stages",
 }
 _SECRET_FIELDS = ("BearerToken", "Password")
@@ -259,6 +260,12 @@ def load_flow(path: Path, app: AppConfig, issues: list[ConfigIssue]) -> FlowConf
         ),
         backoff_seconds=o.get(
             "backoff_seconds", float, 60.0, check=lambda v: None if v >= 0 else "expected 0 or more"
+        ),
+        script_memory_mb=o.get(
+            "script_memory_mb",
+            int,
+            1024,
+            check=lambda v: None if v == 0 or v >= 64 else "expected 0 (no limit) or 64 or more",
         ),
         schedule=o.get("schedule", dict, {}),
         description=o.get("description", str, ""),

@@ -65,6 +65,7 @@ class FlowConfig:
     concurrency: int = 4
     max_attempts: int = 5
     backoff_seconds: float = 60.0
+    script_memory_mb: int = 1024
     schedule: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     doc: YamlDoc | None = field(default=None, compare=False, repr=False)

@@ -19,6 +19,7 @@ from integrator.config.model import AppConfig, FlowConfig
 from integrator.connectors.http import Connector
 from integrator.connectors.redact import Redactor
 from integrator.pipeline.exchange import Exchange
+from integrator.scripting.pool import ScriptPool
 from integrator.state.store import Store, Transition
 
 __all__ = ["LIGHT_STATES", "PlannedRequest", "RunContext"]
@@ -57,6 +58,7 @@ class RunContext:
     dry_run: bool = False
     only_order: str | None = None
     fetch_pool: ThreadPoolExecutor | None = None
+    scripts: ScriptPool = field(default_factory=ScriptPool)  # workers start on first call
     planned: list[PlannedRequest] = field(default_factory=list)
     log_path: Path | None = None
     _log_file: IO[str] | None = None

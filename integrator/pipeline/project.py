@@ -17,6 +17,7 @@ from integrator.pipeline.context import RunContext
 from integrator.pipeline.registry import build_stages
 from integrator.pipeline.runner import Outcome, Runner, RunResult
 from integrator.pipeline.stage import Stage
+from integrator.scripting.pool import ScriptPool
 from integrator.state.store import Store
 
 __all__ = ["BuiltFlow", "Project", "load_project", "run_flow"]
@@ -116,6 +117,7 @@ def run_flow(
         target=target,
         dry_run=dry_run,
         only_order=only_order,
+        scripts=ScriptPool(size=flow.concurrency, memory_mb=flow.script_memory_mb),
     )
     try:
         with store.flow_lock(flow.name), run.connectors_open():
@@ -137,5 +139,6 @@ def run_flow(
                 )
         return result, run
     finally:
+        run.scripts.close()
         if own_store:
             store.close()

@@ -1,107 +1,146 @@
-"""Native user scripts: ``process(data, attributes)`` and ``check_response(request, response,
-attributes)``, each declaring only the arguments it needs (checked when the script loads).
+"""User scripts: found, checked and described without running them; called in worker processes.
 
-A script's exception fails its order only: the error, with the script's file and line, goes to
-``log.script.error``. Isolation in worker processes with a time limit is not here yet.
+Two runtimes, chosen per script from its code:
+
+- ``native``: a module-level ``def process(data, attributes)`` (or ``check_response(request,
+  response, attributes)``), each declaring only the arguments it needs;
+- ``compat``: Akinon Integrator / NiFi ExecuteScript code (``session``, ``input_text``,
+  ``outputStream``, a ``StreamCallback``), run unchanged; see :mod:`integrator.scripting.compat`.
+
+A script's failure fails its order only: the error, with the script's file and line, goes to
+``log.script.error``.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
-import traceback
-from collections.abc import Callable, Mapping
+import ast
+from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from integrator.errors import ConfigIssue, PermanentError
+from integrator.scripting.worker import SCRIPT_ERROR
 
-__all__ = ["SCRIPT_ERROR", "Script", "load_script"]
+if TYPE_CHECKING:
+    from integrator.scripting.pool import ScriptPool
 
-SCRIPT_ERROR = "log.script.error"
+__all__ = ["SCRIPT_ERROR", "Script", "as_mapping_data", "load_script", "syntax_message"]
 
-# The arguments each entry point may declare, with their accepted aliases.
-ENTRY_POINTS: dict[str, dict[str, str]] = {
-    "process": {"data": "data", "attributes": "attributes", "order": "order"},
+log = structlog.get_logger("integrator.script")
+
+# The arguments each entry point may declare.
+ENTRY_POINTS: dict[str, set[str]] = {
+    "process": {"data", "attributes", "order"},
     "check_response": {
-        "request": "request",
-        "request_data": "request",
-        "response": "response",
-        "response_data": "response",
-        "attributes": "attributes",
-        "order": "order",
+        "request",
+        "request_data",
+        "response",
+        "response_data",
+        "attributes",
+        "order",
     },
 }
+COMPAT_NAMES = {"session", "input_text", "outputStream", "StreamCallback", "flowFile"}
+PY2_HINTS = (
+    "Missing parentheses in call to 'print'",
+    "multiple exception types must be parenthesized",
+    "invalid hexadecimal literal",
+    "leading zeros in decimal integer literals",
+)
 
 
 class Script:
-    """A loaded user script with its entry point and the arguments it wants."""
+    """A checked user script: its path, entry point and runtime."""
 
-    def __init__(self, path: Path, module: ModuleType, entry: str) -> None:
-        self.path, self.module, self.entry = path, module, entry
-        self.func: Callable[..., Any] = getattr(module, entry)
-        self.params = list(inspect.signature(self.func).parameters)
+    def __init__(self, path: Path, entry: str, runtime: str, timeout: float = 300.0) -> None:
+        self.path, self.entry, self.runtime, self.timeout = path, entry, runtime, timeout
 
-    def call(self, attributes: dict[str, str], **available: Any) -> Any:
-        """Call the entry point with the arguments it declared; errors become PermanentError."""
-        names = ENTRY_POINTS[self.entry]
-        kwargs = {
-            p: (attributes if names[p] == "attributes" else available.get(names[p]))
-            for p in self.params
-        }
-        try:
-            return self.func(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - any script error fails only its order
-            detail = self.describe_error(exc)
-            attributes[SCRIPT_ERROR] = detail
-            raise PermanentError(f"script error: {detail}", stage=self.entry) from None
+    def run(
+        self, pool: ScriptPool, attributes: dict[str, str], **args: Any
+    ) -> tuple[Any, str | None]:
+        """Call the script in ``pool``; returns (result, raw text output or None).
 
-    def describe_error(self, exc: BaseException) -> str:
-        """``ValueError: bad sku (scripts/enrich.py, line 12)``: the deepest frame of the script."""
-        line = None
-        for frame in traceback.extract_tb(exc.__traceback__):
-            if Path(frame.filename).resolve() == self.path.resolve():
-                line = frame.lineno
-        where = f" ({self.path.name}, line {line})" if line else f" ({self.path.name})"
-        return f"{type(exc).__name__}: {exc}{where}"
+        ``attributes`` is updated in place with what the script wrote (strings). A failure
+        sets ``log.script.error`` and raises PermanentError.
+        """
+        reply = pool.call(
+            path=str(self.path),
+            entry=self.entry,
+            runtime=self.runtime,
+            args=args,
+            attributes=dict(attributes),
+            timeout=self.timeout,
+        )
+        attributes.clear()
+        attributes.update({str(k): _text(v) for k, v in reply.get("attributes", {}).items()})
+        for level, message in reply.get("log") or []:
+            getattr(log, level if level in ("debug", "info", "warning", "error") else "info")(
+                "script_log", script=self.path.name, message=message
+            )
+        if not reply.get("ok"):
+            raise PermanentError(f"script error: {reply.get('error')}", stage=self.entry)
+        return reply.get("result"), reply.get("raw")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def syntax_message(path: Path, exc: SyntaxError) -> str:
+    """``script scripts/x.py line 3: invalid syntax: print "x"`` plus a hint for Python 2."""
+    line = (exc.text or "").strip()
+    msg = f"script {path} line {exc.lineno}: syntax error: {exc.msg}"
+    if line:
+        msg += f": {line}"
+    if any(h in (exc.msg or "") for h in PY2_HINTS):
+        msg += (
+            " (this is Python 2 syntax; integrator runs scripts on Python 3: "
+            'write print("x"), except E as e)'
+        )
+    return msg
 
 
 def load_script(
-    path: Path, entry: str, file: str, key: str
+    path: Path, entry: str, file: str, key: str, timeout: float = 300.0
 ) -> tuple[Script | None, list[ConfigIssue]]:
-    """Import ``path`` and check ``entry``'s signature; issues name the flow file and key."""
+    """Read and check ``path`` without running it; issues name the flow file and key."""
 
     def issue(msg: str) -> tuple[None, list[ConfigIssue]]:
         return None, [ConfigIssue(file, key, msg)]
 
     if not path.is_file():
         return issue(f"script {path} not found")
-    spec = importlib.util.spec_from_file_location(f"integrator_user_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        return issue(f"cannot load {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        source = path.read_bytes()
+        tree = ast.parse(source, str(path))
+        compile(tree, str(path), "exec")
     except SyntaxError as exc:
-        return issue(f"script {path} line {exc.lineno}: syntax error: {exc.msg}")
-    except Exception as exc:  # noqa: BLE001 - a module that fails at import is a config error
-        return issue(f"script {path} fails when imported: {type(exc).__name__}: {exc}")
-    func = getattr(module, entry, None)
-    if not callable(func):
-        return issue(
-            f"script {path} has no function {entry}(); define "
-            f"def {entry}({', '.join(_expected(entry))})"
-        )
-    allowed = ENTRY_POINTS[entry]
-    params = inspect.signature(func).parameters
-    bad = [p for p in params if p not in allowed]
-    if bad:
-        return issue(
-            f"{path}: {entry}() declares unknown argument(s) {', '.join(bad)}; "
-            f"allowed: {', '.join(allowed)}"
-        )
-    return Script(path, module, entry), []
+        return issue(syntax_message(path, exc))
+    except (OSError, ValueError) as exc:
+        return issue(f"script {path} cannot be read: {exc}")
+    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    if entry in funcs:
+        params = [a.arg for a in funcs[entry].args.args]
+        bad = [p for p in params if p not in ENTRY_POINTS[entry]]
+        if bad:
+            return issue(
+                f"{path}: {entry}() declares unknown argument(s) {', '.join(bad)}; "
+                f"allowed: {', '.join(sorted(ENTRY_POINTS[entry]))}"
+            )
+        return Script(path, entry, "native", timeout), []
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    if names & COMPAT_NAMES:
+        return Script(path, entry, "compat", timeout), []
+    return issue(
+        f"script {path} has no function {entry}() and no ExecuteScript-style code "
+        f"(session, input_text, outputStream); define def {entry}({', '.join(_expected(entry))})"
+    )
 
 
 def _expected(entry: str) -> list[str]:

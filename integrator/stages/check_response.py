@@ -7,7 +7,7 @@ Mapping data: ``{"order": {"erp_order_id": ...}, "order_items": [{"pk": ..., "ex
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
 from integrator.errors import PermanentError
@@ -15,6 +15,10 @@ from integrator.mapping.paths import select
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
 from integrator.scripting.native import Script, as_mapping_data, load_script
+from integrator.scripting.pool import DEFAULT_TIMEOUT
+
+if TYPE_CHECKING:
+    from integrator.pipeline.context import RunContext
 
 __all__ = ["CheckResponseStage", "default_mapping_data"]
 
@@ -48,20 +52,35 @@ class CheckResponseStage(Stage):
     """Built-in or scripted; a failure after the write keeps the order `sent` (never rewritten)."""
 
     name = "check_response"
-    allowed = {"script", *DEFAULTS}
+    allowed = {"script", "timeout", *DEFAULTS}
     side_effects = True  # needs the ERP's real answer: nothing to show in a dry run
 
     def __init__(self, script: Script | None, options: dict[str, str]) -> None:
         self.script, self.options = script, options
+        self.run: RunContext | None = None
+
+    def open(self, run: RunContext) -> None:
+        """Keep the run: its script pool runs the calls."""
+        self.run = run
 
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
         """A script, or the built-in's paths."""
         script = None
         path = opts.get("script", str, "")
+        timeout = opts.get(
+            "timeout",
+            float,
+            DEFAULT_TIMEOUT,
+            check=lambda v: None if v > 0 else "expected seconds > 0",
+        )
         if path:
             script, issues = load_script(
-                ctx.app.resolve_path(path), "check_response", opts.doc.file, opts.sub("script")
+                ctx.app.resolve_path(path),
+                "check_response",
+                opts.doc.file,
+                opts.sub("script"),
+                timeout,
             )
             opts.issues.extend(issues)
         return cls(script, {k: opts.get(k, str, v) for k, v in DEFAULTS.items()})
@@ -71,14 +90,19 @@ class CheckResponseStage(Stage):
         if self.script is None:
             data = default_mapping_data(ex.response, self.options)
         else:
-            data = dict(
-                as_mapping_data(
-                    self.script.call(
-                        ex.attributes, request=ex.request, response=ex.response, order=ex.order
-                    )
-                )
+            assert self.run is not None  # open()
+            result, raw = self.script.run(
+                self.run.scripts,
+                ex.attributes,
+                request=ex.request,
+                response=ex.response,
+                order=ex.order,
             )
-            ex.normalize_attributes()
+            if raw is not None:
+                raise PermanentError(
+                    f"{self.script.path.name} wrote output that is not JSON: {raw[:80]!r}"
+                )
+            data = dict(as_mapping_data(result))
         ex.mapping_data = data
         ref = (data.get("order") or {}).get(self.options["order_ref_key"])
         if ref is not None:
