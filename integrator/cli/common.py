@@ -19,7 +19,15 @@ from integrator.logs import configure_logging
 from integrator.pipeline import Outcome, Project, RunContext, RunResult, load_project
 from integrator.state import Store
 
-__all__ = ["console", "load", "order_progress", "print_plan", "print_summary", "state_store"]
+__all__ = [
+    "console",
+    "load",
+    "load_quiet",
+    "order_progress",
+    "print_plan",
+    "print_summary",
+    "state_store",
+]
 
 # Piped output (scripts, CI logs) gets wide tables instead of 80 folded columns.
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -34,6 +42,13 @@ def state_store(ctx: click.Context) -> Store:
 def load(ctx: click.Context, *, strict: bool = True) -> Project:
     """Load the project named by ``--config`` and configure logging."""
     project = load_project(Path(ctx.obj["config"]), strict=strict)
+    configure_logging(project.app.log_level, secrets=project.app.secrets)
+    return project
+
+
+def load_quiet(ctx: click.Context) -> Project:
+    """The project without its secrets (for commands that call no connector); logging on."""
+    project = load_project(Path(ctx.obj["config"]), need_secrets=False)
     configure_logging(project.app.log_level, secrets=project.app.secrets)
     return project
 

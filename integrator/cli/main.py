@@ -43,6 +43,8 @@ def cli(ctx: click.Context, config: Path, debug: bool) -> None:
       integrator validate             check config.yaml and flows/*.yaml
       integrator run-flow order_flow  run one flow now
       integrator orders show NUMBER   what happened to an order
+      integrator test-script FILE     run a script once on an order JSON
+      integrator test-mapping SPEC    apply a Jolt spec to an order JSON
     """
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
@@ -50,9 +52,9 @@ def cli(ctx: click.Context, config: Path, debug: bool) -> None:
 
 
 def _register() -> None:
-    from integrator.cli import history, run, sandbox, validate
+    from integrator.cli import history, run, sandbox, validate, workbench
 
-    for module in (run, validate, history, sandbox):
+    for module in (run, validate, history, sandbox, workbench):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -58,9 +58,12 @@ class Project:
         )
 
 
-def load_project(config_path: Path, *, strict: bool = True) -> Project:
-    """Load config.yaml and every flow; ``strict`` raises when any issue was found."""
-    app = load_app(config_path)
+def load_project(config_path: Path, *, strict: bool = True, need_secrets: bool = True) -> Project:
+    """Load config.yaml and every flow; ``strict`` raises when any issue was found.
+
+    ``need_secrets=False`` tolerates unset variables (for commands that call no connector).
+    """
+    app = load_app(config_path, need_secrets=need_secrets)
     issues: list[ConfigIssue] = []
     flows: dict[str, BuiltFlow] = {}
     all_warnings: list[str] = []

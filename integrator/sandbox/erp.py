@@ -12,7 +12,21 @@ from typing import Any
 
 from integrator.sandbox.base import JsonServer, Request, Response, Route
 
-__all__ = ["ErpSandbox"]
+__all__ = ["ErpSandbox", "create_answer"]
+
+
+def create_answer(body: dict[str, Any], erp_id: str) -> dict[str, Any]:
+    """What the sandbox ERP answers to a create: its id and a line id per order line."""
+    lines = [
+        {
+            "line_id": f"{erp_id}-{i + 1}",
+            "external_id": line.get("external_id"),
+            "sku": line.get("sku"),
+        }
+        for i, line in enumerate(body.get("lines") or [])
+        if isinstance(line, dict)
+    ]
+    return {"id": erp_id, "order_number": str(body.get("order_number")), "lines": lines}
 
 
 class ErpSandbox(JsonServer):
@@ -62,18 +76,8 @@ class ErpSandbox(JsonServer):
                 return Response(200, copy.deepcopy(self.idempotency[key]))
             self.received[number] = self.received.get(number, 0) + 1
             erp_id = f"ERP-{len(self.orders) + sum(self.received.values()):07d}"
-            lines = [
-                {
-                    "line_id": f"{erp_id}-{i + 1}",
-                    "external_id": line.get("external_id"),
-                    "sku": line.get("sku"),
-                }
-                for i, line in enumerate(body.get("lines") or [])
-                if isinstance(line, dict)
-            ]
-            record = {"id": erp_id, "order_number": number, "lines": lines, "payload": body}
-            self.orders[number] = record
-            answer = {"id": erp_id, "order_number": number, "lines": lines}
+            answer = create_answer(body, erp_id)
+            self.orders[number] = {**answer, "payload": body}
             if key:
                 self.idempotency[key] = answer
         return Response(201, answer)

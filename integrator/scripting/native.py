@@ -80,7 +80,7 @@ class Script:
                 "script_log", script=self.path.name, message=message
             )
         if not reply.get("ok"):
-            raise PermanentError(f"script error: {reply.get('error')}", stage=self.entry)
+            raise PermanentError(f"script error: {reply.get('error')}")
         return reply.get("result"), reply.get("raw")
 
 

@@ -23,12 +23,13 @@ __all__ = ["DEFAULT_MEMORY_MB", "DEFAULT_TIMEOUT", "ScriptPool"]
 
 DEFAULT_TIMEOUT = 300.0  # seconds, as Akinon Integrator
 DEFAULT_MEMORY_MB = 1024
+_WORKER_MAIN = "from integrator.scripting.worker import main; main()"
 
 
 class _Worker:
     def __init__(self, memory_mb: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "integrator.scripting.worker", str(memory_mb)],
+            [sys.executable, "-c", _WORKER_MAIN, str(memory_mb)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,  # what scripts print shows up beside the runner's own output
@@ -171,8 +172,9 @@ class ScriptPool:
             except queue.Empty:
                 return
             try:
-                worker.stdin.close()
+                worker.stdin.close()  # the worker's loop ends on EOF
                 worker.proc.wait(5)
+                worker.stdout.close()
             except (OSError, subprocess.TimeoutExpired):
                 worker.kill()
 

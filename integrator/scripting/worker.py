@@ -1,4 +1,4 @@
-"""A script worker process: ``python -m integrator.scripting.worker [MEMORY_MB]``.
+"""A script worker process, started by :class:`integrator.scripting.pool.ScriptPool`.
 
 Reads length-prefixed pickled calls on stdin, answers on the original stdout; what a script
 prints goes to stderr. Each script is loaded once (again when its file changes). Only the

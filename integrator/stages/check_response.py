@@ -85,6 +85,12 @@ class CheckResponseStage(Stage):
             opts.issues.extend(issues)
         return cls(script, {k: opts.get(k, str, v) for k, v in DEFAULTS.items()})
 
+    def describe(self) -> dict[str, Any]:
+        """The script and its runtime, or the built-in."""
+        if self.script is None:
+            return {"script": None}
+        return {"script": str(self.script.path), "runtime": self.script.runtime}
+
     def process(self, ex: Exchange) -> None:
         """Set ``ex.mapping_data``."""
         if self.script is None:

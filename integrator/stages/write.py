@@ -61,6 +61,16 @@ class WriteStage(Stage):
             ex, self.run.target, self.method, render(self.path, ex.order, ex.attributes), ex.data
         )
 
+    @staticmethod
+    def accept(ex: Exchange, answer: Any, status: int) -> None:
+        """Take the ERP's answer: it becomes the response, merged over the request as data."""
+        ex.response = {} if answer is None else answer
+        if isinstance(ex.request, dict) and isinstance(ex.response, dict):
+            ex.data = {**ex.request, **ex.response}
+        else:
+            ex.data = ex.response
+        ex.attributes["write.status"] = str(status)
+
     def process(self, ex: Exchange) -> None:
         """Record `sending`, write, record `sent` with the answer."""
         run = self.run
@@ -76,10 +86,5 @@ class WriteStage(Stage):
             self.method, path, json_body=ex.request, idempotent=False, headers=headers
         )
         answer: Any = parse_json(resp, conn.describe(self.method, conn.url(path)))
-        ex.response = {} if answer is None else answer
-        if isinstance(ex.request, dict) and isinstance(ex.response, dict):
-            ex.data = {**ex.request, **ex.response}
-        else:
-            ex.data = ex.response
-        ex.attributes["write.status"] = str(resp.status_code)
+        self.accept(ex, answer, resp.status_code)
         run.journal(ex, "sent", f"{conn.name} answered {resp.status_code}", response=ex.response)

@@ -1,0 +1,255 @@
+"""The workbench: ``test-script`` and ``test-mapping``, on a laptop, writing nothing anywhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from integrator.errors import ConfigIssue, ConfigurationError
+from integrator.mapping import MappingSpecError, apply_chain
+from integrator.scripting import SCRIPT_ERROR, ScriptPool, load_script
+from integrator.scripting.pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
+
+__all__ = ["COMMANDS", "read_json"]
+
+ENTRIES = {"script": "process", "post_script": "process", "check_response": "check_response"}
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file, or a ConfigurationError naming the file, line and column."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(
+            [ConfigIssue(str(path), what, f"cannot read {path}: {exc.strerror}")]
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(
+            [
+                ConfigIssue(
+                    str(path),
+                    what,
+                    f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                    line=exc.lineno,
+                )
+            ]
+        ) from None
+
+
+def _attrs(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--attr")
+        out[key] = value
+    return out
+
+
+def _print(obj: Any) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+@click.command("test-script")
+@click.argument("script", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--input", "input_file", type=click.Path(path_type=Path), help="Order JSON.")
+@click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="An attribute.")
+@click.option(
+    "--step",
+    type=click.Choice(sorted(ENTRIES)),
+    default="script",
+    show_default=True,
+    help="Which step the script is written for.",
+)
+@click.option("--request", "request_file", type=click.Path(path_type=Path), help="check_response")
+@click.option("--response", "response_file", type=click.Path(path_type=Path), help="check_response")
+@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True, help="Seconds.")
+def test_script_cmd(
+    script: Path,
+    input_file: Path | None,
+    attrs: tuple[str, ...],
+    step: str,
+    request_file: Path | None,
+    response_file: Path | None,
+    timeout: float,
+) -> int:
+    """Run SCRIPT once, as the flow would, and print its result and attributes.
+
+    \b
+    Prints {"result_data": ..., "attributes": {...}}: result_data is the script's output,
+    parsed when it is JSON; attributes are those the script set or changed (with
+    log.script.error on failure). Native (def process) and Akinon/NiFi ExecuteScript scripts
+    both work; the runtime is detected. Exit status 1 when the script fails.
+
+    \b
+    Examples:
+      integrator test-script scripts/enrich_order.py --input order.json --attr log.x=1
+      integrator test-script scripts/compat/check_response.py --step check_response \\
+          --request request.json --response response.json
+    """
+    loaded, issues = load_script(script, ENTRIES[step], str(script), "script", timeout)
+    if loaded is None:
+        raise ConfigurationError(issues)
+    args: dict[str, Any] = {}
+    if step == "check_response":
+        if request_file is None or response_file is None:
+            raise click.UsageError("--step check_response needs --request FILE and --response FILE")
+        args["request"] = read_json(request_file, "--request")
+        args["response"] = read_json(response_file, "--response")
+        if input_file is not None:
+            args["order"] = read_json(input_file, "--input")
+    else:
+        if input_file is None:
+            raise click.UsageError(f"--step {step} needs --input FILE (the order JSON)")
+        args["data"] = args["order"] = read_json(input_file, "--input")
+    before = _attrs(attrs)
+    after = dict(before)
+    pool = ScriptPool(size=1, memory_mb=DEFAULT_MEMORY_MB)
+    try:
+        reply = pool.call(
+            path=str(loaded.path),
+            entry=loaded.entry,
+            runtime=loaded.runtime,
+            args=args,
+            attributes=after,
+            timeout=timeout,
+        )
+    finally:
+        pool.close()
+    attributes = {k: str(v) for k, v in reply.get("attributes", {}).items()}
+    written = {k: v for k, v in attributes.items() if before.get(k) != v}
+    raw = reply.get("raw")
+    _print(
+        {
+            "runtime": loaded.runtime,
+            "result_data": raw if raw is not None else reply.get("result"),
+            "attributes": written,
+        }
+    )
+    if not reply.get("ok"):
+        click.echo(f"script failed: {written.get(SCRIPT_ERROR, reply.get('error'))}", err=True)
+        return 1
+    return 0
+
+
+@click.command("test-mapping")
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--input", "input_file", type=click.Path(path_type=Path), required=True)
+@click.option("--context", "context_file", type=click.Path(path_type=Path), help="For ^path.")
+def test_mapping_cmd(spec: Path, input_file: Path, context_file: Path | None) -> int:
+    """Apply the Jolt chain in SPEC to the JSON in --input and print the output.
+
+    A spec that cannot be built is reported with the operation's index and what is wrong
+    with it (exit status 2).
+
+    \b
+    Example:
+      integrator test-mapping flows/specs/order_to_erp.json --input order.json
+    """
+    chain = read_json(spec, "spec")
+    data = read_json(input_file, "--input")
+    context = read_json(context_file, "--context") if context_file else None
+    try:
+        _print(apply_chain(chain, data, context))
+    except MappingSpecError as exc:
+        raise ConfigurationError([ConfigIssue(str(spec), "spec", str(exc))]) from None
+    return 0
+
+
+@click.command("test-flow")
+@click.argument("flow", required=False)
+@click.option("--order", "order_file", type=click.Path(path_type=Path), help="Order JSON.")
+@click.option("--response", "response_file", type=click.Path(path_type=Path), help="ERP answer.")
+@click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="An attribute.")
+@click.option("--golden", is_flag=True, help="Run the golden tests in flows/tests/.")
+@click.option("--update", is_flag=True, help="With --golden: rewrite the expected files.")
+@click.pass_context
+def test_flow_cmd(
+    ctx: click.Context,
+    flow: str | None,
+    order_file: Path | None,
+    response_file: Path | None,
+    attrs: tuple[str, ...],
+    golden: bool,
+    update: bool,
+) -> int:
+    """Run one recorded order through FLOW's script, mapping and check_response.
+
+    Nothing is called and nothing is written: the ERP's answer comes from --response, or is
+    what the sandbox ERP would answer. Prints each stage's output and the attributes it
+    changed, the ERP request and the mapping data for mark_sent. Exit status 1 when a stage
+    fails.
+
+    \b
+    Golden tests, for CI: flows/tests/<flow>/<case>.order.json holds an order and
+    <case>.expected.json the ERP payload it must produce.
+      integrator test-flow --golden             every case; a diff for each mismatch
+      integrator test-flow --golden --update    accept the current payloads
+    """
+    from integrator.cli.common import load_quiet
+    from integrator.pipeline.trace import find_golden, json_diff, trace_flow
+
+    project = load_quiet(ctx)
+    if golden:
+        cases = find_golden(project.app.flows_dir, flow)
+        if not cases:
+            raise click.UsageError(
+                f"no golden cases in {project.app.flows_dir / 'tests'}"
+                + (f"/{flow}" if flow else "")
+                + ": add <flow>/<case>.order.json and <case>.expected.json"
+            )
+        failed = 0
+        for case in cases:
+            built = project.flows.get(case.flow)
+            if built is None:
+                click.echo(f"FAIL {case.flow}/{case.name}: no valid flow named {case.flow!r}")
+                failed += 1
+                continue
+            trace = trace_flow(project, built, read_json(case.order_file, "order"))
+            if trace.error:
+                click.echo(f"FAIL {case.flow}/{case.name}: {trace.error}")
+                failed += 1
+                continue
+            if update:
+                case.expected_file.write_text(
+                    json.dumps(trace.request, indent=2, ensure_ascii=False) + "\n"
+                )
+                click.echo(f"updated {case.expected_file}")
+                continue
+            if not case.expected_file.is_file():
+                click.echo(f"FAIL {case.flow}/{case.name}: {case.expected_file} is missing")
+                failed += 1
+                continue
+            diff = json_diff(read_json(case.expected_file, "expected"), trace.request, case.name)
+            if diff:
+                failed += 1
+                click.echo(f"FAIL {case.flow}/{case.name}: the ERP payload differs")
+                for line in diff:
+                    click.echo("  " + line)
+            else:
+                click.echo(f"ok   {case.flow}/{case.name}")
+        click.echo(f"{len(cases) - failed} passed, {failed} failed")
+        return 1 if failed else 0
+    if flow is None or order_file is None:
+        raise click.UsageError("give FLOW and --order FILE, or --golden")
+    built = project.flows.get(flow)
+    if built is None:
+        raise click.UsageError(
+            f"no valid flow named {flow!r}; flows: {', '.join(sorted(project.flows)) or 'none'}"
+        )
+    order = read_json(order_file, "--order")
+    if not isinstance(order, dict):
+        raise click.UsageError(f"{order_file}: expected an order object")
+    response = read_json(response_file, "--response") if response_file else None
+    trace = trace_flow(project, built, order, _attrs(attrs), response)
+    _print(trace.as_dict())
+    if trace.error:
+        click.echo(f"flow failed: {trace.error}", err=True)
+        return 1
+    return 0
+
+
+COMMANDS = [test_script_cmd, test_mapping_cmd, test_flow_cmd]
