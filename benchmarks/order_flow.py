@@ -106,11 +106,15 @@ def child(args: argparse.Namespace) -> None:
     project = load_project(Path(args.project) / "config.yaml")
     configure_logging(project.app.log_level, secrets=project.app.secrets)  # as the CLI does
     before = resource.getrusage(resource.RUSAGE_SELF)
+    kids_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     result, _ = run_flow(project, "order_flow")
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_SELF)
+    # The script workers are the runner's too: their CPU counts (they end with the run).
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu += (kids.ru_utime - kids_before.ru_utime) + (kids.ru_stime - kids_before.ru_stime)
     print(
         json.dumps(
             {
