@@ -71,6 +71,17 @@ class Project:
         assert old in text, f"{old!r} not in {path}"
         path.write_text(text.replace(old, new))
 
+    def misbehave_for(self, number: str, *lines: str) -> None:
+        """Make scripts/enrich_order.py run ``lines`` for order ``number`` only."""
+        script = self.root / "scripts" / "enrich_order.py"
+        anchor = '    lines = data.get("orderitem_set", [])'
+        text = script.read_text()
+        assert anchor in text
+        body = "".join(f"        {line}\n" for line in lines)
+        script.write_text(
+            text.replace(anchor, f'    if data["number"] == "{number}":\n{body}{anchor}')
+        )
+
     def sql(self, query: str) -> list[tuple[Any, ...]]:
         """Rows from the project's SQLite state store."""
         import sqlite3

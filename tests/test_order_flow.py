@@ -180,14 +180,7 @@ def test_script_exception_fails_one_order_only(project: Project, sandbox: Sandbo
     """A script that raises for one order fails it, with log.script.error; others pass."""
     numbers = unsent(sandbox)
     bad = numbers[3]
-    script = project.root / "scripts" / "enrich_order.py"
-    script.write_text(
-        script.read_text().replace(
-            '    lines = data.get("orderitem_set", [])',
-            f'    if data["number"] == "{bad}":\n        raise ValueError("no ERP customer")\n'
-            '    lines = data.get("orderitem_set", [])',
-        )
-    )
+    project.misbehave_for(bad, 'raise ValueError("no ERP customer")')
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 1
     assert project.state(bad) == "failed"

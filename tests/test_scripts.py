@@ -300,14 +300,7 @@ def test_hanging_script_in_a_flow_fails_one_order_and_the_others_pass(
 ) -> None:
     numbers = unsent(sandbox)
     bad = numbers[2]
-    script = project.root / "scripts" / "enrich_order.py"
-    script.write_text(
-        script.read_text().replace(
-            '    lines = data.get("orderitem_set", [])',
-            f'    if data["number"] == "{bad}":\n        import time\n        time.sleep(600)\n'
-            '    lines = data.get("orderitem_set", [])',
-        )
-    )
+    project.misbehave_for(bad, "import time", "time.sleep(600)")
     project.edit_flow(
         "path: scripts/enrich_order.py", "path: scripts/enrich_order.py\n      timeout: 1"
     )

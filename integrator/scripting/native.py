@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from integrator.errors import ConfigIssue, PermanentError
-from integrator.scripting.worker import SCRIPT_ERROR
+from integrator.scripting.worker import ALIASES, SCRIPT_ERROR
 
 if TYPE_CHECKING:
     from integrator.scripting.pool import ScriptPool
@@ -42,6 +42,10 @@ ENTRY_POINTS: dict[str, set[str]] = {
         "order",
     },
 }
+_COMPAT_WANTS = {
+    "process": frozenset({"data"}),
+    "check_response": frozenset({"request", "response"}),
+}
 COMPAT_NAMES = {"session", "input_text", "outputStream", "StreamCallback", "flowFile"}
 PY2_HINTS = (
     "Missing parentheses in call to 'print'",
@@ -54,8 +58,17 @@ PY2_HINTS = (
 class Script:
     """A checked user script: its path, entry point and runtime."""
 
-    def __init__(self, path: Path, entry: str, runtime: str, timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        entry: str,
+        runtime: str,
+        timeout: float = 300.0,
+        wants: frozenset[str] | None = None,
+    ) -> None:
         self.path, self.entry, self.runtime, self.timeout = path, entry, runtime, timeout
+        # The arguments the script reads: only those cross to the worker.
+        self.wants = wants if wants is not None else _COMPAT_WANTS[entry]
 
     def run(
         self, pool: ScriptPool, attributes: dict[str, str], **args: Any
@@ -69,7 +82,7 @@ class Script:
             path=str(self.path),
             entry=self.entry,
             runtime=self.runtime,
-            args=args,
+            args={k: v for k, v in args.items() if k in self.wants},
             attributes=dict(attributes),
             timeout=self.timeout,
         )
@@ -133,7 +146,8 @@ def load_script(
                 f"{path}: {entry}() declares unknown argument(s) {', '.join(bad)}; "
                 f"allowed: {', '.join(sorted(ENTRY_POINTS[entry]))}"
             )
-        return Script(path, entry, "native", timeout), []
+        wants = frozenset(ALIASES.get(p, p) for p in params if p != "attributes")
+        return Script(path, entry, "native", timeout, wants), []
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     if names & COMPAT_NAMES:
         return Script(path, entry, "compat", timeout), []
