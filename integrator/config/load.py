@@ -13,6 +13,7 @@ from integrator.config.interpolate import interpolate, is_secret_key
 from integrator.config.model import AppConfig, ConnectorConfig, FlowConfig, StageSpec, TokenLogin
 from integrator.config.yamlfile import YamlDoc, join_key, read_yaml
 from integrator.errors import ConfigIssue, ConfigurationError
+from integrator.scheduler.schedule import Schedule, parse_schedule
 
 __all__ = ["load_app", "load_flow", "load_flows"]
 
@@ -267,12 +268,23 @@ def load_flow(path: Path, app: AppConfig, issues: list[ConfigIssue]) -> FlowConf
             1024,
             check=lambda v: None if v == 0 or v >= 64 else "expected 0 (no limit) or 64 or more",
         ),
-        schedule=o.get("schedule", dict, {}),
+        schedule=_schedule(o.get("schedule", dict, {}), doc, issues),
         description=o.get("description", str, ""),
         doc=doc,
     )
     # Returned even with issues, so that its stages are checked too (all errors at once).
     return flow
+
+
+def _schedule(raw: dict[str, Any], doc: YamlDoc, issues: list[ConfigIssue]) -> Schedule:
+    schedule, found = parse_schedule(raw, doc.file)
+    for issue in found:
+        issues.append(
+            ConfigIssue(
+                issue.file, issue.key, issue.message, doc.line(issue.key) or doc.line("schedule")
+            )
+        )
+    return schedule
 
 
 def load_flows(app: AppConfig, issues: list[ConfigIssue]) -> list[FlowConfig]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from integrator.config.yamlfile import YamlDoc
+from integrator.scheduler.schedule import Schedule
 
 __all__ = ["AppConfig", "ConnectorConfig", "FlowConfig", "StageSpec", "TokenLogin"]
 
@@ -66,7 +67,7 @@ class FlowConfig:
     max_attempts: int = 5
     backoff_seconds: float = 60.0
     script_memory_mb: int = 1024
-    schedule: dict[str, Any] = field(default_factory=dict)
+    schedule: Schedule = field(default_factory=lambda: Schedule("manual"))
     description: str = ""
     doc: YamlDoc | None = field(default=None, compare=False, repr=False)
 
