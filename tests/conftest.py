@@ -132,3 +132,12 @@ def stats(url: str) -> dict[str, Any]:
     resp.raise_for_status()
     data: dict[str, Any] = resp.json()
     return data
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

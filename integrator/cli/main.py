@@ -42,6 +42,7 @@ def cli(ctx: click.Context, config: Path, debug: bool) -> None:
       integrator demo                 sandbox + the order flow, once, with a summary
       integrator validate             check config.yaml and flows/*.yaml
       integrator run-flow order_flow  run one flow now
+      integrator daemon               every flow on its schedule (flows: list them)
       integrator orders show NUMBER   what happened to an order
       integrator test-script FILE     run a script once on an order JSON
       integrator test-mapping SPEC    apply a Jolt spec to an order JSON
@@ -52,9 +53,9 @@ def cli(ctx: click.Context, config: Path, debug: bool) -> None:
 
 
 def _register() -> None:
-    from integrator.cli import history, run, sandbox, validate, workbench
+    from integrator.cli import daemon, history, run, sandbox, validate, workbench
 
-    for module in (run, validate, history, sandbox, workbench):
+    for module in (run, validate, history, sandbox, workbench, daemon):
         for command in module.COMMANDS:
             cli.add_command(command)
 

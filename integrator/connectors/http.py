@@ -26,6 +26,7 @@ from integrator.errors import (
     PermanentError,
     RetriableError,
 )
+from integrator.metrics import Metrics
 
 __all__ = ["Connector", "HeaderAuth", "parse_json"]
 
@@ -61,9 +62,16 @@ def parse_json(resp: requests.Response, what: str) -> Any:
 class Connector:
     """A named endpoint: base URL, auth, default headers, timeout, and a pooled session."""
 
-    def __init__(self, config: ConnectorConfig, redactor: Redactor, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        redactor: Redactor,
+        pool_size: int = 10,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.redactor = redactor
+        self.metrics = metrics or Metrics()
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 2), max_retries=0)
         self.session.mount("http://", adapter)
@@ -186,6 +194,7 @@ class Connector:
             ) from None
         except requests.RequestException as exc:
             raise RetriableError(f"{what}: {type(exc).__name__}") from None
+        self.metrics.http_status(self.name, resp.status_code)
         if resp.ok or resp.status_code in ok_status:
             return resp
         raise self.status_error(what, resp)

@@ -18,6 +18,7 @@ import structlog
 from integrator.config.model import AppConfig, FlowConfig
 from integrator.connectors.http import Connector
 from integrator.connectors.redact import Redactor
+from integrator.metrics import Metrics
 from integrator.pipeline.exchange import Exchange
 from integrator.scripting.pool import ScriptPool
 from integrator.state.store import Store, Transition
@@ -59,6 +60,8 @@ class RunContext:
     only_order: str | None = None
     fetch_pool: ThreadPoolExecutor | None = None
     scripts: ScriptPool = field(default_factory=ScriptPool)  # workers start on first call
+    metrics: Metrics = field(default_factory=Metrics)
+    stop: threading.Event | None = None  # set: take no new order (the daemon is stopping)
     planned: list[PlannedRequest] = field(default_factory=list)
     log_path: Path | None = None
     _log_file: IO[str] | None = None

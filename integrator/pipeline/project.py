@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from integrator.connectors.http import Connector
 from integrator.connectors.redact import Redactor
 from integrator.connectors.resolve import resolve_connector
 from integrator.errors import ConfigIssue, ConfigurationError
+from integrator.metrics import Metrics
 from integrator.pipeline.context import RunContext
 from integrator.pipeline.registry import build_stages
 from integrator.pipeline.runner import Outcome, Runner, RunResult
@@ -79,14 +81,16 @@ def load_project(config_path: Path, *, strict: bool = True, need_secrets: bool =
     return Project(app, flows, issues, all_warnings)
 
 
-def connector_for(app: AppConfig, name: str, redactor: Redactor, pool: int) -> Connector:
+def connector_for(
+    app: AppConfig, name: str, redactor: Redactor, pool: int, metrics: Metrics | None = None
+) -> Connector:
     """Build the connector ``name`` (validated at load, so it exists)."""
     cfg = resolve_connector(app.connectors, name)
     if cfg is None:
         raise ConfigurationError(
             [ConfigIssue(app.file, "connectors", f"no global connector named {name!r}")]
         )
-    return Connector(cfg, redactor, pool_size=pool)
+    return Connector(cfg, redactor, pool_size=pool, metrics=metrics)
 
 
 def run_flow(
@@ -98,8 +102,13 @@ def run_flow(
     only_order: str | None = None,
     on_order: Callable[[Outcome], None] | None = None,
     store: Store | None = None,
+    metrics: Metrics | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[RunResult, RunContext]:
-    """Run one flow once, holding its lock; returns the result and the run context."""
+    """Run one flow once, holding its lock; returns the result and the run context.
+
+    ``stop``: once set, the run takes no new order and ends after the ones in flight.
+    """
     app = project.app
     built = project.flow(name)
     flow = built.config
@@ -107,9 +116,12 @@ def run_flow(
     store = store or Store(app.state_url)
     redactor = Redactor(app.secrets)
     pool = flow.concurrency * 4 + 4
-    source = connector_for(app, flow.source, redactor, pool)
+    metrics = metrics or Metrics()
+    source = connector_for(app, flow.source, redactor, pool, metrics)
     target = (
-        source if flow.target == flow.source else connector_for(app, flow.target, redactor, pool)
+        source
+        if flow.target == flow.source
+        else connector_for(app, flow.target, redactor, pool, metrics)
     )
     run = RunContext(
         app=app,
@@ -121,6 +133,8 @@ def run_flow(
         dry_run=dry_run,
         only_order=only_order,
         scripts=ScriptPool(size=flow.concurrency, memory_mb=flow.script_memory_mb),
+        metrics=metrics,
+        stop=stop,
     )
     try:
         with store.flow_lock(flow.name), run.connectors_open():
@@ -140,6 +154,8 @@ def run_flow(
                     result.skipped,
                     result.error,
                 )
+                metrics.run(flow.name, result.status)
+                metrics.journal_states(flow.name, store.count_states(flow.name))
         return result, run
     finally:
         run.scripts.close()

@@ -140,12 +140,16 @@ class Runner:
                     break
                 if errors:
                     break
+                if self.run.stop is not None and self.run.stop.is_set():
+                    log.info("run_stopping", flow=self.run.flow.name, reason="shutdown requested")
+                    break
                 slots.acquire()
                 pool.submit(self.process_order, ref).add_done_callback(done)
         if errors:
             raise errors[0]
 
     def _count(self, result: RunResult, outcome: Outcome) -> None:
+        self.run.metrics.order(self.run.flow.name, outcome.status)
         with self._lock:
             if outcome.status == "ok":
                 result.ok += 1
@@ -185,6 +189,7 @@ class Runner:
         for i, stage in enumerate(self.order_stages):
             if ex.resume and i <= self.write_index:
                 continue
+            started = time.perf_counter()
             try:
                 if run.dry_run and stage.side_effects:
                     stage.plan(ex)
@@ -196,6 +201,8 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - a plug-in's bug fails its order, not the run
                 err = PermanentError(f"{type(exc).__name__}: {exc}", stage=stage.name)
                 return self._failed(ex, entry, err, i)
+            finally:
+                run.metrics.stage(run.flow.name, stage.name, time.perf_counter() - started)
             if (
                 not ex.resume
                 and ex.attributes.get("order_exists", "").lower() == "true"

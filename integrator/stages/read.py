@@ -6,6 +6,7 @@ during the run leave the result set, and offset paging over a shrinking set skip
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,7 @@ class ReadStage(SourceStage):
         if run.only_order:
             params["number"] = run.only_order
         cursor: int | None = None
+        oldest: dt.datetime | None = None
         url = self._url("list_path")
         while True:
             if cursor is not None:
@@ -126,8 +128,14 @@ class ReadStage(SourceStage):
                     continue
                 if str(row.get("status")) in CANCELLED_STATUSES:
                     continue
+                placed = _when(row.get("date_placed") or row.get("created_date"))
+                if placed is not None and (oldest is None or placed < oldest):
+                    oldest = placed
                 yield ref
             if len(results) < int(self.o["page_size"]) or not page.get("next"):
+                if oldest is not None:
+                    age = (dt.datetime.now(dt.UTC) - oldest).total_seconds()
+                    run.metrics.oldest_unsent(run.flow.name, max(age, 0.0))
                 return
 
     def _ref(self, run: RunContext, row: Any, i: int) -> OrderRef | None:
@@ -204,3 +212,14 @@ class ReadStage(SourceStage):
         if isinstance(row, dict) and "pk" in row:
             return row["pk"]
         raise PermanentError(f"an item row has no 'pk': {str(row)[:80]}", stage="read")
+
+
+def _when(value: Any) -> dt.datetime | None:
+    """An ISO timestamp as an aware datetime (UTC when it names no zone), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)

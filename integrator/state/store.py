@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import threading
@@ -332,7 +333,7 @@ class Store:
             finally:
                 os.close(fd)
             return
-        key = int.from_bytes(flow.encode()[:8].ljust(8, b"\0"), "big", signed=True)
+        key = int.from_bytes(hashlib.blake2b(flow.encode(), digest_size=8).digest(), "big", signed=True)
         with self.engine.connect() as c:
             got = c.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             if not got:
@@ -341,6 +342,15 @@ class Store:
                 yield
             finally:
                 c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as c:
+                c.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
 
     def close(self) -> None:
         """Commit what is deferred; release the connection pool."""

@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from pg import fresh_database
 
+from integrator.errors import FatalError
 from integrator.state.store import Store, Transition
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(f"sqlite:///{tmp_path}/state.db")
-    s.start_run("f")
-    return s
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The same tests on SQLite and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path}/state.db")
+        s.start_run("f")
+        yield s
+        s.close()
+        return
+    with fresh_database() as url:
+        s = Store(url)
+        s.start_run("f")
+        yield s
+        s.close()
 
 
 def test_record_writes_earlier_transitions_events_and_log_at_once(store: Store) -> None:
@@ -110,3 +125,52 @@ def test_deferred_writes_wait_at_most_defer_seconds(
     store.record("f", "1", 1, "done", "complete", defer=True)
     entry = store.entry("f", "1")
     assert entry is not None and entry.state == "done"
+
+
+def test_flow_lock_is_exclusive_across_stores(store: Store) -> None:
+    """A second holder (another process would have its own Store) is refused; then it is free."""
+    other = Store(store.url)
+    try:
+        with store.flow_lock("f"):
+            with pytest.raises(FatalError, match="already running"), other.flow_lock("f"):
+                pass
+            with other.flow_lock("g"):  # another flow is independent
+                pass
+        with other.flow_lock("f"):
+            pass
+    finally:
+        other.close()
+
+
+def test_a_killed_holders_lock_is_released(store: Store) -> None:
+    """SIGKILL the process holding the lock: the kernel (flock) or the server (the session
+    ends) releases it; the lock is never held forever."""
+    code = (
+        "import sys, time\n"
+        "from integrator.state.store import Store\n"
+        "s = Store(sys.argv[1])\n"
+        "with s.flow_lock('f'):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, store.url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(FatalError), store.flow_lock("f"):
+            pass
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with store.flow_lock("f"):
+                return
+        except FatalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

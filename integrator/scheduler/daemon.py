@@ -1,0 +1,324 @@
+"""``integrator daemon``: every flow on its schedule, until SIGTERM.
+
+- APScheduler 3 (BackgroundScheduler) fires cron and interval jobs; one instance per flow at
+  a time in this process (``max_instances=1``: a fire that finds the last run still going is
+  skipped, never started twice), and one across processes (the store's flow lock: a run that
+  finds it held is recorded as skipped).
+- ``triggered_by`` flows are queued when their upstream run ends.
+- SIGTERM/SIGINT: no new run, no new order; in-flight orders finish within the grace period;
+  each run records its end; exit 0 (1 when the grace period ran out).
+- SIGHUP, or a changed ``config.yaml`` or file under ``flows/``: reload, checking first; a flow
+  whose new config is invalid keeps running with its old config, and the daemon says why.
+- ``/healthz`` and ``/metrics`` on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from integrator.errors import ConfigurationError, FatalError
+from integrator.metrics import PrometheusMetrics
+from integrator.pipeline.project import BuiltFlow, Project, load_project, run_flow
+from integrator.state.store import Store
+
+__all__ = ["Daemon"]
+
+log = structlog.get_logger("integrator.daemon")
+
+
+class Daemon:
+    """The scheduler, the flows it runs, and the operators' endpoint."""
+
+    def __init__(
+        self,
+        config: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9108,
+        grace_seconds: float = 30.0,
+        watch_seconds: float = 2.0,
+        max_parallel_flows: int = 8,
+    ) -> None:
+        self.config = config
+        self.host, self.port = host, port
+        self.grace_seconds, self.watch_seconds = grace_seconds, watch_seconds
+        self.metrics = PrometheusMetrics()
+        self.stopping = threading.Event()  # set: no new run, no new order
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        self._running: set[str] = set()
+        self._running_lock = threading.Condition()
+        self.flows: dict[str, BuiltFlow] = {}
+        self.project: Project | None = None
+        self.store: Store | None = None
+        self._mtimes: dict[Path, float] = {}
+        self.scheduler = BackgroundScheduler(
+            timezone="UTC",
+            executors={"default": JobPool(max_workers=max_parallel_flows)},
+            job_defaults={"max_instances": 1},
+        )
+        self.scheduler.add_listener(self._missed, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self.http: ThreadingHTTPServer | None = None
+
+    # ------------------------------------------------------------ loading
+    def load(self) -> None:
+        """Load the project; keep the old config of any flow whose new one is invalid."""
+        project = load_project(self.config, strict=False)
+        bad_files = {i.file for i in project.issues if i.severity == "error"}
+        for issue in project.issues:
+            log.error("config_issue", issue=str(issue))
+        flows = dict(project.flows)
+        for name, old in self.flows.items():
+            if name not in flows and old.config.file in bad_files:
+                flows[name] = old
+                log.warning("flow_kept", flow=name, reason=f"the new {old.config.file} is invalid")
+        if self.store is None or self.store.url != project.app.state_url:
+            if self.store is not None:
+                self.store.close()
+            self.store = Store(project.app.state_url)
+        self.project = project
+        project.flows.update(flows)
+        self.flows = flows
+        self._mtimes = self._snapshot()
+        self._schedule()
+
+    def _watched(self) -> list[Path]:
+        assert self.project is not None
+        flows_dir = self.project.app.flows_dir
+        files = [self.config]
+        if flows_dir.is_dir():
+            files += [p for p in flows_dir.rglob("*") if p.suffix in (".yaml", ".yml", ".json")]
+        return files
+
+    def _snapshot(self) -> dict[Path, float]:
+        out = {}
+        for path in self._watched():
+            try:
+                out[path] = path.stat().st_mtime
+            except OSError:
+                continue
+        return out
+
+    def _schedule(self) -> None:
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("flow:"):
+                job.remove()
+        for name, built in sorted(self.flows.items()):
+            s = built.config.schedule
+            if s.kind == "cron":
+                trigger: Any = s.trigger()
+            elif s.kind == "every":
+                trigger = IntervalTrigger(seconds=s.every_seconds, timezone="UTC")
+            else:
+                continue
+            self.scheduler.add_job(
+                self._job,
+                trigger,
+                args=[name],
+                id=f"flow:{name}",
+                name=name,
+                misfire_grace_time=s.misfire_grace_seconds,
+                coalesce=s.coalesce,
+                replace_existing=True,
+            )
+            log.info("flow_scheduled", flow=name, schedule=s.describe())
+
+    # -------------------------------------------------------------- runs
+    def _job(self, name: str) -> None:
+        """One run of ``name``; never raises (a failing flow must not stop the daemon)."""
+        if self.stopping.is_set() or self.project is None or self.store is None:
+            return
+        project = self.project
+        structlog.contextvars.bind_contextvars(flow=name)
+        with self._running_lock:
+            self._running.add(name)
+        status = "failed"
+        try:
+            result, _ = run_flow(
+                project, name, store=self.store, metrics=self.metrics, stop=self.stopping
+            )
+            status = result.status
+            log.info(
+                "run_ended",
+                flow=name,
+                run_id=result.run_id,
+                status=status,
+                ok=result.ok,
+                failed=result.failed,
+                skipped=result.skipped,
+                seconds=round(result.seconds, 3),
+            )
+        except FatalError as exc:
+            if "already running" in str(exc):
+                status = "skipped"
+                self.metrics.run(name, "skipped")
+                log.info("run_skipped", flow=name, reason=str(exc))
+            else:
+                self.metrics.run(name, "failed")
+                log.error("run_failed", flow=name, error=str(exc))
+        except ConfigurationError as exc:
+            self.metrics.run(name, "failed")
+            log.error("run_failed", flow=name, error=str(exc))
+        except Exception as exc:
+            self.metrics.run(name, "failed")
+            log.exception("run_crashed", flow=name, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._running_lock:
+                self._running.discard(name)
+                self._running_lock.notify_all()
+            structlog.contextvars.unbind_contextvars("flow")
+        if status != "skipped":
+            self._trigger_after(name, status)
+
+    def _trigger_after(self, upstream: str, status: str) -> None:
+        if self.stopping.is_set():
+            return
+        for name, built in self.flows.items():
+            s = built.config.schedule
+            if s.kind == "triggered_by" and s.triggered_by == upstream:
+                if s.only_on_success and status != "ok":
+                    log.info("trigger_not_fired", flow=name, upstream=upstream, status=status)
+                    continue
+                self.scheduler.add_job(
+                    self._job,
+                    args=[name],
+                    id=f"trigger:{name}:{uuid.uuid4().hex[:8]}",
+                    name=name,
+                    misfire_grace_time=s.misfire_grace_seconds,
+                )
+                log.info("flow_triggered", flow=name, upstream=upstream)
+
+    def _missed(self, event: JobExecutionEvent) -> None:
+        name = str(event.job_id).split(":")[1] if ":" in str(event.job_id) else event.job_id
+        why = "still running" if event.code == EVENT_JOB_MAX_INSTANCES else "missed its fire time"
+        log.warning("fire_skipped", flow=name, reason=why)
+        self.metrics.run(str(name), "skipped")
+
+    def run_now(self, name: str) -> None:
+        """Queue a run of ``name`` at once (tests, and a future API)."""
+        self.scheduler.add_job(self._job, args=[name], id=f"now:{name}:{uuid.uuid4().hex[:8]}")
+
+    # ------------------------------------------------------------- health
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        """Scheduler running and store reachable."""
+        store_ok = self.store is not None and self.store.ping()
+        alive = bool(self.scheduler.running)
+        return alive and store_ok, {"scheduler": alive, "store": store_ok}
+
+    def _serve(self) -> None:
+        daemon = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                if self.path == "/healthz":
+                    ok, detail = daemon.healthy()
+                    body = json.dumps({"ok": ok, **detail}).encode()
+                    self._send(200 if ok else 503, body, "application/json")
+                elif self.path == "/metrics":
+                    self._send(200, daemon.metrics.render(), "text/plain; version=0.0.4")
+                else:
+                    self._send(404, b'{"detail": "try /healthz or /metrics"}', "application/json")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.http = ThreadingHTTPServer((self.host, self.port), Handler)
+        self.http.daemon_threads = True
+        self.port = self.http.server_address[1]
+        threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Load, schedule, serve; returns at once."""
+        self.load()
+        self.scheduler.start()
+        self.metrics.up.set(1)
+        self._serve()
+        log.info(
+            "daemon_started",
+            flows=sorted(self.flows),
+            http=f"http://{self.host}:{self.port}",
+            state=self.store.safe_url if self.store else None,
+        )
+
+    def request_stop(self, *_: Any) -> None:
+        """Signal handler: stop taking runs and orders."""
+        self.stopping.set()
+        self._wake.set()
+
+    def request_reload(self, *_: Any) -> None:
+        """Signal handler: reload at the next tick."""
+        self._reload.set()
+        self._wake.set()
+
+    def install_signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads (main thread only)."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+    def loop(self) -> int:
+        """Watch for reloads until stopped; then drain. Returns the exit status."""
+        while not self.stopping.is_set():
+            self._wake.wait(self.watch_seconds)
+            self._wake.clear()
+            if self.stopping.is_set():
+                break
+            if self._reload.is_set() or self._snapshot() != self._mtimes:
+                self._reload.clear()
+                self._safe_reload()
+        return self.shutdown()
+
+    def _safe_reload(self) -> None:
+        try:
+            self.load()
+            log.info("reloaded", flows=sorted(self.flows))
+        except ConfigurationError as exc:
+            self._mtimes = self._snapshot()  # do not retry until the files change again
+            log.error("reload_refused", reason="config.yaml is invalid; the old flows go on")
+            for issue in exc.issues:
+                log.error("config_issue", issue=str(issue))
+        except Exception as exc:  # noqa: BLE001 - a reload must never kill the daemon
+            self._mtimes = self._snapshot()
+            log.error("reload_refused", reason=f"{type(exc).__name__}: {exc}")
+
+    def shutdown(self) -> int:
+        """Stop the scheduler, let running flows finish within the grace period."""
+        self.stopping.set()
+        self.scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + self.grace_seconds
+        with self._running_lock:
+            while self._running and time.monotonic() < deadline:
+                self._running_lock.wait(max(0.0, min(0.5, deadline - time.monotonic())))
+            left = sorted(self._running)
+        self.metrics.up.set(0)
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+        if left:
+            log.error("grace_period_over", flows=left, grace_seconds=self.grace_seconds)
+            return 1
+        if self.store is not None:
+            self.store.close()
+        log.info("daemon_stopped")
+        return 0

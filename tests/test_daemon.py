@@ -1,0 +1,264 @@
+"""The daemon as users run it: real processes, real HTTP, signals, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import Project, fault_rule, faults, free_port, make_project, stats
+from pg import fresh_database
+from prometheus_client.parser import text_string_to_metric_families
+from test_order_flow import assert_exactly_once, unsent
+
+from integrator.sandbox import Sandbox, running_sandbox
+
+
+class DaemonProcess:
+    """``integrator daemon`` in a subprocess; its JSON log lines collected as they come."""
+
+    def __init__(self, project: Project, grace: float = 20) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "integrator",
+                "daemon",
+                "--http",
+                f"127.0.0.1:{self.port}",
+                "--watch",
+                "0.3",
+                "--grace",
+                str(grace),
+            ],
+            cwd=project.root,
+            env={**os.environ, **project.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.events: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.raw.append(line)
+            with suppress(ValueError):
+                self.events.append(json.loads(line))
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in list(self.events) if e.get("event") == event]
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = requests.get(self.url("/metrics"), timeout=5).text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        if self.proc.stderr is not None:
+            time.sleep(0.1)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
+@contextmanager
+def daemon(project: Project, grace: float = 20) -> Iterator[DaemonProcess]:
+    d = DaemonProcess(project, grace)
+    try:
+        wait_for(lambda: d.named("daemon_started") or d.proc.poll() is not None, 20, "start")
+        assert d.proc.poll() is None, "".join(d.raw)
+        yield d
+    finally:
+        d.kill()
+        if d.proc.stderr is not None:
+            d.proc.stderr.close()
+
+
+def every(project: Project, interval: str = "1s") -> None:
+    project.edit_flow('  cron: "*/5 * * * *"\n  timezone: Europe/Istanbul', f"  every: {interval}")
+
+
+def test_runs_on_schedule_with_health_and_metrics(project: Project, sandbox: Sandbox) -> None:
+    numbers = unsent(sandbox)
+    every(project)
+    with daemon(project) as d:
+        wait_for(lambda: stats(sandbox.erp.url)["received"] == len(numbers), what="delivery")
+        wait_for(lambda: len(d.named("run_ended")) >= 2, what="a second run")
+        health = requests.get(d.url("/healthz"), timeout=5)
+        assert health.status_code == 200 and health.json() == {
+            "ok": True,
+            "scheduler": True,
+            "store": True,
+        }
+        m = d.metrics()
+        flow = (("flow", "order_flow"),)
+        assert m[("integrator_orders_total", (("flow", "order_flow"), ("outcome", "ok")))] == len(
+            numbers
+        )
+        assert m[("integrator_runs_total", (("flow", "order_flow"), ("status", "ok")))] >= 2
+        assert m[
+            ("integrator_http_responses_total", (("connector", "erp"), ("status", "201")))
+        ] == (len(numbers))
+        assert m[
+            ("integrator_stage_seconds_count", (("flow", "order_flow"), ("stage", "write")))
+        ] == len(numbers)
+        assert m[("integrator_last_success_timestamp_seconds", flow)] > time.time() - 60
+        assert m[("integrator_quarantined_orders", flow)] == 0
+        assert m[("integrator_oldest_unsent_order_age_seconds", flow)] > 0
+        assert m[("integrator_scheduler_up", ())] == 1
+        ended = d.named("run_ended")[0]
+        assert ended["flow"] == "order_flow" and ended["level"] == "info"
+        assert d.stop() == 0
+    assert_exactly_once(sandbox, numbers)
+
+
+def test_sigterm_mid_run_lets_in_flight_orders_finish(project: Project, sandbox: Sandbox) -> None:
+    numbers = unsent(sandbox)
+    every(project)
+    project.edit_flow("concurrency: 4", "concurrency: 2")
+    fault_rule(sandbox.erp.url, action="latency", route="create", seconds=0.4)
+    with daemon(project) as d:
+        wait_for(lambda: stats(sandbox.erp.url)["received"] >= 3, what="some writes")
+        assert d.stop() == 0
+        written = stats(sandbox.erp.url)["received"]
+        assert 3 <= written < len(numbers)  # it stopped taking orders
+        assert project.sql("SELECT COUNT(*) FROM journal WHERE state = 'sending'") == [(0,)]
+        assert project.sql("SELECT COUNT(*) FROM runs WHERE ended_at IS NULL") == [(0,)]
+        assert any(e["event"] == "daemon_stopped" for e in d.events)
+    faults(sandbox.erp.url, {})
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 0, r.out + r.err
+    assert_exactly_once(sandbox, numbers)
+
+
+def test_triggered_flow_bad_flow_at_start_and_reload(project: Project, sandbox: Sandbox) -> None:
+    every(project)
+    text = project.flow().read_text()
+    after = text.replace("name: order_flow", "name: after_flow").replace(
+        "  every: 1s", "  triggered_by: order_flow"
+    )
+    project.flow("after_flow").write_text(after)
+    project.flow("broken").write_text("name: broken\nstages: [read, {write: {method: GET}}\n")
+    with daemon(project) as d:
+        issues = [e["issue"] for e in d.named("config_issue")]
+        assert any("broken.yaml" in i for i in issues), issues
+        wait_for(lambda: d.named("flow_triggered"), what="the triggered flow")
+        wait_for(
+            lambda: any(e["flow"] == "after_flow" for e in d.named("run_ended")),
+            what="after_flow's run",
+        )
+        # A broken change keeps the old flow running.
+        project.flow().write_text(text.replace("stages:", "stages: [oops"))
+        wait_for(lambda: d.named("flow_kept"), what="the old flow kept")
+        before = len([e for e in d.named("run_ended") if e["flow"] == "order_flow"])
+        wait_for(
+            lambda: (
+                len([e for e in d.named("run_ended") if e["flow"] == "order_flow"]) >= before + 2
+            ),
+            what="more runs of the kept flow",
+        )
+        assert d.stop() == 0
+    runs = [f for (f,) in project.sql("SELECT flow FROM runs ORDER BY id")]
+    assert "after_flow" in runs and "broken" not in runs
+
+
+def no_overlap(rows: list[tuple[Any, ...]]) -> None:
+    """Runs of one flow, as (started_at, ended_at) ordered by start, never overlap."""
+    for (_, end), (start, _) in itertools.pairwise(rows):
+        assert start >= end, rows
+
+
+def test_two_daemons_on_sqlite_never_overlap(project: Project, sandbox: Sandbox) -> None:
+    numbers = unsent(sandbox)
+    every(project)
+    fault_rule(sandbox.erp.url, action="latency", route="create", seconds=0.2)
+    with daemon(project) as a, daemon(project) as b:
+        wait_for(lambda: stats(sandbox.erp.url)["received"] == len(numbers), 60, "delivery")
+        wait_for(lambda: a.named("run_skipped") or b.named("run_skipped"), what="a skip")
+        assert a.stop() == 0 and b.stop() == 0
+    assert_exactly_once(sandbox, numbers)
+    no_overlap(
+        project.sql(
+            "SELECT started_at, ended_at FROM runs WHERE flow='order_flow' ORDER BY started_at"
+        )
+    )
+
+
+def test_two_daemons_on_postgresql_share_flows_without_overlap(tmp_path: Path) -> None:
+    with running_sandbox(25) as sb, fresh_database() as url:
+        numbers = unsent(sb)
+        project = make_project(tmp_path, {**sb.env(), "INTEGRATOR_STATE_URL": url})
+        cfg = project.root / "config.yaml"
+        cfg.write_text(
+            cfg.read_text().replace(
+                "url: sqlite:///state/integrator.db", "url: ${INTEGRATOR_STATE_URL}"
+            )
+        )
+        every(project)
+        fault_rule(sb.erp.url, action="latency", route="create", seconds=0.2)
+        with daemon(project) as a, daemon(project) as b:
+            assert "postgresql" in a.named("daemon_started")[0]["state"]
+            assert "postgres-secret" not in "".join(a.raw)
+            wait_for(lambda: stats(sb.erp.url)["received"] == len(numbers), 60, "delivery")
+            wait_for(lambda: a.named("run_skipped") or b.named("run_skipped"), what="a skip")
+            assert a.stop() == 0 and b.stop() == 0
+        assert_exactly_once(sb, numbers)
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url)
+        with engine.connect() as c:
+            rows = [
+                tuple(r)
+                for r in c.execute(
+                    text(
+                        "SELECT started_at, ended_at FROM runs WHERE flow='order_flow' "
+                        "ORDER BY started_at"
+                    )
+                )
+            ]
+            states = dict(
+                c.execute(text("SELECT state, COUNT(*) FROM journal GROUP BY state")).all()
+            )
+        engine.dispose()
+        no_overlap(rows)
+        assert states == {"done": len(numbers)}
+
+
+pytestmark = pytest.mark.slow
