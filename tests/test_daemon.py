@@ -156,6 +156,7 @@ def test_sigterm_mid_run_lets_in_flight_orders_finish(project: Project, sandbox:
     fault_rule(sandbox.erp.url, action="latency", route="create", seconds=0.4)
     with daemon(project) as d:
         wait_for(lambda: stats(sandbox.erp.url)["received"] >= 3, what="some writes")
+        wait_for(lambda: d.named("fire_skipped"), what="a fire skipped: the run overran it")
         assert d.stop() == 0
         written = stats(sandbox.erp.url)["received"]
         assert 3 <= written < len(numbers)  # it stopped taking orders

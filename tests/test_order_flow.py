@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from conftest import Project, fault_rule, faults, make_project, stats
+from pg import fresh_database
 
 from integrator.sandbox import Sandbox, running_sandbox
 
@@ -267,3 +268,26 @@ def test_permanent_failures_back_off_then_quarantine(project: Project, sandbox: 
     assert bad not in sandbox.erp.received
     order = next(o for o in sandbox.omnitron.orders.values() if o["number"] == bad)
     assert order["is_send"] is False
+
+
+def test_ledger_on_postgresql(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The ledger on a real PostgreSQL server: a lost PATCH after the write, then a resume."""
+    with running_sandbox(25) as sb, fresh_database() as url:
+        numbers = unsent(sb)
+        project = make_project(tmp_path, {**sb.env(), "INTEGRATOR_STATE_URL": url})
+        cfg = project.root / "config.yaml"
+        cfg.write_text(
+            cfg.read_text().replace(
+                "url: sqlite:///state/integrator.db", "url: ${INTEGRATOR_STATE_URL}"
+            )
+        )
+        fault_rule(sb.omnitron.url, action="drop_before", route="patch_order", numbers=[numbers[1]])
+        r = project.run("run-flow", "order_flow", "--no-progress")
+        assert r.code == 1 and "postgres-secret" not in r.out + r.err
+        faults(sb.omnitron.url, {})
+        r = project.run("run-flow", "order_flow", "--no-progress")
+        assert r.code == 0, r.out + r.err
+        assert_exactly_once(sb, numbers)
+        h = project.run("orders", "show", numbers[1])
+        assert h.code == 0 and "resuming after the write" in h.out
+        assert not (project.root / "state").exists()  # nothing went to SQLite

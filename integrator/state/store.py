@@ -333,7 +333,9 @@ class Store:
             finally:
                 os.close(fd)
             return
-        key = int.from_bytes(hashlib.blake2b(flow.encode(), digest_size=8).digest(), "big", signed=True)
+        key = int.from_bytes(
+            hashlib.blake2b(flow.encode(), digest_size=8).digest(), "big", signed=True
+        )
         with self.engine.connect() as c:
             got = c.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             if not got:
