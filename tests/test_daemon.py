@@ -200,6 +200,13 @@ def test_triggered_flow_bad_flow_at_start_and_reload(project: Project, sandbox: 
     assert "after_flow" in runs and "broken" not in runs
 
 
+def slow_first_run(project: Project, sb: Sandbox) -> None:
+    """Every second, and a first run that lasts several seconds: the daemons must meet."""
+    every(project)
+    project.edit_flow("concurrency: 4", "concurrency: 2")
+    fault_rule(sb.erp.url, action="latency", route="create", seconds=0.5)
+
+
 def no_overlap(rows: list[tuple[Any, ...]]) -> None:
     """Runs of one flow, as (started_at, ended_at) ordered by start, never overlap."""
     for (_, end), (start, _) in itertools.pairwise(rows):
@@ -208,8 +215,7 @@ def no_overlap(rows: list[tuple[Any, ...]]) -> None:
 
 def test_two_daemons_on_sqlite_never_overlap(project: Project, sandbox: Sandbox) -> None:
     numbers = unsent(sandbox)
-    every(project)
-    fault_rule(sandbox.erp.url, action="latency", route="create", seconds=0.2)
+    slow_first_run(project, sandbox)
     with daemon(project) as a, daemon(project) as b:
         wait_for(lambda: stats(sandbox.erp.url)["received"] == len(numbers), 60, "delivery")
         wait_for(lambda: a.named("run_skipped") or b.named("run_skipped"), what="a skip")
@@ -232,8 +238,7 @@ def test_two_daemons_on_postgresql_share_flows_without_overlap(tmp_path: Path) -
                 "url: sqlite:///state/integrator.db", "url: ${INTEGRATOR_STATE_URL}"
             )
         )
-        every(project)
-        fault_rule(sb.erp.url, action="latency", route="create", seconds=0.2)
+        slow_first_run(project, sb)
         with daemon(project) as a, daemon(project) as b:
             assert "postgresql" in a.named("daemon_started")[0]["state"]
             assert "postgres-secret" not in "".join(a.raw)
