@@ -28,7 +28,7 @@ from integrator.sandbox import Sandbox, running_sandbox
 class DaemonProcess:
     """``integrator daemon`` in a subprocess; its JSON log lines collected as they come."""
 
-    def __init__(self, project: Project, grace: float = 20) -> None:
+    def __init__(self, project: Project, grace: float = 20, watch: float = 0.3) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [
@@ -39,7 +39,7 @@ class DaemonProcess:
                 "--http",
                 f"127.0.0.1:{self.port}",
                 "--watch",
-                "0.3",
+                str(watch),
                 "--grace",
                 str(grace),
             ],
@@ -99,8 +99,8 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "") -> A
 
 
 @contextmanager
-def daemon(project: Project, grace: float = 20) -> Iterator[DaemonProcess]:
-    d = DaemonProcess(project, grace)
+def daemon(project: Project, grace: float = 20, watch: float = 0.3) -> Iterator[DaemonProcess]:
+    d = DaemonProcess(project, grace, watch)
     try:
         wait_for(lambda: d.named("daemon_started") or d.proc.poll() is not None, 20, "start")
         assert d.proc.poll() is None, "".join(d.raw)
@@ -268,3 +268,19 @@ def test_two_daemons_on_postgresql_share_flows_without_overlap(tmp_path: Path) -
 
 
 pytestmark = pytest.mark.slow
+
+
+def test_sighup_reloads_and_flows_lists_schedules(project: Project, sandbox: Sandbox) -> None:
+    every(project, "1h")
+    r = project.run("flows")
+    assert r.code == 0, r.err
+    assert "order_flow" in r.out and "every 1h" in r.out and r.out.count(" UTC") == 3
+    with daemon(project, watch=600) as d:  # only SIGHUP can make it reload
+        project.edit_flow("  every: 1h", '  cron: "0 3 * * *"\n  timezone: Europe/Istanbul')
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: d.named("reloaded"), what="the reload")
+        scheduled = [e["schedule"] for e in d.named("flow_scheduled")]
+        assert scheduled[-1] == "cron 0 3 * * * (Europe/Istanbul)", scheduled
+        assert d.stop() == 0
+    r = project.run("flows")
+    assert "cron 0 3 * * * (Europe/Istanbul)" in r.out and r.out.count("03:00 +03") == 3
