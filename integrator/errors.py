@@ -80,9 +80,25 @@ class OrderError(IntegratorError):
 
 
 class RetriableError(OrderError):
-    """A transient failure: the order is retried on the next run."""
+    """A transient failure: retried by the connector's policy, then on the next run.
+
+    ``reached``: the request may have reached the server (False: proven not sent, or refused
+    unprocessed, as a 429 is). ``retry_after``: seconds the server asked to wait.
+    """
 
     kind = "retriable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str = "",
+        status: int | None = None,
+        reached: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, stage=stage, status=status)
+        self.reached, self.retry_after = reached, retry_after
 
 
 class AmbiguousWriteError(OrderError):

@@ -91,14 +91,13 @@ def test_failure_status_code_fails_order_then_next_run_sends(
 ) -> None:
     """A failure code from query_check fails the order; the next run delivers it once."""
     numbers = unsent(sandbox)
-    fault_rule(
-        sandbox.erp.url, action="status", route="query", status=503, numbers=[numbers[2]], count=1
-    )
+    fault_rule(sandbox.erp.url, action="status", route="query", status=503, numbers=[numbers[2]])
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 1
     assert numbers[2] in r.out and "503" in r.out
     assert project.state(numbers[2]) == "failed"
     assert numbers[2] not in sandbox.erp.received
+    faults(sandbox.erp.url, {})
     r2 = project.run("run-flow", "order_flow", "--no-progress")
     assert r2.code == 0, r2.out + r2.err
     assert_exactly_once(sandbox, numbers)
@@ -140,15 +139,12 @@ def test_dropped_patch_after_write_never_writes_twice(project: Project, sandbox:
     """ERP written, PATCH lost: the next run skips the write and marks the order sent."""
     numbers = unsent(sandbox)
     fault_rule(
-        sandbox.omnitron.url,
-        action="drop_before",
-        route="patch_order",
-        numbers=[numbers[1]],
-        count=1,
+        sandbox.omnitron.url, action="drop_before", route="patch_order", numbers=[numbers[1]]
     )
     r = project.run("run-flow", "order_flow", "--no-progress")
-    assert r.code == 1
+    assert r.code == 1  # every try of the PATCH was lost
     assert project.state(numbers[1]) == "sent"
+    faults(sandbox.omnitron.url, {})
     r2 = project.run("run-flow", "order_flow", "--no-progress")
     assert r2.code == 0, r2.out
     assert_exactly_once(sandbox, numbers)
@@ -291,3 +287,34 @@ def test_ledger_on_postgresql(tmp_path) -> None:  # type: ignore[no-untyped-def]
         h = project.run("orders", "show", numbers[1])
         assert h.code == 0 and "resuming after the write" in h.out
         assert not (project.root / "state").exists()  # nothing went to SQLite
+
+
+def test_429_burst_is_absorbed_by_retries_in_one_run(project: Project, sandbox: Sandbox) -> None:
+    """A 429 with Retry-After pauses the ERP host; the writes go through, once each."""
+    numbers = unsent(sandbox)
+    fault_rule(
+        sandbox.erp.url, action="status", route="create", status=429, retry_after="1", count=3
+    )
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 0, r.out + r.err
+    assert_exactly_once(sandbox, numbers)
+    assert stats(sandbox.erp.url)["faults_injected"] == 3
+
+
+def test_5xx_on_a_write_is_settled_by_query_check_next_run(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """A 503 answer to a write may hide a created order: stay `sending`, never blindly resend."""
+    numbers = unsent(sandbox)
+    fault_rule(sandbox.erp.url, action="status", route="create", status=503, numbers=[numbers[0]])
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 1 and "the ERP may have the order" in r.out
+    assert project.state(numbers[0]) == "sending"
+    faults(sandbox.erp.url, {})
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 0, r.out + r.err
+    assert_exactly_once(sandbox, numbers)
+    events = [
+        m for (m,) in project.sql(f"SELECT message FROM events WHERE order_number='{numbers[0]}'")
+    ]
+    assert any("query_check settles it" in m for m in events)

@@ -32,6 +32,10 @@ _CONNECTOR_KEYS = {
     "CustomHeaders",
     "EnabledForMarkets",
     "DisabledForMarkets",
+    "Retry",
+    "DisableStandardErrorPolicy",
+    "MaxInFlight",
+    "RequestsPerSecond",
 }
 _FLOW_KEYS = {
     "name",
@@ -117,9 +121,34 @@ def _connector(
         f: tuple(str(m) for m in o.get(f, list, []))
         for f in ("EnabledForMarkets", "DisabledForMarkets")
     }
+    retry = Options(
+        o.get("Retry", dict, {}),
+        doc,
+        o.sub("Retry"),
+        issues,
+        {"Attempts", "BaseSeconds", "CapSeconds"},
+    )
     if not name or not host:
         return None
     return ConnectorConfig(
+        retry_attempts=retry.get(
+            "Attempts", int, 3, check=lambda v: None if 1 <= v <= 20 else "expected 1 to 20"
+        ),
+        retry_base=retry.get("BaseSeconds", float, 0.5, check=positive),
+        retry_cap=retry.get("CapSeconds", float, 30.0, check=positive),
+        retry_disabled=o.get("DisableStandardErrorPolicy", bool, False),
+        max_in_flight=o.get(
+            "MaxInFlight",
+            int,
+            0,
+            check=lambda v: None if v >= 0 else "expected 0 (no limit) or more",
+        ),
+        requests_per_second=o.get(
+            "RequestsPerSecond",
+            float,
+            0.0,
+            check=lambda v: None if v >= 0 else "expected 0 (no limit) or more",
+        ),
         name=name,
         host=host.rstrip("/"),
         connector_id=o.get("ConnectorId", str, ""),

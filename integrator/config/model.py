@@ -39,6 +39,12 @@ class ConnectorConfig:
     headers: tuple[tuple[str, str], ...] = ()
     enabled_for_markets: tuple[str, ...] = ()
     disabled_for_markets: tuple[str, ...] = ()
+    retry_attempts: int = 3  # tries per request, the first included
+    retry_base: float = 0.5  # seconds; doubled per attempt, with full jitter
+    retry_cap: float = 30.0  # the longest wait between tries (and the longest Retry-After)
+    retry_disabled: bool = False  # Omnium's "Disable Standard Error Policy"
+    max_in_flight: int = 0  # requests at a time to this host, across flows (0: no limit)
+    requests_per_second: float = 0.0  # to this host, across flows (0: no limit)
 
     def __repr__(self) -> str:  # never show credentials, even in a debugger or a traceback
         return f"ConnectorConfig(name={self.name!r}, host={self.host!r})"

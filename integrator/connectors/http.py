@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import jmespath
 import requests
+import structlog
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from integrator.config.model import ConnectorConfig, TokenLogin
+from integrator.connectors.limits import backoff, limiter_for, retry_after_seconds
 from integrator.connectors.redact import Redactor
 from integrator.errors import (
     AmbiguousWriteError,
@@ -29,6 +32,8 @@ from integrator.errors import (
 from integrator.metrics import Metrics
 
 __all__ = ["Connector", "HeaderAuth", "parse_json"]
+
+log = structlog.get_logger("integrator.http")
 
 RETRIABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_ERROR_BODY = 200
@@ -78,6 +83,8 @@ class Connector:
         self.session.mount("https://", adapter)
         self.session.headers.update(dict(config.headers))
         self._freeze_environment()
+        self.limiter = limiter_for(config.host, config.max_in_flight, config.requests_per_second)
+        self._sleep = time.sleep  # between tries; tests replace it
         self._login_lock = threading.Lock()
         if config.bearer_token:
             self.session.auth = HeaderAuth("Authorization", f"Bearer {config.bearer_token}")
@@ -153,14 +160,57 @@ class Connector:
         json_body: Any = None,
         params: dict[str, Any] | None = None,
         idempotent: bool = True,
+        retry_unsafe: bool = False,
         ok_status: frozenset[int] = frozenset(),
         headers: dict[str, str] | None = None,
     ) -> requests.Response:
-        """Send one request; raise an OrderError subclass for failures.
+        """Send one request, retried by the connector's policy; raise an OrderError subclass.
 
-        ``ok_status``: non-2xx codes the caller handles itself (query_check's not-found codes).
-        A non-idempotent request that may have reached the server raises AmbiguousWriteError.
+        Retried: timeouts, connection errors, 5xx, 408 and 429, with exponential backoff and
+        jitter (``Retry-After`` honoured, capped). A non-idempotent request is retried only
+        when the failure proves it was not processed (never sent, or 429), or when
+        ``retry_unsafe`` (an idempotency key makes a repeat harmless). A non-idempotent
+        request that may have reached the server and is not retried raises
+        AmbiguousWriteError. ``ok_status``: non-2xx codes the caller handles itself.
         """
+        cfg = self.config
+        attempts = 1 if cfg.retry_disabled else cfg.retry_attempts
+        attempt = 1
+        while True:
+            try:
+                return self._attempt(method, path, json_body, params, ok_status, headers)
+            except RetriableError as exc:
+                unsafe = not idempotent and exc.reached and exc.status != 429
+                paused = exc.status == 429 and exc.retry_after is not None
+                if paused:  # the whole host waits, every flow's requests included
+                    self.limiter.pause(min(exc.retry_after or 0.0, cfg.retry_cap))
+                if attempt >= attempts or (unsafe and not retry_unsafe):
+                    if unsafe:
+                        raise AmbiguousWriteError(
+                            f"{exc}; the ERP may have the order", status=exc.status
+                        ) from None
+                    raise
+                if paused:
+                    delay = 0.0  # the limiter holds the next try until the pause ends
+                elif exc.retry_after is not None:
+                    delay = min(exc.retry_after, cfg.retry_cap)
+                else:
+                    delay = backoff(attempt, cfg.retry_base, cfg.retry_cap)
+                log.info("retrying", request=self.describe(method, self.url(path)), error=str(exc),
+                         attempt=attempt, delay=round(delay, 3))  # fmt: skip
+                self._sleep(delay)
+                attempt += 1
+
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        json_body: Any,
+        params: dict[str, Any] | None,
+        ok_status: frozenset[int],
+        headers: dict[str, str] | None,
+    ) -> requests.Response:
+        """One try, its failure mapped to an error class."""
         url = self.url(path)
         what = self.describe(method, url)
         data = None
@@ -169,29 +219,23 @@ class Connector:
             data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
         try:
-            resp = self.session.request(
-                method,
-                url,
-                data=data,
-                params=params,
-                headers=headers,
-                timeout=self.config.timeout,
-            )
+            with self.limiter.slot():
+                resp = self.session.request(
+                    method,
+                    url,
+                    data=data,
+                    params=params,
+                    headers=headers,
+                    timeout=self.config.timeout,
+                )
         except requests.ConnectTimeout:
-            raise RetriableError(f"{what}: connection timed out") from None
+            raise RetriableError(f"{what}: connection timed out", reached=False) from None
         except requests.ConnectionError as exc:
-            if _never_sent(exc) or idempotent:
-                raise RetriableError(f"{what}: connection failed ({_reason(exc)})") from None
-            raise AmbiguousWriteError(
-                f"{what}: connection lost after the request was sent ({_reason(exc)}); "
-                "the ERP may have the order"
+            raise RetriableError(
+                f"{what}: connection failed ({_reason(exc)})", reached=not _never_sent(exc)
             ) from None
         except requests.Timeout:
-            if idempotent:
-                raise RetriableError(f"{what}: no answer within {self.config.timeout:g}s") from None
-            raise AmbiguousWriteError(
-                f"{what}: no answer within {self.config.timeout:g}s; the ERP may have the order"
-            ) from None
+            raise RetriableError(f"{what}: no answer within {self.config.timeout:g}s") from None
         except requests.RequestException as exc:
             raise RetriableError(f"{what}: {type(exc).__name__}") from None
         self.metrics.http_status(self.name, resp.status_code)
@@ -204,7 +248,11 @@ class Connector:
         excerpt = self.redactor.scrub(resp.text[:_MAX_ERROR_BODY].strip().replace("\n", " "))
         msg = f"{what} answered {resp.status_code}" + (f": {excerpt}" if excerpt else "")
         if resp.status_code in RETRIABLE_STATUS:
-            return RetriableError(msg, status=resp.status_code)
+            return RetriableError(
+                msg,
+                status=resp.status_code,
+                retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
+            )
         return PermanentError(msg, status=resp.status_code)
 
     def close(self) -> None:

@@ -83,7 +83,12 @@ class WriteStage(Stage):
         ex.request = ex.data
         run.journal(ex, "sending", f"{self.method} {conn.name}:{path}", request=ex.request)
         resp = conn.request(
-            self.method, path, json_body=ex.request, idempotent=False, headers=headers
+            self.method,
+            path,
+            json_body=ex.request,
+            idempotent=False,
+            retry_unsafe=bool(self.idempotency_header),  # the key makes a repeat harmless
+            headers=headers,
         )
         answer: Any = parse_json(resp, conn.describe(self.method, conn.url(path)))
         self.accept(ex, answer, resp.status_code)

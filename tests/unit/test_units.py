@@ -98,8 +98,11 @@ class FakeAdapter(BaseAdapter):
         pass
 
 
-def connector(adapter: BaseAdapter) -> Connector:
-    c = Connector(ConnectorConfig(name="erp", host="http://erp.test"), Redactor(["tok-123456"]))
+def connector(adapter: BaseAdapter, **config: Any) -> Connector:
+    config.setdefault("retry_disabled", True)
+    c = Connector(
+        ConnectorConfig(name="erp", host="http://erp.test", **config), Redactor(["tok-123456"])
+    )
     c.session.mount("http://", adapter)
     return c
 
@@ -107,7 +110,8 @@ def connector(adapter: BaseAdapter) -> Connector:
 @pytest.mark.parametrize(
     ("adapter", "idempotent", "error"),
     [
-        (FakeAdapter(status=503), False, RetriableError),
+        (FakeAdapter(status=503), False, AmbiguousWriteError),
+        (FakeAdapter(status=503), True, RetriableError),
         (FakeAdapter(status=429), False, RetriableError),
         (FakeAdapter(status=422), False, PermanentError),
         (FakeAdapter(exc=requests.ReadTimeout()), False, AmbiguousWriteError),
