@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from conftest import Project, fault_rule, faults, make_project, stats
@@ -246,6 +247,42 @@ def test_ambiguous_write_without_query_check_is_quarantined(
     events = [m for (m,) in project.sql(f"SELECT message FROM events WHERE order_number='{bad}'")]
     assert any("integrator resolve" in m for m in events)
     assert all(project.state(n) == "done" for n in numbers[1:])
+    q = project.run("quarantine")
+    assert q.code == 0 and bad in q.out and "ambiguous" in q.out
+    refused = project.run("replay", bad)
+    assert refused.code == 2 and "may already be in the ERP" in refused.err
+    # The operator finds it in the ERP and settles it with the ERP's answer.
+    answer = project.root / "answer.json"
+    answer.write_text(json.dumps(sandbox.erp.orders[bad] | {"payload": None}))
+    r4 = project.run("resolve", bad, "--as-sent", "--response", str(answer))
+    assert r4.code == 0, r4.err
+    r5 = project.run("run-flow", "order_flow", "--no-progress")
+    assert r5.code == 0, r5.out + r5.err
+    assert project.state(bad) == "done" and sandbox.erp.received[bad] == 1
+    assert_exactly_once(sandbox, numbers)
+    events = [m for (m,) in project.sql(f"SELECT message FROM events WHERE order_number='{bad}'")]
+    assert "resolved by hand: the ERP has it" in events
+
+
+def test_resolve_resend_after_an_unanswered_write(project: Project, sandbox: Sandbox) -> None:
+    """No query_check; a 503 leaves the order ambiguous; the operator checks and resends."""
+    numbers = unsent(sandbox)
+    bad = numbers[0]
+    text = project.flow().read_text()
+    project.flow().write_text(
+        text[: text.index("  - query_check:")] + text[text.index("  - script:") :]
+    )
+    fault_rule(sandbox.erp.url, action="status", route="create", status=503, numbers=[bad])
+    assert project.run("run-flow", "order_flow", "--no-progress").code == 1
+    assert project.state(bad) == "sending"
+    faults(sandbox.erp.url, {})
+    assert project.run("run-flow", "order_flow", "--no-progress").code == 1
+    assert project.state(bad) == "quarantined" and bad not in sandbox.erp.received
+    r = project.run("resolve", bad, "--resend")
+    assert r.code == 0 and "will be written on the next run" in r.out
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 0, r.out + r.err
+    assert_exactly_once(sandbox, numbers)
 
 
 def test_permanent_failures_back_off_then_quarantine(project: Project, sandbox: Sandbox) -> None:
@@ -264,6 +301,12 @@ def test_permanent_failures_back_off_then_quarantine(project: Project, sandbox: 
     assert bad not in sandbox.erp.received
     order = next(o for o in sandbox.omnitron.orders.values() if o["number"] == bad)
     assert order["is_send"] is False
+    faults(sandbox.erp.url, {})
+    r4 = project.run("replay", bad)
+    assert r4.code == 0, r4.out + r4.err
+    assert_exactly_once(sandbox, numbers)
+    events = [m for (m,) in project.sql(f"SELECT message FROM events WHERE order_number='{bad}'")]
+    assert "replayed by hand (was quarantined)" in events
 
 
 def test_ledger_on_postgresql(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -62,6 +62,7 @@ class RunContext:
     scripts: ScriptPool = field(default_factory=ScriptPool)  # workers start on first call
     metrics: Metrics = field(default_factory=Metrics)
     stop: threading.Event | None = None  # set: take no new order (the daemon is stopping)
+    replay: bool = False  # `integrator replay`: quarantine and backoff do not hold the order
     planned: list[PlannedRequest] = field(default_factory=list)
     log_path: Path | None = None
     _log_file: IO[str] | None = None

@@ -104,6 +104,7 @@ def run_flow(
     store: Store | None = None,
     metrics: Metrics | None = None,
     stop: threading.Event | None = None,
+    replay: bool = False,
 ) -> tuple[RunResult, RunContext]:
     """Run one flow once, holding its lock; returns the result and the run context.
 
@@ -135,6 +136,7 @@ def run_flow(
         scripts=ScriptPool(size=flow.concurrency, memory_mb=flow.script_memory_mb),
         metrics=metrics,
         stop=stop,
+        replay=replay,
     )
     try:
         with store.flow_lock(flow.name), run.connectors_open():

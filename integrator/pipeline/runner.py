@@ -16,6 +16,7 @@ quarantined            skipped until replayed or resolved
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -172,7 +173,10 @@ class Runner:
         try:
             self._check_due(entry)
         except SkipOrder as skip:
-            return Outcome(ref.number, "skipped", entry.state if entry else "new", str(skip))
+            if not run.replay:
+                return Outcome(ref.number, "skipped", entry.state if entry else "new", str(skip))
+            assert entry is not None  # only an order with a journal can be held back
+            entry = self._release(entry)
         try:
             ex = self.source.fetch(ref)
         except OrderError as exc:
@@ -222,6 +226,15 @@ class Runner:
         )
         self._finish(ex, "ok")
         return Outcome(ex.number, "ok", ex.state)
+
+    def _release(self, entry: JournalEntry) -> JournalEntry:
+        """Replay: let a quarantined or backing-off order through, as if it had failed now."""
+        state = "failed" if entry.state == "quarantined" else entry.state
+        ex = Exchange(entry.order_pk or "", entry.order_number, {})
+        self.run.journal(
+            ex, state, f"replayed by hand (was {entry.state})", next_try=None, attempts=0
+        )
+        return dataclasses.replace(entry, state=state, next_try=None, attempts=0)
 
     def _check_due(self, entry: JournalEntry | None) -> None:
         if entry is None:

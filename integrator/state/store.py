@@ -301,6 +301,20 @@ class Store:
                 out[name] = [dict(r._mapping) for r in c.execute(q)]
         return out
 
+    def in_state(self, state: str, flow: str | None = None) -> list[dict[str, Any]]:
+        """Journal rows in ``state`` (of one flow when given), oldest change first."""
+        q = select(journal).where(journal.c.state == state).order_by(journal.c.updated_at)
+        if flow:
+            q = q.where(journal.c.flow == flow)
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def flows_of(self, number: str) -> list[str]:
+        """The flows whose journal knows order ``number``."""
+        q = select(journal.c.flow).where(journal.c.order_number == number).order_by(journal.c.flow)
+        with self.engine.connect() as c:
+            return [str(f) for (f,) in c.execute(q)]
+
     def count_states(self, flow: str) -> dict[str, int]:
         """How many orders of ``flow`` are in each journal state."""
         q = text("SELECT state, COUNT(*) FROM journal WHERE flow = :f GROUP BY state")
