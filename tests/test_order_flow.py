@@ -158,6 +158,8 @@ def test_sigkill_between_write_and_mark_sent(project: Project, sandbox: Sandbox)
         sandbox.omnitron.url,
         {"rules": [{"action": "timeout", "route": "patch_order", "seconds": 20}]},
     )
+    # A write cut by the kill has reached this in-process ERP already: settle at once.
+    project.edit_flow("max_attempts: 5", "max_attempts: 5\nsettle_seconds: 0")
     proc = project.popen("run-flow", "order_flow", "--no-progress")
     deadline = time.monotonic() + 30
     while stats(sandbox.erp.url)["received"] < 4 and time.monotonic() < deadline:
@@ -226,6 +228,7 @@ def test_ambiguous_write_without_query_check_is_quarantined(
     """ERP commits, connection drops, no query_check: never resent, quarantined next run."""
     numbers = unsent(sandbox)
     bad = numbers[0]
+    project.edit_flow("max_attempts: 5", "max_attempts: 5\nsettle_seconds: 0")
     project.edit_flow("  - query_check:\n", "  - query_check_off:\n")
     text = project.flow().read_text()
     start = text.index("  - query_check_off:")
@@ -361,3 +364,33 @@ def test_5xx_on_a_write_is_settled_by_query_check_next_run(
         m for (m,) in project.sql(f"SELECT message FROM events WHERE order_number='{numbers[0]}'")
     ]
     assert any("query_check settles it" in m for m in events)
+
+
+def test_a_write_cut_short_is_left_alone_until_it_can_have_landed(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """A write that timed out may still be committed by the ERP: query_check waits for
+    ``settle_seconds`` before asking, so it cannot miss an order the ERP is about to commit."""
+    numbers = unsent(sandbox)
+    bad = numbers[0]
+    project.edit_flow("max_attempts: 5", "max_attempts: 5\nsettle_seconds: 3")
+    cfg = project.root / "config.yaml"
+    cfg.write_text(
+        cfg.read_text().replace(
+            "BearerToken: ${ERP_TOKEN}\n    Timeout: 30",
+            "BearerToken: ${ERP_TOKEN}\n    Timeout: 1",
+        )
+    )
+    # The ERP takes 2 s, then commits: the runner has given up after 1 s.
+    fault_rule(sandbox.erp.url, action="timeout", route="create", seconds=2, numbers=[bad], count=1)
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 1 and project.state(bad) == "sending"
+    r = project.run("run-flow", "order_flow", "--no-progress")  # at once: too early to ask
+    assert r.code == 0, r.out + r.err  # skipped for now, not failed
+    assert project.state(bad) == "sending"
+    assert sandbox.erp.calls["create"] == len(numbers)  # no second write
+    assert sandbox.erp.calls["query"] == len(numbers)  # and no question yet
+    time.sleep(3)
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 0, r.out + r.err
+    assert_exactly_once(sandbox, numbers)  # found by query_check, not written twice

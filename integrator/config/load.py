@@ -47,6 +47,7 @@ _FLOW_KEYS = {
     "max_attempts",
     "backoff_seconds",
     "script_memory_mb",
+    "settle_seconds",
     "stages",
 }
 _SECRET_FIELDS = ("BearerToken", "Password")
@@ -296,6 +297,9 @@ def load_flow(path: Path, app: AppConfig, issues: list[ConfigIssue]) -> FlowConf
             int,
             1024,
             check=lambda v: None if v == 0 or v >= 64 else "expected 0 (no limit) or 64 or more",
+        ),
+        settle_seconds=o.get(
+            "settle_seconds", float, None, check=lambda v: None if v >= 0 else "expected 0 or more"
         ),
         schedule=_schedule(o.get("schedule", dict, {}), doc, issues),
         description=o.get("description", str, ""),

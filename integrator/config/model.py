@@ -73,6 +73,7 @@ class FlowConfig:
     max_attempts: int = 5
     backoff_seconds: float = 60.0
     script_memory_mb: int = 1024
+    settle_seconds: float | None = None  # default: twice the target connector's Timeout
     schedule: Schedule = field(default_factory=lambda: Schedule("manual"))
     description: str = ""
     doc: YamlDoc | None = field(default=None, compare=False, repr=False)

@@ -36,6 +36,7 @@ __all__ = ["Outcome", "RunResult", "Runner"]
 log = structlog.get_logger("integrator.runner")
 
 RESUME_STATES = frozenset({"sent", "marked", "done"})
+ANSWERED = "ambiguous_answered"  # the ERP answered the write with an error: nothing in flight
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,10 @@ class Runner:
             self._route(ex, entry)
         except OrderError as exc:
             return self._failed(ex, entry, exc, -1)
-        except SkipOrder as skip:  # quarantined now: a failure the user must look at
-            self._finish(ex, "failed", str(skip))
+        except SkipOrder as skip:
+            if ex.state != "quarantined":  # a write still settling: later
+                return Outcome(ex.number, "skipped", ex.state, str(skip))
+            self._finish(ex, "failed", str(skip))  # quarantined now: a person must look
             return Outcome(ex.number, "failed", ex.state, str(skip))
         for i, stage in enumerate(self.order_stages):
             if ex.resume and i <= self.write_index:
@@ -236,6 +239,12 @@ class Runner:
         )
         return dataclasses.replace(entry, state=state, next_try=None, attempts=0)
 
+    def _settle_after(self) -> float:
+        """Seconds to leave a possibly in-flight write alone before asking the ERP about it."""
+        if self.run.flow.settle_seconds is not None:
+            return self.run.flow.settle_seconds
+        return 2 * self.run.target.config.timeout
+
     def _check_due(self, entry: JournalEntry | None) -> None:
         if entry is None:
             return
@@ -256,6 +265,11 @@ class Runner:
             ex.data = ex.response
             run.event(ex, entry.state, "the ERP has this order: resuming after the write")
         elif entry.state == "sending":
+            wait = self._settle_after() - entry.age_seconds()
+            if entry.error_kind != ANSWERED and wait > 0:
+                # The write may still be in flight (timeout, lost connection, crash): asking
+                # the ERP now could miss an order it is about to commit.
+                raise SkipOrder(f"write may still be in flight; settled in {wait:.0f}s")
             if self.has_query_check or self.safe_resend:
                 ex.settle = True
                 how = "query_check" if self.has_query_check else "the idempotency key"
@@ -288,15 +302,19 @@ class Runner:
                         msg += f"; {stage.name} also failed: {post_exc}"
         attempts = ex.attempts + 1
         logs = ex.log_attributes()
-        if isinstance(exc, AmbiguousWriteError):
-            # The ERP may have it: stay `sending`; the next run settles it.
+        if isinstance(exc, AmbiguousWriteError) or (ex.settle and ex.state == "sending"):
+            # The ERP may have it: stay `sending`; a later run settles it. An answer (a 5xx)
+            # settles at once; a timeout or lost connection waits out `settle_seconds`.
+            kind = ANSWERED  # settling failed after the wait: nothing is in flight any more
+            if isinstance(exc, AmbiguousWriteError):
+                kind = ANSWERED if exc.status is not None else "ambiguous"
             run.journal(
                 ex,
                 "sending",
                 msg,
                 log=logs,
                 last_error=msg,
-                error_kind=exc.kind,
+                error_kind=kind,
                 attempts=attempts,
             )
         elif ex.state in RESUME_STATES or ex.state == "quarantined":

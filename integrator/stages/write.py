@@ -81,7 +81,9 @@ class WriteStage(Stage):
         if self.idempotency_header:
             headers[self.idempotency_header] = idempotency_key(run.flow.name, ex.number)
         ex.request = ex.data
-        run.journal(ex, "sending", f"{self.method} {conn.name}:{path}", request=ex.request)
+        run.journal(
+            ex, "sending", f"{self.method} {conn.name}:{path}", request=ex.request, error_kind=None
+        )
         resp = conn.request(
             self.method,
             path,

@@ -74,6 +74,16 @@ class JournalEntry:
     erp_ref: str | None
     request: Any
     response: Any
+    updated_at: dt.datetime | None = None  # UTC
+
+    def age_seconds(self) -> float:
+        """Seconds since the last change (0 when unknown)."""
+        if self.updated_at is None:
+            return 0.0
+        at = self.updated_at
+        if at.tzinfo is None:  # SQLite keeps no zone: stored as UTC
+            at = at.replace(tzinfo=dt.UTC)
+        return (dt.datetime.now(dt.UTC) - at).total_seconds()
 
 
 class Store:
@@ -207,6 +217,7 @@ class Store:
             erp_ref=m["erp_ref"],
             request=_loads(m["request_json"]),
             response=_loads(m["response_json"]),
+            updated_at=m["updated_at"],
         )
 
     def record(

@@ -1,0 +1,35 @@
+"""The long chaos run: ``python tests/chaos/run.py --orders 5000 --kills 200``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
+
+from conftest import make_project  # noqa: E402
+from harness import prepare, run_chaos  # noqa: E402
+
+from integrator.sandbox import running_sandbox  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--orders", type=int, default=5000)
+    ap.add_argument("--kills", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, running_sandbox(args.orders, seed=args.seed) as sb:
+        project = make_project(Path(tmp), sb.env())
+        prepare(project.root)
+        report = run_chaos(sb, project.root, project.env, kills=args.kills, seed=args.seed)
+    print(report.line())
+    bad = {k: v for k, v in vars(report).items() if isinstance(v, list) and v}
+    print("problems:", bad or "none")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
