@@ -37,6 +37,7 @@ log = structlog.get_logger("integrator.http")
 
 RETRIABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_ERROR_BODY = 200
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 class HeaderAuth(AuthBase):
@@ -51,9 +52,15 @@ class HeaderAuth(AuthBase):
 
 
 def parse_json(resp: requests.Response, what: str) -> Any:
-    """The JSON body of ``resp``; a clear PermanentError when it is not JSON."""
+    """The JSON body of ``resp``; a clear PermanentError when it is not JSON or too large."""
     if not resp.content:
         return None
+    if len(resp.content) > MAX_BODY_BYTES:
+        raise PermanentError(
+            f"{what} answered {resp.status_code} with {len(resp.content):,} bytes, more than "
+            f"the {MAX_BODY_BYTES:,} an answer may have",
+            status=resp.status_code,
+        )
     try:
         return resp.json()
     except ValueError:

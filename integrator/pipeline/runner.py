@@ -36,6 +36,7 @@ __all__ = ["Outcome", "RunResult", "Runner"]
 log = structlog.get_logger("integrator.runner")
 
 RESUME_STATES = frozenset({"sent", "marked", "done"})
+REJECTED = "erp.rejected"  # check_response sets "true": the ERP refused it, resending is safe
 ANSWERED = "ambiguous_answered"  # the ERP answered the write with an error: nothing in flight
 
 
@@ -317,7 +318,9 @@ class Runner:
                 error_kind=kind,
                 attempts=attempts,
             )
-        elif ex.state in RESUME_STATES or ex.state == "quarantined":
+        elif ex.attributes.get(REJECTED) != "true" and (
+            ex.state in RESUME_STATES or ex.state == "quarantined"
+        ):
             # Written already: keep the state, so the write is never repeated.
             state = ex.state
             if attempts >= run.flow.max_attempts and exc.kind == "permanent":

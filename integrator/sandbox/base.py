@@ -40,6 +40,7 @@ class Response:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection without an answer (after any commit)
+    raw: bytes | None = None  # sent as is, instead of ``body`` as JSON
 
 
 DROP = Response(0, drop=True)
@@ -51,7 +52,7 @@ Route = Callable[[Request, list[str]], Response]
 class Rule:
     """A fault: on ``route`` (or any), for ``count`` calls (or -1: always) with ``rate``."""
 
-    action: str  # status, drop_after_commit, drop_before, timeout, latency
+    action: str  # status, drop_after_commit, drop_before, timeout, latency, body
     route: str = "*"
     status: int = 500
     rate: float = 1.0
@@ -59,6 +60,10 @@ class Rule:
     retry_after: str | None = None
     seconds: float = 0.0
     numbers: list[str] = field(default_factory=list)
+    body: str = ""  # action body: this text instead of the answer (``repeat`` times)
+    repeat: int = 1
+    content_type: str = "text/html; charset=utf-8"
+    commit: bool = False  # action body: run the route first (the ERP did the work)
 
 
 class Faults:
@@ -136,13 +141,18 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):  # the client may be gone already
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        payload = b"" if resp.body is None else json.dumps(resp.body, ensure_ascii=False).encode()
+        if resp.raw is not None:
+            payload = resp.raw
+        else:
+            payload = (
+                b"" if resp.body is None else json.dumps(resp.body, ensure_ascii=False).encode()
+            )
+        headers = {"Content-Type": "application/json", **resp.headers}
         head = [
             f"HTTP/1.1 {resp.status} {self.responses.get(resp.status, ('',))[0]}",
-            "Content-Type: application/json",
             f"Content-Length: {len(payload)}",
         ]
-        head += [f"{k}: {v}" for k, v in resp.headers.items()]
+        head += [f"{k}: {v}" for k, v in headers.items()]
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
@@ -219,6 +229,14 @@ class JsonServer(ThreadingHTTPServer):
             if rule.action == "drop_after_commit":
                 handler(req, args)
                 return DROP
+            if rule.action == "body":
+                if rule.commit:
+                    handler(req, args)
+                return Response(
+                    rule.status,
+                    raw=(rule.body * max(rule.repeat, 1)).encode(),
+                    headers={"Content-Type": rule.content_type},
+                )
         return handler(req, args)
 
     def start(self) -> Self:

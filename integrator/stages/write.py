@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
 from integrator.connectors.http import parse_json
+from integrator.errors import PermanentError
 from integrator.mapping.paths import render
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
@@ -92,6 +93,19 @@ class WriteStage(Stage):
             retry_unsafe=bool(self.idempotency_header),  # the key makes a repeat harmless
             headers=headers,
         )
-        answer: Any = parse_json(resp, conn.describe(self.method, conn.url(path)))
+        try:
+            answer: Any = parse_json(resp, conn.describe(self.method, conn.url(path)))
+        except PermanentError as exc:
+            # 2xx: the ERP took the order; its answer is unusable. Record it as sent, so it is
+            # never written again, and fail the order for a person to look at.
+            self.accept(ex, {"unreadable_answer": str(exc)}, resp.status_code)
+            run.journal(
+                ex, "sent", f"{conn.name} answered {resp.status_code}", response=ex.response
+            )
+            raise PermanentError(
+                f"{exc}; the ERP accepted the write, so it is not repeated: check the order in "
+                "the ERP, then `integrator resolve NUMBER --as-sent --response FILE`",
+                stage=self.name,
+            ) from None
         self.accept(ex, answer, resp.status_code)
         run.journal(ex, "sent", f"{conn.name} answered {resp.status_code}", response=ex.response)
