@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from integrator.connectors.redact import Redactor, strip_channel_conf
 from integrator.errors import ConfigIssue, ConfigurationError
 from integrator.mapping import MappingSpecError, apply_chain
 from integrator.scripting import SCRIPT_ERROR, ScriptPool, load_script
@@ -105,6 +106,8 @@ def test_script_cmd(
         if input_file is None:
             raise click.UsageError(f"--step {step} needs --input FILE (the order JSON)")
         args["data"] = args["order"] = read_json(input_file, "--input")
+        if isinstance(args["data"], dict):  # as the read stage does: channel.conf is masked
+            strip_channel_conf(args["data"], Redactor([]))
     before = _attrs(attrs)
     after = dict(before)
     pool = ScriptPool(size=1, memory_mb=DEFAULT_MEMORY_MB)

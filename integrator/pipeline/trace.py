@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from integrator.connectors.redact import Redactor
+from integrator.connectors.redact import Redactor, strip_channel_conf
 from integrator.errors import OrderError
 from integrator.pipeline.context import RunContext
 from integrator.pipeline.exchange import Exchange
@@ -96,7 +96,9 @@ def trace_flow(
         scripts=ScriptPool(size=1, memory_mb=flow.script_memory_mb),
     )
     number, pk = str(order.get("number", "")), str(order.get("pk", ""))
-    ex = Exchange(pk, number, _snapshot(order))
+    doc = _snapshot(order)
+    strip_channel_conf(doc, redactor)  # as the read stage does: a recorded order may carry it
+    ex = Exchange(pk, number, doc)
     ex.attributes.update(
         {"order.number": number, "order.pk": pk, "flow.name": flow.name, "run.id": "0"}
     )

@@ -10,6 +10,7 @@ import contextlib
 import json
 import random
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -163,6 +164,13 @@ class JsonServer(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 256
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (killed, timed out) is normal here; anything else prints."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 7) -> None:
         super().__init__((host, port), _Handler)
