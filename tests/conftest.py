@@ -82,6 +82,30 @@ class Project:
             text.replace(anchor, f'    if data["number"] == "{number}":\n{body}{anchor}')
         )
 
+    def forward_channel_conf(self) -> None:
+        """Make scripts/enrich_order.py try to leak channel.conf to the ERP, a log attribute
+        and stdout (the read stage must have masked it already)."""
+        script = self.root / "scripts" / "enrich_order.py"
+        script.write_text(
+            script.read_text().replace(
+                "    return data",
+                "    data['source_system'] = str(data['channel'])\n"
+                "    attributes['log.channel'] = str(data['channel'])\n"
+                "    print('script sees', data['channel'])\n"
+                "    return data",
+            )
+        )
+
+    def use_state_url(self, url: str) -> None:
+        """Point config.yaml's state store at ``url`` (through the environment)."""
+        self.env["INTEGRATOR_STATE_URL"] = url
+        cfg = self.root / "config.yaml"
+        text = cfg.read_text()
+        assert "url: sqlite:///state/integrator.db" in text
+        cfg.write_text(
+            text.replace("url: sqlite:///state/integrator.db", "url: ${INTEGRATOR_STATE_URL}")
+        )
+
     def sql(self, query: str) -> list[tuple[Any, ...]]:
         """Rows from the project's SQLite state store."""
         import sqlite3

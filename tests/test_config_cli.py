@@ -122,16 +122,7 @@ def test_secrets_never_leak(project: Project, sandbox: Sandbox) -> None:
         for o in sandbox.omnitron.orders.values()
         if not o["is_send"] and o["status"] == "400"
     ]
-    # A script that tries to forward channel.conf to the ERP.
-    script = project.root / "scripts" / "enrich_order.py"
-    script.write_text(
-        script.read_text().replace(
-            "    return data",
-            "    data['source_system'] = str(data['channel'])\n"
-            "    attributes['log.channel'] = str(data['channel'])\n"
-            "    return data",
-        )
-    )
+    project.forward_channel_conf()
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 0, r.err
     secrets = [

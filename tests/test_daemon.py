@@ -231,13 +231,8 @@ def test_two_daemons_on_sqlite_never_overlap(project: Project, sandbox: Sandbox)
 def test_two_daemons_on_postgresql_share_flows_without_overlap(tmp_path: Path) -> None:
     with running_sandbox(25) as sb, fresh_database() as url:
         numbers = unsent(sb)
-        project = make_project(tmp_path, {**sb.env(), "INTEGRATOR_STATE_URL": url})
-        cfg = project.root / "config.yaml"
-        cfg.write_text(
-            cfg.read_text().replace(
-                "url: sqlite:///state/integrator.db", "url: ${INTEGRATOR_STATE_URL}"
-            )
-        )
+        project = make_project(tmp_path, sb.env())
+        project.use_state_url(url)
         slow_first_run(project, sb)
         with daemon(project) as a, daemon(project) as b:
             assert "postgresql" in a.named("daemon_started")[0]["state"]

@@ -316,13 +316,8 @@ def test_ledger_on_postgresql(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The ledger on a real PostgreSQL server: a lost PATCH after the write, then a resume."""
     with running_sandbox(25) as sb, fresh_database() as url:
         numbers = unsent(sb)
-        project = make_project(tmp_path, {**sb.env(), "INTEGRATOR_STATE_URL": url})
-        cfg = project.root / "config.yaml"
-        cfg.write_text(
-            cfg.read_text().replace(
-                "url: sqlite:///state/integrator.db", "url: ${INTEGRATOR_STATE_URL}"
-            )
-        )
+        project = make_project(tmp_path, sb.env())
+        project.use_state_url(url)
         fault_rule(sb.omnitron.url, action="drop_before", route="patch_order", numbers=[numbers[1]])
         r = project.run("run-flow", "order_flow", "--no-progress")
         assert r.code == 1 and "postgres-secret" not in r.out + r.err

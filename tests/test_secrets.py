@@ -25,17 +25,7 @@ def test_no_command_leaks_a_secret(project: Project, sandbox: Sandbox) -> None:
             "    CustomHeaders:\n", "    CustomHeaders:\n      X-Api-Key: ${ERP_API_KEY}\n"
         )
     )
-    # A script that tries to forward channel.conf to the ERP and into its log attributes.
-    script = project.root / "scripts" / "enrich_order.py"
-    script.write_text(
-        script.read_text().replace(
-            "    return data",
-            "    data['source_system'] = str(data['channel'])\n"
-            "    attributes['log.channel'] = str(data['channel'])\n"
-            "    print('script sees', data['channel'])\n"
-            "    return data",
-        )
-    )
+    project.forward_channel_conf()
     secrets = [
         CHANNEL_SECRET,
         API_KEY,
