@@ -389,3 +389,28 @@ def test_a_write_cut_short_is_left_alone_until_it_can_have_landed(
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 0, r.out + r.err
     assert_exactly_once(sandbox, numbers)  # found by query_check, not written twice
+
+
+def test_idempotency_key_makes_a_repeated_write_harmless(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """No query_check, but an idempotency key: a write whose answer was lost is repeated at
+    once with the same key, and the ERP answers it without creating a second order."""
+    numbers = unsent(sandbox)
+    bad = numbers[0]
+    text = project.flow().read_text()
+    text = text[: text.index("  - query_check:")] + text[text.index("  - script:") :]
+    project.flow().write_text(
+        text.replace(
+            "      path: /api/orders/\n      method: POST",
+            "      path: /api/orders/\n      method: POST\n"
+            "      idempotency_header: Idempotency-Key",
+        )
+    )
+    assert "idempotency_header" in project.flow().read_text()
+    fault_rule(sandbox.erp.url, action="drop_after_commit", route="create", numbers=[bad], count=1)
+    r = project.run("run-flow", "order_flow", "--no-progress")
+    assert r.code == 0, r.out + r.err
+    erp = stats(sandbox.erp.url)
+    assert erp["idempotent_replays"] == 1 and erp["duplicates"] == 0
+    assert_exactly_once(sandbox, numbers)
