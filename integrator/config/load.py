@@ -17,7 +17,7 @@ from integrator.scheduler.schedule import Schedule, parse_schedule
 
 __all__ = ["load_app", "load_flow", "load_flows"]
 
-_APP_KEYS = {"state", "logging", "connectors", "flows_dir"}
+_APP_KEYS = {"state", "logging", "connectors", "flows_dir", "market_groups"}
 _CONNECTOR_KEYS = {
     "Name",
     "ConnectorId",
@@ -32,6 +32,7 @@ _CONNECTOR_KEYS = {
     "CustomHeaders",
     "EnabledForMarkets",
     "DisabledForMarkets",
+    "EnabledForMarketGroups",
     "Retry",
     "DisableStandardErrorPolicy",
     "MaxInFlight",
@@ -48,6 +49,8 @@ _FLOW_KEYS = {
     "backoff_seconds",
     "script_memory_mb",
     "settle_seconds",
+    "test_mode",
+    "market_path",
     "stages",
 }
 _SECRET_FIELDS = ("BearerToken", "Password")
@@ -98,6 +101,7 @@ def _connector(
         if "{token}" not in token_login.header_format:
             t.error("HeaderFormat", "must contain {token}, e.g. 'Token {token}'")
     headers: list[tuple[str, str]] = []
+    properties: list[tuple[str, str]] = []
     props = o.get("Properties", list, [])
     for i, p in enumerate(props):
         po = Options(p, doc, join_key(o.sub("Properties"), i), issues, {"Key", "Value", "KeyGroup"})
@@ -105,6 +109,8 @@ def _connector(
         v = po.get("Value", str, "")
         if po.get("KeyGroup", str, "") == "RequestHeaders" and k:
             headers.append((k, v))
+        elif k:
+            properties.append((k, v))
     for k, v in o.get("CustomHeaders", dict, {}).items():
         if not isinstance(v, str | int | float):
             o.error("CustomHeaders", f"header {k!r}: expected a string value")
@@ -120,7 +126,7 @@ def _connector(
 
     markets = {
         f: tuple(str(m) for m in o.get(f, list, []))
-        for f in ("EnabledForMarkets", "DisabledForMarkets")
+        for f in ("EnabledForMarkets", "DisabledForMarkets", "EnabledForMarketGroups")
     }
     retry = Options(
         o.get("Retry", dict, {}),
@@ -162,6 +168,8 @@ def _connector(
         headers=tuple(headers),
         enabled_for_markets=markets["EnabledForMarkets"],
         disabled_for_markets=markets["DisabledForMarkets"],
+        enabled_for_market_groups=markets["EnabledForMarketGroups"],
+        properties=tuple(properties),
     )
 
 
@@ -196,6 +204,12 @@ def load_app(
             else "expected one of DEBUG, INFO, WARNING, ERROR"
         ),
     ).upper()
+    groups: dict[str, tuple[str, ...]] = {}
+    for g, members in o.get("market_groups", dict, {}).items():
+        if not isinstance(members, list):
+            o.error("market_groups", f"group {g!r}: expected a list of market ids")
+            continue
+        groups[str(g)] = tuple(str(m) for m in members)
     connectors: list[ConnectorConfig] = []
     raw_conns = doc.data.get("connectors", []) if isinstance(doc.data, dict) else []
     seen: dict[tuple[str, str], str] = {}
@@ -219,6 +233,7 @@ def load_app(
     if [i for i in issues if i.severity == "error"]:
         raise ConfigurationError(issues)
     return AppConfig(
+        market_groups=groups,
         file=str(path),
         base_dir=base,
         state_url=url,
@@ -301,6 +316,8 @@ def load_flow(path: Path, app: AppConfig, issues: list[ConfigIssue]) -> FlowConf
         settle_seconds=o.get(
             "settle_seconds", float, None, check=lambda v: None if v >= 0 else "expected 0 or more"
         ),
+        test_mode=o.get("test_mode", bool, False),
+        market_path=o.get("market_path", str, "MarketId || market || channel.market"),
         schedule=_schedule(o.get("schedule", dict, {}), doc, issues),
         description=o.get("description", str, ""),
         doc=doc,

@@ -39,6 +39,8 @@ class ConnectorConfig:
     headers: tuple[tuple[str, str], ...] = ()
     enabled_for_markets: tuple[str, ...] = ()
     disabled_for_markets: tuple[str, ...] = ()
+    enabled_for_market_groups: tuple[str, ...] = ()
+    properties: tuple[tuple[str, str], ...] = ()  # Properties outside KeyGroup RequestHeaders
     retry_attempts: int = 3  # tries per request, the first included
     retry_base: float = 0.5  # seconds; doubled per attempt, with full jitter
     retry_cap: float = 30.0  # the longest wait between tries (and the longest Retry-After)
@@ -74,6 +76,8 @@ class FlowConfig:
     backoff_seconds: float = 60.0
     script_memory_mb: int = 1024
     settle_seconds: float | None = None  # default: twice the target connector's Timeout
+    test_mode: bool = False  # export steps are skipped and reported as success
+    market_path: str = "MarketId || market || channel.market"  # JMESPath: the order's market
     schedule: Schedule = field(default_factory=lambda: Schedule("manual"))
     description: str = ""
     doc: YamlDoc | None = field(default=None, compare=False, repr=False)
@@ -91,6 +95,11 @@ class AppConfig:
     flows_dir: Path
     connectors: tuple[ConnectorConfig, ...]
     secrets: frozenset[str] = frozenset()
+    market_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group → markets
+
+    def groups_of(self, market: str) -> list[str]:
+        """The market groups ``market`` belongs to, in config order."""
+        return [g for g, members in self.market_groups.items() if market in members]
 
     def resolve_path(self, value: str) -> Path:
         """A path from a config value, relative to the directory of config.yaml."""

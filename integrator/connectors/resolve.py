@@ -1,4 +1,4 @@
-"""Pick a connector the way Omnium does: ConnectorId → market → global by Name."""
+"""Pick a connector the way Omnium does: ConnectorId → market → market group → global."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ def resolve_connector(
     *,
     connector_id: str = "",
     market: str = "",
+    market_groups: Sequence[str] = (),
 ) -> ConnectorConfig | None:
     """The connector for ``name`` (case-sensitive), or None when there is none.
 
-    An explicit ``connector_id`` wins; then one enabled for ``market``; then the global one
-    (no market lists). ``DisabledForMarkets`` always excludes.
+    An explicit ``connector_id`` wins; then one enabled for ``market``; then one enabled for
+    one of the market's ``market_groups``; then the global one (no market or group lists).
+    ``DisabledForMarkets`` always excludes, whatever enables it.
     """
     if connector_id:
         return next((c for c in connectors if c.connector_id == connector_id), None)
@@ -29,4 +31,10 @@ def resolve_connector(
         specific = [c for c in named if market in c.enabled_for_markets]
         if specific:
             return specific[0]
-    return next((c for c in named if not c.enabled_for_markets), None)
+    for group in market_groups:
+        grouped = [c for c in named if group in c.enabled_for_market_groups]
+        if grouped:
+            return grouped[0]
+    return next(
+        (c for c in named if not c.enabled_for_markets and not c.enabled_for_market_groups), None
+    )

@@ -45,7 +45,9 @@ class ErpSandbox(JsonServer):
             ("POST", "create", re.compile(r"/api/orders/$"), self.create),
             ("GET", "query", re.compile(r"/api/orders/$"), self.query),
             ("GET", "get", re.compile(r"/api/orders/by-number/([^/]+)/$"), self.get),
+            ("POST", "webhook", re.compile(r"/webhooks/([^/]+)/$"), self.webhook),
         ]
+        self.webhooks: dict[str, list[Any]] = {}  # a partner's endpoint → bodies received
 
     def route(self, req: Request) -> tuple[str, Route, list[str]] | None:
         """Match; check the Bearer token when one is configured."""
@@ -59,9 +61,17 @@ class ErpSandbox(JsonServer):
 
     def order_number(self, req: Request, args: list[str]) -> str | None:
         """From the body (create), the query (query) or the path (get)."""
-        if isinstance(req.body, dict) and "order_number" in req.body:
-            return str(req.body["order_number"])
+        if isinstance(req.body, dict):
+            for key in ("order_number", "number"):
+                if key in req.body:
+                    return str(req.body[key])
         return req.query.get("number") or (args[0] if args else None)
+
+    def webhook(self, req: Request, args: list[str]) -> Response:
+        """A partner's webhook endpoint (for export steps): keeps the body, answers 202."""
+        with self.lock:
+            self.webhooks.setdefault(args[0], []).append(req.body)
+        return Response(202, {"accepted": True})
 
     def create(self, req: Request, _args: list[str]) -> Response:
         """Create; 400 without ``order_number``; a known idempotency key replays the answer."""
@@ -108,6 +118,7 @@ class ErpSandbox(JsonServer):
                 "duplicates": len(dups),
                 "duplicate_numbers": sorted(dups),
                 "idempotent_replays": self.replays,
+                "webhooks": {k: len(v) for k, v in self.webhooks.items()},
             }
 
     def payload(self, number: str) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from integrator.pipeline.stage import Stage
 from integrator.stages.check_response import CheckResponseStage
+from integrator.stages.export import ExportStage
 from integrator.stages.login import LoginStage
 from integrator.stages.mapping import MappingStage
 from integrator.stages.mark_sent import MarkSentStage
@@ -15,6 +16,7 @@ from integrator.stages.write import WriteStage
 __all__ = [
     "BUILTIN",
     "CheckResponseStage",
+    "ExportStage",
     "LoginStage",
     "MappingStage",
     "MarkSentStage",
@@ -35,4 +37,5 @@ BUILTIN: tuple[type[Stage], ...] = (
     CheckResponseStage,
     MarkSentStage,
     PostScriptStage,
+    ExportStage,
 )
