@@ -15,13 +15,21 @@ from harness import prepare, run_chaos  # noqa: E402
 from integrator.sandbox import running_sandbox  # noqa: E402
 
 
+def seeded(unsent: int) -> int:
+    """How many orders to seed for ``unsent`` unsent ones (about 10 % are sent or cancelled)."""
+    return int(unsent / 0.85) + 10
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--orders", type=int, default=5000)
+    ap.add_argument("--orders", type=int, default=5000, help="unsent orders to deliver (at least)")
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, running_sandbox(args.orders, seed=args.seed) as sb:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_sandbox(seeded(args.orders), seed=args.seed) as sb,
+    ):
         project = make_project(Path(tmp), sb.env())
         prepare(project.root)
         report = run_chaos(sb, project.root, project.env, kills=args.kills, seed=args.seed)
