@@ -414,3 +414,21 @@ def test_idempotency_key_makes_a_repeated_write_harmless(
     erp = stats(sandbox.erp.url)
     assert erp["idempotent_replays"] == 1 and erp["duplicates"] == 0
     assert_exactly_once(sandbox, numbers)
+
+
+def test_a_settled_order_that_fails_its_new_write_is_not_stuck_in_sending(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """Found by the chaos test: after query_check settles a `sending` order (not in the ERP),
+    a permanent failure of the new write must count and quarantine, not loop in `sending`."""
+    numbers = unsent(sandbox)
+    bad = numbers[0]
+    project.edit_flow("max_attempts: 5", "max_attempts: 3\nbackoff_seconds: 0")
+    fault_rule(sandbox.erp.url, action="status", route="create", status=503, numbers=[bad])
+    assert project.run("run-flow", "order_flow", "--no-progress").code == 1
+    assert project.state(bad) == "sending"
+    fault_rule(sandbox.erp.url, action="status", route="create", status=400, numbers=[bad])
+    assert project.run("run-flow", "order_flow", "--no-progress").code == 1
+    assert project.state(bad) == "failed"
+    assert project.run("run-flow", "order_flow", "--no-progress").code == 1
+    assert project.state(bad) == "quarantined" and bad not in sandbox.erp.received

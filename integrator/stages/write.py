@@ -82,6 +82,7 @@ class WriteStage(Stage):
         if self.idempotency_header:
             headers[self.idempotency_header] = idempotency_key(run.flow.name, ex.number)
         ex.request = ex.data
+        ex.settle = False  # an earlier ambiguous write is settled: this is a new one
         run.journal(
             ex, "sending", f"{self.method} {conn.name}:{path}", request=ex.request, error_kind=None
         )
