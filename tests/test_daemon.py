@@ -279,3 +279,15 @@ def test_sighup_reloads_and_flows_lists_schedules(project: Project, sandbox: San
         assert d.stop() == 0
     r = project.run("flows")
     assert "cron 0 3 * * * (Europe/Istanbul)" in r.out and r.out.count("03:00 +03") == 3
+
+
+def test_a_busy_http_port_is_a_clear_error(project: Project) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = project.run("daemon", "--http", f"127.0.0.1:{port}", timeout=30)
+    assert r.code == 1 and "cannot listen on" in r.err and "--http" in r.err
+    assert "Traceback" not in r.err

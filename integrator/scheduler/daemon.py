@@ -242,7 +242,13 @@ class Daemon:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.http = ThreadingHTTPServer((self.host, self.port), Handler)
+        try:
+            self.http = ThreadingHTTPServer((self.host, self.port), Handler)
+        except OSError as exc:
+            raise FatalError(
+                f"cannot listen on {self.host}:{self.port} for /healthz and /metrics: "
+                f"{exc.strerror}; choose another address with --http HOST:PORT"
+            ) from None
         self.http.daemon_threads = True
         self.port = self.http.server_address[1]
         threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
@@ -251,9 +257,9 @@ class Daemon:
     def start(self) -> None:
         """Load, schedule, serve; returns at once."""
         self.load()
+        self._serve()
         self.scheduler.start()
         self.metrics.up.set(1)
-        self._serve()
         log.info(
             "daemon_started",
             flows=sorted(self.flows),
