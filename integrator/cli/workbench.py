@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from integrator.connectors.redact import Redactor, strip_channel_conf
-from integrator.errors import ConfigIssue, ConfigurationError
+from integrator.errors import ConfigIssue, ConfigurationError, PermanentError
+from integrator.logs import configure_logging
 from integrator.mapping import MappingSpecError, apply_chain
 from integrator.scripting import SCRIPT_ERROR, ScriptPool, load_script
 from integrator.scripting.pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
@@ -109,31 +110,28 @@ def test_script_cmd(
         if isinstance(args["data"], dict):  # as the read stage does: channel.conf is masked
             strip_channel_conf(args["data"], Redactor([]))
     before = _attrs(attrs)
-    after = dict(before)
+    attributes = dict(before)
+    configure_logging("INFO")  # what the script logs goes to stderr, beside the JSON
     pool = ScriptPool(size=1, memory_mb=DEFAULT_MEMORY_MB)
-    try:
-        reply = pool.call(
-            path=str(loaded.path),
-            entry=loaded.entry,
-            runtime=loaded.runtime,
-            args=args,
-            attributes=after,
-            timeout=timeout,
-        )
+    result: Any = None
+    raw: str | None = None
+    failed = False
+    try:  # as the flow calls it: the arguments it declares, in a worker, with its time limit
+        result, raw = loaded.run(pool, attributes, **args)
+    except PermanentError:
+        failed = True  # log.script.error is in the attributes
     finally:
         pool.close()
-    attributes = {k: str(v) for k, v in reply.get("attributes", {}).items()}
     written = {k: v for k, v in attributes.items() if before.get(k) != v}
-    raw = reply.get("raw")
     _print(
         {
             "runtime": loaded.runtime,
-            "result_data": raw if raw is not None else reply.get("result"),
+            "result_data": raw if raw is not None else result,
             "attributes": written,
         }
     )
-    if not reply.get("ok"):
-        click.echo(f"script failed: {written.get(SCRIPT_ERROR, reply.get('error'))}", err=True)
+    if failed:
+        click.echo(f"script failed: {written.get(SCRIPT_ERROR)}", err=True)
         return 1
     return 0
 

@@ -58,11 +58,3 @@ class Exchange:
     def log_attributes(self) -> dict[str, str]:
         """The ``log.`` attributes to record at the end of the order."""
         return {k: v for k, v in self.attributes.items() if k.startswith(LOG_PREFIX)}
-
-    def normalize_attributes(self) -> None:
-        """Attributes are strings, as in NiFi: coerce what scripts put there."""
-        for k, v in list(self.attributes.items()):
-            if not isinstance(v, str):
-                self.attributes[k] = (
-                    "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v))
-                )

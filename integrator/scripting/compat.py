@@ -24,7 +24,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CompatResult", "install_shims", "run_compat"]
+__all__ = ["CompatResult", "attribute_text", "install_shims", "run_compat"]
 
 REL_SUCCESS = "success"
 REL_FAILURE = "failure"
@@ -185,13 +185,13 @@ class Session:
     def putAttribute(self, *args: Any) -> FlowFile:
         """``putAttribute(flowFile, key, value)``, or the simple ``putAttribute(key, value)``."""
         key, value = (args[1], args[2]) if len(args) == 3 else (args[0], args[1])
-        self.flow_file.attributes[str(key)] = _text(value)
+        self.flow_file.attributes[str(key)] = attribute_text(value)
         return self.flow_file
 
     def putAllAttributes(self, flow_file: FlowFile, values: dict[str, Any]) -> FlowFile:
         """Set several attributes."""
         for k, v in values.items():
-            self.flow_file.attributes[str(k)] = _text(v)
+            self.flow_file.attributes[str(k)] = attribute_text(v)
         return flow_file
 
     def getAttribute(self, *args: Any) -> str | None:
@@ -267,7 +267,8 @@ class ScriptLog:
     trace = debug
 
 
-def _text(value: Any) -> str:
+def attribute_text(value: Any) -> str:
+    """An attribute value as NiFi holds it: a string (None → "", booleans lower case)."""
     if value is None:
         return ""
     if isinstance(value, bool):

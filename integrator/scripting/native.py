@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from integrator.errors import ConfigIssue, PermanentError
+from integrator.scripting.compat import attribute_text
 from integrator.scripting.worker import ALIASES, SCRIPT_ERROR
 
 if TYPE_CHECKING:
@@ -87,7 +88,9 @@ class Script:
             timeout=self.timeout,
         )
         attributes.clear()
-        attributes.update({str(k): _text(v) for k, v in reply.get("attributes", {}).items()})
+        attributes.update(
+            {str(k): attribute_text(v) for k, v in reply.get("attributes", {}).items()}
+        )
         for level, message in reply.get("log") or []:
             getattr(log, level if level in ("debug", "info", "warning", "error") else "info")(
                 "script_log", script=self.path.name, message=message
@@ -95,14 +98,6 @@ class Script:
         if not reply.get("ok"):
             raise PermanentError(f"script error: {reply.get('error')}")
         return reply.get("result"), reply.get("raw")
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def syntax_message(path: Path, exc: SyntaxError) -> str:
