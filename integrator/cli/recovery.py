@@ -85,21 +85,18 @@ def replay_cmd(ctx: click.Context, number: str, flow: str | None, force: bool) -
     try:
         name = _flow_of(store, number, flow)
         entry = store.entry(name, number)
+        assert entry is not None
+        ambiguous = entry.state in ("quarantined", "sending")
+        if ambiguous and entry.error_kind == "ambiguous" and not force:
+            raise click.UsageError(
+                f"order {number} may already be in the ERP (its last write's outcome is "
+                "unknown); check the ERP, then `integrator resolve NUMBER --as-sent` or "
+                "`--resend` (or replay --force)"
+            )
+        if force and ambiguous:
+            store.record(name, number, None, "failed", "replay --force: the write is repeated")
     finally:
         store.close()
-    assert entry is not None
-    if entry.error_kind == "ambiguous" and entry.state in ("quarantined", "sending") and not force:
-        raise click.UsageError(
-            f"order {number} may already be in the ERP (its last write's outcome is unknown); "
-            "check the ERP, then `integrator resolve NUMBER --as-sent` or `--resend` "
-            "(or replay --force)"
-        )
-    if force and entry.state in ("quarantined", "sending"):
-        s = state_store(ctx)
-        try:
-            s.record(name, number, None, "failed", "replay --force: the write is repeated")
-        finally:
-            s.close()
     project = load(ctx)
     result, run = run_flow(project, name, only_order=number, replay=True)
     print_summary(result, run)
