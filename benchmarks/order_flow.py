@@ -40,6 +40,19 @@ OMNI_MS, ERP_MS = 10, 20
 CRITICAL_MS = OMNI_MS * (2 + 2 + 1 / 50) + ERP_MS * 2
 
 
+def copy_project(prefix: str, old: str, new: str) -> Path:
+    """config.yaml, flows/ and scripts/ in a new temp dir, with ``old`` → ``new`` in the flow."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    shutil.copy(ROOT / "config.yaml", tmp)
+    shutil.copytree(ROOT / "flows", tmp / "flows")
+    shutil.copytree(ROOT / "scripts", tmp / "scripts")
+    flow = tmp / "flows" / "order_flow.yaml"
+    text = flow.read_text()
+    assert old in text, f"{old!r} not in {flow}"
+    flow.write_text(text.replace(old, new))
+    return tmp
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -227,13 +240,8 @@ def _child(*argv: str, env: dict[str, str] | None = None) -> dict[str, float]:
 def run_case(orders: int, concurrency: int, latency: bool) -> dict[str, float]:
     """The runner on ``orders`` seeded orders; then, on the same servers, the bare client."""
     sb = SandboxProcess(orders)
-    tmp = Path(tempfile.mkdtemp(prefix="integrator-bench-"))
+    tmp = copy_project("integrator-bench-", "concurrency: 4", f"concurrency: {concurrency}")
     try:
-        shutil.copy(ROOT / "config.yaml", tmp)
-        shutil.copytree(ROOT / "flows", tmp / "flows")
-        shutil.copytree(ROOT / "scripts", tmp / "scripts")
-        flow = tmp / "flows" / "order_flow.yaml"
-        flow.write_text(flow.read_text().replace("concurrency: 4", f"concurrency: {concurrency}"))
         if latency:
             sb.latency(OMNI_MS, ERP_MS)
         data = _child("--child", "--project", str(tmp), env=sb.env())
