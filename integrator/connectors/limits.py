@@ -31,6 +31,8 @@ class HostLimiter:
         self.max_in_flight, self.requests_per_second = max_in_flight, requests_per_second
 
     def _wait_turn(self) -> None:
+        if not self._interval and self._paused_until <= time.monotonic():
+            return  # no rate limit and no pause: nothing to wait for, no lock to take
         while True:
             with self._lock:
                 now = time.monotonic()
