@@ -19,7 +19,8 @@ __all__ = ["SECRET_KEY_RE", "interpolate", "is_secret_key"]
 
 _REF = re.compile(r"\$\{(?!_order\.)([A-Za-z_][A-Za-z0-9_]*|file:[^}]+)(?::-([^}]*))?\}")
 SECRET_KEY_RE = re.compile(
-    r"(password|passwd|secret|token|auth_token|authorization|api[_-]?key|private[_-]?key)",
+    r"(password|passwd|secret|token|auth_token|authorization|api[_-]?key|private[_-]?key"
+    r"|connection[_-]?string|account[_-]?key|shared[_-]?access[_-]?key)",
     re.IGNORECASE,
 )
 

@@ -10,7 +10,14 @@ from urllib.parse import urlparse
 
 from integrator.config.checks import Options
 from integrator.config.interpolate import interpolate, is_secret_key
-from integrator.config.model import AppConfig, ConnectorConfig, FlowConfig, StageSpec, TokenLogin
+from integrator.config.model import (
+    AppConfig,
+    ConnectorConfig,
+    CookieLogin,
+    FlowConfig,
+    StageSpec,
+    TokenLogin,
+)
 from integrator.config.yamlfile import YamlDoc, join_key, read_yaml
 from integrator.errors import ConfigIssue, ConfigurationError
 from integrator.scheduler.schedule import Schedule, parse_schedule
@@ -27,12 +34,22 @@ _CONNECTOR_KEYS = {
     "Username",
     "Password",
     "TokenLogin",
+    "CookieLogin",
+    "ClientAppId",
+    "ClientAppSecret",
+    "TokenUrl",
+    "TenantUrl",
+    "OAuthTenant",
+    "OAuthScope",
+    "OAuthResource",
+    "ConnectionString",
     "Timeout",
     "Properties",
     "CustomHeaders",
     "EnabledForMarkets",
     "DisabledForMarkets",
     "EnabledForMarketGroups",
+    "DisabledForMarketGroups",
     "Retry",
     "DisableStandardErrorPolicy",
     "MaxInFlight",
@@ -53,13 +70,20 @@ _FLOW_KEYS = {
     "market_path",
     "stages",
 }
-_SECRET_FIELDS = ("BearerToken", "Password")
+_SECRET_FIELDS = ("BearerToken", "Password", "ClientAppSecret", "ConnectionString")
+_AUTH_KINDS = ("BearerToken", "TokenLogin", "CookieLogin", "ClientAppId")
+
+
+_SCHEMES = ("http", "https", "amqp", "amqps", "kafka")
 
 
 def _url_check(value: str) -> str | None:
     u = urlparse(value)
-    if u.scheme not in ("http", "https") or not u.netloc:
-        return "expected an http(s) URL such as https://erp.example.com"
+    if u.scheme not in _SCHEMES or not u.netloc:
+        return (
+            "expected an http(s) URL such as https://erp.example.com (amqp:// for RabbitMQ, "
+            "kafka://host:port for Kafka)"
+        )
     return None
 
 
@@ -81,25 +105,14 @@ def _connector(
     for name in _SECRET_FIELDS:
         _clear_secret(doc, raw.get(name) if isinstance(raw, dict) else None, o.sub(name), issues)
     name = o.get("Name", str, "", required=True)
-    host = o.get("Host", str, "", required=True, check=_url_check)
-    token_login = None
-    if o.data.get("TokenLogin") is not None:
-        t = Options(
-            o.data["TokenLogin"],
-            doc,
-            o.sub("TokenLogin"),
-            issues,
-            {"Path", "TokenPath", "Header", "HeaderFormat", "Method"},
-        )
-        token_login = TokenLogin(
-            path=t.get("Path", str, "", required=True),
-            token_path=t.get("TokenPath", str, "key"),
-            header=t.get("Header", str, "Authorization"),
-            header_format=t.get("HeaderFormat", str, "Token {token}"),
-            method=t.get("Method", str, "POST").upper(),
-        )
-        if "{token}" not in token_login.header_format:
-            t.error("HeaderFormat", "must contain {token}, e.g. 'Token {token}'")
+    connection_string = o.get("ConnectionString", str, "")
+    host = o.get("Host", str, "", required=not connection_string, check=_url_check)
+    kinds = [k for k in _AUTH_KINDS if o.data.get(k) not in (None, "")]
+    if len(kinds) > 1:
+        o.error(kinds[1], f"a connector has one way to log in; {' and '.join(kinds)} are both set")
+    token_login = _token_login(o, raw)
+    cookie_login = _cookie_login(o, raw)
+    oauth = _oauth(o)
     headers: list[tuple[str, str]] = []
     properties: list[tuple[str, str]] = []
     props = o.get("Properties", list, [])
@@ -126,7 +139,12 @@ def _connector(
 
     markets = {
         f: tuple(str(m) for m in o.get(f, list, []))
-        for f in ("EnabledForMarkets", "DisabledForMarkets", "EnabledForMarketGroups")
+        for f in (
+            "EnabledForMarkets",
+            "DisabledForMarkets",
+            "EnabledForMarketGroups",
+            "DisabledForMarketGroups",
+        )
     }
     retry = Options(
         o.get("Retry", dict, {}),
@@ -135,7 +153,7 @@ def _connector(
         issues,
         {"Attempts", "BaseSeconds", "CapSeconds"},
     )
-    if not name or not host:
+    if not name or not (host or connection_string):
         return None
     return ConnectorConfig(
         retry_attempts=retry.get(
@@ -164,13 +182,133 @@ def _connector(
         username=o.get("Username", str, ""),
         password=o.get("Password", str, ""),
         token_login=token_login,
+        cookie_login=cookie_login,
+        connection_string=connection_string,
+        **oauth,
         timeout=o.get("Timeout", float, 30.0, check=positive),
         headers=tuple(headers),
         enabled_for_markets=markets["EnabledForMarkets"],
         disabled_for_markets=markets["DisabledForMarkets"],
         enabled_for_market_groups=markets["EnabledForMarketGroups"],
+        disabled_for_market_groups=markets["DisabledForMarketGroups"],
         properties=tuple(properties),
     )
+
+
+def _token_login(o: Options, raw: Any) -> TokenLogin | None:
+    """``TokenLogin``: Omnitron's login, or a JSON-RPC session login with a ``Body``."""
+    if o.data.get("TokenLogin") is None:
+        return None
+    t = Options(
+        o.data["TokenLogin"],
+        o.doc,
+        o.sub("TokenLogin"),
+        o.issues,
+        {"Path", "TokenPath", "Header", "HeaderFormat", "Method", "Body", "ExpiresPath"},
+    )
+    tl = TokenLogin(
+        path=t.get("Path", str, "", required=True),
+        token_path=t.get("TokenPath", str, "key"),
+        header=t.get("Header", str, "Authorization"),
+        header_format=t.get("HeaderFormat", str, "Token {token}"),
+        method=t.get("Method", str, "POST").upper(),
+        body=t.data.get("Body"),
+        expires_path=t.get("ExpiresPath", str, ""),
+    )
+    if "{token}" not in tl.header_format:
+        t.error("HeaderFormat", "must contain {token}, e.g. 'Token {token}'")
+    if tl.body is not None and not isinstance(tl.body, dict | list):
+        t.error("Body", "expected a JSON object template, e.g. {login: '{username}', ...}")
+    _credentials_used(o, t, tl.body, _raw_body(raw, "TokenLogin"))
+    return tl
+
+
+def _cookie_login(o: Options, raw: Any) -> CookieLogin | None:
+    """``CookieLogin``: SAP Business One's Service Layer session (``POST /Login``)."""
+    if o.data.get("CookieLogin") is None:
+        return None
+    t = Options(
+        o.data["CookieLogin"],
+        o.doc,
+        o.sub("CookieLogin"),
+        o.issues,
+        {"Path", "Method", "Body", "TimeoutPath"},
+    )
+    cl = CookieLogin(
+        path=t.get("Path", str, "/Login"),
+        body=t.get("Body", dict, {}, required=True),
+        method=t.get("Method", str, "POST").upper(),
+        timeout_path=t.get("TimeoutPath", str, "SessionTimeout"),
+    )
+    _credentials_used(o, t, cl.body, _raw_body(raw, "CookieLogin"))
+    return cl
+
+
+def _raw_body(raw: Any, kind: str) -> object:
+    login = raw.get(kind) if isinstance(raw, dict) else None
+    return login.get("Body") if isinstance(login, dict) else None
+
+
+def _credentials_used(o: Options, t: Options, body: object, raw_body: object) -> None:
+    """A login body takes the password from ``{password}`` or ${ENV}; a literal is refused."""
+    if body is None:
+        return
+    for k, v in _walk(raw_body):
+        if (
+            is_secret_key(k)
+            and isinstance(v, str)
+            and v
+            and "{password}" not in v
+            and "${" not in v
+        ):
+            t.error(
+                "Body",
+                f"{k!r} must be '{{password}}' (filled from the connector's Password, which "
+                "comes from ${ENV_VAR}), not a value written in the YAML",
+            )
+    if "{password}" in repr(body) and not o.data.get("Password"):
+        o.error("Password", "the login body uses {password}: set Password: ${ENV_VAR}")
+
+
+def _walk(node: object) -> list[tuple[str, object]]:
+    if isinstance(node, dict):
+        out: list[tuple[str, object]] = []
+        for k, v in node.items():
+            out.append((str(k), v))
+            out += _walk(v)
+        return out
+    if isinstance(node, list):
+        return [kv for v in node for kv in _walk(v)]
+    return []
+
+
+def _oauth(o: Options) -> dict[str, str]:
+    """OAuth2 client credentials: ``ClientAppId``, ``ClientAppSecret``, ``TokenUrl``.
+
+    ``TenantUrl`` (an authority, Omnium's name) with ``OAuthTenant`` gives
+    ``{TenantUrl}/{OAuthTenant}/oauth2/token`` when no ``TokenUrl`` is set.
+    """
+    app_id = o.get("ClientAppId", str, "")
+    secret = o.get("ClientAppSecret", str, "")
+    token_url = o.get("TokenUrl", str, "")
+    tenant_url = o.get("TenantUrl", str, "")
+    tenant = o.get("OAuthTenant", str, "")
+    if not token_url and tenant_url:
+        token_url = tenant_url.rstrip("/") + (f"/{tenant}/oauth2/token" if tenant else "")
+    if app_id or secret:
+        if not app_id:
+            o.error("ClientAppId", "OAuth2 needs ClientAppId with ClientAppSecret")
+        if not secret:
+            o.error("ClientAppSecret", "OAuth2 needs ClientAppSecret: ${ENV_VAR}")
+        if not token_url:
+            o.error("TokenUrl", "OAuth2 needs TokenUrl, the token endpoint (or TenantUrl)")
+    return {
+        "client_app_id": app_id,
+        "client_app_secret": secret,
+        "token_url": token_url,
+        "oauth_scope": o.get("OAuthScope", str, ""),
+        "oauth_resource": o.get("OAuthResource", str, ""),
+    }
 
 
 def load_app(

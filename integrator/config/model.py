@@ -9,7 +9,7 @@ from typing import Any
 from integrator.config.yamlfile import YamlDoc
 from integrator.scheduler.schedule import Schedule
 
-__all__ = ["AppConfig", "ConnectorConfig", "FlowConfig", "StageSpec", "TokenLogin"]
+__all__ = ["AppConfig", "ConnectorConfig", "CookieLogin", "FlowConfig", "StageSpec", "TokenLogin"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,18 @@ class TokenLogin:
     header: str = "Authorization"
     header_format: str = "Token {token}"
     method: str = "POST"
+    body: Any = None  # JSON template ({username}, {password}); default {username, password}
+    expires_path: str = ""  # JMESPath to a lifetime in seconds; none: valid until a 401
+
+
+@dataclass(frozen=True)
+class CookieLogin:
+    """A login whose answer sets session cookies (SAP Business One: ``POST /Login``)."""
+
+    path: str
+    body: Any
+    method: str = "POST"
+    timeout_path: str = "SessionTimeout"  # JMESPath to the session lifetime in minutes
 
 
 @dataclass(frozen=True)
@@ -35,11 +47,19 @@ class ConnectorConfig:
     username: str = ""
     password: str = ""
     token_login: TokenLogin | None = None
+    cookie_login: CookieLogin | None = None
+    client_app_id: str = ""  # OAuth2 client credentials
+    client_app_secret: str = ""
+    token_url: str = ""
+    oauth_scope: str = ""
+    oauth_resource: str = ""
+    connection_string: str = ""  # Azure Storage Queue / Service Bus (a secret)
     timeout: float = 30.0
     headers: tuple[tuple[str, str], ...] = ()
     enabled_for_markets: tuple[str, ...] = ()
     disabled_for_markets: tuple[str, ...] = ()
     enabled_for_market_groups: tuple[str, ...] = ()
+    disabled_for_market_groups: tuple[str, ...] = ()
     properties: tuple[tuple[str, str], ...] = ()  # Properties outside KeyGroup RequestHeaders
     retry_attempts: int = 3  # tries per request, the first included
     retry_base: float = 0.5  # seconds; doubled per attempt, with full jitter

@@ -8,47 +8,33 @@ query string, so no credential can leak through them.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import jmespath
 import requests
 import structlog
 from requests.adapters import HTTPAdapter
-from requests.auth import AuthBase, HTTPBasicAuth
 
-from integrator.config.model import ConnectorConfig, TokenLogin
+from integrator.config.model import ConnectorConfig
+from integrator.connectors.auth import Auth, LoginRefused, build_auth
 from integrator.connectors.limits import backoff, limiter_for, retry_after_seconds
 from integrator.connectors.redact import Redactor
 from integrator.errors import (
     AmbiguousWriteError,
-    FatalError,
     OrderError,
     PermanentError,
     RetriableError,
 )
 from integrator.metrics import Metrics
 
-__all__ = ["Connector", "HeaderAuth", "parse_json"]
+__all__ = ["Connector", "parse_json"]
 
 log = structlog.get_logger("integrator.http")
 
 RETRIABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_ERROR_BODY = 200
 MAX_BODY_BYTES = 16 * 1024 * 1024
-
-
-class HeaderAuth(AuthBase):
-    """Sets one header (``Authorization: Token …`` or ``Bearer …``) on every request."""
-
-    def __init__(self, header: str, value: str) -> None:
-        self.header, self.value = header, value
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        r.headers[self.header] = self.value
-        return r
 
 
 def parse_json(resp: requests.Response, what: str) -> Any:
@@ -92,11 +78,7 @@ class Connector:
         self._freeze_environment()
         self.limiter = limiter_for(config.host, config.max_in_flight, config.requests_per_second)
         self._sleep = time.sleep  # between tries; tests replace it
-        self._login_lock = threading.Lock()
-        if config.bearer_token:
-            self.session.auth = HeaderAuth("Authorization", f"Bearer {config.bearer_token}")
-        elif config.username and config.token_login is None:
-            self.session.auth = HTTPBasicAuth(config.username, config.password)
+        self.auth: Auth = build_auth(config, self._send_login, redactor, self.url)
 
     def _freeze_environment(self) -> None:
         """Read proxies and CA bundle from the environment once, not on every request.
@@ -129,35 +111,27 @@ class Connector:
         return f"{method} {self.name}:{urlsplit(url).path}"
 
     def login(self) -> None:
-        """Run the token login when configured; FatalError when it is refused."""
-        tl: TokenLogin | None = self.config.token_login
-        if tl is None:
-            return
-        with self._login_lock:
-            url = self.url(tl.path)
-            what = self.describe(tl.method, url)
-            body = {"username": self.config.username, "password": self.config.password}
-            try:
+        """Log in now when the connector logs in (LoginRefused, a FatalError, when refused).
+
+        Calls log in by themselves when needed; the login stage calls this first so that a
+        refused login stops the run before any order is read.
+        """
+        self.auth.login()
+
+    def _send_login(
+        self, method: str, url: str, body: Any, form: dict[str, str] | None
+    ) -> requests.Response:
+        """A login call: no credentials but the ones in its body, no retries."""
+        what = self.describe(method, url)
+        try:
+            with self.limiter.slot():
                 resp = self.session.request(
-                    tl.method, url, json=body, timeout=self.config.timeout, auth=None
+                    method, url, json=body, data=form, timeout=self.config.timeout
                 )
-            except requests.RequestException as exc:
-                raise FatalError(f"login {what} failed: {type(exc).__name__}") from None
-            if resp.status_code in (400, 401, 403):
-                raise FatalError(
-                    f"login {what} refused ({resp.status_code}): check the username and password "
-                    f"of connector {self.name!r}"
-                )
-            if not resp.ok:
-                raise FatalError(f"login {what} answered {resp.status_code}")
-            try:
-                token = jmespath.search(tl.token_path, resp.json())
-            except ValueError:
-                token = None
-            if not isinstance(token, str) or not token:
-                raise FatalError(f"login {what}: no token at {tl.token_path!r} in the answer")
-            self.redactor.add([token])
-            self.session.auth = HeaderAuth(tl.header, tl.header_format.format(token=token))
+        except requests.RequestException as exc:
+            raise LoginRefused(f"login {what} failed: {_reason(exc)}") from None
+        self.metrics.http_status(self.name, resp.status_code)
+        return resp
 
     def request(
         self,
@@ -183,9 +157,24 @@ class Connector:
         cfg = self.config
         attempts = 1 if cfg.retry_disabled else cfg.retry_attempts
         attempt = 1
+        relogged = False
         while True:
             try:
-                return self._attempt(method, path, json_body, params, ok_status, headers)
+                auth_headers, generation = self.auth.current()
+            except LoginRefused as exc:  # mid-run: this order waits for the next run
+                raise RetriableError(str(exc), reached=False) from None
+            try:
+                return self._attempt(
+                    method, path, json_body, params, ok_status, {**auth_headers, **(headers or {})}
+                )
+            except PermanentError as exc:
+                if exc.status != 401 or relogged or not self.auth.refreshable:
+                    raise
+                # The credential expired or was revoked: log in again, once. A 401 means the
+                # call was not processed, so repeating a write is safe.
+                self.auth.expired(generation)
+                relogged = True
+                log.info("login again", connector=self.name, after=str(exc))
             except RetriableError as exc:
                 unsafe = not idempotent and exc.reached and exc.status != 429
                 paused = exc.status == 429 and exc.retry_after is not None

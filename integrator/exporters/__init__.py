@@ -1,18 +1,34 @@
 """Exporters: where an ``export`` step sends an order, chosen by the connector's ``Name``.
 
-Built in: ``Webhook``. Others register in the entry-point group ``integrator.exporters``
-(``name = "package.module:Class"``), a class taking the step's :class:`Connector` and
-implementing ``export(order)``; an :class:`~integrator.errors.OrderError` fails the export.
+Built in: ``Webhook`` (HTTP), ``RabbitMQ`` (pika), ``AzureStorageQueue``
+(azure-storage-queue), ``AzureServiceBus`` (azure-servicebus) and ``Kafka`` (confluent-kafka);
+the four queue exporters need their client library (``pip install 'integrator[queues]'``).
+Others register in the entry-point group ``integrator.exporters``
+(``name = "package.module:Class"``): a class taking the step's :class:`Connector` and
+implementing ``export(order, market)``; an :class:`~integrator.errors.OrderError` fails the
+export. An exporter lives for one run and serves every order of it (from several workers), so
+it keeps its broker connection open and closes it in ``close()``.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 from importlib.metadata import entry_points
 from typing import Any
+from urllib.parse import urlsplit
 
 from integrator.connectors.http import Connector
+from integrator.errors import PermanentError
 
-__all__ = ["ENTRY_POINT_GROUP", "Exporter", "WebhookExporter", "find_exporter"]
+__all__ = [
+    "BUILTIN",
+    "ENTRY_POINT_GROUP",
+    "Exporter",
+    "WebhookExporter",
+    "event_message",
+    "find_exporter",
+]
 
 ENTRY_POINT_GROUP = "integrator.exporters"
 
@@ -21,13 +37,77 @@ class Exporter:
     """Sends one order somewhere through its connector."""
 
     name = ""
+    # True: a queue message that consumers answer by reading the order back from the source,
+    # so RunAfterOrderIsSaved makes the step confirm the source serves it first.
+    lightweight = False
 
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
+        self.props = dict(connector.config.properties)
 
-    def export(self, order: dict[str, Any]) -> str:
+    def export(self, order: dict[str, Any], market: str = "") -> str:
         """Send ``order``; return a short note for the ``Exported`` event."""
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections; called once at the end of the run."""
+
+    # helpers for queue exporters ---------------------------------------------------------
+    def prop(self, key: str, default: str = "") -> str:
+        """A connector property (``Properties`` outside ``KeyGroup: RequestHeaders``)."""
+        return self.props.get(key, default)
+
+    def required(self, key: str, what: str) -> str:
+        """A property that must be set; a clear error naming the connector when it is not."""
+        value = self.prop(key)
+        if not value:
+            raise PermanentError(
+                f"{self.name} connector {self.connector.name!r}: set the {key} property ({what})"
+            )
+        return value
+
+    def body(self, order: dict[str, Any], market: str) -> tuple[str, dict[str, Any]]:
+        """The message text and the event fields: ``Message: Event`` (default) or ``Order``."""
+        event = event_message(order, market, self.prop("Operation", "Export"))
+        kind = self.prop("Message", "Event")
+        if kind not in ("Event", "Order"):
+            raise PermanentError(
+                f"{self.name} connector {self.connector.name!r}: Message is {kind!r}; "
+                "expected Event (the lightweight message) or Order (the whole order)"
+            )
+        payload = order if kind == "Order" else event
+        return json.dumps(payload, ensure_ascii=False, default=str), event
+
+    def where(self) -> str:
+        """Scheme, host and port of the connector's Host: never its credentials or query."""
+        host = self.connector.config.host
+        if not host:
+            return self.connector.name
+        u = urlsplit(host)
+        return f"{u.scheme}://{u.hostname}" + (f":{u.port}" if u.port else "")
+
+
+def event_message(order: dict[str, Any], market: str, operation: str = "Export") -> dict[str, Any]:
+    """The lightweight message of Omnium's queue exporters.
+
+    ``{EntityId, EntityType, Operation, MarketId, StoreId, Status}``: consumers read the order
+    itself from the source by ``EntityId`` (Omnitron's ``pk``, Omnium's ``Id``).
+    """
+
+    def first(*keys: str) -> Any:
+        return next((order[k] for k in keys if order.get(k) not in (None, "")), None)
+
+    entity = first("Id", "id", "pk", "number", "OrderNumber")
+    store = first("StoreId", "store_id", "store")
+    status = first("Status", "status")
+    return {
+        "EntityId": None if entity is None else str(entity),
+        "EntityType": "Order",
+        "Operation": operation,
+        "MarketId": market or None,
+        "StoreId": None if store is None else str(store),
+        "Status": None if status is None else str(status),
+    }
 
 
 class WebhookExporter(Exporter):
@@ -35,26 +115,47 @@ class WebhookExporter(Exporter):
 
     name = "Webhook"
 
-    def export(self, order: dict[str, Any]) -> str:
+    def export(self, order: dict[str, Any], market: str = "") -> str:
         """POST the order; 2xx = exported."""
-        props = dict(self.connector.config.properties)
-        url = props.get("WebhookEndpoint") or self.connector.config.host
+        url = self.prop("WebhookEndpoint") or self.connector.config.host
         resp = self.connector.request("POST", url, json_body=order, idempotent=False)
         return (
             f"POST {self.connector.describe('POST', self.connector.url(url))} → {resp.status_code}"
         )
 
 
-BUILTIN: dict[str, type[Exporter]] = {WebhookExporter.name: WebhookExporter}
+BUILTIN: dict[str, str] = {
+    "Webhook": "integrator.exporters:WebhookExporter",
+    "RabbitMQ": "integrator.exporters.rabbitmq:RabbitMQExporter",
+    "AzureStorageQueue": "integrator.exporters.azure_queue:AzureStorageQueueExporter",
+    "AzureServiceBus": "integrator.exporters.azure_servicebus:AzureServiceBusExporter",
+    "Kafka": "integrator.exporters.kafka:KafkaExporter",
+}
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def find_exporter(name: str) -> type[Exporter] | None:
     """The exporter class for a connector ``Name`` (case-sensitive), or None."""
     if name in BUILTIN:
-        return BUILTIN[name]
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            cls = ep.load()
-            if isinstance(cls, type) and issubclass(cls, Exporter):
-                return cls
+        cls = _load(BUILTIN[name])
+    else:
+        ep = next((e for e in entry_points(group=ENTRY_POINT_GROUP) if e.name == name), None)
+        cls = ep.load() if ep is not None else None
+    if isinstance(cls, type) and issubclass(cls, Exporter):
+        return cls
     return None
+
+
+def require(module: str, exporter: str, package: str) -> Any:
+    """Import a queue client library, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise PermanentError(
+            f"the {exporter} exporter needs {package}: pip install 'integrator[queues]' "
+            f"(or pip install {package})"
+        ) from None

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from integrator.sandbox.auth import AuthRealm
 from integrator.sandbox.base import Faults, JsonServer
 from integrator.sandbox.erp import ErpSandbox
 from integrator.sandbox.omnitron import OmnitronSandbox
@@ -15,6 +16,7 @@ from integrator.sandbox.seed import CHANNEL_SECRET, seed_orders
 __all__ = [
     "CHANNEL_SECRET",
     "SANDBOX_ENV",
+    "AuthRealm",
     "ErpSandbox",
     "Faults",
     "JsonServer",
@@ -30,6 +32,11 @@ SANDBOX_ENV = {
     "OMNITRON_USERNAME": "integrator",
     "OMNITRON_PASSWORD": "sandbox-pass",
     "ERP_TOKEN": "sandbox-erp-token",
+    # the ERP's logins (OAuth2 client credentials, JSON-RPC session, SAP B1 cookie session)
+    "ERP_CLIENT_ID": "integrator-client",
+    "ERP_CLIENT_SECRET": "sandbox-client-secret",
+    "ERP_USERNAME": "manager",
+    "ERP_PASSWORD": "sandbox-erp-pass",
 }
 
 
@@ -67,7 +74,13 @@ def running_sandbox(
         items_per_order=items_per_order,
         discounts_per_order=discounts_per_order,
     ).start()
-    erp = ErpSandbox(port=erp_port, token=env["ERP_TOKEN"]).start()
+    realm = AuthRealm(
+        client_id=env["ERP_CLIENT_ID"],
+        client_secret=env["ERP_CLIENT_SECRET"],
+        username=env["ERP_USERNAME"],
+        password=env["ERP_PASSWORD"],
+    )
+    erp = ErpSandbox(port=erp_port, token=env["ERP_TOKEN"], realm=realm).start()
     try:
         yield Sandbox(omni, erp, env)
     finally:

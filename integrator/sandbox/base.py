@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 __all__ = ["DROP", "Faults", "JsonServer", "Request", "Response", "Route"]
 
@@ -42,6 +42,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection without an answer (after any commit)
     raw: bytes | None = None  # sent as is, instead of ``body`` as JSON
+    cookies: list[str] = field(default_factory=list)  # one Set-Cookie header each
 
 
 DROP = Response(0, drop=True)
@@ -119,7 +120,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
-            body = json.loads(raw) if raw else None
+            if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+                body: Any = dict(parse_qsl(raw.decode("utf-8")))
+            else:
+                body = json.loads(raw) if raw else None
         except ValueError:
             self._send(Response(400, {"detail": "invalid JSON body"}))
             return
@@ -154,6 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
             f"Content-Length: {len(payload)}",
         ]
         head += [f"{k}: {v}" for k, v in headers.items()]
+        head += [f"Set-Cookie: {c}" for c in resp.cookies]
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle

@@ -10,6 +10,7 @@ import copy
 import re
 from typing import Any
 
+from integrator.sandbox.auth import AuthRealm
 from integrator.sandbox.base import JsonServer, Request, Response, Route
 
 __all__ = ["ErpSandbox", "create_answer"]
@@ -29,14 +30,30 @@ def create_answer(body: dict[str, Any], erp_id: str) -> dict[str, Any]:
     return {"id": erp_id, "order_number": str(body.get("order_number")), "lines": lines}
 
 
+def _unauthorized(_req: Request, _args: list[str]) -> Response:
+    return Response(401, {"error": "invalid token", "message": {"value": "Invalid session."}})
+
+
 class ErpSandbox(JsonServer):
-    """Orders keyed by ``order_number``; ``token`` (when set) is the required Bearer token."""
+    """Orders keyed by ``order_number``.
+
+    When ``token`` is set every call needs ``Authorization: Bearer <token>``, or a live
+    credential from ``realm``: an OAuth2 token (``POST /oauth/token``), a JSON-RPC session
+    (``POST /jsonrpc`` → ``X-Session-Id``) or an SAP B1 session cookie (``POST /b1s/v1/Login``).
+    """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, token: str = "", seed: int = 7
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token: str = "",
+        seed: int = 7,
+        realm: AuthRealm | None = None,
     ) -> None:
         super().__init__(host, port, seed)
         self.token = token
+        self.realm = realm
         self.orders: dict[str, dict[str, Any]] = {}
         self.received: dict[str, int] = {}  # order number → creates
         self.idempotency: dict[str, dict[str, Any]] = {}
@@ -50,14 +67,31 @@ class ErpSandbox(JsonServer):
         self.webhooks: dict[str, list[Any]] = {}  # a partner's endpoint → bodies received
 
     def route(self, req: Request) -> tuple[str, Route, list[str]] | None:
-        """Match; check the Bearer token when one is configured."""
+        """Match; logins are open, everything else needs a credential when a token is set."""
+        realm = self.realm
+        if realm is not None and req.method == "POST":
+            if req.path == "/_sandbox/auth":
+                return "auth_control", lambda r, _a: realm.control(r), []
+            logins: dict[str, Route] = {
+                "/oauth/token": realm.oauth_token,
+                "/jsonrpc": realm.jsonrpc,
+                "/b1s/v1/Login": realm.b1_login,
+            }
+            if req.path in logins:
+                return "login", logins[req.path], []
         for method, name, pattern, handler in self.table:
             m = pattern.match(req.path)
             if m and method == req.method:
-                if self.token and req.headers.get("authorization") != f"Bearer {self.token}":
-                    return name, lambda _r, _a: Response(401, {"error": "invalid token"}), []
+                if self.token and not self.authorized(req):
+                    return name, _unauthorized, []
                 return name, handler, list(m.groups())
         return None
+
+    def authorized(self, req: Request) -> bool:
+        """The static Bearer token, or a live credential of the realm."""
+        if req.headers.get("authorization") == f"Bearer {self.token}":
+            return True
+        return self.realm is not None and self.realm.accepts(req.headers)
 
     def order_number(self, req: Request, args: list[str]) -> str | None:
         """From the body (create), the query (query) or the path (get)."""
@@ -119,6 +153,7 @@ class ErpSandbox(JsonServer):
                 "duplicate_numbers": sorted(dups),
                 "idempotent_replays": self.replays,
                 "webhooks": {k: len(v) for k, v in self.webhooks.items()},
+                "auth": self.realm.stats() if self.realm else {},
             }
 
     def payload(self, number: str) -> dict[str, Any] | None:

@@ -72,6 +72,7 @@ class OmnitronSandbox(JsonServer):
                 _P + r"discount_items/(\d+)/detailed_integration/",
                 self.discount_detail,
             ),
+            ("GET", "get_order", _P + r"orders/(\d+)/", self.get_order),
             ("PATCH", "patch_order", _P + r"orders/(\d+)/", self.patch_order),
             ("PATCH", "patch_item", _P + r"order_items/(\d+)/", self.patch_item),
         ]
@@ -148,6 +149,14 @@ class OmnitronSandbox(JsonServer):
         with self.lock:
             o = self.orders.get(int(args[0]))
             return Response(200, copy.deepcopy(o)) if o else Response(404, {"detail": "Not found."})
+
+    def get_order(self, _req: Request, args: list[str]) -> Response:
+        """One order, flat (channel as its pk), as the list shows it."""
+        with self.lock:
+            o = self.orders.get(int(args[0]))
+            if o is None:
+                return Response(404, {"detail": "Not found."})
+            return Response(200, {**copy.deepcopy(o), "channel": o["channel"]["pk"]})
 
     def _children(self, table: dict[int, dict[str, Any]], req: Request) -> Response:
         order = int(req.query.get("order", 0))

@@ -6,17 +6,22 @@ failure is an ``OrderExportError`` warning and the order goes on; ``true``: the 
 with ``ErrorStatus`` recorded on it. In a flow with ``test_mode: true`` exports are skipped and
 reported as success. Omnitron has no order status to write ``ErrorStatus`` back to: it is kept
 in the store (event and the ``order.error_status`` attribute).
+
+``RunAfterOrderIsSaved: true`` on a queue exporter (its consumers read the order back by
+``EntityId``): the step first reads the order from the source at ``SavedCheckPath`` (default
+Omnitron's ``/api/i1/orders/{pk}/``) and sends the message only when that answers 2xx.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
 from integrator.connectors.http import Connector
 from integrator.connectors.resolve import resolve_connector
 from integrator.errors import OrderError, PermanentError
-from integrator.exporters import find_exporter
+from integrator.exporters import Exporter, find_exporter
 from integrator.mapping.paths import select
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
@@ -31,16 +36,31 @@ class ExportStage(Stage):
     """One destination; several export steps run in flow order."""
 
     name = "export"
-    allowed = {"Connector", "ConnectorId", "StopOnError", "ErrorStatus", "RunAfterOrderIsSaved"}
+    allowed = {
+        "Connector",
+        "ConnectorId",
+        "StopOnError",
+        "ErrorStatus",
+        "RunAfterOrderIsSaved",
+        "SavedCheckPath",
+    }
     side_effects = True
 
     def __init__(
-        self, connector: str, connector_id: str, stop_on_error: bool, error_status: str
+        self,
+        connector: str,
+        connector_id: str,
+        stop_on_error: bool,
+        error_status: str,
+        after_saved: bool = False,
+        saved_check_path: str = "/api/i1/orders/{pk}/",
     ) -> None:
         self.connector, self.connector_id = connector, connector_id
         self.stop_on_error, self.error_status = stop_on_error, error_status
+        self.after_saved, self.saved_check_path = after_saved, saved_check_path
         self.run: RunContext | None = None
-        self._connectors: dict[str, Connector] = {}
+        self._exporters: dict[str, Exporter] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
@@ -52,12 +72,18 @@ class ExportStage(Stage):
                 "in: Webhook; others register in the integrator.exporters entry points): the "
                 "step will fail as 'exporter not found'"
             )
-        opts.get("RunAfterOrderIsSaved", bool, False)  # the order is saved before every step
         return cls(
             name,
             opts.get("ConnectorId", str, ""),
             opts.get("StopOnError", bool, False),
             opts.get("ErrorStatus", str, ""),
+            opts.get("RunAfterOrderIsSaved", bool, False),
+            opts.get(
+                "SavedCheckPath",
+                str,
+                "/api/i1/orders/{pk}/",
+                check=lambda v: None if "{pk}" in v else "must contain {pk}",
+            ),
         )
 
     def open(self, run: RunContext) -> None:
@@ -65,16 +91,25 @@ class ExportStage(Stage):
         self.run = run
 
     def close(self) -> None:
-        """Close the connectors this step opened."""
-        for conn in self._connectors.values():
-            conn.close()
-        self._connectors.clear()
+        """Close the exporters (and their connections) this step opened."""
+        with self._lock:
+            exporters, self._exporters = list(self._exporters.values()), {}
+        for exporter in exporters:
+            try:
+                exporter.close()
+            finally:
+                exporter.connector.close()
 
-    def _connector(self, ex: Exchange) -> Connector | None:
+    def _market(self, ex: Exchange) -> str:
+        assert self.run is not None
+        market = select(self.run.flow.market_path, ex.order)
+        return "" if market in (None, "") else str(market)
+
+    def _exporter(self, ex: Exchange) -> Exporter:
+        """The exporter for this order's connector: built once per run, then shared."""
         run = self.run
         assert run is not None
-        market = select(run.flow.market_path, ex.order)
-        market = "" if market in (None, "") else str(market)
+        market = self._market(ex)
         cfg = resolve_connector(
             run.app.connectors,
             self.connector,
@@ -82,19 +117,30 @@ class ExportStage(Stage):
             market=market,
             market_groups=run.app.groups_of(market) if market else (),
         )
-        if cfg is None:
-            return None
+        cls = find_exporter(self.connector)
+        if cfg is None or cls is None:
+            raise PermanentError(f"exporter not found: {self.connector!r}")
         key = f"{cfg.name}/{cfg.connector_id}"
-        if key not in self._connectors:
-            self._connectors[key] = Connector(cfg, run.redactor, metrics=run.metrics)
-        return self._connectors[key]
+        with self._lock:
+            exporter = self._exporters.get(key)
+            if exporter is None:
+                conn = Connector(cfg, run.redactor, metrics=run.metrics)
+                try:
+                    exporter = cls(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                self._exporters[key] = exporter
+        return exporter
 
     def plan(self, ex: Exchange) -> None:
         """Dry run: the export it would make."""
         assert self.run is not None
-        conn = self._connector(ex)
-        if conn is not None:
-            self.run.plan(ex, conn, "EXPORT", self.connector, None)
+        try:
+            exporter = self._exporter(ex)
+        except OrderError:
+            return
+        self.run.plan(ex, exporter.connector, "EXPORT", self.connector, None)
 
     def process(self, ex: Exchange) -> None:
         """Export, or record why not."""
@@ -103,17 +149,34 @@ class ExportStage(Stage):
         if run.flow.test_mode:
             run.event(ex, "Exported", f"{self.connector}: skipped (test mode)")
             return
+        done_in = run.store.exported(run.flow.name, ex.number, self.connector)
+        if done_in is not None:  # an earlier run exported it; a retry of the order must not
+            ex.attributes.pop(f"export.{self.connector}.error", None)
+            return
         try:
-            conn = self._connector(ex)
-            exporter = find_exporter(self.connector)
-            if conn is None or exporter is None:
-                raise PermanentError(f"exporter not found: {self.connector!r}")
-            note = exporter(conn).export(ex.order)
+            exporter = self._exporter(ex)
+            if self.after_saved and exporter.lightweight:
+                self._confirm_saved(ex)
+            note = exporter.export(ex.order, self._market(ex))
         except OrderError as exc:
             self._failed(ex, exc)
             return
         ex.attributes.pop(f"export.{self.connector}.error", None)
         run.event(ex, "Exported", f"{self.connector}: {note}")
+
+    def _confirm_saved(self, ex: Exchange) -> None:
+        """The source serves the order the message names (its consumers will read it)."""
+        run = self.run
+        assert run is not None
+        pk: Any = ex.order.get("pk") or ex.order.get("id") or ex.order.get("Id")
+        path = self.saved_check_path.replace("{pk}", str(pk))
+        try:
+            run.source.request("GET", path)
+        except OrderError as exc:
+            raise type(exc)(
+                f"the order is not readable from the source yet ({exc}); no message sent",
+                status=exc.status,
+            ) from None
 
     def _failed(self, ex: Exchange, exc: OrderError) -> None:
         run = self.run

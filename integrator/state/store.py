@@ -288,6 +288,23 @@ class Store:
         with self._tx() as c:
             _insert_event(c, flow, number, run_id, state, message)
 
+    def exported(self, flow: str, number: str, connector: str) -> int | None:
+        """The run that exported order ``number`` through ``connector`` (test mode aside)."""
+        q = (
+            select(events.c.run_id)
+            .where(
+                events.c.flow == flow,
+                events.c.order_number == number,
+                events.c.state == "Exported",
+                events.c.message.startswith(f"{connector}: ", autoescape=True),
+                ~events.c.message.endswith("(test mode)"),
+            )
+            .limit(1)
+        )
+        with self.engine.connect() as c:
+            row = c.execute(q).first()
+        return None if row is None else int(row[0] or 0)
+
     def add_log(self, flow: str, number: str, run_id: int | None, attrs: Mapping[str, str]) -> None:
         """Store an order's ``log.`` attributes at the end of its execution."""
         if not attrs:
