@@ -85,10 +85,13 @@ def test_export_success_and_a_non_critical_failure(project: Project, sandbox: Sa
     assert all("exporter not found: 'Fulfilment'" in w for w in warnings)
 
 
+@pytest.mark.parametrize("fails", [False, True])
 @pytest.mark.parametrize("stop_on_error", [False, True])
-def test_stop_on_error_when_the_export_fails(
-    project: Project, sandbox: Sandbox, stop_on_error: bool
+def test_stop_on_error_by_outcome(
+    project: Project, sandbox: Sandbox, stop_on_error: bool, fails: bool
 ) -> None:
+    """Omnium's four cases: success goes on either way (Exported); a failure is a warning
+    that goes on (false) or an error that stops the order with ErrorStatus (true)."""
     numbers = unsent(sandbox)
     bad = numbers[0]
     with_exports(
@@ -97,13 +100,22 @@ def test_stop_on_error_when_the_export_fails(
         "ErrorStatus: ExportFailed}",
         before_write=True,
     )
-    fault_rule(sandbox.erp.url, action="status", route="webhook", status=400, numbers=[bad])
+    if fails:
+        fault_rule(sandbox.erp.url, action="status", route="webhook", status=400, numbers=[bad])
     r = project.run("run-flow", "order_flow", "--no-progress")
-    message = next(m for m in events(project, "OrderExportError"))
+    failures = events(project, "OrderExportError")
+    if not fails:
+        assert r.code == 0 and not failures
+        assert_exactly_once(sandbox, numbers)
+        assert len(events(project, "Exported")) == len(numbers)
+        assert stats(sandbox.erp.url)["webhooks"]["partner"] == len(numbers)
+        return
+    (message,) = failures
     if stop_on_error:
         assert r.code == 1 and project.state(bad) == "failed"
         assert bad not in sandbox.erp.received  # the flow stopped for that order
         assert message.startswith("error:") and "status ExportFailed" in message
+        assert "ExportFailed" in project.run("orders", "show", bad).out
     else:
         assert r.code == 0 and project.state(bad) == "done"
         assert_exactly_once(sandbox, numbers)

@@ -21,7 +21,7 @@ from integrator.config.checks import Options
 from integrator.connectors.http import Connector
 from integrator.connectors.resolve import resolve_connector
 from integrator.errors import OrderError, PermanentError
-from integrator.exporters import Exporter, find_exporter
+from integrator.exporters import BUILTIN, Exporter, find_exporter
 from integrator.mapping.paths import select
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
@@ -69,8 +69,8 @@ class ExportStage(Stage):
         if name and find_exporter(name) is None:
             ctx.warnings.append(
                 f"{opts.doc.file} [{opts.sub('Connector')}]: no exporter named {name!r} (built "
-                "in: Webhook; others register in the integrator.exporters entry points): the "
-                "step will fail as 'exporter not found'"
+                f"in: {', '.join(BUILTIN)}; others register in the integrator.exporters entry "
+                "points): the step will fail as 'exporter not found'"
             )
         return cls(
             name,
