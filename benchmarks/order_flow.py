@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import requests.adapters
+
+from integrator.connectors.transport import LeanAdapter, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 OMNI_MS, ERP_MS = 10, 20
@@ -151,8 +152,16 @@ def _bare_order(
     """
     api, erp_url = urls[0] + "/api/i1/", urls[1]
 
+    def call(
+        s: requests.Session, method: str, url: str, params: Any = None, body: Any = None
+    ) -> Any:
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        req = prepare(s, method, url, params=params, headers=headers, body=data)
+        return s.send(req, timeout=30).json()
+
     def get(s: requests.Session, url: str, params: dict[str, Any] | None = None) -> Any:
-        return s.get(url, params=params).json()
+        return call(s, "GET", url, params)
 
     def wave(calls: list[Callable[[], Any]]) -> list[Any]:
         futures = [pool.submit(c) for c in calls[1:]]
@@ -178,25 +187,25 @@ def _bare_order(
         ]
     )
     get(erp, erp_url + "/api/orders/", {"number": doc["number"]})
-    erp.post(erp_url + "/api/orders/", json={**doc, "order_number": f"bare-{pk}"}).json()
+    call(erp, "POST", erp_url + "/api/orders/", body={**doc, "order_number": f"bare-{pk}"})
     wave(
         [
             partial(
-                lambda url: omni.patch(url, json={"erp_order_id": "x"}).json(),
-                api + f"order_items/{i['pk']}/",
+                call, omni, "PATCH", api + f"order_items/{i['pk']}/", None, {"erp_order_id": "x"}
             )
             for i in items["results"]
         ]
     )
-    omni.patch(api + f"orders/{pk}/", json={"is_send": True}).json()
+    call(omni, "PATCH", api + f"orders/{pk}/", None, {"is_send": True})
 
 
 def bare_child(args: argparse.Namespace) -> None:
     """The bare HTTP client: the runner's calls for ``--orders`` orders, ``--concurrency`` at a
-    time, in the runner's waves (one requests.Session per connector, set up as the runner's:
-    environment read once). Prints the process's CPU seconds and the wall time."""
+    time, in the runner's waves, made as the runner's connectors make them (a requests.Session
+    per connector with the runner's transport adapter, environment read once, requests
+    prepared by ``transport.prepare``). Prints the process's CPU seconds and the wall time."""
     omni, erp = requests.Session(), requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_maxsize=64)
+    adapter = LeanAdapter(pool_maxsize=64)
     for s, base in ((omni, args.omni), (erp, args.erp)):
         s.mount("http://", adapter)
         s.trust_env = False

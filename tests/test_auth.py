@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,14 @@ CONNECTORS = {
 """,
 }
 LOGINS = ("oauth2", "jsonrpc", "b1")
+_opened: list[Connector] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_connectors() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
 
 
 def connector(
@@ -61,6 +70,7 @@ def connector(
     app = load_app(cfg, {**sandbox.env(), **(env or {})})
     conn = Connector(app.connectors[0], Redactor(app.secrets))
     conn._sleep = lambda _s: None
+    _opened.append(conn)
     return conn
 
 

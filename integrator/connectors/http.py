@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 
 import requests
 import structlog
-from requests.adapters import HTTPAdapter
 
 from integrator.config.model import ConnectorConfig
 from integrator.connectors.auth import Auth, LoginRefused, build_auth
 from integrator.connectors.limits import backoff, limiter_for, retry_after_seconds
 from integrator.connectors.redact import Redactor
+from integrator.connectors.transport import LeanAdapter, prepare
 from integrator.errors import (
     AmbiguousWriteError,
     OrderError,
@@ -71,7 +71,7 @@ class Connector:
         self.redactor = redactor
         self.metrics = metrics or Metrics()
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 2), max_retries=0)
+        adapter = LeanAdapter(pool_maxsize=max(pool_size, 2))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(dict(config.headers))
@@ -216,12 +216,8 @@ class Connector:
             headers["Content-Type"] = "application/json"
         try:
             with self.limiter.slot():
-                resp = self.session.request(
-                    method,
-                    url,
-                    data=data,
-                    params=params,
-                    headers=headers,
+                resp = self.session.send(
+                    prepare(self.session, method, url, params=params, headers=headers, body=data),
                     timeout=self.config.timeout,
                 )
         except requests.ConnectTimeout:

@@ -6,15 +6,19 @@ Two nets: by key (``password``, ``token``, ``Authorization``, ``channel.conf`` .
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from collections.abc import Iterable
 from typing import Any
 
-from integrator.config.interpolate import is_secret_key
+from integrator.config.interpolate import SECRET_KEY_RE, is_secret_key
 
 __all__ = ["MASK", "Redactor", "strip_channel_conf"]
 
 MASK = "***"
+# A JSON object key that names a secret: ``"…password…":``
+_SECRET_KEY_IN_JSON = re.compile(r'"[^"]*' + SECRET_KEY_RE.pattern + r'[^"]*"\s*:', re.IGNORECASE)
 
 
 class Redactor:
@@ -23,6 +27,7 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._secrets: tuple[str, ...] = ()
+        self._in_json: tuple[str, ...] = ()  # the secrets as they appear inside a JSON string
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
@@ -31,6 +36,7 @@ class Redactor:
             merged = set(self._secrets) | {s for s in secrets if isinstance(s, str) and len(s) >= 4}
             # Longest first, so a secret containing another is masked whole.
             self._secrets = tuple(sorted(merged, key=len, reverse=True))
+            self._in_json = tuple(json.dumps(s, ensure_ascii=False)[1:-1] for s in self._secrets)
 
     def scrub(self, text: str) -> str:
         """``text`` with every known secret value replaced by the mask."""
@@ -40,14 +46,28 @@ class Redactor:
         return text
 
     def redact(self, value: Any) -> Any:
-        """A copy of ``value`` with secret keys masked and secret values scrubbed."""
+        """``value`` with secret keys masked and secret values scrubbed (a copy when it changed).
+
+        A document is serialised once (in C) and searched for secret values and secret-named
+        keys; most have neither and come back as they are, without a walk in Python.
+        """
+        if isinstance(value, dict | list):
+            try:
+                text = json.dumps(value, ensure_ascii=False, default=str)
+            except (TypeError, ValueError):  # circular or odd keys: walk it
+                return self._redact(value)
+            if not _SECRET_KEY_IN_JSON.search(text) and not any(s in text for s in self._in_json):
+                return value
+        return self._redact(value)
+
+    def _redact(self, value: Any) -> Any:
         if isinstance(value, dict):
             return {
-                k: (MASK if is_secret_key(str(k)) and v not in (None, "") else self.redact(v))
+                k: (MASK if is_secret_key(str(k)) and v not in (None, "") else self._redact(v))
                 for k, v in value.items()
             }
         if isinstance(value, list):
-            return [self.redact(v) for v in value]
+            return [self._redact(v) for v in value]
         if isinstance(value, str):
             return self.scrub(value)
         return value

@@ -141,3 +141,15 @@ def test_error_messages_are_scrubbed() -> None:
     with pytest.raises(PermanentError) as info:
         c.request("POST", "/api/orders/?api_key=zzz", json_body={})
     assert "tok-123456" not in str(info.value) and "api_key" not in str(info.value)
+
+
+def test_redact_fast_path_returns_clean_documents_as_they_are() -> None:
+    from integrator.connectors.redact import MASK, Redactor
+
+    r = Redactor(['se"cret\\value', "plain-secret"])
+    clean = {"a": [1, {"b": "text"}], "n": None}
+    assert r.redact(clean) is clean
+    assert r.redact({"x": 'has se"cret\\value inside'}) == {"x": f"has {MASK} inside"}
+    assert r.redact([{"note": "plain-secret!"}]) == [{"note": f"{MASK}!"}]
+    assert r.redact({"nested": {"api_key": "k"}}) == {"nested": {"api_key": MASK}}
+    assert r.redact({"Authorization": ""}) == {"Authorization": ""}
