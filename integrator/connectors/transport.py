@@ -179,8 +179,9 @@ class LeanAdapter(BaseAdapter):
             resp = conn.getresponse()
             content = resp.read()
         except BaseException as exc:
+            connected = reused or conn.sock is not None  # before close() forgets the socket
             conn.close()
-            raise _mapped(exc, request, connected=reused or conn.sock is not None) from exc
+            raise _mapped(exc, request, connected=connected) from exc
         if resp.will_close:
             conn.close()
         else:
