@@ -22,7 +22,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         Handler.connections.add(id(self.connection))
         if self.path == "/slow":
             threading.Event().wait(1.0)
