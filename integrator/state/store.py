@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, create_engine, event, insert, select, text, update
+from sqlalchemy import Connection, create_engine, event, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,14 +38,7 @@ def _now() -> dt.datetime:
 
 DEFER_SECONDS = 0.5  # the longest a deferred write waits for another transaction
 
-# Built once: SQLAlchemy then reuses their compiled form, which the hot path depends on.
-_ENTRY = select(journal).where(
-    journal.c.flow == bindparam("k_flow"), journal.c.order_number == bindparam("k_number")
-)
-_UPDATE_ENTRY = update(journal).where(
-    journal.c.flow == bindparam("k_flow"), journal.c.order_number == bindparam("k_number")
-)
-_INSERT_ENTRY = insert(journal)
+# Built once: SQLAlchemy then reuses their compiled form (the hot path has _DriverSQL).
 _INSERT_EVENT = insert(events)
 _INSERT_LOG = insert(order_log)
 
@@ -111,6 +105,7 @@ class Store:
         self._deferred_lock = threading.Lock()
         self._deferred_since = 0.0
         self._writer: Connection | None = None  # SQLite: the one connection that writes
+        self._sql = _DriverSQL(self.engine.dialect.name)
 
     @property
     def safe_url(self) -> str:
@@ -201,10 +196,18 @@ class Store:
     def entry(self, flow: str, number: str) -> JournalEntry | None:
         """The journal row of one order, or None when never seen."""
         with self.engine.connect() as c:
-            row = c.execute(_ENTRY, {"k_flow": flow, "k_number": number}).first()
+            cur = c.connection.cursor()
+            try:
+                cur.execute(
+                    self._sql.select_entry, self._sql.row({"k_flow": flow, "k_number": number})
+                )
+                row = cur.fetchone()
+                names = [d[0] for d in cur.description or ()]
+            finally:
+                cur.close()
         if row is None:
             return None
-        m = row._mapping
+        m = dict(zip(names, row, strict=True))
         return JournalEntry(
             flow=m["flow"],
             order_number=m["order_number"],
@@ -217,7 +220,7 @@ class Store:
             erp_ref=m["erp_ref"],
             request=_loads(m["request_json"]),
             response=_loads(m["response_json"]),
-            updated_at=m["updated_at"],
+            updated_at=self._sql.timestamp(m["updated_at"]),
         )
 
     def record(
@@ -262,12 +265,22 @@ class Store:
         ]
 
         def write(c: Connection) -> None:
-            if c.execute(_UPDATE_ENTRY, {**values, **key}).rowcount == 0:
-                values.setdefault("attempts", 0)
-                c.execute(_INSERT_ENTRY, {**values, "flow": flow, "order_number": number})
-            c.execute(_INSERT_EVENT, rows)
-            if log:
-                c.execute(_INSERT_LOG, _log_rows(flow, number, run_id, now, log))
+            sql = self._sql
+            cur = c.connection.cursor()
+            try:
+                cur.execute(sql.update_entry(tuple(values)), sql.row({**values, **key}))
+                if cur.rowcount == 0:
+                    values.setdefault("attempts", 0)
+                    row = {**values, "flow": flow, "order_number": number}
+                    cur.execute(sql.insert_entry(tuple(row)), sql.row(row))
+                cur.executemany(sql.insert_event, [sql.row(r) for r in rows])
+                if log:
+                    cur.executemany(
+                        sql.insert_log,
+                        [sql.row(r) for r in _log_rows(flow, number, run_id, now, log)],
+                    )
+            finally:
+                cur.close()
 
         if defer:
             with self._deferred_lock:
@@ -403,6 +416,67 @@ class Store:
             self._writer.close()
             self._writer = None
         self.engine.dispose()
+
+
+class _DriverSQL:
+    """The ledger's hot statements as the driver's own SQL, run on the DBAPI cursor of the
+    current transaction: SQLAlchemy Core's per-execute work (compile cache, parameter and
+    result processing) cost more CPU per order than the statements themselves. Written for
+    the two dialects the store supports; values are stored exactly as SQLAlchemy stores them,
+    so every other query reads them back unchanged."""
+
+    def __init__(self, dialect: str) -> None:
+        self.pg = dialect == "postgresql"
+        self._updates: dict[tuple[str, ...], str] = {}
+        self._inserts: dict[tuple[str, ...], str] = {}
+        cols = "flow, order_number, run_id, at, state, message"
+        self.insert_event = self._q(f"INSERT INTO events ({cols}) VALUES ({self._ph(cols)})")
+        cols = "flow, order_number, run_id, at, key, value"
+        self.insert_log = self._q(f"INSERT INTO order_log ({cols}) VALUES ({self._ph(cols)})")
+        self.select_entry = self._q(
+            "SELECT * FROM journal WHERE flow = :k_flow AND order_number = :k_number"
+        )
+
+    def _q(self, sql: str) -> str:
+        return re.sub(r":(\w+)", r"%(\1)s", sql) if self.pg else sql
+
+    @staticmethod
+    def _ph(cols: str) -> str:
+        return ", ".join(":" + c.strip() for c in cols.split(","))
+
+    def update_entry(self, names: tuple[str, ...]) -> str:
+        """``UPDATE journal SET …`` for these columns, keyed by ``k_flow``/``k_number``."""
+        sql = self._updates.get(names)
+        if sql is None:
+            sets = ", ".join(f"{n} = :{n}" for n in names)
+            sql = self._q(
+                f"UPDATE journal SET {sets} WHERE flow = :k_flow AND order_number = :k_number"
+            )
+            self._updates[names] = sql
+        return sql
+
+    def insert_entry(self, names: tuple[str, ...]) -> str:
+        """``INSERT INTO journal`` for these columns."""
+        sql = self._inserts.get(names)
+        if sql is None:
+            sql = self._q(
+                f"INSERT INTO journal ({', '.join(names)}) VALUES ({self._ph(', '.join(names))})"
+            )
+            self._inserts[names] = sql
+        return sql
+
+    def row(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Parameters as the driver takes them (SQLite: timestamps as SQLAlchemy writes them)."""
+        if self.pg:
+            return dict(values)
+        return {
+            k: v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, dt.datetime) else v
+            for k, v in values.items()
+        }
+
+    def timestamp(self, value: Any) -> dt.datetime:
+        """A timestamp read back (SQLite gives the text SQLAlchemy wrote)."""
+        return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
