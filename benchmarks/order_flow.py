@@ -4,10 +4,11 @@
 
 Prints orders/s beside the latency-bound limit (concurrency / critical-path latency) and their
 ratio; CPU ms per order of the runner process split into the bare HTTP client's share and the
-rest; peak RSS by number of orders. The client's share: bare requests sessions making the same
-calls for the same orders, at the same concurrency and latency, measured in the same run (CPU
-per call grows when a process mostly waits, so a baseline without latency would flatter it),
-in the runner's concurrent waves. Its throughput against the same limit is the ``bare``
+rest; peak RSS by number of orders. The client's share: bare requests sessions, with the
+runner's own transport adapter and request preparation (``integrator.connectors.transport``),
+making the same calls for the same orders, at the same concurrency and latency, measured in the
+same run (CPU per call grows when a process mostly waits, so a baseline without latency would
+flatter it), in the runner's concurrent waves. Its throughput against the same limit is the ``bare``
 column: the ceiling that this HTTP client and these servers leave any runner.
 """
 

@@ -65,13 +65,16 @@ def _code(path: Path) -> CodeType:
     return _codes[key]
 
 
+_params: dict[Any, tuple[str, ...]] = {}
+
+
 def _native(call: dict[str, Any], path: Path, attributes: dict[str, str]) -> dict[str, Any]:
     func = getattr(_module(path), call["entry"])
+    names = _params.get(func)
+    if names is None:
+        names = _params[func] = tuple(inspect.signature(func).parameters)
     args = call["args"]
-    kwargs = {
-        p: attributes if p == "attributes" else args.get(ALIASES.get(p, p))
-        for p in inspect.signature(func).parameters
-    }
+    kwargs = {p: attributes if p == "attributes" else args.get(ALIASES.get(p, p)) for p in names}
     return {"result": func(**kwargs), "raw": None, "log": []}
 
 

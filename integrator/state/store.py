@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -106,6 +107,11 @@ class Store:
         self._deferred_since = 0.0
         self._writer: Connection | None = None  # SQLite: the one connection that writes
         self._sql = _DriverSQL(self.engine.dialect.name)
+        # SQLite: one kept-open reader connection per thread for the per-order journal read
+        # (a pool checkout, and the rollback on its return, cost more than the SELECT).
+        self._reader = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
     @property
     def safe_url(self) -> str:
@@ -195,16 +201,22 @@ class Store:
     # --------------------------------------------------------------- journal
     def entry(self, flow: str, number: str) -> JournalEntry | None:
         """The journal row of one order, or None when never seen."""
-        with self.engine.connect() as c:
-            cur = c.connection.cursor()
-            try:
-                cur.execute(
-                    self._sql.select_entry, self._sql.row({"k_flow": flow, "k_number": number})
-                )
-                row = cur.fetchone()
-                names = [d[0] for d in cur.description or ()]
-            finally:
-                cur.close()
+        params = self._sql.row({"k_flow": flow, "k_number": number})
+        reader = self._sqlite_reader()
+        if reader is not None:
+            cur = reader.execute(self._sql.select_entry, params)
+            row = cur.fetchone()
+            names = [d[0] for d in cur.description or ()]
+            cur.close()
+        else:
+            with self.engine.connect() as c:
+                dbapi_cur = c.connection.cursor()
+                try:
+                    dbapi_cur.execute(self._sql.select_entry, params)
+                    row = dbapi_cur.fetchone()
+                    names = [d[0] for d in dbapi_cur.description or ()]
+                finally:
+                    dbapi_cur.close()
         if row is None:
             return None
         m = dict(zip(names, row, strict=True))
@@ -409,9 +421,29 @@ class Store:
         except SQLAlchemyError:
             return False
 
+    def _sqlite_reader(self) -> sqlite3.Connection | None:
+        """This thread's reader connection (SQLite file databases only)."""
+        if not self.is_sqlite or not self.engine.url.database:
+            return None
+        conn: sqlite3.Connection | None = getattr(self._reader, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.engine.url.database, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._reader.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
     def close(self) -> None:
         """Commit what is deferred; release the connection pool."""
         self.flush()
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        self._reader = threading.local()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
