@@ -26,6 +26,7 @@ __all__ = ["COMMANDS"]
 )
 @click.option("--omnitron-port", type=int, default=8701, show_default=True)
 @click.option("--erp-port", type=int, default=8702, show_default=True)
+@click.option("--omnium-port", type=int, default=8703, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--items-per-order", type=click.IntRange(min=1), help="Fixed items per order.")
 @click.option(
@@ -35,11 +36,12 @@ def sandbox_cmd(
     orders: int,
     omnitron_port: int,
     erp_port: int,
+    omnium_port: int,
     seed: int,
     items_per_order: int | None,
     discounts_per_order: int | None,
 ) -> int:
-    """Serve a sandbox Omnitron and ERP on 127.0.0.1 until Ctrl-C.
+    """Serve a sandbox Omnitron, ERP and Omnium on 127.0.0.1 until Ctrl-C.
 
     Faults are injected at run time: POST /_sandbox/faults on either server; GET
     /_sandbox/stats tells what each holds.
@@ -48,12 +50,15 @@ def sandbox_cmd(
         orders,
         omnitron_port=omnitron_port,
         erp_port=erp_port,
+        omnium_port=omnium_port,
         seed=seed,
         items_per_order=items_per_order,
         discounts_per_order=discounts_per_order,
     ) as sb:
         console.print(f"Omnitron sandbox: {sb.omnitron.url}  ({orders} orders)")
         console.print(f"ERP sandbox:      {sb.erp.url}")
+        if sb.omnium is not None:
+            console.print(f"Omnium sandbox:   {sb.omnium.url}  ({orders} orders)")
         console.print("point the runner at them with:")
         for k, v in sb.env().items():
             console.print(f"  export {k}={v}", markup=False)

@@ -11,6 +11,7 @@ from integrator.sandbox.auth import AuthRealm
 from integrator.sandbox.base import Faults, JsonServer
 from integrator.sandbox.erp import ErpSandbox
 from integrator.sandbox.omnitron import OmnitronSandbox
+from integrator.sandbox.omnium import OmniumSandbox
 from integrator.sandbox.seed import CHANNEL_SECRET, seed_orders
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Faults",
     "JsonServer",
     "OmnitronSandbox",
+    "OmniumSandbox",
     "Sandbox",
     "running_sandbox",
     "seed_orders",
@@ -37,6 +39,9 @@ SANDBOX_ENV = {
     "ERP_CLIENT_SECRET": "sandbox-client-secret",
     "ERP_USERNAME": "manager",
     "ERP_PASSWORD": "sandbox-erp-pass",
+    # the Omnium-like source (flows/omnium/)
+    "OMNIUM_CLIENT_ID": "omnium-client",
+    "OMNIUM_CLIENT_SECRET": "omnium-sandbox-secret",
 }
 
 
@@ -47,10 +52,14 @@ class Sandbox:
     omnitron: OmnitronSandbox
     erp: ErpSandbox
     credentials: dict[str, str]
+    omnium: OmniumSandbox | None = None
 
     def env(self) -> dict[str, str]:
         """Environment for a runner aimed at this sandbox."""
-        return {**self.credentials, "OMNITRON_URL": self.omnitron.url, "ERP_URL": self.erp.url}
+        env = {**self.credentials, "OMNITRON_URL": self.omnitron.url, "ERP_URL": self.erp.url}
+        if self.omnium is not None:
+            env["OMNIUM_URL"] = self.omnium.url
+        return env
 
 
 @contextmanager
@@ -59,11 +68,16 @@ def running_sandbox(
     *,
     omnitron_port: int = 0,
     erp_port: int = 0,
+    omnium_port: int | None = None,
     seed: int = 42,
     items_per_order: int | None = None,
     discounts_per_order: int | None = None,
 ) -> Iterator[Sandbox]:
-    """Start both servers in background threads; stop them on exit."""
+    """Start the servers in background threads; stop them on exit.
+
+    ``omnium_port`` (0: any free port) also starts the Omnium-like source with ``orders``
+    orders.
+    """
     env = {k: os.environ.get(k, v) for k, v in SANDBOX_ENV.items()}
     omni = OmnitronSandbox(
         port=omnitron_port,
@@ -81,8 +95,18 @@ def running_sandbox(
         password=env["ERP_PASSWORD"],
     )
     erp = ErpSandbox(port=erp_port, token=env["ERP_TOKEN"], realm=realm).start()
+    omnium = None
+    if omnium_port is not None:
+        omnium = OmniumSandbox(
+            port=omnium_port,
+            orders=orders,
+            client_id=env["OMNIUM_CLIENT_ID"],
+            client_secret=env["OMNIUM_CLIENT_SECRET"],
+        ).start()
     try:
-        yield Sandbox(omni, erp, env)
+        yield Sandbox(omni, erp, env, omnium)
     finally:
         omni.stop()
         erp.stop()
+        if omnium is not None:
+            omnium.stop()

@@ -8,6 +8,7 @@ from integrator.stages.export import ExportStage
 from integrator.stages.login import LoginStage
 from integrator.stages.mapping import MappingStage
 from integrator.stages.mark_sent import MarkSentStage
+from integrator.stages.omnium import OmniumMarkStage, OmniumReadStage
 from integrator.stages.query_check import QueryCheckStage
 from integrator.stages.read import ReadStage
 from integrator.stages.script import PostScriptStage, ScriptStage
@@ -20,6 +21,8 @@ __all__ = [
     "LoginStage",
     "MappingStage",
     "MarkSentStage",
+    "OmniumMarkStage",
+    "OmniumReadStage",
     "PostScriptStage",
     "QueryCheckStage",
     "ReadStage",
@@ -38,4 +41,6 @@ BUILTIN: tuple[type[Stage], ...] = (
     MarkSentStage,
     PostScriptStage,
     ExportStage,
+    OmniumReadStage,
+    OmniumMarkStage,
 )

@@ -15,7 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import Table as _Table
 
-__all__ = ["events", "journal", "metadata", "order_log", "runs"]
+__all__ = ["events", "journal", "metadata", "order_log", "runs", "watermarks"]
 
 metadata = MetaData()
 
@@ -79,4 +79,14 @@ order_log = _Table(
     Column("key", String(200), nullable=False),
     Column("value", Text),
     Index("ix_order_log_order", "flow", "order_number"),
+)
+
+# Delta-polling sources (Omnium): the last modification time read up to, per flow. Advanced
+# only past orders that are done.
+watermarks = _Table(
+    "watermarks",
+    metadata,
+    Column("flow", String(200), primary_key=True),
+    Column("value", String(64), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )

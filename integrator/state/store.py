@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from integrator.errors import FatalError
-from integrator.state.schema import events, journal, metadata, order_log, runs
+from integrator.state.schema import events, journal, metadata, order_log, runs, watermarks
 
 __all__ = ["JournalEntry", "Store", "Transition"]
 
@@ -329,6 +329,37 @@ class Store:
         with self.engine.connect() as c:
             row = c.execute(q).first()
         return None if row is None else int(row[0] or 0)
+
+    def states(self, flow: str, numbers: Iterable[str]) -> dict[str, str]:
+        """Journal states of the given orders (absent ones left out)."""
+        wanted = list(numbers)
+        out: dict[str, str] = {}
+        with self.engine.connect() as c:
+            for i in range(0, len(wanted), 500):
+                q = select(journal.c.order_number, journal.c.state).where(
+                    journal.c.flow == flow, journal.c.order_number.in_(wanted[i : i + 500])
+                )
+                out.update({str(n): str(s) for n, s in c.execute(q)})
+        return out
+
+    def watermark(self, flow: str) -> str | None:
+        """The flow's delta-polling watermark, or None before its first run."""
+        with self.engine.connect() as c:
+            value = c.execute(
+                select(watermarks.c.value).where(watermarks.c.flow == flow)
+            ).scalar_one_or_none()
+        return None if value is None else str(value)
+
+    def set_watermark(self, flow: str, value: str) -> None:
+        """Move the flow's watermark (the caller decides it is safe)."""
+        with self._tx() as c:
+            done = c.execute(
+                update(watermarks)
+                .where(watermarks.c.flow == flow)
+                .values(value=value, updated_at=_now())
+            ).rowcount
+            if not done:
+                c.execute(insert(watermarks).values(flow=flow, value=value, updated_at=_now()))
 
     def add_log(self, flow: str, number: str, run_id: int | None, attrs: Mapping[str, str]) -> None:
         """Store an order's ``log.`` attributes at the end of its execution."""
