@@ -14,6 +14,7 @@ from integrator.config.model import (
     AppConfig,
     ConnectorConfig,
     CookieLogin,
+    EventSettings,
     FlowConfig,
     StageSpec,
     TokenLogin,
@@ -68,6 +69,7 @@ _FLOW_KEYS = {
     "settle_seconds",
     "test_mode",
     "market_path",
+    "events",
     "stages",
 }
 _SECRET_FIELDS = ("BearerToken", "Password", "ClientAppSecret", "ConnectionString")
@@ -458,10 +460,29 @@ def load_flow(path: Path, app: AppConfig, issues: list[ConfigIssue]) -> FlowConf
         market_path=o.get("market_path", str, "MarketId || market || channel.market"),
         schedule=_schedule(o.get("schedule", dict, {}), doc, issues),
         description=o.get("description", str, ""),
+        events=_events(o, doc),
         doc=doc,
     )
     # Returned even with issues, so that its stages are checked too (all errors at once).
     return flow
+
+
+def _events(o: Options, doc: YamlDoc) -> EventSettings | None:
+    """``events: {secret: ${ENV}, header: X-…, id_path: objectId}``."""
+    if o.data.get("events") is None:
+        return None
+    e = Options(o.data["events"], doc, o.sub("events"), o.issues, {"secret", "header", "id_path"})
+    raw = doc.data.get("events") if isinstance(doc.data, dict) else None
+    _clear_secret(doc, raw.get("secret") if isinstance(raw, dict) else None, e.sub("secret"),
+                  o.issues)  # fmt: skip
+    secret = e.get("secret", str, "", required=True)
+    if secret and len(secret) < 16:
+        e.error("secret", "use a shared secret of at least 16 characters")
+    return EventSettings(
+        secret=secret,
+        header=e.get("header", str, "X-Webhook-Secret"),
+        id_path=e.get("id_path", str, "objectId"),
+    )
 
 
 def _schedule(raw: dict[str, Any], doc: YamlDoc, issues: list[ConfigIssue]) -> Schedule:

@@ -9,7 +9,15 @@ from typing import Any
 from integrator.config.yamlfile import YamlDoc
 from integrator.scheduler.schedule import Schedule
 
-__all__ = ["AppConfig", "ConnectorConfig", "CookieLogin", "FlowConfig", "StageSpec", "TokenLogin"]
+__all__ = [
+    "AppConfig",
+    "ConnectorConfig",
+    "CookieLogin",
+    "EventSettings",
+    "FlowConfig",
+    "StageSpec",
+    "TokenLogin",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,18 @@ class ConnectorConfig:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    """Event-subscription webhooks that run a flow for one order (``POST /events/<flow>``)."""
+
+    secret: str  # compared in constant time with the header's value
+    header: str = "X-Webhook-Secret"
+    id_path: str = "objectId"  # JMESPath to the order's id in the event
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"EventSettings(header={self.header!r}, id_path={self.id_path!r})"
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """One entry of a flow's ``stages`` list, with where it was written."""
 
@@ -100,6 +120,7 @@ class FlowConfig:
     market_path: str = "MarketId || market || channel.market"  # JMESPath: the order's market
     schedule: Schedule = field(default_factory=lambda: Schedule("manual"))
     description: str = ""
+    events: EventSettings | None = None
     doc: YamlDoc | None = field(default=None, compare=False, repr=False)
 
 

@@ -42,6 +42,7 @@ SANDBOX_ENV = {
     # the Omnium-like source (flows/omnium/)
     "OMNIUM_CLIENT_ID": "omnium-client",
     "OMNIUM_CLIENT_SECRET": "omnium-sandbox-secret",
+    "OMNIUM_EVENT_SECRET": "omnium-event-shared-secret",
 }
 
 

@@ -7,7 +7,10 @@ beyond); ``POST /api/Orders/Scroll`` then ``GET /api/Orders/Scroll/{scrollId}`` 
 1,000 until the result is empty; ``UpdateStatus`` (runs the status workflow) and ``PatchOrder``
 (runs none) both move ``Modified``. The token comes from ``POST /api/Token`` with client
 credentials. ``POST /_sandbox/omnium/modified`` sets ``Modified`` of given orders (tests put
-many orders on one instant).
+many orders on one instant). Event subscriptions: ``POST /_sandbox/omnium/subscribe`` with
+``{url, header, secret}``; then ``POST /_sandbox/omnium/orders`` (a new order, ``{}`` or fields
+to override) sends the event metadata (``objectId``, ``objectNumber``, ``status``, ...) to the
+URL, as Omnium's event subscriptions do.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ class OmniumSandbox(JsonServer):
         self.tokens: set[str] = set()
         self.scrolls: dict[str, list[str]] = {}
         self.latest = max((parse_iso(o["Modified"]) for o in self.orders.values()), default=_EPOCH)
+        self.subscription: dict[str, str] | None = None
+        self.deliveries: list[int] = []  # the subscriber's answers (status codes)
         self.updates: dict[str, int] = {}  # order id → UpdateStatus calls
         self.patches: dict[str, int] = {}
         self.table: list[tuple[str, str, re.Pattern[str], Route]] = [
@@ -122,6 +127,10 @@ class OmniumSandbox(JsonServer):
             return "token", self.token, []
         if req.method == "POST" and req.path == "/_sandbox/omnium/modified":
             return "control", self.set_modified, []
+        if req.method == "POST" and req.path == "/_sandbox/omnium/subscribe":
+            return "control", self.subscribe, []
+        if req.method == "POST" and req.path == "/_sandbox/omnium/orders":
+            return "control", self.create_order, []
         for method, name, pattern, handler in self.table:
             m = pattern.match(req.path)
             if m and method == req.method:
@@ -254,8 +263,57 @@ class OmniumSandbox(JsonServer):
                     self.orders[i]["Modified"] = body["modified"]
         return Response(200, {"ok": True})
 
+    def subscribe(self, req: Request, _args: list[str]) -> Response:
+        """Tests: where order events go, and the shared secret header they carry."""
+        body = req.body if isinstance(req.body, dict) else {}
+        if not isinstance(body.get("url"), str):
+            return Response(400, {"message": "url is required"})
+        self.subscription = {
+            "url": body["url"],
+            "header": str(body.get("header") or "X-Webhook-Secret"),
+            "secret": str(body.get("secret") or ""),
+        }
+        return Response(200, {"ok": True})
+
+    def create_order(self, req: Request, _args: list[str]) -> Response:
+        """Tests: a new order (seeded shape, fields overridable); its event is sent."""
+        with self.lock:
+            n = len(self.orders) + 1
+            order = seed_omnium_orders(n)[-1]
+            order.update(req.body if isinstance(req.body, dict) else {})
+            order["Status"] = order.get("Status") if "Status" in (req.body or {}) else "New"
+            self.orders[order["Id"]] = order
+            self._touch(order)
+            order["Created"] = order["Modified"]
+        threading.Thread(target=self._deliver, args=(copy.deepcopy(order),), daemon=True).start()
+        return Response(201, copy.deepcopy(order))
+
+    def _deliver(self, order: dict[str, Any]) -> None:
+        import requests  # the sandbox's only outbound call
+
+        sub = self.subscription
+        if sub is None:
+            return
+        event = {
+            "timestamp": iso(dt.datetime.now(dt.UTC)), "operationId": 310100,
+            "message": "Order created", "className": "Order", "subClassName": "Online",
+            "objectId": order["Id"], "objectNumber": order["OrderNumber"],
+            "category": "Order", "market": order["MarketId"], "storeId": order["StoreId"],
+            "status": order["Status"], "previousStatus": "", "isError": False,
+            "origin": "POST /api/Orders",
+        }  # fmt: skip
+        try:
+            resp = requests.post(
+                sub["url"], json=event, headers={sub["header"]: sub["secret"]}, timeout=10
+            )
+            code = resp.status_code
+        except requests.RequestException:
+            code = 0
+        with self.lock:
+            self.deliveries.append(code)
+
     def stats(self) -> dict[str, Any]:
-        """Orders by status, write-backs per order."""
+        """Orders by status, write-backs per order, event deliveries."""
         with self.lock:
             by_status: dict[str, int] = {}
             for o in self.orders.values():
@@ -266,4 +324,5 @@ class OmniumSandbox(JsonServer):
                 "update_status": sum(self.updates.values()),
                 "updated_twice": sorted(k for k, v in self.updates.items() if v > 1),
                 "patches": sum(self.patches.values()),
+                "event_deliveries": list(self.deliveries),
             }

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import signal
 import threading
@@ -23,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jmespath
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
@@ -137,10 +139,11 @@ class Daemon:
             log.info("flow_scheduled", flow=name, schedule=s.describe())
 
     # -------------------------------------------------------------- runs
-    def _job(self, name: str) -> None:
-        """One run of ``name``; never raises (a failing flow must not stop the daemon)."""
+    def _job(self, name: str, only_order: str | None = None) -> str:
+        """One run of ``name`` (of one order); never raises (a failing flow must not stop the
+        daemon). Returns the run's status, or ``skipped`` when the flow was already running."""
         if self.stopping.is_set() or self.project is None or self.store is None:
-            return
+            return "skipped"
         project = self.project
         structlog.contextvars.bind_contextvars(flow=name)
         with self._running_lock:
@@ -148,7 +151,12 @@ class Daemon:
         status = "failed"
         try:
             result, _ = run_flow(
-                project, name, store=self.store, metrics=self.metrics, stop=self.stopping
+                project,
+                name,
+                store=self.store,
+                metrics=self.metrics,
+                stop=self.stopping,
+                only_order=only_order,
             )
             status = result.status
             log.info(
@@ -180,8 +188,47 @@ class Daemon:
                 self._running.discard(name)
                 self._running_lock.notify_all()
             structlog.contextvars.unbind_contextvars("flow")
-        if status != "skipped":
+        if status != "skipped" and only_order is None:
             self._trigger_after(name, status)
+        return status
+
+    def _event_job(self, name: str, order_id: str) -> None:
+        """Run ``name`` for one order now; wait while a run of the flow holds its lock (that
+        run may take the order too: the journal then makes this one skip it)."""
+        while not self.stopping.is_set():
+            if self._job(name, only_order=order_id) != "skipped":
+                return
+            self.stopping.wait(0.25)
+
+    def accept_event(self, name: str, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
+        """An event-subscription webhook for flow ``name``: check, then queue the run.
+
+        401 unless the flow's secret header matches (constant-time); 400 without an order id;
+        202 once queued. Whether the order is one the flow takes is the run's business: an
+        order it filters out is acknowledged and ignored.
+        """
+        built = self.flows.get(name)
+        events = built.config.events if built is not None else None
+        if events is None:
+            return 404, {"detail": f"no flow {name!r} takes events"}
+        given = str(headers.get(events.header) or "")
+        if not hmac.compare_digest(given.encode(), events.secret.encode()):
+            self.metrics.run(name, "event_refused")
+            return 401, {"detail": "unauthorized"}
+        try:
+            event = json.loads(body or b"null")
+        except ValueError:
+            return 400, {"detail": "the body is not JSON"}
+        found = jmespath.search(events.id_path, event) if isinstance(event, dict) else None
+        if found in (None, "") or isinstance(found, dict | list):
+            return 400, {"detail": f"no order id at {events.id_path!r} in the event"}
+        if self.stopping.is_set():
+            return 503, {"detail": "shutting down; the delta poll will take the order"}
+        self.scheduler.add_job(
+            self._event_job, args=[name, str(found)], id=f"event:{name}:{uuid.uuid4().hex[:8]}"
+        )
+        log.info("event_accepted", flow=name, order=str(found))
+        return 202, {"accepted": True, "order": str(found)}
 
     def _trigger_after(self, upstream: str, status: str) -> None:
         if self.stopping.is_set():
@@ -234,6 +281,16 @@ class Daemon:
                     self._send(200, daemon.metrics.render(), "text/plain; version=0.0.4")
                 else:
                     self._send(404, b'{"detail": "try /healthz or /metrics"}', "application/json")
+
+            def do_POST(self) -> None:
+                parts = self.path.strip("/").split("/")
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(min(length, 1 << 20)) if length else b""
+                if len(parts) == 2 and parts[0] == "events":
+                    code, answer = daemon.accept_event(parts[1], self.headers, body)
+                else:
+                    code, answer = 404, {"detail": "POST /events/<flow>"}
+                self._send(code, json.dumps(answer).encode(), "application/json")
 
             def _send(self, code: int, body: bytes, ctype: str) -> None:
                 self.send_response(code)

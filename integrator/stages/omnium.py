@@ -157,8 +157,33 @@ class OmniumReadStage(SourceStage):
                 raise FatalError(f"{run.source.name} scroll: expected {{'result': [...]}}")
             yield from data["result"]
 
+    def _one(self, run: RunContext, oid: str) -> list[dict[str, Any]] | None:
+        """``--order`` / an event: the order by its Id (None: no such Id), if it is one this
+        flow reads (an empty list when not)."""
+        try:
+            resp = run.source.request("GET", f"/api/Orders/{oid}", ok_status=frozenset({404}))
+        except OrderError as exc:
+            raise FatalError(f"reading order {oid} from {run.source.name} failed: {exc}") from None
+        if resp.status_code == 404:
+            return None
+        order = parse_json(resp, f"{run.source.name} order")
+        if not isinstance(order, dict):
+            return None
+        if self.statuses and order.get("Status") not in self.statuses:
+            run.event(
+                None, "ignored", f"order {oid} is {order.get('Status')}: not read by this flow"
+            )
+            return []
+        return [order]
+
     def iter_orders(self, run: RunContext) -> Iterator[OrderRef]:
         """Orders modified since the watermark, oldest first; done ones skipped."""
+        if run.only_order:
+            one = self._one(run, run.only_order)
+            if one is not None:  # an Id: that order, or nothing when the flow does not read it
+                yield from self._refs(run, one)
+                return
+            # not an Id: an OrderNumber, found by reading from ``start``
         since = self.start if run.only_order else (run.store.watermark(run.flow.name) or self.start)
         first = self._post(self.search_path, self._body(since, 0))
         total = int(first.get("totalHits") or 0)
@@ -184,7 +209,7 @@ class OmniumReadStage(SourceStage):
             good.append((row, str(oid), str(number), modified))
         states = run.store.states(run.flow.name, [n for _, _, n, _ in good])
         for row, oid, number, modified in good:
-            if run.only_order and number != run.only_order:
+            if run.only_order and run.only_order not in (number, oid):
                 continue
             self.listed.append((_instant(modified), number, modified))
             if states.get(number) == "done":
