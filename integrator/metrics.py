@@ -30,6 +30,9 @@ class Metrics:
     def journal_states(self, flow: str, counts: dict[str, int]) -> None:
         """How many orders of ``flow`` are in each journal state."""
 
+    def reconciled(self, flow: str, counts: dict[str, int]) -> None:
+        """What the last reconciliation of ``flow`` found, per kind of difference."""
+
 
 NullMetrics = Metrics
 
@@ -73,6 +76,18 @@ class PrometheusMetrics(Metrics):
             "integrator_quarantined_orders", "Orders in quarantine", ["flow"], registry=r
         )
         self.up = Gauge("integrator_scheduler_up", "1 while the scheduler runs", registry=r)
+        self.reconcile = Gauge(
+            "integrator_reconcile_differences",
+            "Orders the OMS and the ERP disagree about, at the last reconciliation",
+            ["flow", "kind"],
+            registry=r,
+        )
+        self.reconcile_time = Gauge(
+            "integrator_reconcile_timestamp_seconds",
+            "When the flow was last reconciled",
+            ["flow"],
+            registry=r,
+        )
 
     def order(self, flow: str, outcome: str) -> None:
         """Count an order."""
@@ -99,6 +114,12 @@ class PrometheusMetrics(Metrics):
     def journal_states(self, flow: str, counts: dict[str, int]) -> None:
         """Set the quarantine gauge."""
         self.quarantined.labels(flow).set(counts.get("quarantined", 0))
+
+    def reconciled(self, flow: str, counts: dict[str, int]) -> None:
+        """Set the reconciliation gauges."""
+        for kind, n in counts.items():
+            self.reconcile.labels(flow, kind).set(n)
+        self.reconcile_time.labels(flow).set(time.time())
 
     def render(self) -> bytes:
         """The Prometheus text format."""

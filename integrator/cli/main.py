@@ -45,6 +45,7 @@ def cli(ctx: click.Context, config: Path, debug: bool) -> None:
       integrator daemon               every flow on its schedule (flows: list them)
       integrator orders show NUMBER   what happened to an order
       integrator quarantine           orders that need a person (then: replay, resolve)
+      integrator reconcile order_flow OMS "sent" vs ERP: missing, extra, amounts
       integrator test-script FILE     run a script once on an order JSON
       integrator test-mapping SPEC    apply a Jolt spec to an order JSON
     """
@@ -54,9 +55,18 @@ def cli(ctx: click.Context, config: Path, debug: bool) -> None:
 
 
 def _register() -> None:
-    from integrator.cli import daemon, history, recovery, run, sandbox, validate, workbench
+    from integrator.cli import (
+        daemon,
+        history,
+        reconcile,
+        recovery,
+        run,
+        sandbox,
+        validate,
+        workbench,
+    )
 
-    for module in (run, validate, history, recovery, sandbox, workbench, daemon):
+    for module in (run, validate, history, recovery, reconcile, sandbox, workbench, daemon):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -16,6 +16,7 @@ from integrator.config.model import (
     CookieLogin,
     EventSettings,
     FlowConfig,
+    ReconcileSettings,
     StageSpec,
     TokenLogin,
 )
@@ -70,6 +71,7 @@ _FLOW_KEYS = {
     "test_mode",
     "market_path",
     "events",
+    "reconcile",
     "stages",
 }
 _SECRET_FIELDS = ("BearerToken", "Password", "ClientAppSecret", "ConnectionString")
@@ -461,6 +463,7 @@ def load_flow(path: Path, app: AppConfig, issues: list[ConfigIssue]) -> FlowConf
         schedule=_schedule(o.get("schedule", dict, {}), doc, issues),
         description=o.get("description", str, ""),
         events=_events(o, doc),
+        reconcile=_reconcile(o, doc, issues),
         doc=doc,
     )
     # Returned even with issues, so that its stages are checked too (all errors at once).
@@ -482,6 +485,24 @@ def _events(o: Options, doc: YamlDoc) -> EventSettings | None:
         secret=secret,
         header=e.get("header", str, "X-Webhook-Secret"),
         id_path=e.get("id_path", str, "objectId"),
+    )
+
+
+def _reconcile(o: Options, doc: YamlDoc, issues: list[ConfigIssue]) -> ReconcileSettings | None:
+    """``reconcile: {erp_list, erp_number, erp_amount, oms_amount, erp_since_param, schedule}``."""
+    if o.data.get("reconcile") is None:
+        return None
+    keys = {"erp_list", "erp_number", "erp_amount", "oms_amount", "erp_since_param", "schedule"}
+    r = Options(o.data["reconcile"], doc, o.sub("reconcile"), issues, keys)
+    d = ReconcileSettings()
+    raw_schedule = r.get("schedule", dict, {})
+    return ReconcileSettings(
+        erp_list=r.get("erp_list", str, d.erp_list),
+        erp_number=r.get("erp_number", str, d.erp_number),
+        erp_amount=r.get("erp_amount", str, d.erp_amount),
+        oms_amount=r.get("oms_amount", str, d.oms_amount),
+        erp_since_param=r.get("erp_since_param", str, d.erp_since_param),
+        schedule=_schedule(raw_schedule, doc, issues) if raw_schedule else None,
     )
 
 

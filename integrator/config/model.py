@@ -15,6 +15,7 @@ __all__ = [
     "CookieLogin",
     "EventSettings",
     "FlowConfig",
+    "ReconcileSettings",
     "StageSpec",
     "TokenLogin",
 ]
@@ -93,6 +94,18 @@ class EventSettings:
 
 
 @dataclass(frozen=True)
+class ReconcileSettings:
+    """How ``integrator reconcile`` compares what the OMS marked sent with what the ERP holds."""
+
+    erp_list: str = "/api/orders/"  # GET, paged: {"results": [...], "next": ...}
+    erp_number: str = "order_number"  # JMESPath in an ERP row
+    erp_amount: str = "total"
+    oms_amount: str = "amount"  # JMESPath in an OMS order summary
+    erp_since_param: str = "since"
+    schedule: Schedule | None = None  # the daemon runs it and reports metrics
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """One entry of a flow's ``stages`` list, with where it was written."""
 
@@ -121,6 +134,7 @@ class FlowConfig:
     schedule: Schedule = field(default_factory=lambda: Schedule("manual"))
     description: str = ""
     events: EventSettings | None = None
+    reconcile: ReconcileSettings | None = None
     doc: YamlDoc | None = field(default=None, compare=False, repr=False)
 
 

@@ -96,6 +96,9 @@ def running_sandbox(
         password=env["ERP_PASSWORD"],
     )
     erp = ErpSandbox(port=erp_port, token=env["ERP_TOKEN"], realm=realm).start()
+    for o in omni.orders.values():  # what Omnitron shows as sent, the ERP has
+        if o["is_send"]:
+            erp.preload(o["number"], o["amount"], o["date_placed"])
     omnium = None
     if omnium_port is not None:
         omnium = OmniumSandbox(

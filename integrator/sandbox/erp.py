@@ -7,8 +7,10 @@ exactly-once tests read it.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from integrator.sandbox.auth import AuthRealm
 from integrator.sandbox.base import JsonServer, Request, Response, Route
@@ -121,18 +123,48 @@ class ErpSandbox(JsonServer):
             self.received[number] = self.received.get(number, 0) + 1
             erp_id = f"ERP-{len(self.orders) + sum(self.received.values()):07d}"
             answer = create_answer(body, erp_id)
-            self.orders[number] = {**answer, "payload": body}
+            self.orders[number] = {
+                **answer,
+                "payload": body,
+                "total": body.get("total"),
+                "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            }
             if key:
                 self.idempotency[key] = answer
         return Response(201, answer)
 
-    def query(self, req: Request, _args: list[str]) -> Response:
-        """``?number=`` → ``{"count", "results"}``."""
-        number = req.query.get("number", "")
+    def preload(self, number: str, total: str, created_at: str) -> None:
+        """An order the ERP already holds (delivered before the sandbox started); not counted
+        as received."""
         with self.lock:
-            rec = self.orders.get(number)
-            results = [{k: rec[k] for k in ("id", "order_number", "lines")}] if rec else []
-        return Response(200, {"count": len(results), "results": results})
+            erp_id = f"ERP-OLD-{len(self.orders) + 1:05d}"
+            self.orders[number] = {
+                "id": erp_id, "order_number": number, "lines": [], "payload": None,
+                "total": total, "created_at": created_at,
+            }  # fmt: skip
+
+    def query(self, req: Request, _args: list[str]) -> Response:
+        """``?number=`` → that order; otherwise a page of every order (``since`` on their
+        creation time, ``limit``/``offset``) → ``{"count", "next", "results"}``."""
+        number = req.query.get("number")
+        fields = ("id", "order_number", "lines", "total", "created_at")
+        with self.lock:
+            if number is not None:
+                rec = self.orders.get(number)
+                rows = [rec] if rec else []
+            else:
+                since = req.query.get("since", "")
+                rows = sorted(
+                    (r for r in self.orders.values() if r["created_at"] >= since),
+                    key=lambda r: r["id"],
+                )
+            limit, offset = int(req.query.get("limit", 100)), int(req.query.get("offset", 0))
+            page = [{k: r.get(k) for k in fields} for r in rows[offset : offset + limit]]
+        nxt = None
+        if number is None and offset + limit < len(rows):
+            query = {k: v for k, v in req.query.items() if k != "offset"}
+            nxt = req.path + "?" + urlencode({**query, "offset": offset + limit})
+        return Response(200, {"count": len(rows), "next": nxt, "results": page})
 
     def get(self, _req: Request, args: list[str]) -> Response:
         """One order by number; 404 when unknown."""
@@ -140,7 +172,7 @@ class ErpSandbox(JsonServer):
             rec = self.orders.get(args[0])
             if rec is None:
                 return Response(404, {"error": "order not found"})
-            return Response(200, {k: rec[k] for k in ("id", "order_number", "lines")})
+            return Response(200, {k: rec[k] for k in ("id", "order_number", "lines", "total")})
 
     def stats(self) -> dict[str, Any]:
         """Orders held, creates received, and the numbers created more than once."""

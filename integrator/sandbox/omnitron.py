@@ -119,7 +119,7 @@ class OmnitronSandbox(JsonServer):
 
     def list_orders(self, req: Request, _args: list[str]) -> Response:
         """DRF page of order summaries; filters is_send, status(__in), channel__in, number,
-        pk__gt; ordering by pk; limit/offset."""
+        pk__gt, date_placed__gte; ordering by pk; limit/offset."""
         q = req.query
         with self.lock:
             rows = sorted(self.orders.values(), key=lambda o: o["pk"])
@@ -136,6 +136,8 @@ class OmnitronSandbox(JsonServer):
                 rows = [o for o in rows if o["number"] == q["number"]]
             if "pk__gt" in q:
                 rows = [o for o in rows if o["pk"] > int(q["pk__gt"])]
+            if "date_placed__gte" in q:
+                rows = [o for o in rows if o["date_placed"] >= q["date_placed__gte"]]
             limit, offset = int(q.get("limit", 50)), int(q.get("offset", 0))
             page = [
                 {k: copy.deepcopy(o[k]) for k in _SUMMARY} for o in rows[offset : offset + limit]

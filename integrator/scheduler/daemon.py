@@ -116,7 +116,7 @@ class Daemon:
 
     def _schedule(self) -> None:
         for job in self.scheduler.get_jobs():
-            if job.id.startswith("flow:"):
+            if job.id.startswith(("flow:", "reconcile:")):
                 job.remove()
         for name, built in sorted(self.flows.items()):
             s = built.config.schedule
@@ -137,6 +137,26 @@ class Daemon:
                 replace_existing=True,
             )
             log.info("flow_scheduled", flow=name, schedule=s.describe())
+        for name, built in sorted(self.flows.items()):
+            rs = built.config.reconcile.schedule if built.config.reconcile else None
+            if rs is None or rs.kind not in ("cron", "every"):
+                continue
+            trigger = (
+                rs.trigger()
+                if rs.kind == "cron"
+                else IntervalTrigger(seconds=rs.every_seconds, timezone="UTC")
+            )
+            self.scheduler.add_job(
+                self._reconcile_job,
+                trigger,
+                args=[name],
+                id=f"reconcile:{name}",
+                name=f"reconcile {name}",
+                misfire_grace_time=rs.misfire_grace_seconds,
+                coalesce=True,
+                replace_existing=True,
+            )
+            log.info("reconcile_scheduled", flow=name, schedule=rs.describe())
 
     # -------------------------------------------------------------- runs
     def _job(self, name: str, only_order: str | None = None) -> str:
@@ -191,6 +211,20 @@ class Daemon:
         if status != "skipped" and only_order is None:
             self._trigger_after(name, status)
         return status
+
+    def _reconcile_job(self, name: str) -> None:
+        """Reconcile ``name``; report the counts as metrics; never raises."""
+        if self.stopping.is_set() or self.project is None:
+            return
+        from integrator.reconcile import reconcile
+
+        try:
+            result = reconcile(self.project, name)
+        except Exception as exc:  # noqa: BLE001 - a failing check must not stop the daemon
+            log.error("reconcile_failed", flow=name, error=f"{type(exc).__name__}: {exc}")
+            return
+        self.metrics.reconciled(name, result.counts())
+        log.info("reconciled", flow=name, **result.counts())
 
     def _event_job(self, name: str, order_id: str) -> None:
         """Run ``name`` for one order now; wait while a run of the flow holds its lock (that

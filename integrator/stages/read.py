@@ -89,6 +89,15 @@ class ReadStage(SourceStage):
         resp = conn.request("GET", url, params=params)
         return parse_json(resp, conn.describe("GET", conn.url(url)))
 
+    def list_url(self) -> str:
+        """The order list endpoint (``integrator reconcile`` reads it too)."""
+        return self._url("list_path")
+
+    @property
+    def page_size(self) -> int:
+        """Orders per list page."""
+        return int(self.o["page_size"])
+
     def iter_orders(self, run: RunContext) -> Iterator[OrderRef]:
         """Yield every unsent, not cancelled order in pk order."""
         params: dict[str, Any] = {

@@ -1,0 +1,89 @@
+"""``integrator reconcile FLOW``: orders the OMS and the ERP disagree about."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import click
+from rich.table import Table
+
+from integrator.cli.common import console, load
+from integrator.reconcile import reconcile
+
+__all__ = ["COMMANDS"]
+
+
+def _since(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date; write 2026-11-01 or 2026-11-01T08:00:00Z",
+            param_hint="--since",
+        ) from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+@click.command("reconcile")
+@click.argument("flow")
+@click.option("--since", help="Only orders placed (OMS) and created (ERP) since this date.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def reconcile_cmd(ctx: click.Context, flow: str, since: str | None, as_json: bool) -> int:
+    """Compare the orders the OMS shows as sent with the orders the ERP holds.
+
+    Lists orders marked sent in the OMS but missing in the ERP, orders in the ERP the OMS does
+    not show as sent (or does not know), and orders whose amounts differ. Exit status 0 when
+    they agree, 1 when something differs, 2 for a configuration error. The flow's
+    ``reconcile:`` block says where the ERP lists its orders and which fields hold the number
+    and the amount; with a ``schedule`` in it, the daemon runs the check and exports the counts
+    as ``integrator_reconcile_differences``.
+    """
+    when = _since(since)
+    project = load(ctx)
+    result = reconcile(project, flow, when)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "flow": result.flow,
+                    "since": result.since,
+                    "oms_sent": result.oms_sent,
+                    "erp_orders": result.erp_orders,
+                    "missing_in_erp": result.missing_in_erp,
+                    "not_marked_in_oms": result.not_marked_in_oms,
+                    "unknown_to_oms": result.unknown_to_oms,
+                    "amount_mismatches": [
+                        {"order": n, "oms": a, "erp": b} for n, a, b in result.amount_mismatches
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 1 if result.differences else 0
+    console.print(
+        f"{result.flow}: {result.oms_sent} order(s) sent in the OMS, {result.erp_orders} in the "
+        f"ERP" + (f", since {result.since}" if result.since else "")
+    )
+    table = Table(title="differences")
+    for col in ("order", "what", "OMS", "ERP"):
+        table.add_column(col)
+    for n in result.missing_in_erp:
+        table.add_row(n, "sent in the OMS, missing in the ERP", "sent", "—")
+    for n in result.not_marked_in_oms:
+        table.add_row(n, "in the ERP, not marked sent in the OMS", "not sent", "present")
+    for n in result.unknown_to_oms:
+        table.add_row(n, "in the ERP, unknown to the OMS", "—", "present")
+    for n, a, b in result.amount_mismatches:
+        table.add_row(n, "amounts differ", a, b)
+    if result.differences:
+        console.print(table)
+        return 1
+    console.print("no differences")
+    return 0
+
+
+COMMANDS = [reconcile_cmd]
