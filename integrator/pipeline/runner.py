@@ -91,7 +91,7 @@ class Runner:
         self.write_index = writers[0] if writers else -1
         self.has_query_check = any(s.name == "query_check" for s in self.order_stages)
         self.safe_resend = (
-            bool(getattr(self.order_stages[self.write_index], "idempotency_header", ""))
+            bool(getattr(self.order_stages[self.write_index], "repeatable", False))
             if writers
             else False
         )
@@ -273,7 +273,7 @@ class Runner:
                 raise SkipOrder(f"write may still be in flight; settled in {wait:.0f}s")
             if self.has_query_check or self.safe_resend:
                 ex.settle = True
-                how = "query_check" if self.has_query_check else "the idempotency key"
+                how = "query_check" if self.has_query_check else "a repeatable write"
                 run.event(ex, "sending", f"ambiguous earlier write: {how} settles it")
             else:
                 run.journal(

@@ -11,6 +11,7 @@ import datetime as dt
 import re
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from integrator.sandbox.auth import AuthRealm
 from integrator.sandbox.base import JsonServer, Request, Response, Route
@@ -52,6 +53,7 @@ class ErpSandbox(JsonServer):
         token: str = "",
         seed: int = 7,
         realm: AuthRealm | None = None,
+        clock_tz: str = "Europe/Istanbul",
     ) -> None:
         super().__init__(host, port, seed)
         self.token = token
@@ -65,11 +67,18 @@ class ErpSandbox(JsonServer):
             ("GET", "query", re.compile(r"/api/orders/$"), self.query),
             ("GET", "get", re.compile(r"/api/orders/by-number/([^/]+)/$"), self.get),
             ("POST", "webhook", re.compile(r"/webhooks/([^/]+)/$"), self.webhook),
+            ("GET", "changes", re.compile(r"/api/changes/(status|stock|returns)/$"), self.changes),
         ]
+        # Change feeds the ERP → OMS flows poll: rows stamped with the ERP's own clock, a
+        # naive local time in ``clock_tz`` (as many ERPs keep it).
+        self.clock_tz = ZoneInfo(clock_tz)
+        self.feed: list[dict[str, Any]] = []
         self.webhooks: dict[str, list[Any]] = {}  # a partner's endpoint → bodies received
 
     def route(self, req: Request) -> tuple[str, Route, list[str]] | None:
         """Match; logins are open, everything else needs a credential when a token is set."""
+        if req.method == "POST" and req.path == "/_sandbox/erp/changes":
+            return "control", self.add_changes, []
         realm = self.realm
         if realm is not None and req.method == "POST":
             if req.path == "/_sandbox/auth":
@@ -132,6 +141,49 @@ class ErpSandbox(JsonServer):
             if key:
                 self.idempotency[key] = answer
         return Response(201, answer)
+
+    def now(self) -> str:
+        """The ERP's clock: naive local time with microseconds."""
+        return dt.datetime.now(self.clock_tz).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def add_changes(self, req: Request, _args: list[str]) -> Response:
+        """Sandbox control: ``{"kind": "status", "changes": [{...}], "modified_date": opt}``
+        appends rows to a feed (ids assigned; the ERP's clock unless a time is given)."""
+        body = req.body if isinstance(req.body, dict) else {}
+        kind, rows = body.get("kind"), body.get("changes")
+        if kind not in ("status", "stock", "returns") or not isinstance(rows, list):
+            return Response(
+                400, {"error": "kind (status, stock, returns) and changes are required"}
+            )
+        added = []
+        with self.lock:
+            for row in rows:
+                rec = {
+                    **row,
+                    "id": f"{kind.upper()}-{len(self.feed) + 1:06d}",
+                    "kind": kind,
+                    "modified_date": body.get("modified_date") or self.now(),
+                }
+                self.feed.append(rec)
+                added.append(rec)
+        return Response(201, {"added": added})
+
+    def changes(self, req: Request, args: list[str]) -> Response:
+        """A change feed: ``modified_date__gt`` (the ERP's local time), oldest first,
+        ``limit``/``offset``."""
+        after = req.query.get("modified_date__gt", "")
+        with self.lock:
+            rows = sorted(
+                (r for r in self.feed if r["kind"] == args[0] and r["modified_date"] > after),
+                key=lambda r: (r["modified_date"], r["id"]),
+            )
+        limit, offset = int(req.query.get("limit", 50)), int(req.query.get("offset", 0))
+        page = [{k: v for k, v in r.items() if k != "kind"} for r in rows[offset : offset + limit]]
+        nxt = None
+        if offset + limit < len(rows):
+            query = {k: v for k, v in req.query.items() if k != "offset"}
+            nxt = req.path + "?" + urlencode({**query, "offset": offset + limit})
+        return Response(200, {"count": len(rows), "next": nxt, "results": page})
 
     def preload(self, number: str, total: str, created_at: str) -> None:
         """An order the ERP already holds (delivered before the sandbox started); not counted

@@ -27,6 +27,13 @@ _SUMMARY = (
     "shipping_tax_rate",
 )
 _P = r"/api/(?:i1|v1)/"
+# Omnitron order item statuses (a subset): cancelled, approved, preparing/invoiced, shipped,
+# delivered, refunded.
+_ITEM_STATUSES = {"100", "400", "450", "500", "550", "600"}
+_BULK_FIELDS = (
+    "status", "invoice_number", "invoice_date", "e_archive_url", "tracking_number",
+    "shipping_company",
+)  # fmt: skip
 
 
 class OmnitronSandbox(JsonServer):
@@ -54,6 +61,7 @@ class OmnitronSandbox(JsonServer):
             discounts_per_order=discounts_per_order,
         )
         self.patches = 0
+        self.bulk_updates: dict[int, int] = {}  # order item pk → bulk status updates
         routes: list[tuple[str, str, str, Route]] = [
             ("POST", "login", _P + r"auth/login/", self.login),
             ("GET", "list", _P + r"orders/", self.list_orders),
@@ -75,6 +83,12 @@ class OmnitronSandbox(JsonServer):
             ("GET", "get_order", _P + r"orders/(\d+)/", self.get_order),
             ("PATCH", "patch_order", _P + r"orders/(\d+)/", self.patch_order),
             ("PATCH", "patch_item", _P + r"order_items/(\d+)/", self.patch_item),
+            (
+                "PATCH",
+                "bulk_status",
+                _P + r"order_items/bulk_status_update/",
+                self.bulk_status_update,
+            ),
         ]
         self.table = [(m, n, re.compile(p + "$"), h) for m, n, p, h in routes]
 
@@ -217,6 +231,28 @@ class OmnitronSandbox(JsonServer):
                     item[k] = body[k]
             return Response(200, copy.deepcopy(item))
 
+    def bulk_status_update(self, req: Request, _args: list[str]) -> Response:
+        """``{"orderitem_set": [{id, status, invoice_number, invoice_date, e_archive_url,
+        tracking_number, shipping_company}]}``: all or nothing, 400 for an unknown item."""
+        body = req.body if isinstance(req.body, dict) else {}
+        rows = body.get("orderitem_set")
+        if not isinstance(rows, list) or not rows:
+            return Response(400, {"orderitem_set": ["a non-empty list is required"]})
+        with self.lock:
+            for row in rows:
+                if not isinstance(row, dict) or int(row.get("id") or 0) not in self.items:
+                    return Response(400, {"orderitem_set": [f"unknown order item: {row!r}"]})
+                if str(row.get("status", "")) not in _ITEM_STATUSES:
+                    return Response(400, {"status": [f"not a valid choice: {row.get('status')!r}"]})
+            for row in rows:
+                item = self.items[int(row["id"])]
+                for k in _BULK_FIELDS:
+                    if k in row:
+                        item[k] = row[k]
+                self.bulk_updates[int(row["id"])] = self.bulk_updates.get(int(row["id"]), 0) + 1
+            return Response(200, {"orderitem_set": [copy.deepcopy(self.items[int(r["id"])])
+                                                    for r in rows]})  # fmt: skip
+
     def stats(self) -> dict[str, Any]:
         """Orders sent and unsent (cancelled excluded from unsent)."""
         with self.lock:
@@ -229,5 +265,6 @@ class OmnitronSandbox(JsonServer):
                 "sent": sent,
                 "unsent": unsent,
                 "cancelled": sum(1 for o in self.orders.values() if o["status"] == "100"),
+                "bulk_status_updates": sum(self.bulk_updates.values()),
                 "patches": self.patches,
             }

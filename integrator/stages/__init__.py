@@ -5,6 +5,7 @@ from __future__ import annotations
 from integrator.pipeline.stage import Stage
 from integrator.stages.check_response import CheckResponseStage
 from integrator.stages.export import ExportStage
+from integrator.stages.feed import FeedStage
 from integrator.stages.login import LoginStage
 from integrator.stages.mapping import MappingStage
 from integrator.stages.mark_sent import MarkSentStage
@@ -18,6 +19,7 @@ __all__ = [
     "BUILTIN",
     "CheckResponseStage",
     "ExportStage",
+    "FeedStage",
     "LoginStage",
     "MappingStage",
     "MarkSentStage",
@@ -43,4 +45,5 @@ BUILTIN: tuple[type[Stage], ...] = (
     ExportStage,
     OmniumReadStage,
     OmniumMarkStage,
+    FeedStage,
 )

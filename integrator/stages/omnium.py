@@ -77,6 +77,8 @@ class OmniumReadStage(SourceStage):
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
         """Statuses to read, page size, the first watermark, paths."""
+        if isinstance(opts.data.get("start"), dt.date):  # YAML reads an unquoted time as one
+            opts.data["start"] = opts.data["start"].isoformat()
         statuses = opts.get("statuses", list, ["New"])
         return cls(
             [str(s) for s in statuses],

@@ -27,12 +27,17 @@ class WriteStage(Stage):
     """2xx = written. The answer (merged over the request body) becomes the data."""
 
     name = "write"
-    allowed = {"path", "method", "idempotency_header"}
+    allowed = {"path", "method", "idempotency_header", "idempotent"}
     writes = True
     side_effects = True
 
-    def __init__(self, path: str, method: str, idempotency_header: str) -> None:
+    def __init__(
+        self, path: str, method: str, idempotency_header: str, idempotent: bool = False
+    ) -> None:
         self.path, self.method, self.idempotency_header = path, method, idempotency_header
+        # A repeat is harmless: the request carries an idempotency key, or it sets state
+        # (``idempotent: true``, e.g. a status PATCH), so an ambiguous write is simply resent.
+        self.repeatable = bool(idempotency_header) or idempotent
         self.run: RunContext | None = None
 
     @classmethod
@@ -49,6 +54,7 @@ class WriteStage(Stage):
                 ),
             ).upper(),
             idempotency_header=opts.get("idempotency_header", str, ""),
+            idempotent=opts.get("idempotent", bool, False),
         )
 
     def open(self, run: RunContext) -> None:
@@ -91,7 +97,7 @@ class WriteStage(Stage):
             path,
             json_body=ex.request,
             idempotent=False,
-            retry_unsafe=bool(self.idempotency_header),  # the key makes a repeat harmless
+            retry_unsafe=self.repeatable,  # a key, or a state-setting write: a repeat is harmless
             headers=headers,
         )
         try:
