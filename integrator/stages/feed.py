@@ -24,6 +24,7 @@ from integrator.connectors.http import parse_json
 from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
+from integrator.stages.watermark import Listed, advance_watermark
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -71,7 +72,7 @@ class FeedStage(SourceStage):
     def __init__(self, o: dict[str, Any]) -> None:
         self.o = o
         self.run: RunContext | None = None
-        self.listed: list[tuple[dt.datetime, str, str]] = []  # (instant, id, the ERP's text)
+        self.listed: list[Listed] = []
 
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
@@ -171,23 +172,11 @@ class FeedStage(SourceStage):
 
     def close(self) -> None:
         """Move the watermark to the last instant whose changes are all done."""
-        run = self.run
-        if run is None or run.dry_run or run.only_order or not self.listed:
-            return
-        run.store.flush()
-        states = run.store.states(run.flow.name, [c for _, c, _ in self.listed])
-        mark: tuple[dt.datetime, str] | None = None
-        instants: dict[dt.datetime, tuple[str, bool]] = {}
-        for when, cid, text in sorted(self.listed):
-            done = states.get(cid) == "done"
-            prev = instants.get(when)
-            instants[when] = (text, done and (prev[1] if prev else True))
-        for when in sorted(instants):
-            text, all_done = instants[when]
-            if not all_done:
-                break
-            mark = (when, text)
-        old = run.store.watermark(run.flow.name)
-        if mark is not None and (old is None or mark[0] > _parse(old).replace(tzinfo=None)):
-            run.store.set_watermark(run.flow.name, mark[1])
-            run.event(None, "watermark", f"{self.o['watermark_param']} moves to {mark[1]}")
+        if self.run is not None:
+            advance_watermark(
+                self.run,
+                self.listed,
+                lambda t: _parse(t).replace(tzinfo=None),
+                whole_instants=True,
+                what=self.o["watermark_param"],
+            )

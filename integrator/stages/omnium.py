@@ -32,6 +32,7 @@ from integrator.connectors.http import parse_json
 from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
+from integrator.stages.watermark import Listed, advance_watermark
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -72,7 +73,7 @@ class OmniumReadStage(SourceStage):
         self.statuses, self.take, self.start = statuses, take, start
         self.search_path, self.scroll_path = search_path, scroll_path
         self.run: RunContext | None = None
-        self.listed: list[tuple[dt.datetime, str, str]] = []  # (Modified, number, Modified text)
+        self.listed: list[Listed] = []
 
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
@@ -235,23 +236,12 @@ class OmniumReadStage(SourceStage):
             },
         )
 
-    # ------------------------------------------------------------------ watermark
     def close(self) -> None:
         """Move the watermark past the longest run of done orders (nothing in a dry run)."""
-        run = self.run
-        if run is None or run.dry_run or run.only_order or not self.listed:
-            return
-        run.store.flush()  # deferred `done`s count
-        states = run.store.states(run.flow.name, [n for _, n, _ in self.listed])
-        mark: tuple[dt.datetime, str] | None = None
-        for when, number, text in sorted(self.listed):
-            if states.get(number) != "done":
-                break
-            mark = (when, text)
-        old = run.store.watermark(run.flow.name)
-        if mark is not None and (old is None or mark[0] > _instant(old)):
-            run.store.set_watermark(run.flow.name, mark[1])
-            run.event(None, "watermark", f"ModifiedFrom moves to {mark[1]}")
+        if self.run is not None:
+            advance_watermark(
+                self.run, self.listed, _instant, whole_instants=False, what="ModifiedFrom"
+            )
 
 
 class OmniumMarkStage(Stage):

@@ -1,0 +1,57 @@
+"""The watermark of a delta-polling source: how far it may move once a run has ended."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from integrator.pipeline.context import RunContext
+
+__all__ = ["Listed", "advance_watermark"]
+
+# What a run listed: (the instant, the journal number, the time as the source wrote it)
+Listed = tuple[dt.datetime, str, str]
+
+
+def advance_watermark(
+    run: RunContext,
+    listed: list[Listed],
+    parse: Callable[[str], dt.datetime],
+    *,
+    whole_instants: bool,
+    what: str,
+) -> None:
+    """Move the flow's watermark past the longest run of done entries, in time order.
+
+    ``whole_instants``: the source reads "strictly after" the watermark, so an instant is
+    passed only when every entry of it is done; otherwise ("from", inclusive) the watermark may
+    stop on the instant of the last done entry, which the next run reads again. Nothing moves
+    in a dry run or a run of one order. ``what`` names the parameter in the event.
+    """
+    if run.dry_run or run.only_order or not listed:
+        return
+    run.store.flush()  # deferred `done`s count
+    states = run.store.states(run.flow.name, [n for _, n, _ in listed])
+    mark: tuple[dt.datetime, str] | None = None
+    if whole_instants:
+        instants: dict[dt.datetime, tuple[str, bool]] = {}
+        for when, number, text in sorted(listed):
+            done = states.get(number) == "done"
+            earlier = instants.get(when)
+            instants[when] = (text, done and (earlier[1] if earlier else True))
+        for when in sorted(instants):
+            text, all_done = instants[when]
+            if not all_done:
+                break
+            mark = (when, text)
+    else:
+        for when, number, text in sorted(listed):
+            if states.get(number) != "done":
+                break
+            mark = (when, text)
+    old = run.store.watermark(run.flow.name)
+    if mark is not None and (old is None or mark[0] > parse(old)):
+        run.store.set_watermark(run.flow.name, mark[1])
+        run.event(None, "watermark", f"{what} moves to {mark[1]}")
