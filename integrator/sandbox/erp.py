@@ -68,7 +68,13 @@ class ErpSandbox(JsonServer):
             ("GET", "get", re.compile(r"/api/orders/by-number/([^/]+)/$"), self.get),
             ("POST", "webhook", re.compile(r"/webhooks/([^/]+)/$"), self.webhook),
             ("GET", "changes", re.compile(r"/api/changes/(status|stock|returns)/$"), self.changes),
+            ("GET", "stock", re.compile(r"/api/stock/$"), self.stock_list),
         ]
+        # The ERP's stock: (sku, warehouse) → quantity on hand.
+        self.stock: dict[tuple[str, str], int] = {
+            (sku, wh): 10 for sku in ("SKU-100", "SKU-200", "SKU-300", "SKU-400")
+            for wh in ("OSL", "STO")
+        }  # fmt: skip
         # Change feeds the ERP → OMS flows poll: rows stamped with the ERP's own clock, a
         # naive local time in ``clock_tz`` (as many ERPs keep it).
         self.clock_tz = ZoneInfo(clock_tz)
@@ -79,6 +85,8 @@ class ErpSandbox(JsonServer):
         """Match; logins are open, everything else needs a credential when a token is set."""
         if req.method == "POST" and req.path == "/_sandbox/erp/changes":
             return "control", self.add_changes, []
+        if req.method == "POST" and req.path == "/_sandbox/erp/stock":
+            return "control", self.set_stock, []
         realm = self.realm
         if realm is not None and req.method == "POST":
             if req.path == "/_sandbox/auth":
@@ -184,6 +192,29 @@ class ErpSandbox(JsonServer):
             query = {k: v for k, v in req.query.items() if k != "offset"}
             nxt = req.path + "?" + urlencode({**query, "offset": offset + limit})
         return Response(200, {"count": len(rows), "next": nxt, "results": page})
+
+    def set_stock(self, req: Request, _args: list[str]) -> Response:
+        """Sandbox control: ``[{sku, warehouse, quantity}]`` sets the ERP's stock."""
+        rows = req.body if isinstance(req.body, list) else []
+        with self.lock:
+            for r in rows:
+                self.stock[(str(r["sku"]), str(r["warehouse"]))] = int(r["quantity"])
+        return Response(200, {"ok": True})
+
+    def stock_list(self, req: Request, _args: list[str]) -> Response:
+        """The whole stock, paged: ``{count, next, results: [{sku, warehouse, quantity}]}``."""
+        with self.lock:
+            rows = [
+                {"sku": k[0], "warehouse": k[1], "quantity": q}
+                for k, q in sorted(self.stock.items())
+            ]
+        limit, offset = int(req.query.get("limit", 100)), int(req.query.get("offset", 0))
+        nxt = None
+        if offset + limit < len(rows):
+            nxt = req.path + "?" + urlencode({"limit": limit, "offset": offset + limit})
+        return Response(
+            200, {"count": len(rows), "next": nxt, "results": rows[offset : offset + limit]}
+        )
 
     def preload(self, number: str, total: str, created_at: str) -> None:
         """An order the ERP already holds (delivered before the sandbox started); not counted

@@ -117,7 +117,19 @@ class OmniumSandbox(JsonServer):
              self.update_status),
             ("PATCH", "patch_order", re.compile(r"/api/Orders/([^/]+)/PatchOrder$"),
              self.patch_order),
+            ("GET", "inventory", re.compile(r"/api/Inventory$"), self.inventory_list),
+            ("PUT", "inventory_upsert", re.compile(r"/api/Inventory$"), self.inventory_upsert),
+            ("POST", "inventory_change", re.compile(r"/api/Inventory/InventoryChange$"),
+             self.inventory_change),
         ]  # fmt: skip
+        # Stock per (sku, warehouse): ``inventory`` is what the ERP says is there,
+        # ``reservedInventory`` what open orders hold (Omnium's own; no import may set it).
+        self.stock: dict[tuple[str, str], dict[str, Any]] = {
+            (sku, wh): {"sku": sku, "warehouseId": wh, "inventory": 10, "reservedInventory": 2}
+            for sku in ("SKU-100", "SKU-200", "SKU-300", "SKU-400")
+            for wh in ("OSL", "STO")
+        }
+        self.stock_writes: list[dict[str, Any]] = []  # every upsert and change, in order
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------------ routing
@@ -253,6 +265,52 @@ class OmniumSandbox(JsonServer):
             self._touch(o)
             self.patches[args[0]] = self.patches.get(args[0], 0) + 1
         return Response(200, copy.deepcopy(o))
+
+    def inventory_list(self, req: Request, _args: list[str]) -> Response:
+        """Stock levels, ``take``/``page``."""
+        take, page = int(req.query.get("take", 100)), int(req.query.get("page", 0))
+        with self.lock:
+            rows = sorted(self.stock.values(), key=lambda r: (r["sku"], r["warehouseId"]))
+            part = [dict(r) for r in rows[take * page : take * (page + 1)]]
+        return Response(200, {"result": part, "totalHits": len(rows)})
+
+    def inventory_upsert(self, req: Request, _args: list[str]) -> Response:
+        """``[{sku, warehouseId, inventory}]``: set levels; reservedInventory is refused."""
+        rows = req.body if isinstance(req.body, list) else None
+        if not rows or not all(isinstance(r, dict) for r in rows):
+            return Response(400, {"message": "a list of {sku, warehouseId, inventory}"})
+        for r in rows:
+            if "reservedInventory" in r:
+                return Response(400, {"message": "reservedInventory is kept by Omnium"})
+            if (
+                not r.get("sku")
+                or not r.get("warehouseId")
+                or not isinstance(r.get("inventory"), int)
+            ):
+                return Response(400, {"message": f"sku, warehouseId and inventory: {r!r}"})
+        with self.lock:
+            for r in rows:
+                key = (str(r["sku"]), str(r["warehouseId"]))
+                rec = self.stock.setdefault(
+                    key, {"sku": key[0], "warehouseId": key[1], "reservedInventory": 0}
+                )
+                rec["inventory"] = r["inventory"]
+                self.stock_writes.append({"op": "upsert", **r})
+        return Response(200, {"updated": len(rows)})
+
+    def inventory_change(self, req: Request, _args: list[str]) -> Response:
+        """``{sku, warehouseId, change, reason}``: a relative change with its reason."""
+        r = req.body if isinstance(req.body, dict) else {}
+        if not isinstance(r.get("change"), int) or not r.get("reason"):
+            return Response(400, {"message": "change (an integer) and reason are required"})
+        key = (str(r.get("sku")), str(r.get("warehouseId")))
+        with self.lock:
+            rec = self.stock.get(key)
+            if rec is None:
+                return Response(404, {"message": f"no stock for {key}"})
+            rec["inventory"] += r["change"]
+            self.stock_writes.append({"op": "change", **r})
+            return Response(200, dict(rec))
 
     def set_modified(self, req: Request, _args: list[str]) -> Response:
         """Tests: ``{"ids": [...], "modified": iso}`` puts orders on one instant."""

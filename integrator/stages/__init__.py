@@ -13,6 +13,7 @@ from integrator.stages.omnium import OmniumMarkStage, OmniumReadStage
 from integrator.stages.query_check import QueryCheckStage
 from integrator.stages.read import ReadStage
 from integrator.stages.script import PostScriptStage, ScriptStage
+from integrator.stages.snapshot import SnapshotStage
 from integrator.stages.write import WriteStage
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "QueryCheckStage",
     "ReadStage",
     "ScriptStage",
+    "SnapshotStage",
     "WriteStage",
 ]
 
@@ -46,4 +48,5 @@ BUILTIN: tuple[type[Stage], ...] = (
     OmniumReadStage,
     OmniumMarkStage,
     FeedStage,
+    SnapshotStage,
 )
