@@ -117,6 +117,9 @@ class OmniumSandbox(JsonServer):
              self.update_status),
             ("PATCH", "patch_order", re.compile(r"/api/Orders/([^/]+)/PatchOrder$"),
              self.patch_order),
+            ("POST", "create_return", re.compile(r"/api/Orders/([^/]+)/CreateReturnOrder$"),
+             self.create_return),
+            ("GET", "returns", re.compile(r"/api/Returns$"), self.returns_search),
             ("GET", "inventory", re.compile(r"/api/Inventory$"), self.inventory_list),
             ("PUT", "inventory_upsert", re.compile(r"/api/Inventory$"), self.inventory_upsert),
             ("POST", "inventory_change", re.compile(r"/api/Inventory/InventoryChange$"),
@@ -130,6 +133,7 @@ class OmniumSandbox(JsonServer):
             for wh in ("OSL", "STO")
         }
         self.stock_writes: list[dict[str, Any]] = []  # every upsert and change, in order
+        self.returns: list[dict[str, Any]] = []  # return orders created
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------------ routing
@@ -265,6 +269,39 @@ class OmniumSandbox(JsonServer):
             self._touch(o)
             self.patches[args[0]] = self.patches.get(args[0], 0) + 1
         return Response(200, copy.deepcopy(o))
+
+    def create_return(self, req: Request, args: list[str]) -> Response:
+        """``{rmaNumber, refund, lines: [{lineItemId, quantity, reason, restock}]}``: a return
+        order for order ``args[0]``; 400 for a line or quantity the order does not have."""
+        body = req.body if isinstance(req.body, dict) else {}
+        lines = body.get("lines")
+        if not body.get("rmaNumber") or not isinstance(lines, list) or not lines:
+            return Response(400, {"message": "rmaNumber and lines are required"})
+        with self.lock:
+            order = self.orders.get(args[0])
+            if order is None:
+                return Response(404, {"message": "Not found"})
+            ordered = {li["LineItemId"]: li["Quantity"] for li in order["OrderForm"]["LineItems"]}
+            for line in lines:
+                lid, qty = line.get("lineItemId"), line.get("quantity")
+                if lid not in ordered or not isinstance(qty, int) or not 0 < qty <= ordered[lid]:
+                    return Response(400, {"message": f"no such line or quantity: {line!r}"})
+                if not line.get("reason"):
+                    return Response(400, {"message": f"a return line needs a reason: {line!r}"})
+            rec = {
+                "Id": f"RET-{len(self.returns) + 1:05d}", "OrderId": args[0],
+                "RmaNumber": body["rmaNumber"], "Refund": bool(body.get("refund")),
+                "Lines": [dict(li) for li in lines], "Created": iso(dt.datetime.now(dt.UTC)),
+            }  # fmt: skip
+            self.returns.append(rec)
+            return Response(201, copy.deepcopy(rec))
+
+    def returns_search(self, req: Request, _args: list[str]) -> Response:
+        """``?rmaNumber=``: the return orders with that RMA number."""
+        rma = req.query.get("rmaNumber")
+        with self.lock:
+            rows = [copy.deepcopy(r) for r in self.returns if rma is None or r["RmaNumber"] == rma]
+        return Response(200, {"result": rows, "totalHits": len(rows)})
 
     def inventory_list(self, req: Request, _args: list[str]) -> Response:
         """Stock levels, ``take``/``page``."""
