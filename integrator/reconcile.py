@@ -23,6 +23,7 @@ from integrator.connectors.redact import Redactor
 from integrator.errors import ConfigIssue, ConfigurationError, FatalError, OrderError
 from integrator.pipeline.project import Project, connector_for
 from integrator.stages.read import ReadStage
+from integrator.stages.snapshot import SnapshotStage
 
 __all__ = ["Reconciliation", "reconcile"]
 
@@ -41,6 +42,7 @@ class Reconciliation:
     not_marked_in_oms: list[str] = field(default_factory=list)
     unknown_to_oms: list[str] = field(default_factory=list)
     amount_mismatches: list[tuple[str, str, str]] = field(default_factory=list)  # number, oms, erp
+    stock_differences: list[tuple[str, str, str]] = field(default_factory=list)  # key, erp, oms
 
     @property
     def differences(self) -> int:
@@ -50,6 +52,7 @@ class Reconciliation:
             + len(self.not_marked_in_oms)
             + len(self.unknown_to_oms)
             + len(self.amount_mismatches)
+            + len(self.stock_differences)
         )
 
     def counts(self) -> dict[str, int]:
@@ -59,6 +62,7 @@ class Reconciliation:
             "not_marked_in_oms": len(self.not_marked_in_oms),
             "unknown_to_oms": len(self.unknown_to_oms),
             "amount_mismatch": len(self.amount_mismatches),
+            "stock": len(self.stock_differences),
         }
 
 
@@ -124,10 +128,20 @@ def reconcile(project: Project, name: str, since: dt.datetime | None = None) -> 
     built = project.flow(name)
     flow = built.config
     settings = flow.reconcile or ReconcileSettings()
+    snapshot = next((s for s in built.stages if isinstance(s, SnapshotStage)), None)
+    if snapshot is not None:
+        return _stock(project, flow.name, flow.source, flow.target, snapshot)
     read = next((s for s in built.stages if isinstance(s, ReadStage)), None)
     if read is None:
         raise ConfigurationError(
-            [ConfigIssue(flow.file, "stages", "reconcile needs an Omnitron `read` stage")]
+            [
+                ConfigIssue(
+                    flow.file,
+                    "stages",
+                    "reconcile needs an Omnitron `read` stage (orders) or a `stock_snapshot` "
+                    "stage (stock)",
+                )
+            ]
         )
     when = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S") if since else None
     redactor = Redactor(project.app.secrets)
@@ -159,4 +173,24 @@ def reconcile(project: Project, name: str, since: dt.datetime | None = None) -> 
     finally:
         source.close()
         target.close()
+    return result
+
+
+def _stock(
+    project: Project, name: str, source_name: str, target_name: str, snapshot: SnapshotStage
+) -> Reconciliation:
+    """Stock: every ERP entry whose quantity the OMS does not have (the stock flow's work)."""
+    redactor = Redactor(project.app.secrets)
+    source = connector_for(project.app, source_name, redactor, 4)
+    target = connector_for(project.app, target_name, redactor, 4)
+    result = Reconciliation(name, None)
+    try:
+        source.login()
+        target.login()
+        diffs, unchanged = snapshot.differences(source, target)
+    finally:
+        source.close()
+        target.close()
+    result.erp_orders = len(diffs) + unchanged
+    result.stock_differences = [(k, str(e), "—" if o is None else str(o)) for k, e, o, _ in diffs]
     return result

@@ -9,7 +9,8 @@ import click
 from rich.table import Table
 
 from integrator.cli.common import console, load
-from integrator.reconcile import reconcile
+from integrator.pipeline import Project, run_flow
+from integrator.reconcile import Reconciliation, reconcile
 
 __all__ = ["COMMANDS"]
 
@@ -31,13 +32,20 @@ def _since(value: str | None) -> dt.datetime | None:
 @click.argument("flow")
 @click.option("--since", help="Only orders placed (OMS) and created (ERP) since this date.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--sync", is_flag=True, help="Stock flows: run the flow now for the entries that differ."
+)
 @click.pass_context
-def reconcile_cmd(ctx: click.Context, flow: str, since: str | None, as_json: bool) -> int:
+def reconcile_cmd(
+    ctx: click.Context, flow: str, since: str | None, as_json: bool, sync: bool
+) -> int:
     """Compare the orders the OMS shows as sent with the orders the ERP holds.
 
     Lists orders marked sent in the OMS but missing in the ERP, orders in the ERP the OMS does
-    not show as sent (or does not know), and orders whose amounts differ. Exit status 0 when
-    they agree, 1 when something differs, 2 for a configuration error. The flow's
+    not show as sent (or does not know), and orders whose amounts differ. For a stock flow
+    (a ``stock_snapshot`` source, Akinon's Full Stock idea): every entry whose quantity the OMS
+    does not have; ``--sync`` then runs the stock flow, which writes exactly those. Exit status
+    0 when they agree, 1 when something differs, 2 for a configuration error. The flow's
     ``reconcile:`` block says where the ERP lists its orders and which fields hold the number
     and the amount; with a ``schedule`` in it, the daemon runs the check and exports the counts
     as ``integrator_reconcile_differences``.
@@ -59,11 +67,14 @@ def reconcile_cmd(ctx: click.Context, flow: str, since: str | None, as_json: boo
                     "amount_mismatches": [
                         {"order": n, "oms": a, "erp": b} for n, a, b in result.amount_mismatches
                     ],
+                    "stock_differences": [
+                        {"key": k, "erp": e, "oms": o} for k, e, o in result.stock_differences
+                    ],
                 },
                 indent=2,
             )
         )
-        return 1 if result.differences else 0
+        return _synced(ctx, project, result) if sync else (1 if result.differences else 0)
     console.print(
         f"{result.flow}: {result.oms_sent} order(s) sent in the OMS, {result.erp_orders} in the "
         f"ERP" + (f", since {result.since}" if result.since else "")
@@ -79,11 +90,24 @@ def reconcile_cmd(ctx: click.Context, flow: str, since: str | None, as_json: boo
         table.add_row(n, "in the ERP, unknown to the OMS", "—", "present")
     for n, a, b in result.amount_mismatches:
         table.add_row(n, "amounts differ", a, b)
+    for k, e, o in result.stock_differences:
+        table.add_row(k, "stock differs", o, e)
     if result.differences:
         console.print(table)
-        return 1
+        return _synced(ctx, project, result) if sync else 1
     console.print("no differences")
     return 0
+
+
+def _synced(ctx: click.Context, project: Project, result: Reconciliation) -> int:
+    """``--sync``: run the stock flow; 0 when it wrote every difference."""
+    if not result.stock_differences:
+        return 1 if result.differences else 0
+    from integrator.cli.common import print_summary
+
+    outcome, run = run_flow(project, result.flow)
+    print_summary(outcome, run)
+    return 0 if outcome.status == "ok" else 1
 
 
 COMMANDS = [reconcile_cmd]

@@ -225,6 +225,8 @@ class Daemon:
             return
         self.metrics.reconciled(name, result.counts())
         log.info("reconciled", flow=name, **result.counts())
+        if result.stock_differences:  # Akinon's Full Stock idea: the stock flow fixes them
+            self._job(name)
 
     def _event_job(self, name: str, order_id: str) -> None:
         """Run ``name`` for one order now; wait while a run of the flow holds its lock (that

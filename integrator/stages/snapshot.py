@@ -116,21 +116,32 @@ class SnapshotStage(SourceStage):
             yield from (r for r in rows if isinstance(r, dict))
             path, params = (data.get("next") if isinstance(data, dict) else None), None
 
-    def iter_orders(self, run: RunContext) -> Iterator[OrderRef]:
-        """The ERP entries whose quantity the OMS does not have."""
-        oms = self._oms(run.target)
-        day = dt.datetime.now(dt.UTC).date().isoformat()
-        unchanged, refs = 0, []
-        for row in self._erp(run.source):
+    def differences(
+        self, source: Connector, target: Connector
+    ) -> tuple[list[tuple[str, Any, Any, dict[str, Any]]], int]:
+        """``([(key, ERP quantity, OMS quantity or None, ERP row)], unchanged count)``; also
+        what ``integrator reconcile`` reports for a stock flow."""
+        oms = self._oms(target)
+        out, unchanged = [], 0
+        for row in self._erp(source):
             key = self._key(self.o["erp_key"], row)
             if key is None:
-                run.event(None, "invalid", f"stock entry skipped: no key in {str(row)[:120]}")
                 continue
             quantity = jmespath.search(self.o["erp_quantity"], row)
             if key in oms and oms[key] == quantity:
                 unchanged += 1
-                continue
-            refs.append(OrderRef(key, f"{key}@{day}", {**row, "oms_quantity": oms.get(key)}))
+            else:
+                out.append((key, quantity, oms.get(key), row))
+        return out, unchanged
+
+    def iter_orders(self, run: RunContext) -> Iterator[OrderRef]:
+        """The ERP entries whose quantity the OMS does not have."""
+        diffs, unchanged = self.differences(run.source, run.target)
+        day = dt.datetime.now(dt.UTC).date().isoformat()
+        refs = [
+            OrderRef(key, f"{key}@{day}", {**row, "oms_quantity": oms})
+            for key, _erp, oms, row in diffs
+        ]
         states = run.store.states(run.flow.name, [r.number for r in refs])
         due = [r for r in refs if states.get(r.number) != "done"]
         run.event(None, "snapshot", f"{unchanged} unchanged; {len(due)} to sync")
