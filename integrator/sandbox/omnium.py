@@ -240,7 +240,8 @@ class OmniumSandbox(JsonServer):
         o["Modified"] = iso(self.latest)
 
     def update_status(self, req: Request, args: list[str]) -> Response:
-        """``{"status": ...}``: the order moves on (and ``Modified`` with it)."""
+        """``{"status": ..., "trackingNumber"?, "shippingCompany"?, "lines"?}``: the order
+        moves on (and ``Modified`` with it); tracking, when given, is kept as a shipment."""
         status = (req.body or {}).get("status") if isinstance(req.body, dict) else None
         if not isinstance(status, str) or not status:
             return Response(400, {"message": "status is required"})
@@ -249,6 +250,13 @@ class OmniumSandbox(JsonServer):
             if o is None:
                 return Response(404, {"message": "Not found"})
             o["Status"] = status
+            body = req.body if isinstance(req.body, dict) else {}
+            if body.get("trackingNumber"):
+                o.setdefault("Shipments", []).append({
+                    "TrackingNumber": body["trackingNumber"],
+                    "ShippingCompany": body.get("shippingCompany"),
+                    "Lines": body.get("lines") or [],
+                })  # fmt: skip
             self._touch(o)
             self.updates[args[0]] = self.updates.get(args[0], 0) + 1
         return Response(200, None)
