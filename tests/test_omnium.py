@@ -181,3 +181,14 @@ def test_scroll_reads_12000_orders_once_each(tmp_path: Path) -> None:
         conn.close()
         store.close()
         omnium.stop()
+
+
+def test_429_backs_off_and_the_run_completes(
+    omnium_project: Project, servers: tuple[OmniumSandbox, ErpSandbox]
+) -> None:
+    omnium, erp = servers
+    numbers = new_numbers(omnium)
+    fault_rule(omnium.url, action="status", route="search", status=429, retry_after="0", count=2)
+    run(omnium_project)
+    assert_once(erp, numbers)
+    assert stats(omnium.url)["faults_injected"] == 2
