@@ -24,7 +24,7 @@ from integrator.connectors.http import parse_json
 from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
-from integrator.stages.watermark import Listed, advance_watermark
+from integrator.stages.watermark import Listed, advance_watermark, row_exchange, yaml_time
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -77,8 +77,7 @@ class FeedStage(SourceStage):
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
         """Feed path, watermark parameter, field names, the ERP's time zone, paging, start."""
-        if isinstance(opts.data.get("start"), dt.date):  # YAML reads an unquoted time as one
-            opts.data["start"] = opts.data["start"].isoformat()
+        yaml_time(opts, "start")
         return cls(
             {
                 "path": opts.get("path", str, "", required=True),
@@ -154,19 +153,15 @@ class FeedStage(SourceStage):
 
     def fetch(self, ref: OrderRef) -> Exchange:
         """The feed row is the whole change."""
-        run = self.run
-        assert run is not None
-        row = dict(ref.summary)
-        return Exchange(
-            pk=ref.pk,
-            number=ref.number,
-            order=row,
-            attributes={
+        assert self.run is not None
+        row = ref.summary
+        return row_exchange(
+            self.run,
+            ref,
+            **{
                 "change.id": ref.pk,
                 "change.modified": str(row.get(self.o["modified_field"])),
                 "order.number": str(row.get("order_number", "")),
-                "flow.name": run.flow.name,
-                "run.id": str(run.run_id),
             },
         )
 

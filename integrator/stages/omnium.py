@@ -32,7 +32,7 @@ from integrator.connectors.http import parse_json
 from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
-from integrator.stages.watermark import Listed, advance_watermark
+from integrator.stages.watermark import Listed, advance_watermark, row_exchange, yaml_time
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -78,8 +78,7 @@ class OmniumReadStage(SourceStage):
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
         """Statuses to read, page size, the first watermark, paths."""
-        if isinstance(opts.data.get("start"), dt.date):  # YAML reads an unquoted time as one
-            opts.data["start"] = opts.data["start"].isoformat()
+        yaml_time(opts, "start")
         statuses = opts.get("statuses", list, ["New"])
         return cls(
             [str(s) for s in statuses],
@@ -221,18 +220,14 @@ class OmniumReadStage(SourceStage):
 
     def fetch(self, ref: OrderRef) -> Exchange:
         """The search answer is the whole order: no call."""
-        run = self.run
-        assert run is not None
-        return Exchange(
-            pk=ref.pk,
-            number=ref.number,
-            order=dict(ref.summary),
-            attributes={
+        assert self.run is not None
+        return row_exchange(
+            self.run,
+            ref,
+            **{
                 "order.number": ref.number,
                 "order.pk": ref.pk,
                 "order.modified": str(ref.summary.get("Modified")),
-                "flow.name": run.flow.name,
-                "run.id": str(run.run_id),
             },
         )
 

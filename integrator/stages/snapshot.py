@@ -25,6 +25,7 @@ from integrator.connectors.http import Connector, parse_json
 from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
+from integrator.stages.watermark import row_exchange
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -152,15 +153,5 @@ class SnapshotStage(SourceStage):
 
     def fetch(self, ref: OrderRef) -> Exchange:
         """The ERP entry is the whole unit."""
-        run = self.run
-        assert run is not None
-        return Exchange(
-            pk=ref.pk,
-            number=ref.number,
-            order=dict(ref.summary),
-            attributes={
-                "stock.key": ref.pk,
-                "flow.name": run.flow.name,
-                "run.id": str(run.run_id),
-            },
-        )
+        assert self.run is not None
+        return row_exchange(self.run, ref, **{"stock.key": ref.pk})

@@ -1,4 +1,5 @@
-"""The watermark of a delta-polling source: how far it may move once a run has ended."""
+"""What the list-based sources share (Omnium, ERP change feeds, stock snapshots): the rule for
+moving a delta watermark, the unit built from a listed row, and YAML times as option text."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from integrator.config.checks import Options
+from integrator.pipeline.exchange import Exchange
+from integrator.pipeline.stage import OrderRef
+
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
 
-__all__ = ["Listed", "advance_watermark"]
+__all__ = ["Listed", "advance_watermark", "row_exchange", "yaml_time"]
 
 # What a run listed: (the instant, the journal number, the time as the source wrote it)
 Listed = tuple[dt.datetime, str, str]
@@ -55,3 +60,20 @@ def advance_watermark(
     if mark is not None and (old is None or mark[0] > parse(old)):
         run.store.set_watermark(run.flow.name, mark[1])
         run.event(None, "watermark", f"{what} moves to {mark[1]}")
+
+
+def yaml_time(opts: Options, name: str) -> None:
+    """YAML reads an unquoted time (``start: 2026-11-01T00:00:00Z``) as a datetime: make it
+    the ISO text the option expects."""
+    if isinstance(opts.data.get(name), dt.date):
+        opts.data[name] = opts.data[name].isoformat()
+
+
+def row_exchange(run: RunContext, ref: OrderRef, **attributes: str) -> Exchange:
+    """The unit's document is the row the source listed (no detail call)."""
+    return Exchange(
+        pk=ref.pk,
+        number=ref.number,
+        order=dict(ref.summary),
+        attributes={**attributes, "flow.name": run.flow.name, "run.id": str(run.run_id)},
+    )
