@@ -36,18 +36,21 @@ def test_full_sync_writes_only_differences_and_keeps_reserved(
             {"sku": "SKU-100", "warehouse": "OSL", "quantity": 7},
             {"sku": "SKU-200", "warehouse": "STO", "quantity": 0},
             {"sku": "SKU-500", "warehouse": "OSL", "quantity": 5},  # new in the ERP
+            {"sku": "SKU-400", "warehouse": "STO", "quantity": -3},  # oversold: sent as 0
         ],
         timeout=5,
     ).raise_for_status()
     run(omnium_project, "stock_full")
     assert sorted((w["sku"], w["warehouseId"], w["inventory"]) for w in omnium.stock_writes) == [
-        ("SKU-100", "OSL", 7), ("SKU-200", "STO", 0), ("SKU-500", "OSL", 5),
+        ("SKU-100", "OSL", 7), ("SKU-200", "STO", 0), ("SKU-400", "STO", 0),
+        ("SKU-500", "OSL", 5),
     ]  # fmt: skip
     assert level(omnium, "SKU-100", "OSL") == (7, 2)  # reserved stock kept
     assert level(omnium, "SKU-300", "OSL") == (10, 2)  # unchanged: not written
     assert level(omnium, "SKU-500", "OSL") == (5, 0)
-    run(omnium_project, "stock_full")  # the same day, nothing differs any more
-    assert len(omnium.stock_writes) == 3
+    assert level(omnium, "SKU-400", "STO") == (0, 2)
+    run(omnium_project, "stock_full")  # the same day: only the clamped entry differs still,
+    assert len(omnium.stock_writes) == 4  # and it is done for today
 
 
 def test_deltas_land_once_with_their_reason(

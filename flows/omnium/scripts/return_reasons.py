@@ -14,7 +14,8 @@ def process(data, attributes):
     for line in data.get("lines") or []:
         code = str(line.get("reason", ""))
         if code not in REASONS:
-            raise ValueError(f"unknown return reason code {code!r} on line {line.get('line_item_id')}")
+            where = line.get("line_item_id")
+            raise ValueError(f"unknown return reason code {code!r} on line {where}")
         line["reason"] = REASONS[code]
         line["restock"] = bool(line.get("restock")) and code not in NEVER_RESTOCK
     attributes["log.return.rma"] = str(data.get("rma_number"))
