@@ -17,13 +17,13 @@ from integrator.connectors.transport import LeanAdapter, prepare
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    connections: set[int] = set()
+    connections: set[tuple[str, int]] = set()  # client (address, port): one per connection
 
     def log_message(self, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:
-        Handler.connections.add(id(self.connection))
+        Handler.connections.add(self.client_address)
         if self.path == "/slow":
             threading.Event().wait(1.0)
         body = b'{"ok": true, "path": "' + self.path.encode() + b'"}'
@@ -45,11 +45,17 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = do_GET
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that gave up (the timeout test) is expected here."""
+
+
 @pytest.fixture
 def server() -> Iterator[str]:
     Handler.connections = set()
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
+    srv = Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()
