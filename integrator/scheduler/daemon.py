@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,8 @@ class Daemon:
         self.stopping = threading.Event()  # set: no new run, no new order
         self._reload = threading.Event()
         self._wake = threading.Event()
-        self._running: set[str] = set()
+        # flow → runs in progress (a poll and an event run may overlap while one waits)
+        self._running: Counter[str] = Counter()
         self._running_lock = threading.Condition()
         self.flows: dict[str, BuiltFlow] = {}
         self.project: Project | None = None
@@ -167,7 +169,7 @@ class Daemon:
         project = self.project
         structlog.contextvars.bind_contextvars(flow=name)
         with self._running_lock:
-            self._running.add(name)
+            self._running[name] += 1
         status = "failed"
         try:
             result, _ = run_flow(
@@ -205,7 +207,9 @@ class Daemon:
             log.exception("run_crashed", flow=name, error=f"{type(exc).__name__}: {exc}")
         finally:
             with self._running_lock:
-                self._running.discard(name)
+                self._running[name] -= 1
+                if self._running[name] <= 0:
+                    del self._running[name]
                 self._running_lock.notify_all()
             structlog.contextvars.unbind_contextvars("flow")
         if status != "skipped" and only_order is None:
