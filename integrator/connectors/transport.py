@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
-from requests.adapters import BaseAdapter, HTTPAdapter
+from requests.adapters import DEFAULT_CA_BUNDLE_PATH, BaseAdapter, HTTPAdapter
 from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers, requote_uri
@@ -94,7 +94,8 @@ class LeanAdapter(BaseAdapter):
         self.pool_maxsize = pool_maxsize
         self._pools: dict[_Key, queue.LifoQueue[http.client.HTTPConnection]] = {}
         self._fallback = HTTPAdapter(pool_maxsize=pool_maxsize, max_retries=0)
-        self._ssl = ssl.create_default_context()
+        # The CA bundle requests itself trusts by default (certifi's), not the system's.
+        self._ssl = ssl.create_default_context(cafile=DEFAULT_CA_BUNDLE_PATH)
 
     # -------------------------------------------------------------------- pool
     def _pool(self, key: _Key) -> queue.LifoQueue[http.client.HTTPConnection]:

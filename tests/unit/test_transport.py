@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
@@ -127,3 +128,47 @@ def test_a_proxy_goes_through_urllib3(server: str) -> None:
     r = s.send(prepare(s, "GET", "http://example.invalid/via-proxy"), proxies=s.proxies)
     assert r.json()["path"] == "http://example.invalid/via-proxy"  # absolute form: a proxy call
     s.close()
+
+
+def test_https_checks_the_certificate_against_requests_ca_bundle(tmp_path: Path) -> None:
+    """A self-signed server: the lean path refuses it (SSLError), as requests would."""
+    import datetime as dt
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    srv = Server(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    s = requests.Session()
+    s.trust_env = False
+    s.mount("https://", LeanAdapter())
+    try:
+        with pytest.raises(requests.exceptions.SSLError):
+            get(s, f"https://127.0.0.1:{srv.server_address[1]}/secure")
+    finally:
+        s.close()
+        srv.shutdown()
+        srv.server_close()
