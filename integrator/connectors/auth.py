@@ -49,7 +49,6 @@ class LoginRefused(FatalError):
 class Auth:
     """Static credentials: the same headers on every call; nothing to renew."""
 
-    kind = "none"
     refreshable = False
 
     def __init__(self, headers: dict[str, str] | None = None) -> None:
@@ -78,7 +77,6 @@ class LoginAuth(Auth):
         self.headers: dict[str, str] | None = None
         self.expires_at = 0.0
         self.generation = 0
-        self.logins = 0
 
     def current(self) -> tuple[dict[str, str], int]:
         """Cached headers, logging in first when there are none or they expired."""
@@ -106,7 +104,6 @@ class LoginAuth(Auth):
         self.headers = headers
         self.expires_at = time.monotonic() + (ttl * (1 - _MARGIN) if ttl else float("inf"))
         self.generation += 1
-        self.logins += 1
 
     def _login(self) -> tuple[dict[str, str], float | None]:
         raise NotImplementedError
@@ -124,6 +121,10 @@ class LoginAuth(Auth):
             return resp.json()
         except ValueError:
             raise LoginRefused(f"login {what}: the answer is not JSON") from None
+
+    def _credentials(self) -> dict[str, str]:
+        """What a login body template's ``{username}``/``{password}`` stand for."""
+        return {"username": self.cfg.username, "password": self.cfg.password}
 
     def _keep(self, *values: str) -> None:
         self.redactor.add([v for v in values if v])
@@ -145,8 +146,6 @@ def _fill(template: Any, values: dict[str, str]) -> Any:
 class TokenLoginAuth(LoginAuth):
     """A login call returning a token (Omnitron), or a JSON-RPC session id, put in a header."""
 
-    kind = "token"
-
     def __init__(
         self, cfg: ConnectorConfig, tl: TokenLogin, send: Send, redactor: Redactor, url: str
     ) -> None:
@@ -156,7 +155,7 @@ class TokenLoginAuth(LoginAuth):
     def _login(self) -> tuple[dict[str, str], float | None]:
         tl, cfg = self.tl, self.cfg
         what = f"{tl.method} {cfg.name}:{tl.path}"
-        creds = {"username": cfg.username, "password": cfg.password}
+        creds = self._credentials()
         body = _fill(tl.body, creds) if tl.body is not None else creds
         resp = self.send(tl.method, self.url, body, None)
         if not resp.ok:
@@ -179,8 +178,6 @@ class TokenLoginAuth(LoginAuth):
 
 class OAuth2Auth(LoginAuth):
     """OAuth2 client credentials (RFC 6749 §4.4): the token is a Bearer token until it expires."""
-
-    kind = "oauth2"
 
     def _login(self) -> tuple[dict[str, str], float | None]:
         cfg = self.cfg
@@ -208,8 +205,6 @@ class OAuth2Auth(LoginAuth):
 class CookieSessionAuth(LoginAuth):
     """SAP Business One Service Layer: ``POST /Login`` sets ``B1SESSION`` (and ``ROUTEID``)."""
 
-    kind = "cookie"
-
     def __init__(
         self, cfg: ConnectorConfig, cl: CookieLogin, send: Send, redactor: Redactor, url: str
     ) -> None:
@@ -219,8 +214,7 @@ class CookieSessionAuth(LoginAuth):
     def _login(self) -> tuple[dict[str, str], float | None]:
         cl, cfg = self.cl, self.cfg
         what = f"{cl.method} {cfg.name}:{cl.path}"
-        creds = {"username": cfg.username, "password": cfg.password}
-        resp = self.send(cl.method, self.url, _fill(cl.body, creds), None)
+        resp = self.send(cl.method, self.url, _fill(cl.body, self._credentials()), None)
         if not resp.ok:
             raise self._refused(what, resp, "UserName, Password and CompanyDB")
         cookies = {c.name: c.value or "" for c in resp.cookies}

@@ -201,22 +201,10 @@ class Store:
     # --------------------------------------------------------------- journal
     def entry(self, flow: str, number: str) -> JournalEntry | None:
         """The journal row of one order, or None when never seen."""
-        params = self._sql.row({"k_flow": flow, "k_number": number})
-        reader = self._sqlite_reader()
-        if reader is not None:
-            cur = reader.execute(self._sql.select_entry, params)
+        with self._read_cursor() as cur:
+            cur.execute(self._sql.select_entry, self._sql.row({"k_flow": flow, "k_number": number}))
             row = cur.fetchone()
             names = [d[0] for d in cur.description or ()]
-            cur.close()
-        else:
-            with self.engine.connect() as c:
-                dbapi_cur = c.connection.cursor()
-                try:
-                    dbapi_cur.execute(self._sql.select_entry, params)
-                    row = dbapi_cur.fetchone()
-                    names = [d[0] for d in dbapi_cur.description or ()]
-                finally:
-                    dbapi_cur.close()
         if row is None:
             return None
         m = dict(zip(names, row, strict=True))
@@ -451,6 +439,24 @@ class Store:
             return True
         except SQLAlchemyError:
             return False
+
+    @contextlib.contextmanager
+    def _read_cursor(self) -> Iterator[Any]:
+        """A DBAPI cursor for one read: this thread's SQLite reader, or a pooled connection's."""
+        reader = self._sqlite_reader()
+        if reader is not None:
+            cur: Any = reader.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+            return
+        with self.engine.connect() as c:
+            cur = c.connection.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
 
     def _sqlite_reader(self) -> sqlite3.Connection | None:
         """This thread's reader connection (SQLite file databases only)."""
