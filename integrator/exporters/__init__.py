@@ -12,6 +12,7 @@ it keeps its broker connection open and closes it in ``close()``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 from importlib.metadata import entry_points
@@ -138,8 +139,14 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+@functools.cache
 def find_exporter(name: str) -> type[Exporter] | None:
-    """The exporter class for a connector ``Name`` (case-sensitive), or None."""
+    """The exporter class for a connector ``Name`` (case-sensitive), or None.
+
+    Looked up once per name: an export step asks for every order, and scanning the entry
+    points costs more than the export bookkeeping itself. (A plug-in that fails to import is
+    not cached: it fails again, order by order, with its own error.)
+    """
     if name in BUILTIN:
         cls = _load(BUILTIN[name])
     else:

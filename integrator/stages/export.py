@@ -105,11 +105,10 @@ class ExportStage(Stage):
         market = select(self.run.flow.market_path, ex.order)
         return "" if market in (None, "") else str(market)
 
-    def _exporter(self, ex: Exchange) -> Exporter:
-        """The exporter for this order's connector: built once per run, then shared."""
+    def _exporter(self, market: str) -> Exporter:
+        """The exporter for an order of ``market``: built once per run, then shared."""
         run = self.run
         assert run is not None
-        market = self._market(ex)
         cfg = resolve_connector(
             run.app.connectors,
             self.connector,
@@ -137,7 +136,7 @@ class ExportStage(Stage):
         """Dry run: the export it would make."""
         assert self.run is not None
         try:
-            exporter = self._exporter(ex)
+            exporter = self._exporter(self._market(ex))
         except OrderError:
             return
         self.run.plan(ex, exporter.connector, "EXPORT", self.connector, None)
@@ -154,10 +153,11 @@ class ExportStage(Stage):
             ex.attributes.pop(f"export.{self.connector}.error", None)
             return
         try:
-            exporter = self._exporter(ex)
+            market = self._market(ex)
+            exporter = self._exporter(market)
             if self.after_saved and exporter.lightweight:
                 self._confirm_saved(ex)
-            note = exporter.export(ex.order, self._market(ex))
+            note = exporter.export(ex.order, market)
         except OrderError as exc:
             self._failed(ex, exc)
             return
