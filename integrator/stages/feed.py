@@ -14,7 +14,6 @@ run reads from there, skipping the changes already done.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,7 +23,14 @@ from integrator.connectors.http import parse_json
 from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
-from integrator.stages.watermark import Listed, advance_watermark, row_exchange, yaml_time
+from integrator.stages.watermark import (
+    Listed,
+    advance_watermark,
+    parse_time,
+    row_exchange,
+    time_check,
+    yaml_time,
+)
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -35,23 +41,11 @@ _ERP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _MAX_PAGES = 100_000
 
 
-def _parse(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def _tz_check(value: str) -> str | None:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
         return "expected an IANA time zone such as Europe/Istanbul or UTC"
-    return None
-
-
-def _time_check(value: str) -> str | None:
-    try:
-        _parse(value)
-    except ValueError:
-        return "expected an ISO 8601 time such as 2026-11-01T00:00:00+03:00"
     return None
 
 
@@ -88,7 +82,7 @@ class FeedStage(SourceStage):
                 "page_size": opts.get(
                     "page_size", int, 50, check=lambda v: None if v >= 1 else "expected 1 or more"
                 ),
-                "start": opts.get("start", str, "1970-01-01T00:00:00Z", check=_time_check),
+                "start": opts.get("start", str, "1970-01-01T00:00:00Z", check=time_check),
             }
         )
 
@@ -99,7 +93,7 @@ class FeedStage(SourceStage):
 
     def _start(self) -> str:
         """``start`` on the ERP's clock, in its format."""
-        t = _parse(self.o["start"])
+        t = parse_time(self.o["start"])
         zone = ZoneInfo(self.o["timezone"])
         t = t.astimezone(zone) if t.tzinfo else t
         return t.replace(tzinfo=None).strftime(_ERP_FORMAT)
@@ -138,7 +132,7 @@ class FeedStage(SourceStage):
         for row in rows:
             cid = row.get(o["id_field"]) if isinstance(row, dict) else None
             when = row.get(o["modified_field"]) if isinstance(row, dict) else None
-            if cid in (None, "") or not isinstance(when, str) or _time_check(when):
+            if cid in (None, "") or not isinstance(when, str) or time_check(when):
                 run.event(None, "invalid", f"change skipped: no id or time in {str(row)[:120]}")
                 continue
             good.append((row, str(cid), when))
@@ -146,7 +140,7 @@ class FeedStage(SourceStage):
         for row, cid, when in good:
             if run.only_order and cid != run.only_order:
                 continue
-            self.listed.append((_parse(when).replace(tzinfo=None), cid, when))
+            self.listed.append((parse_time(when).replace(tzinfo=None), cid, when))
             if states.get(cid) == "done":
                 continue
             yield OrderRef(cid, cid, row)
@@ -171,7 +165,7 @@ class FeedStage(SourceStage):
             advance_watermark(
                 self.run,
                 self.listed,
-                lambda t: _parse(t).replace(tzinfo=None),
+                lambda t: parse_time(t).replace(tzinfo=None),
                 whole_instants=True,
                 what=self.o["watermark_param"],
             )

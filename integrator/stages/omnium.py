@@ -32,7 +32,14 @@ from integrator.connectors.http import parse_json
 from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
-from integrator.stages.watermark import Listed, advance_watermark, row_exchange, yaml_time
+from integrator.stages.watermark import (
+    Listed,
+    advance_watermark,
+    parse_time,
+    row_exchange,
+    time_check,
+    yaml_time,
+)
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -44,16 +51,9 @@ MAX_WINDOW = 10_000  # Take * Page
 
 
 def _instant(text: str) -> dt.datetime:
-    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """Omnium's time: a naive one means UTC."""
+    t = parse_time(text)
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
-def _iso_check(value: str) -> str | None:
-    try:
-        _instant(value)
-    except ValueError:
-        return "expected an ISO 8601 time such as 2026-01-01T00:00:00Z"
-    return None
 
 
 class OmniumReadStage(SourceStage):
@@ -90,7 +90,7 @@ class OmniumReadStage(SourceStage):
                     None if 1 <= v <= MAX_TAKE else "expected 1 to 100 (Omnium's limit)"
                 ),
             ),
-            opts.get("start", str, "1970-01-01T00:00:00Z", check=_iso_check),
+            opts.get("start", str, "1970-01-01T00:00:00Z", check=time_check),
             opts.get("search_path", str, "/api/Orders/Search"),
             opts.get("scroll_path", str, "/api/Orders/Scroll"),
         )
@@ -203,7 +203,7 @@ class OmniumReadStage(SourceStage):
         for row in rows:
             oid, modified = row.get("Id"), row.get("Modified")
             number = row.get("OrderNumber") or oid
-            if not oid or not isinstance(modified, str) or _iso_check(modified):
+            if not oid or not isinstance(modified, str) or time_check(modified):
                 run.event(
                     None, "invalid", f"Omnium order skipped: no Id or Modified in {str(row)[:120]}"
                 )

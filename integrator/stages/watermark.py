@@ -14,7 +14,7 @@ from integrator.pipeline.stage import OrderRef
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
 
-__all__ = ["Listed", "advance_watermark", "row_exchange", "yaml_time"]
+__all__ = ["Listed", "advance_watermark", "parse_time", "row_exchange", "time_check", "yaml_time"]
 
 # What a run listed: (the instant, the journal number, the time as the source wrote it)
 Listed = tuple[dt.datetime, str, str]
@@ -60,6 +60,20 @@ def advance_watermark(
     if mark is not None and (old is None or mark[0] > parse(old)):
         run.store.set_watermark(run.flow.name, mark[1])
         run.event(None, "watermark", f"{what} moves to {mark[1]}")
+
+
+def parse_time(text: str) -> dt.datetime:
+    """An ISO 8601 time as a source writes it (``Z`` accepted); a naive one stays naive."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def time_check(value: str) -> str | None:
+    """None for an ISO 8601 time, else what an option or a row should have held."""
+    try:
+        parse_time(value)
+    except ValueError:
+        return "expected an ISO 8601 time such as 2026-11-01T00:00:00Z"
+    return None
 
 
 def yaml_time(opts: Options, name: str) -> None:
