@@ -24,10 +24,9 @@ from integrator.errors import ConfigIssue, ConfigurationError, FatalError, Order
 from integrator.pipeline.project import Project, connector_for
 from integrator.stages.read import ReadStage
 from integrator.stages.snapshot import SnapshotStage
+from integrator.stages.watermark import MAX_PAGES, linked_pages
 
 __all__ = ["Reconciliation", "reconcile"]
-
-_MAX_PAGES = 100_000
 
 
 @dataclass
@@ -90,7 +89,7 @@ def _oms_orders(
         query["date_placed__gte"] = since
     out: list[dict[str, Any]] = []
     cursor = 0
-    for _ in range(_MAX_PAGES):
+    for _ in range(MAX_PAGES):
         page = _get(conn, url, {**query, "pk__gt": cursor})
         rows = page.get("results") if isinstance(page, dict) else None
         if not isinstance(rows, list):
@@ -105,21 +104,12 @@ def _oms_orders(
 def _erp_orders(conn: Connector, s: ReconcileSettings, since: str | None) -> dict[str, Any]:
     """ERP order number → amount, following ``next`` links."""
     out: dict[str, Any] = {}
-    path: str | None = s.erp_list
-    params: dict[str, Any] | None = {s.erp_since_param: since} if since else None
-    for _ in range(_MAX_PAGES):
-        if not path:
-            break
-        page = _get(conn, path, params)
-        rows = page.get("results") if isinstance(page, dict) else page
-        if not isinstance(rows, list):
-            raise FatalError(f"reconcile: {conn.name} {s.erp_list}: expected a list of orders")
+    params = {s.erp_since_param: since} if since else None
+    for rows in linked_pages(conn, s.erp_list, params, "reconcile"):
         for row in rows:
             number = jmespath.search(s.erp_number, row)
             if number not in (None, ""):
                 out[str(number)] = jmespath.search(s.erp_amount, row)
-        path = page.get("next") if isinstance(page, dict) else None
-        params = None  # ``next`` carries the query
     return out
 
 

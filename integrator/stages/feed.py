@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from integrator.config.checks import Options
-from integrator.connectors.http import parse_json
-from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
 from integrator.stages.watermark import (
     Listed,
     advance_watermark,
+    linked_pages,
     parse_time,
     row_exchange,
     time_check,
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["FeedStage"]
 
 _ERP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-_MAX_PAGES = 100_000
 
 
 def _tz_check(value: str) -> str | None:
@@ -102,29 +100,12 @@ class FeedStage(SourceStage):
         """Every change after the watermark."""
         since = run.store.watermark(run.flow.name) or self._start()
         o = self.o
-        path: str | None = o["path"]
-        params: dict[str, Any] | None = {o["watermark_param"]: since, "limit": o["page_size"]}
-        offset = 0
-        for _ in range(_MAX_PAGES):
-            if path is None:
-                return
-            try:
-                resp = run.source.request("GET", path, params=params)
-                page = parse_json(resp, f"{run.source.name} {o['path']}")
-            except OrderError as exc:
-                raise FatalError(f"reading the change feed failed: {exc}") from None
-            rows = page.get("results") if isinstance(page, dict) else page
-            if not isinstance(rows, list):
-                raise FatalError(f"{run.source.name} {o['path']}: expected a list of changes")
+        params = {o["watermark_param"]: since, "limit": o["page_size"]}
+        for rows in linked_pages(
+            run.source, o["path"], params, "reading the change feed failed",
+            page_size=int(o["page_size"]),
+        ):  # fmt: skip
             yield from self._refs(run, rows)
-            nxt = page.get("next") if isinstance(page, dict) else None
-            if nxt:
-                path, params = str(nxt), None
-            elif len(rows) < int(o["page_size"]):
-                return
-            else:
-                offset += len(rows)
-                params = {o["watermark_param"]: since, "limit": o["page_size"], "offset": offset}
 
     def _refs(self, run: RunContext, rows: list[Any]) -> Iterator[OrderRef]:
         o = self.o

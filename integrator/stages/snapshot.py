@@ -25,14 +25,12 @@ from integrator.connectors.http import Connector, parse_json
 from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
-from integrator.stages.watermark import row_exchange
+from integrator.stages.watermark import MAX_PAGES, linked_pages, row_exchange
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
 
 __all__ = ["SnapshotStage"]
-
-_MAX_PAGES = 100_000
 
 
 class SnapshotStage(SourceStage):
@@ -91,7 +89,7 @@ class SnapshotStage(SourceStage):
 
     def _oms(self, conn: Connector) -> dict[str, Any]:
         o, out = self.o, {}
-        for page in range(_MAX_PAGES):
+        for page in range(MAX_PAGES):
             data = self._get(conn, o["oms_path"], {"take": o["page_size"], "page": page})
             rows = data.get("result") if isinstance(data, dict) else None
             if not isinstance(rows, list):
@@ -105,17 +103,9 @@ class SnapshotStage(SourceStage):
         return out
 
     def _erp(self, conn: Connector) -> Iterator[dict[str, Any]]:
-        path: str | None = self.o["erp_path"]
-        params: dict[str, Any] | None = {"limit": self.o["page_size"]}
-        for _ in range(_MAX_PAGES):
-            if not path:
-                return
-            data = self._get(conn, path, params)
-            rows = data.get("results") if isinstance(data, dict) else data
-            if not isinstance(rows, list):
-                raise FatalError(f"{conn.name} {self.o['erp_path']}: expected a list of entries")
+        params = {"limit": self.o["page_size"]}
+        for rows in linked_pages(conn, self.o["erp_path"], params, "stock snapshot"):
             yield from (r for r in rows if isinstance(r, dict))
-            path, params = (data.get("next") if isinstance(data, dict) else None), None
 
     def differences(
         self, source: Connector, target: Connector

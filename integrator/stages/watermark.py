@@ -4,17 +4,30 @@ moving a delta watermark, the unit built from a listed row, and YAML times as op
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
+from integrator.connectors.http import Connector, parse_json
+from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import OrderRef
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
 
-__all__ = ["Listed", "advance_watermark", "parse_time", "row_exchange", "time_check", "yaml_time"]
+__all__ = [
+    "MAX_PAGES",
+    "Listed",
+    "advance_watermark",
+    "linked_pages",
+    "parse_time",
+    "row_exchange",
+    "time_check",
+    "yaml_time",
+]
+
+MAX_PAGES = 100_000  # a guard against a list endpoint that never ends
 
 # What a run listed: (the instant, the journal number, the time as the source wrote it)
 Listed = tuple[dt.datetime, str, str]
@@ -60,6 +73,42 @@ def advance_watermark(
     if mark is not None and (old is None or mark[0] > parse(old)):
         run.store.set_watermark(run.flow.name, mark[1])
         run.event(None, "watermark", f"{what} moves to {mark[1]}")
+
+
+def linked_pages(
+    conn: Connector,
+    path: str,
+    params: dict[str, Any] | None,
+    what: str,
+    *,
+    page_size: int | None = None,
+) -> Iterator[list[Any]]:
+    """The pages of a list endpoint that answers ``{"results": [...], "next": url}`` (or a bare
+    list), following ``next``. Without a ``next``, a full page of ``page_size`` rows asks for the
+    next one by ``offset``. A failed call or an answer that is no list is a FatalError starting
+    with ``what``."""
+    first = dict(params or {})
+    offset = 0
+    url: str | None = path
+    for _ in range(MAX_PAGES):
+        if not url:
+            return
+        try:
+            data = parse_json(conn.request("GET", url, params=params), f"{conn.name} {path}")
+        except OrderError as exc:
+            raise FatalError(f"{what}: {exc}") from None
+        rows = data.get("results") if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise FatalError(f"{what}: {conn.name} {path}: expected a list")
+        yield rows
+        nxt = data.get("next") if isinstance(data, dict) else None
+        if nxt:
+            url, params = str(nxt), None  # ``next`` carries the query
+        elif page_size is not None and len(rows) >= page_size:
+            offset += len(rows)
+            url, params = path, {**first, "offset": offset}
+        else:
+            return
 
 
 def parse_time(text: str) -> dt.datetime:
