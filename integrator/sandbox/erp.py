@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -31,6 +32,22 @@ def create_answer(body: dict[str, Any], erp_id: str) -> dict[str, Any]:
         if isinstance(line, dict)
     ]
     return {"id": erp_id, "order_number": str(body.get("order_number")), "lines": lines}
+
+
+def _page(
+    req: Request,
+    rows: list[dict[str, Any]],
+    default_limit: int,
+    shape: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+) -> Response:
+    """A DRF-style page of ``rows`` (``limit``/``offset``), its ``next`` keeping the query."""
+    limit, offset = int(req.query.get("limit", default_limit)), int(req.query.get("offset", 0))
+    nxt = None
+    if offset + limit < len(rows):
+        query = {k: v for k, v in req.query.items() if k != "offset"}
+        nxt = req.path + "?" + urlencode({**query, "offset": offset + limit})
+    results = [shape(r) for r in rows[offset : offset + limit]]
+    return Response(200, {"count": len(rows), "next": nxt, "results": results})
 
 
 def _unauthorized(_req: Request, _args: list[str]) -> Response:
@@ -185,13 +202,7 @@ class ErpSandbox(JsonServer):
                 (r for r in self.feed if r["kind"] == args[0] and r["modified_date"] > after),
                 key=lambda r: (r["modified_date"], r["id"]),
             )
-        limit, offset = int(req.query.get("limit", 50)), int(req.query.get("offset", 0))
-        page = [{k: v for k, v in r.items() if k != "kind"} for r in rows[offset : offset + limit]]
-        nxt = None
-        if offset + limit < len(rows):
-            query = {k: v for k, v in req.query.items() if k != "offset"}
-            nxt = req.path + "?" + urlencode({**query, "offset": offset + limit})
-        return Response(200, {"count": len(rows), "next": nxt, "results": page})
+            return _page(req, rows, 50, lambda r: {k: v for k, v in r.items() if k != "kind"})
 
     def set_stock(self, req: Request, _args: list[str]) -> Response:
         """Sandbox control: ``[{sku, warehouse, quantity}]`` sets the ERP's stock."""
@@ -208,13 +219,7 @@ class ErpSandbox(JsonServer):
                 {"sku": k[0], "warehouse": k[1], "quantity": q}
                 for k, q in sorted(self.stock.items())
             ]
-        limit, offset = int(req.query.get("limit", 100)), int(req.query.get("offset", 0))
-        nxt = None
-        if offset + limit < len(rows):
-            nxt = req.path + "?" + urlencode({"limit": limit, "offset": offset + limit})
-        return Response(
-            200, {"count": len(rows), "next": nxt, "results": rows[offset : offset + limit]}
-        )
+        return _page(req, rows, 100)
 
     def preload(self, number: str, total: str, created_at: str) -> None:
         """An order the ERP already holds (delivered before the sandbox started); not counted
@@ -241,13 +246,7 @@ class ErpSandbox(JsonServer):
                     (r for r in self.orders.values() if r["created_at"] >= since),
                     key=lambda r: r["id"],
                 )
-            limit, offset = int(req.query.get("limit", 100)), int(req.query.get("offset", 0))
-            page = [{k: r.get(k) for k in fields} for r in rows[offset : offset + limit]]
-        nxt = None
-        if number is None and offset + limit < len(rows):
-            query = {k: v for k, v in req.query.items() if k != "offset"}
-            nxt = req.path + "?" + urlencode({**query, "offset": offset + limit})
-        return Response(200, {"count": len(rows), "next": nxt, "results": page})
+            return _page(req, rows, 100, lambda r: {k: r.get(k) for k in fields})
 
     def get(self, _req: Request, args: list[str]) -> Response:
         """One order by number; 404 when unknown."""
