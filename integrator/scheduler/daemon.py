@@ -35,6 +35,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from integrator.errors import ConfigurationError, FatalError
 from integrator.metrics import PrometheusMetrics
 from integrator.pipeline.project import BuiltFlow, Project, load_project, run_flow
+from integrator.scheduler.schedule import Schedule
 from integrator.state.store import Store
 
 __all__ = ["Daemon"]
@@ -122,43 +123,36 @@ class Daemon:
                 job.remove()
         for name, built in sorted(self.flows.items()):
             s = built.config.schedule
-            if s.kind == "cron":
-                trigger: Any = s.trigger()
-            elif s.kind == "every":
-                trigger = IntervalTrigger(seconds=s.every_seconds, timezone="UTC")
-            else:
-                continue
-            self.scheduler.add_job(
-                self._job,
-                trigger,
-                args=[name],
-                id=f"flow:{name}",
-                name=name,
-                misfire_grace_time=s.misfire_grace_seconds,
-                coalesce=s.coalesce,
-                replace_existing=True,
-            )
-            log.info("flow_scheduled", flow=name, schedule=s.describe())
+            if self._add(self._job, s, name, f"flow:{name}", name, s.coalesce):
+                log.info("flow_scheduled", flow=name, schedule=s.describe())
         for name, built in sorted(self.flows.items()):
             rs = built.config.reconcile.schedule if built.config.reconcile else None
-            if rs is None or rs.kind not in ("cron", "every"):
-                continue
-            trigger = (
-                rs.trigger()
-                if rs.kind == "cron"
-                else IntervalTrigger(seconds=rs.every_seconds, timezone="UTC")
-            )
-            self.scheduler.add_job(
-                self._reconcile_job,
-                trigger,
-                args=[name],
-                id=f"reconcile:{name}",
-                name=f"reconcile {name}",
-                misfire_grace_time=rs.misfire_grace_seconds,
-                coalesce=True,
-                replace_existing=True,
-            )
-            log.info("reconcile_scheduled", flow=name, schedule=rs.describe())
+            if rs is not None and self._add(
+                self._reconcile_job, rs, name, f"reconcile:{name}", f"reconcile {name}", True
+            ):
+                log.info("reconcile_scheduled", flow=name, schedule=rs.describe())
+
+    def _add(
+        self, func: Any, s: Schedule, flow: str, job_id: str, label: str, coalesce: bool
+    ) -> bool:
+        """A job for a cron or ``every`` schedule (others fire otherwise); False when none."""
+        if s.kind == "cron":
+            trigger: Any = s.trigger()
+        elif s.kind == "every":
+            trigger = IntervalTrigger(seconds=s.every_seconds, timezone="UTC")
+        else:
+            return False
+        self.scheduler.add_job(
+            func,
+            trigger,
+            args=[flow],
+            id=job_id,
+            name=label,
+            misfire_grace_time=s.misfire_grace_seconds,
+            coalesce=coalesce,
+            replace_existing=True,
+        )
+        return True
 
     # -------------------------------------------------------------- runs
     def _job(self, name: str, only_order: str | None = None) -> str:
