@@ -48,12 +48,9 @@ class KafkaExporter(Exporter):
             conf["sasl.mechanism"] = self.prop("SaslMechanism", "PLAIN")
             conf["sasl.username"] = cfg.username
             conf["sasl.password"] = cfg.password
-        conf.update(self.extra)
         self.servers = servers
         self.producer = ck.Producer(conf)
         self.lock = threading.Lock()
-
-    extra: dict[str, Any] = {}  # more librdkafka settings (tests use its mock cluster here)
 
     def where(self) -> str:
         """Bootstrap servers and topic."""
