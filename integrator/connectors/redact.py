@@ -51,14 +51,27 @@ class Redactor:
         A document is serialised once (in C) and searched for secret values and secret-named
         keys; most have neither and come back as they are, without a walk in Python.
         """
-        if isinstance(value, dict | list):
-            try:
-                text = json.dumps(value, ensure_ascii=False, default=str)
-            except (TypeError, ValueError):  # circular or odd keys: walk it
-                return self._redact(value)
-            if not _SECRET_KEY_IN_JSON.search(text) and not any(s in text for s in self._in_json):
-                return value
+        if isinstance(value, dict | list) and self._clean_json(value) is not None:
+            return value
         return self._redact(value)
+
+    def redact_json(self, value: Any) -> str:
+        """The JSON text of ``value`` redacted, as the store keeps it: a clean document is
+        serialised once, for the check and the text alike."""
+        text = self._clean_json(value) if isinstance(value, dict | list) else None
+        if text is None:
+            text = json.dumps(self._redact(value), ensure_ascii=False, default=str)
+        return text
+
+    def _clean_json(self, value: Any) -> str | None:
+        """The JSON text of ``value`` when it holds no secret value or secret-named key."""
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):  # circular or odd keys: walk it
+            return None
+        if _SECRET_KEY_IN_JSON.search(text) or any(s in text for s in self._in_json):
+            return None
+        return text
 
     def _redact(self, value: Any) -> Any:
         if isinstance(value, dict):

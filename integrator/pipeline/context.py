@@ -121,9 +121,9 @@ class RunContext:
         fields.setdefault("order_pk", ex.pk)
         if fields.get("last_error"):
             fields["last_error"] = self.redactor.scrub(str(fields["last_error"]))
-        for k in ("request", "response"):
+        for k in ("request", "response"):  # stored as JSON text: serialised once, redacted
             if k in fields:
-                fields[k] = self.redactor.redact(fields[k])
+                fields[f"{k}_json"] = self.redactor.redact_json(fields.pop(k))
         message = self.redactor.scrub(message)
         if state in LIGHT_STATES:
             ex.pending.append(Transition(state, message, dt.datetime.now(dt.UTC), fields))

@@ -247,7 +247,7 @@ class Store:
         event, and their fields are applied under this one's. ``log``: the order's ``log.``
         attributes, stored in the same transaction. ``fields``: order_pk, attempts, next_try,
         error_kind, last_error, erp_ref, and ``request``/``response`` (stored as JSON; pass
-        them already redacted).
+        them already redacted), or ``request_json``/``response_json`` as that JSON text.
         """
         now = _now()
         earlier = list(earlier)
