@@ -141,6 +141,7 @@ def run_flow(
     try:
         with store.flow_lock(flow.name), run.connectors_open():
             if not dry_run:
+                store.close_abandoned_runs(flow.name)
                 run.run_id = store.start_run(flow.name)
             run.open_log()
             try:

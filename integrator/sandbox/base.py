@@ -217,6 +217,9 @@ class JsonServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.calls: dict[str, int] = {}
         self.thread: threading.Thread | None = None
+        # Called with the route's name once a routed call has been handled (after any commit,
+        # before the answer is sent): the crash tests time their kills by it.
+        self.watchers: list[Callable[[str], None]] = []
 
     @property
     def url(self) -> str:
@@ -259,6 +262,14 @@ class JsonServer(ThreadingHTTPServer):
         name, handler, args = found
         with self.lock:
             self.calls[name] = self.calls.get(name, 0) + 1
+        try:
+            return self._faulted(name, handler, req, args)
+        finally:
+            for watch in self.watchers:
+                watch(name)
+
+    def _faulted(self, name: str, handler: Route, req: Request, args: list[str]) -> Response:
+        """The route's answer, or the fault that fires for it."""
         delay = self.faults.delay(name)
         if delay:
             time.sleep(delay)

@@ -53,6 +53,7 @@ class OmnitronSandbox(JsonServer):
     ) -> None:
         super().__init__(host, port, seed)
         self.username, self.password = username, password
+        self.seed = seed
         self.tokens: set[str] = set()
         self.orders, self.items, self.discounts = seed_orders(
             orders,
@@ -92,8 +93,31 @@ class OmnitronSandbox(JsonServer):
         ]
         self.table = [(m, n, re.compile(p + "$"), h) for m, n, p, h in routes]
 
+    def add_orders(self, count: int) -> list[str]:
+        """Seed ``count`` more unsent orders (pks after the last); returns their numbers."""
+        with self.lock:
+            orders, items, discounts = seed_orders(
+                count,
+                seed=self.seed + max(self.orders, default=0),
+                after=(self.orders, self.items, self.discounts),
+                all_unsent=True,
+            )
+            self.orders.update(orders)
+            self.items.update(items)
+            self.discounts.update(discounts)
+        return [o["number"] for o in orders.values()]
+
+    def _add_orders(self, req: Request, _args: list[str]) -> Response:
+        body = req.body if isinstance(req.body, dict) else {}
+        count = body.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10_000:
+            return Response(400, {"detail": 'expected {"count": N} with N from 1 to 10000'})
+        return Response(201, {"added": self.add_orders(count)})
+
     def route(self, req: Request) -> tuple[str, Route, list[str]] | None:
         """Match method and path; every route but login needs ``Authorization: Token``."""
+        if req.method == "POST" and req.path == "/_sandbox/omnitron/orders":
+            return "control", self._add_orders, []
         for method, name, pattern, handler in self.table:
             m = pattern.match(req.path)
             if m and method == req.method:

@@ -50,21 +50,32 @@ def _address(rng: random.Random, pk: int, first: str, last: str) -> dict[str, An
     }
 
 
+Tables = tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]], dict[int, dict[str, Any]]]
+
+
 def seed_orders(
     n: int,
     *,
     seed: int = 42,
     items_per_order: int | None = None,
     discounts_per_order: int | None = None,
-) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
-    """``n`` orders (pk 1..n) with their items and discount items, the same for the same seed.
+    after: Tables | None = None,
+    all_unsent: bool = False,
+) -> Tables:
+    """``n`` orders with their items and discount items, the same for the same seed.
 
-    About 5 % are cancelled (status 100) and 5 % already sent, so the filters have work to do.
+    About 5 % are cancelled (status 100) and 5 % already sent, so the filters have work to do
+    (none with ``all_unsent``). ``after``: tables to continue (pks go on from theirs); the new
+    rows are returned alone.
     """
     rng = random.Random(seed)
     orders: dict[int, dict[str, Any]] = {}
     items: dict[int, dict[str, Any]] = {}
     discounts: dict[int, dict[str, Any]] = {}
+    first_pk, item_base, discount_base = 1, 0, 0
+    if after is not None:
+        first_pk = max(after[0], default=0) + 1
+        item_base, discount_base = max(after[1], default=0), max(after[2], default=0)
     channel = {
         "pk": 1,
         "name": "Sandbox Web",
@@ -82,16 +93,16 @@ def seed_orders(
         },
         "schema": {},
     }
-    for pk in range(1, n + 1):
+    for pk in range(first_pk, first_pk + n):
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
-        roll = rng.random()
+        roll = 1.0 if all_unsent else rng.random()
         status = "100" if roll < 0.05 else "400"
         is_send = 0.05 <= roll < 0.10
         n_items = items_per_order or rng.randint(1, 3)
         total = Decimal(0)
         order_items = []
         for _ in range(n_items):
-            ipk = len(items) + 1
+            ipk = item_base + len(items) + 1
             sku, name, price = rng.choice(_PRODUCTS)
             total += Decimal(price)
             items[ipk] = {
@@ -119,7 +130,7 @@ def seed_orders(
         n_disc = discounts_per_order if discounts_per_order is not None else rng.randint(0, 1)
         disc_total = Decimal(0)
         for _ in range(n_disc):
-            dpk = len(discounts) + 1
+            dpk = discount_base + len(discounts) + 1
             amount = (total * Decimal("0.10")).quantize(Decimal("0.01"))
             disc_total += amount
             discounts[dpk] = {

@@ -190,6 +190,22 @@ class Store:
                 )
             )
 
+    def close_abandoned_runs(self, flow: str) -> int:
+        """Close the runs of ``flow`` still marked running as ``interrupted``: the caller holds
+        the flow's lock, which proves their process is gone. Returns how many."""
+        with self._tx() as c:
+            return int(
+                c.execute(
+                    update(runs)
+                    .where(runs.c.flow == flow, runs.c.status == "running")
+                    .values(
+                        status="interrupted",
+                        ended_at=_now(),
+                        error="the process running it ended before the run did (killed?)",
+                    )
+                ).rowcount
+            )
+
     def list_runs(self, flow: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first."""
         q = select(runs).order_by(runs.c.id.desc()).limit(limit)

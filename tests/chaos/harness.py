@@ -1,8 +1,14 @@
-"""The crash-test harness: faults on both servers, SIGKILL at random moments, until done.
+"""The crash-test harness: faults on both servers, SIGKILLs tied to the work, until done.
 
 The sandbox runs in this process (it survives the kills); the runner is the real
-``integrator run-flow`` in a subprocess. ``poison`` orders are refused by the ERP with a 400
-on every write: they are the only ones that may end quarantined.
+``integrator run-flow`` in a subprocess. Every kill lands mid-run: the harness picks a moment
+in the work itself (the k-th ERP write, Omnitron PATCH or detail read this run makes, seen by
+the sandbox as it serves it) and kills the runner there. When the backlog runs low, orders are
+added to Omnitron, so a fast machine cannot drain it and outrun the kills. The whole test is
+bounded by time and by runs; a bound that is hit fails the test with the figures.
+
+``poison`` orders are refused by the ERP with a 400 on every write: they are the only ones
+that may end quarantined.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +31,17 @@ from integrator.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Where a kill may land (server, route), with weights: after the ERP committed a write (its
+# answer not yet read), after Omnitron took a PATCH (the deferred `done` not yet stored), after
+# an item PATCH, or while orders are being read.
+KILL_POINTS = (
+    (("erp", "create"), 5),
+    (("omnitron", "patch_order"), 3),
+    (("omnitron", "patch_item"), 1),
+    (("omnitron", "item_detail"), 1),
+)
+LOW_WATER = 20  # add orders when fewer than this are left to deliver
+
 
 @dataclass
 class Report:
@@ -33,11 +51,15 @@ class Report:
     kills: int = 0
     runs: int = 0
     faults: int = 0
+    added: int = 0  # orders added to keep every kill mid-run
+    interrupted_runs: int = 0
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     unmarked: list[str] = field(default_factory=list)
     silent_sending: list[str] = field(default_factory=list)
     wrongly_quarantined: list[str] = field(default_factory=list)
+    unended_runs: list[int] = field(default_factory=list)
+    bound: str = ""  # the bound that was hit, if any
     seconds: float = 0.0
 
     def line(self) -> str:
@@ -45,8 +67,20 @@ class Report:
         return (
             f"{self.orders} orders, {self.kills} kills, {self.faults} faults: "
             f"{len(self.lost)} lost, {len(self.duplicated)} duplicated "
-            f"({self.runs} runs, {self.seconds:.0f} s)"
+            f"({self.runs} runs, {self.interrupted_runs} recorded interrupted, "
+            f"{self.added} orders added, {self.seconds:.0f} s)"
         )
+
+    def problems(self) -> dict[str, Any]:
+        """Every check that failed, by name (empty when all passed)."""
+        bad: dict[str, Any] = {k: v for k, v in vars(self).items() if isinstance(v, list) and v}
+        if self.bound:
+            bad["bound"] = self.bound
+        if self.interrupted_runs != self.kills:
+            bad["interrupted"] = (
+                f"{self.interrupted_runs} runs recorded interrupted, {self.kills} killed"
+            )
+        return bad
 
 
 def prepare(root: Path) -> None:
@@ -105,40 +139,115 @@ def _stats(url: str) -> dict[str, Any]:
     return data
 
 
+class Tripwire:
+    """Counts the calls the sandbox serves, by (server, route), and wakes whoever waits."""
+
+    def __init__(self, sb: Sandbox) -> None:
+        self.cond = threading.Condition()
+        self.counts: dict[tuple[str, str], int] = {}
+        self.exited = False
+        for server, name in ((sb.erp, "erp"), (sb.omnitron, "omnitron")):
+            server.watchers.append(lambda route, name=name: self._seen(name, route))
+
+    def _seen(self, server: str, route: str) -> None:
+        with self.cond:
+            key = (server, route)
+            self.counts[key] = self.counts.get(key, 0) + 1
+            self.cond.notify_all()
+
+    def count(self, point: tuple[str, str]) -> int:
+        """Calls served so far at ``point``."""
+        with self.cond:
+            return self.counts.get(point, 0)
+
+    def wait_exit_or(self, proc: subprocess.Popen[bytes], point: tuple[str, str], target: int,
+                     timeout: float) -> bool:  # fmt: skip
+        """Wait until ``point`` has served ``target`` calls (True) or ``proc`` ended (False)."""
+
+        def reaped() -> None:
+            proc.wait()
+            with self.cond:
+                self.exited = True
+                self.cond.notify_all()
+
+        self.exited = False
+        threading.Thread(target=reaped, daemon=True).start()
+        with self.cond:
+            self.cond.wait_for(
+                lambda: self.exited or self.counts.get(point, 0) >= target, timeout=timeout
+            )
+            return not self.exited and self.counts.get(point, 0) >= target
+
+
 def run_chaos(
-    sb: Sandbox, root: Path, env: dict[str, str], *, kills: int, seed: int = 1, poison: int = 3
+    sb: Sandbox,
+    root: Path,
+    env: dict[str, str],
+    *,
+    kills: int,
+    seed: int = 1,
+    poison: int = 3,
+    max_seconds: float = 600.0,
+    max_runs: int | None = None,
 ) -> Report:
-    """Kill the runner ``kills`` times at random moments, then run it until nothing is left."""
+    """Kill the runner ``kills`` times mid-run, then run it until nothing is left.
+
+    Bounded by ``max_seconds`` and ``max_runs`` (default: 4 per kill, plus 50); a bound that
+    is hit ends the test with ``Report.bound`` set.
+    """
     rng = random.Random(seed)
     started = time.monotonic()
-    numbers = [
-        o["number"]
-        for o in sorted(sb.omnitron.orders.values(), key=lambda o: o["pk"])
-        if not o["is_send"] and o["status"] == "400"
-    ]
+    deadline = started + max_seconds
+    max_runs = max_runs if max_runs is not None else 4 * kills + 50
+    numbers = _unsent(sb)
     poisoned = rng.sample(numbers, poison)
     erp_faults, omni_faults = fault_table(poisoned, seed)
     _configure(sb.erp.url, erp_faults)
     _configure(sb.omnitron.url, omni_faults)
-    report = Report(orders=len(numbers))
+    report = Report()
+    wire = Tripwire(sb)
+    # Spread the kills over the backlog: about one per (orders / kills) writes.
+    spread = max(2, 2 * len(numbers) // max(kills, 1))
     cmd = [sys.executable, "-m", "integrator", "run-flow", "order_flow", "--no-progress"]
     full_env = {**os.environ, **env}
-    while report.kills < kills:
-        proc = subprocess.Popen(
-            cmd, cwd=root, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        report.runs += 1
-        try:
-            proc.wait(rng.uniform(0.5, 3.0))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        while report.kills < kills:
+            if time.monotonic() > deadline or report.runs >= max_runs:
+                report.bound = _bound(report, started, max_seconds, max_runs, kills)
+                break
+            if _remaining(sb, root, numbers, poisoned) < LOW_WATER:
+                numbers += sb.omnitron.add_orders(LOW_WATER * 2)
+                report.added += LOW_WATER * 2
+            points, weights = zip(*KILL_POINTS, strict=True)
+            point = rng.choices(points, weights)[0]
+            target = wire.count(point) + rng.randint(1, spread)
+            proc = subprocess.Popen(
+                cmd, cwd=root, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            report.runs += 1
+            if wire.wait_exit_or(
+                proc, point, target, timeout=max(1.0, deadline - time.monotonic())
+            ):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                report.kills += 1
+            proc = None
+        # Faults stay on; run until every order that can be done is done.
+        while not report.bound and _remaining(sb, root, numbers, poisoned):
+            if time.monotonic() > deadline or report.runs >= max_runs:
+                report.bound = _bound(report, started, max_seconds, max_runs, kills)
+                break
+            subprocess.run(
+                cmd, cwd=root, env=full_env, capture_output=True, text=True,
+                timeout=max(1.0, deadline - time.monotonic()),
+            )  # fmt: skip
+            report.runs += 1
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
             proc.wait(10)
-            report.kills += 1
-    # Faults stay on; run until every order that can be done is done.
-    deadline = time.monotonic() + 300
-    while _remaining(sb, root, numbers, poisoned) and time.monotonic() < deadline:
-        subprocess.run(cmd, cwd=root, env=full_env, capture_output=True, text=True)
-        report.runs += 1
+    report.orders = len(numbers)
     report.faults = (
         _stats(sb.erp.url)["faults_injected"] + _stats(sb.omnitron.url)["faults_injected"]
     )
@@ -147,6 +256,21 @@ def run_chaos(
     _check(sb, root, numbers, poisoned, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _bound(report: Report, started: float, max_seconds: float, max_runs: int, kills: int) -> str:
+    return (
+        f"stopped by a bound after {time.monotonic() - started:.0f} s (limit {max_seconds:.0f}) "
+        f"and {report.runs} runs (limit {max_runs}), with {report.kills} of {kills} kills"
+    )
+
+
+def _unsent(sb: Sandbox) -> list[str]:
+    return [
+        o["number"]
+        for o in sorted(sb.omnitron.orders.values(), key=lambda o: o["pk"])
+        if not o["is_send"] and o["status"] == "400"
+    ]
 
 
 def _rows(root: Path, query: str) -> list[tuple[Any, ...]]:
@@ -161,8 +285,9 @@ def _last_error(root: Path, number: str) -> str:
 
 def _remaining(sb: Sandbox, root: Path, numbers: list[str], poisoned: list[str]) -> int:
     """Orders not yet where they must end: in the ERP and marked sent, or (poisoned)
-    quarantined. The sandbox is the truth for the first: a run killed between the order PATCH
-    and its deferred `done` leaves the journal at `sent`, which is harmless."""
+    quarantined."""
+    if not (root / "state" / "integrator.db").exists():
+        return len(numbers)
     states = dict(_rows(root, "SELECT order_number, state FROM journal"))
     received = dict(sb.erp.received)
     sent = {o["number"] for o in sb.omnitron.orders.values() if o["is_send"]}
@@ -200,3 +325,8 @@ def _check(
     for n, state in states.items():
         if state == "sending" and n not in with_sending_event:
             report.silent_sending.append(n)
+    runs = dict(_rows(root, "SELECT status, COUNT(*) FROM runs GROUP BY status"))
+    report.interrupted_runs = int(runs.get("interrupted", 0))
+    report.unended_runs = [
+        int(i) for (i,) in _rows(root, "SELECT id FROM runs WHERE status='running'")
+    ]

@@ -1,11 +1,17 @@
-"""The long chaos run: ``python tests/chaos/run.py --orders 5000 --kills 200``."""
+"""The long chaos run: ``python tests/chaos/run.py --orders 5000 --kills 200``.
+
+Stopped early (Ctrl-C, SIGTERM), it kills the runner it started and removes its temporary
+project before it exits.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 
@@ -20,21 +26,36 @@ def seeded(unsent: int) -> int:
     return int(unsent / 0.85) + 10
 
 
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds: the runner is killed, the project removed
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--orders", type=int, default=5000, help="unsent orders to deliver (at least)")
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--max-seconds", type=float, default=3600, help="fail when the test takes longer"
+    )
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _stop)
     with (
-        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory(prefix="integrator-chaos-") as tmp,
         running_sandbox(seeded(args.orders), seed=args.seed) as sb,
     ):
         project = make_project(Path(tmp), sb.env())
         prepare(project.root)
-        report = run_chaos(sb, project.root, project.env, kills=args.kills, seed=args.seed)
+        report = run_chaos(
+            sb,
+            project.root,
+            project.env,
+            kills=args.kills,
+            seed=args.seed,
+            max_seconds=args.max_seconds,
+        )
     print(report.line())
-    bad = {k: v for k, v in vars(report).items() if isinstance(v, list) and v}
+    bad = report.problems()
     print("problems:", bad or "none")
     return 1 if bad else 0
 
