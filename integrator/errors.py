@@ -4,7 +4,10 @@
 
     IntegratorError
      ├── ConfigurationError      bad config/flow/script/spec: fix the files (exit status 2)
-     ├── FatalError              the run cannot go on (login refused, store unreachable)
+     ├── FatalError              the run cannot go on (store unreachable, source unreadable)
+     │    └── SystemicError      the system, not the order: the run stops, no order charged
+     │         ├── AuthenticationError  401/403 after a fresh login, a refused login
+     │         └── CircuitOpen   one connector failed the same way for N orders in a row
      ├── OrderError              this order fails; the others go on
      │    ├── RetriableError     timeouts, 5xx, 408, 429: retried on the next run
      │    ├── AmbiguousWriteError the ERP may or may not have the order: settle before resending
@@ -20,6 +23,8 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "AmbiguousWriteError",
+    "AuthenticationError",
+    "CircuitOpen",
     "ConfigIssue",
     "ConfigurationError",
     "FatalError",
@@ -28,6 +33,7 @@ __all__ = [
     "PermanentError",
     "RetriableError",
     "SkipOrder",
+    "SystemicError",
 ]
 
 
@@ -68,6 +74,23 @@ class FatalError(IntegratorError):
     """The run cannot continue (authentication refused, state store unreachable)."""
 
 
+class SystemicError(FatalError):
+    """A failure of the system rather than of one order: the run stops and no order is
+    charged an attempt. ``connector`` names the connector at fault."""
+
+    def __init__(self, message: str, *, connector: str = "") -> None:
+        super().__init__(message)
+        self.connector = connector
+
+
+class AuthenticationError(SystemicError):
+    """A connector's credentials were refused (401/403 after one fresh login, or a login)."""
+
+
+class CircuitOpen(SystemicError):
+    """A connector failed the same way for ``threshold`` orders in a row."""
+
+
 class OrderError(IntegratorError):
     """This order failed; the run goes on with the others."""
 
@@ -77,6 +100,10 @@ class OrderError(IntegratorError):
         super().__init__(message)
         self.stage = stage
         self.status = status
+        # Set by the connector for failures of the system (timeouts, refused connections,
+        # 5xx): which connector, and what class of failure, for the circuit breaker.
+        self.connector = ""
+        self.failure = ""
 
 
 class RetriableError(OrderError):

@@ -14,7 +14,7 @@ from conftest import stats
 
 from integrator.config import load_app
 from integrator.connectors import Connector, LoginRefused, Redactor
-from integrator.errors import ConfigurationError, PermanentError, RetriableError
+from integrator.errors import AuthenticationError, ConfigurationError, SystemicError
 from integrator.sandbox import Sandbox
 
 CONNECTORS = {
@@ -161,17 +161,19 @@ def test_a_refused_login_says_what_to_check_and_shows_no_secret(
     msg = str(info.value)
     assert check in msg and repr(kind) in msg
     assert "wrong-" not in msg and "sandbox-" not in msg
-    with pytest.raises(RetriableError) as during:  # mid-run: the order waits, nothing sent
+    with pytest.raises(LoginRefused) as during:  # mid-run too: the run stops, nothing sent
         post(conn)
-    assert not during.value.reached and check in str(during.value)
+    assert isinstance(during.value, SystemicError) and check in str(during.value)
     assert "partner" not in sandbox.erp.webhooks
 
 
 def test_a_static_credential_is_not_retried_on_401(tmp_path: Path, sandbox: Sandbox) -> None:
+    """A 401 to a static token cannot be cured by a login: systemic, the run stops."""
     conn = connector(tmp_path, sandbox, "bearer", {"ERP_TOKEN": "not-the-token"})
-    with pytest.raises(PermanentError) as info:
+    with pytest.raises(AuthenticationError) as info:
         post(conn)
-    assert info.value.status == 401
+    assert "answered 401" in str(info.value) and "connector 'bearer'" in str(info.value)
+    assert "not-the-token" not in str(info.value)
     assert stats(sandbox.erp.url)["calls"]["webhook"] == 1
 
 

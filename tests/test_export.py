@@ -64,7 +64,10 @@ def with_exports(project: Project, *steps: str, before_write: bool = False) -> N
 
 
 def events(project: Project, state: str) -> list[str]:
-    return [m for (m,) in project.sql(f"SELECT message FROM events WHERE state = '{state}'")]
+    """Messages of the events labelled ``state`` (a note) or reporting that fact (lower case:
+    an export is the ledger's fact ``exported``)."""
+    q = f"SELECT message FROM events WHERE state = '{state}' OR fact = '{state.lower()}'"
+    return [m for (m,) in project.sql(q)]
 
 
 def test_export_success_and_a_non_critical_failure(project: Project, sandbox: Sandbox) -> None:

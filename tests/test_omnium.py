@@ -165,11 +165,12 @@ def test_scroll_reads_12000_orders_once_each(tmp_path: Path) -> None:
     try:
         run = types.SimpleNamespace(
             source=conn,
-            store=store,
             flow=types.SimpleNamespace(name=FLOW),
             only_order=None,
             dry_run=False,
             event=lambda *a: None,
+            watermark=lambda: store.watermarks.get(FLOW),
+            states=lambda numbers: store.journal.states(FLOW, numbers),
         )
         stage = OmniumReadStage(["New", "InProgress"])
         stage.open(run)  # type: ignore[arg-type]

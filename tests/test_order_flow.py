@@ -264,7 +264,7 @@ def test_ambiguous_write_without_query_check_is_quarantined(
     assert project.state(bad) == "done" and sandbox.erp.received[bad] == 1
     assert_exactly_once(sandbox, numbers)
     events = [m for (m,) in project.sql(f"SELECT message FROM events WHERE order_number='{bad}'")]
-    assert "resolved by hand: the ERP has it" in events
+    assert any(m.startswith("resolved by ") and m.endswith(": the ERP has it") for m in events)
 
 
 def test_resolve_resend_after_an_unanswered_write(project: Project, sandbox: Sandbox) -> None:
@@ -420,10 +420,11 @@ def test_a_settled_order_that_fails_its_new_write_is_not_stuck_in_sending(
     project: Project, sandbox: Sandbox
 ) -> None:
     """Found by the chaos test: after query_check settles a `sending` order (not in the ERP),
-    a permanent failure of the new write must count and quarantine, not loop in `sending`."""
+    a permanent failure of the new write must count and quarantine, not loop in `sending`.
+    The 503 is about the ERP, not the order: it is not charged; the two 400s are."""
     numbers = unsent(sandbox)
     bad = numbers[0]
-    project.edit_flow("max_attempts: 5", "max_attempts: 3\nbackoff_seconds: 0")
+    project.edit_flow("max_attempts: 5", "max_attempts: 2\nbackoff_seconds: 0")
     fault_rule(sandbox.erp.url, action="status", route="create", status=503, numbers=[bad])
     assert project.run("run-flow", "order_flow", "--no-progress").code == 1
     assert project.state(bad) == "sending"

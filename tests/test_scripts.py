@@ -407,12 +407,17 @@ def test_test_flow_and_golden_diff(tmp_path: Path) -> None:
     r = p.run("test-flow", "order_flow", "--order", str(order))
     assert r.code == 0, r.err
     out = json.loads(r.out)
-    assert [s["stage"] for s in out["stages"] if "skipped" not in s] == [
-        "script",
-        "mapping",
-        "write",
-        "check_response",
-    ]
+    stages = {s["stage"]: s for s in out["stages"]}
+    assert list(stages) == [
+        "login", "query_check", "script", "mapping", "write", "check_response", "mark_sent",
+        "post_script",
+    ]  # fmt: skip
+    # what calls out is shown, not sent
+    assert [c["method"] for c in stages["query_check"]["would_send"]] == ["GET"]
+    assert [c["method"] for c in stages["write"]["would_send"]] == ["POST"]
+    assert stages["mark_sent"]["would_send"][-1]["body"] == {"is_send": True}
+    assert stages["script"]["attributes"]["log.gross_amount"]
+    assert out["attributes"]["query_check.found"] == "false"
     assert out["erp_request"]["amount_total"] == "2591.46"
     assert out["mapping_data"]["order"]["erp_order_id"] == "ERP-TEST-0000001"
     script = p.root / "scripts" / "enrich_order.py"

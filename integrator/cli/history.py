@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from typing import Any
+
 import click
 from rich.table import Table
 
-from integrator.cli.common import console, state_store
+from integrator.cli.common import console, load_quiet, state_store
+from integrator.connectors.redact import Redactor
+from integrator.pipeline.project import policy_for
+from integrator.state import Ledger, State
 
 __all__ = ["COMMANDS"]
+
+
+def _when(value: Any) -> str:
+    """A stored time as ISO 8601 with its zone (the store keeps UTC)."""
+    if not isinstance(value, dt.datetime):
+        return str(value or "")
+    at = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return at.isoformat(timespec="seconds")
 
 
 @click.command("runs")
@@ -15,26 +30,34 @@ __all__ = ["COMMANDS"]
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.pass_context
 def runs_cmd(ctx: click.Context, flow: str | None, limit: int) -> int:
-    """The latest runs, newest first, with their counts and status."""
+    """The latest runs, newest first, with their counts and status (times in UTC)."""
     store = state_store(ctx)
     try:
-        rows = store.list_runs(flow, limit)
+        rows = store.runs.latest(flow, limit)
+        known = store.runs.flows() if flow and not rows else []
     finally:
         store.close()
+    if flow and not rows and flow not in known:
+        names = ", ".join(sorted(known)) or "none"
+        raise click.UsageError(f"no runs of a flow named {flow!r}; flows with runs: {names}")
     table = Table(title="runs")
     for col in ("id", "flow", "started", "ended", "status", "ok", "failed", "skipped"):
         table.add_column(col, no_wrap=True)
     table.add_column("error", overflow="fold")
     for r in rows:
+        skipped = str(r["orders_skipped"])
+        if r.get("skipped_json"):
+            by = json.loads(r["skipped_json"])
+            skipped += " (" + ", ".join(f"{k} {v}" for k, v in sorted(by.items())) + ")"
         table.add_row(
             str(r["id"]),
             r["flow"],
-            str(r["started_at"])[:19],
-            str(r["ended_at"] or "")[:19],
+            _when(r["started_at"]),
+            _when(r["ended_at"]),
             r["status"],
             str(r["orders_ok"]),
             str(r["orders_failed"]),
-            str(r["orders_skipped"]),
+            skipped,
             r["error"] or "",
         )
     console.print(table)
@@ -53,10 +76,20 @@ def orders_group() -> None:
 @click.option("--flow", help="Only this flow.")
 @click.pass_context
 def orders_show(ctx: click.Context, number: str, flow: str | None) -> int:
-    """Journal, events and log. attributes of order NUMBER, across runs."""
+    """Journal, events, deliveries and log. attributes of order NUMBER, across runs; and why
+    a run would skip it now."""
+    project = load_quiet(ctx)
     store = state_store(ctx)
     try:
-        h = store.order_history(number, flow)
+        h = store.journal.history(number, flow)
+        entries = {j["flow"]: store.journal.entry(j["flow"], number) for j in h["journal"]}
+        notes: dict[str, str] = {}
+        for name, entry in entries.items():
+            built = project.flows.get(name)
+            if entry is None or built is None:
+                continue
+            ledger = Ledger(store, name, policy_for(project.app, built), Redactor([]))
+            notes[name] = _status_note(ledger, entry, built.stages)
     finally:
         store.close()
     if not h["journal"]:
@@ -67,24 +100,60 @@ def orders_show(ctx: click.Context, number: str, flow: str | None) -> int:
             f"[bold]{j['flow']}[/bold] order {number} (pk {j['order_pk']}): "
             f"[bold]{j['state']}[/bold], attempts {j['attempts']}"
             + (f", ERP ref {j['erp_ref']}" if j["erp_ref"] else "")
+            + (f", written to {j['target_id']}" if j.get("target_id") else "")
             + (f"\n  last error: {j['last_error']}" if j["last_error"] else "")
+            + (f"\n  now: {notes[j['flow']]}" if notes.get(j["flow"]) else "")
         )
     ev = Table(title="events")
-    for col in ("at", "run", "state"):
+    for col in ("at", "run", "state", "fact"):
         ev.add_column(col, no_wrap=True)
     ev.add_column("message", overflow="fold")
     for e in h["events"]:
-        ev.add_row(str(e["at"])[:19], str(e["run_id"] or ""), e["state"], e["message"] or "")
+        ev.add_row(
+            _when(e["at"]), str(e["run_id"] or ""), e["state"], e.get("fact") or "",
+            e["message"] or "",
+        )  # fmt: skip
     console.print(ev)
+    if h["deliveries"]:
+        dl = Table(title="deliveries")
+        for col in ("at", "run", "kind", "connector", "connector id"):
+            dl.add_column(col, no_wrap=True)
+        dl.add_column("note", overflow="fold")
+        for d in h["deliveries"]:
+            dl.add_row(
+                _when(d["at"]), str(d["run_id"] or ""), d["kind"], d["connector"],
+                d["connector_id"] or "", d["note"] or "",
+            )  # fmt: skip
+        console.print(dl)
     if h["log"]:
         lg = Table(title="log. attributes")
         for col in ("at", "run", "key"):
             lg.add_column(col, no_wrap=True)
         lg.add_column("value", overflow="fold")
         for r in h["log"]:
-            lg.add_row(str(r["at"])[:19], str(r["run_id"] or ""), r["key"], r["value"] or "")
+            lg.add_row(_when(r["at"]), str(r["run_id"] or ""), r["key"], r["value"] or "")
         console.print(lg)
     return 0
+
+
+def _status_note(ledger: Ledger, entry: Any, stages: list[Any]) -> str:
+    """What the next run does with the order, in words."""
+    skip = ledger.why_skipped(entry)
+    if skip:
+        return f"skipped by runs: {skip}"
+    state = State(entry.state)
+    if state in (State.SENT, State.MARKED):
+        if not any(s.marks for s in stages):
+            return (
+                "the ERP has it; the flow's source cannot say whether it is marked, so the row "
+                "stays until the source lists the order again"
+            )
+        return "the ERP has it: the next run that lists it marks it; otherwise the source is asked"
+    if state is State.SENDING:
+        return "the last write's outcome is unknown: the next run settles it"
+    if state is State.FAILED:
+        return "due: the next run tries it again"
+    return ""
 
 
 COMMANDS = [runs_cmd, orders_group]

@@ -1,25 +1,42 @@
-"""``integrator quarantine``, ``replay`` and ``resolve``: settle the orders that need a person.
+"""``integrator quarantine [release]``, ``replay`` and ``resolve``: the orders that need a person.
 
-Every action is recorded as an event on the order (see ``integrator orders show``).
+Every action goes through the ledger (the same table, the same redaction as a run) and is an
+event on the order naming who did it (see ``integrator orders show``).
 """
 
 from __future__ import annotations
 
+import getpass
+import os
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
 
-from integrator.cli.common import console, load, print_summary, state_store
+from integrator.cli.common import console, load, load_quiet, print_summary, state_store
 from integrator.cli.workbench import read_json
+from integrator.connectors.redact import Redactor
 from integrator.pipeline import run_flow
-from integrator.state import Store
+from integrator.pipeline.project import Project, policy_for
+from integrator.state import Fact, Ledger, LedgerError, State, Store
+from integrator.state.journal import JournalEntry
+from integrator.state.ledger import ErrorKind, Track
 
 __all__ = ["COMMANDS"]
 
 
+def _who(by: str | None) -> str:
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")
+
+
 def _flow_of(store: Store, number: str, flow: str | None) -> str:
-    flows = store.flows_of(number)
+    flows = store.journal.flows_of(number)
     if flow:
         if flow not in flows:
             raise click.UsageError(f"order {number} is not in the journal of flow {flow!r}")
@@ -31,15 +48,49 @@ def _flow_of(store: Store, number: str, flow: str | None) -> str:
     return flows[0]
 
 
-@click.command("quarantine")
+def _ledger(project: Project, store: Store, flow: str) -> Ledger:
+    built = project.flows.get(flow)
+    if built is None:
+        raise click.UsageError(
+            f"flow {flow!r} is in the state store but not in {project.app.flows_dir}: "
+            "restore its file to act on its orders"
+        )
+    return Ledger(store, flow, policy_for(project.app, built), Redactor(project.app.secrets))
+
+
+def _apply(
+    ledger: Ledger,
+    entry: JournalEntry,
+    fact: Fact,
+    message: str,
+    response: Any = None,
+    erp_ref: str | None = None,
+) -> None:
+    """One person's fact, or a usage error saying why the ledger refuses it."""
+    track = Track.of(entry.order_number, entry.order_pk, entry)
+    try:
+        ledger.apply(track, fact, message, response=response, erp_ref=erp_ref)
+    except LedgerError as exc:
+        raise click.UsageError(
+            f"order {entry.order_number} is {entry.state}: {str(exc).split(': ', 1)[-1]}"
+        ) from None
+
+
+@click.group("quarantine", invoke_without_command=True)
 @click.option("--flow", help="Only this flow.")
 @click.pass_context
 def quarantine_cmd(ctx: click.Context, flow: str | None) -> int:
-    """List quarantined orders with their last error, and the orders stuck in `sending`."""
+    """List quarantined orders with their last error, and the orders stuck in `sending`.
+
+    \b
+    integrator quarantine release --flow F [--reason TEXT]   let them through again
+    """
+    if ctx.invoked_subcommand is not None:
+        return 0
     store = state_store(ctx)
     try:
-        rows = store.in_state("quarantined", flow)
-        sending = store.in_state("sending", flow)
+        rows = store.journal.in_state(State.QUARANTINED, flow)
+        sending = store.journal.in_state(State.SENDING, flow)
     finally:
         store.close()
     table = Table(title="quarantined orders")
@@ -48,25 +99,68 @@ def quarantine_cmd(ctx: click.Context, flow: str | None) -> int:
     table.add_column("last error", overflow="fold")
     for r in rows:
         table.add_row(
-            r["flow"],
-            r["order_number"],
-            str(r["updated_at"])[:19],
-            str(r["attempts"]),
-            r["error_kind"] or "",
-            r["last_error"] or "",
+            r.flow,
+            r.order_number,
+            r.updated_at.isoformat(timespec="seconds") if r.updated_at else "",
+            str(r.attempts),
+            r.error_kind or "",
+            r.last_error or "",
         )
     console.print(table)
     for r in sending:
         console.print(
-            f"in `sending` (the last write's outcome is unknown): {r['flow']} "
-            f"{r['order_number']}; the next run settles it by query_check",
+            f"in `sending` (the last write's outcome is unknown): {r.flow} "
+            f"{r.order_number}; the next run settles it by query_check",
             markup=False,
         )
     console.print(
-        "replay one: integrator replay NUMBER; settle an ambiguous one: "
-        "integrator resolve NUMBER --as-sent | --resend",
+        "replay one: integrator replay NUMBER; settle an ambiguous one: integrator resolve "
+        "NUMBER --as-sent | --resend; release many: integrator quarantine release --flow F",
         style="dim",
     )
+    return 0
+
+
+@quarantine_cmd.command("release")
+@click.option("--flow", required=True, help="The flow whose quarantined orders to release.")
+@click.option(
+    "--reason", "reason", help="Only orders whose quarantine reason (last error) contains TEXT."
+)
+@click.option("--note", help="Why you release them (kept on each order's event).")
+@click.option("--by", help="Who releases them (default: your user name).")
+@click.pass_context
+def release_cmd(
+    ctx: click.Context, flow: str, reason: str | None, note: str | None, by: str | None
+) -> int:
+    """Release the quarantined orders of a flow: the next run takes them again.
+
+    Orders held after their write resume after it (never written twice); orders held
+    because the ERP's copy could not be verified are left for `integrator resolve`.
+    """
+    project = load_quiet(ctx)
+    store = Store(project.app.state_url)
+    released, kept = 0, []
+    try:
+        ledger = _ledger(project, store, flow)
+        who = _who(by)
+        for entry in store.journal.in_state(State.QUARANTINED, flow):
+            if reason and reason.lower() not in (entry.last_error or "").lower():
+                continue
+            if entry.error_kind == ErrorKind.UNVERIFIED:
+                kept.append(entry.order_number)
+                continue
+            why = f"released by {who}" + (f": {note}" if note else "")
+            _apply(ledger, entry, Fact.RELEASED, f"{why} (was quarantined: {entry.last_error})")
+            released += 1
+    finally:
+        store.close()
+    console.print(f"{released} order(s) of {flow} released; the next run takes them", markup=False)
+    if kept:
+        console.print(
+            f"left quarantined (the ERP's copy could not be verified; use integrator resolve): "
+            f"{', '.join(kept)}",
+            markup=False,
+        )
     return 0
 
 
@@ -74,30 +168,39 @@ def quarantine_cmd(ctx: click.Context, flow: str | None) -> int:
 @click.argument("number")
 @click.option("--flow", help="The flow (needed when several know the order).")
 @click.option("--force", is_flag=True, help="Also when the last write's outcome is unknown.")
+@click.option("--by", help="Who replays it (default: your user name).")
 @click.pass_context
-def replay_cmd(ctx: click.Context, number: str, flow: str | None, force: bool) -> int:
+def replay_cmd(
+    ctx: click.Context, number: str, flow: str | None, force: bool, by: str | None
+) -> int:
     """Run order NUMBER through its flow now, quarantine and backoff notwithstanding.
 
-    An order quarantined because its last write may have reached the ERP is refused without
-    --force: check the ERP first, or use `integrator resolve`.
+    An order whose last write may have reached the ERP is refused without --force: check
+    the ERP first, or use `integrator resolve`. One held after its write resumes after it.
     """
-    store = state_store(ctx)
+    project = load(ctx)
+    store = Store(project.app.state_url)
     try:
         name = _flow_of(store, number, flow)
-        entry = store.entry(name, number)
+        entry = store.journal.entry(name, number)
         assert entry is not None
-        ambiguous = entry.state in ("quarantined", "sending")
-        if ambiguous and entry.error_kind == "ambiguous" and not force:
+        held = entry.held_state if entry.state == State.QUARANTINED else entry.state
+        unknown = held == State.SENDING or entry.error_kind == ErrorKind.UNVERIFIED
+        if unknown and not force:
             raise click.UsageError(
                 f"order {number} may already be in the ERP (its last write's outcome is "
                 "unknown); check the ERP, then `integrator resolve NUMBER --as-sent` or "
                 "`--resend` (or replay --force)"
             )
-        if force and ambiguous:
-            store.record(name, number, None, "failed", "replay --force: the write is repeated")
+        if unknown:
+            _apply(
+                _ledger(project, store, name),
+                entry,
+                Fact.RESOLVED_RESEND,
+                f"replay --force by {_who(by)}: the write is repeated",
+            )
     finally:
         store.close()
-    project = load(ctx)
     result, run = run_flow(project, name, only_order=number, replay=True)
     print_summary(result, run)
     if result.ok + result.failed == 0:
@@ -119,7 +222,11 @@ def replay_cmd(ctx: click.Context, number: str, flow: str | None, force: bool) -
     type=click.Path(path_type=Path),
     help="With --as-sent: the ERP's answer (JSON) for check_response and mark_sent.",
 )
+@click.option(
+    "--erp-ref", help="With --as-sent: the ERP's id of the order (instead of --response)."
+)
 @click.option("--flow", help="The flow (needed when several know the order).")
+@click.option("--by", help="Who resolves it (default: your user name).")
 @click.pass_context
 def resolve_cmd(
     ctx: click.Context,
@@ -127,49 +234,47 @@ def resolve_cmd(
     as_sent: bool,
     resend: bool,
     response_file: Path | None,
+    erp_ref: str | None,
     flow: str | None,
+    by: str | None,
 ) -> int:
     """Settle an order whose last write's outcome is unknown, by hand.
 
     \b
     --as-sent   you found it in the ERP: the next run resumes after the write (check_response
-                and mark_sent; give --response with the ERP's answer so they get its ids)
+                and mark_sent). It needs what they read: --response FILE with the ERP's
+                answer, or --erp-ref ID (the answer is then {"id": ID}).
     --resend    you checked it is not in the ERP: the next run writes it again
     """
     if as_sent == resend:
         raise click.UsageError("give exactly one of --as-sent and --resend")
-    if response_file and not as_sent:
-        raise click.UsageError("--response goes with --as-sent")
-    response = read_json(response_file, "--response") if response_file else {}
-    store = state_store(ctx)
+    if (response_file or erp_ref) and not as_sent:
+        raise click.UsageError("--response and --erp-ref go with --as-sent")
+    if as_sent and not (response_file or erp_ref):
+        raise click.UsageError(
+            "--as-sent needs what check_response and mark_sent will read: --response FILE "
+            "(the ERP's answer, JSON) or --erp-ref ID (the ERP's id of the order)"
+        )
+    response = read_json(response_file, "--response") if response_file else {"id": erp_ref}
+    project = load_quiet(ctx)
+    store = Store(project.app.state_url)
+    who = _who(by)
     try:
         name = _flow_of(store, number, flow)
-        entry = store.entry(name, number)
+        entry = store.journal.entry(name, number)
         assert entry is not None
-        if entry.state in ("sent", "marked", "done"):
-            raise click.UsageError(f"order {number} is already {entry.state}: nothing to resolve")
+        ledger = _ledger(project, store, name)
         if as_sent:
-            store.record(
-                name,
-                number,
-                None,
-                "sent",
-                "resolved by hand: the ERP has it",
+            _apply(
+                ledger,
+                entry,
+                Fact.RESOLVED_SENT,
+                f"resolved by {who}: the ERP has it",
                 response=response,
-                last_error=None,
-                error_kind=None,
+                erp_ref=erp_ref,
             )
         else:
-            store.record(
-                name,
-                number,
-                None,
-                "failed",
-                "resolved by hand: not in the ERP, write it again",
-                attempts=0,
-                next_try=None,
-                error_kind=None,
-            )
+            _apply(ledger, entry, Fact.RESOLVED_RESEND, f"resolved by {who}: write it again")
     finally:
         store.close()
     console.print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import threading
 
 import click
@@ -87,17 +88,21 @@ def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
             f"sandbox: Omnitron {sb.omnitron.url} ({sb.omnitron.stats()['unsent']} "
             f"unsent orders), ERP {sb.erp.url}"
         )
-        with order_progress(True) as advance:
-            result, run = run_flow(project, flow, on_order=advance)
-        print_summary(result, run)
-        o, e = sb.omnitron.stats(), sb.erp.stats()
-        console.print(
-            f"Omnitron: {o['sent']} sent, {o['unsent']} unsent; ERP: {e['orders']} "
-            f"orders, {e['duplicates']} duplicates"
-        )
-        store = Store(project.app.state_url)
+        # The demo's own state store, new on every demo: a fresh sandbox against an old
+        # ledger would be another source and another ERP.
+        folder = project.app.base_dir / "state" / "demo"
+        shutil.rmtree(folder, ignore_errors=True)
+        store = Store(f"sqlite:///{folder / 'integrator.db'}")
         try:
-            console.print(f"ledger: {store.count_states(flow)}")
+            with order_progress(True) as advance:
+                result, run = run_flow(project, flow, on_order=advance, store=store)
+            print_summary(result, run)
+            o, e = sb.omnitron.stats(), sb.erp.stats()
+            console.print(
+                f"Omnitron: {o['sent']} sent, {o['unsent']} unsent; ERP: {e['orders']} "
+                f"orders, {e['duplicates']} duplicates"
+            )
+            console.print(f"ledger: {store.journal.count_states(flow)}")
         finally:
             store.close()
         console.print("next: integrator runs; integrator orders show NUMBER")

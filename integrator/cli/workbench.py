@@ -18,6 +18,7 @@ from integrator.scripting.pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 __all__ = ["COMMANDS", "read_json"]
 
 ENTRIES = {"script": "process", "post_script": "process", "check_response": "check_response"}
+SANDBOX_ERP_ID = "ERP-TEST-0000001"
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -177,12 +178,14 @@ def test_flow_cmd(
     golden: bool,
     update: bool,
 ) -> int:
-    """Run one recorded order through FLOW's script, mapping and check_response.
+    """Run one recorded order through FLOW in the runner's trace mode.
 
-    Nothing is called and nothing is written: the ERP's answer comes from --response, or is
-    what the sandbox ERP would answer. Prints each stage's output and the attributes it
-    changed, the ERP request and the mapping data for mark_sent. Exit status 1 when a stage
-    fails.
+    Every stage runs as in a real run, except that nothing calls out and nothing is
+    written: stages that would call Omnitron, the ERP or a queue show the requests they
+    would send instead; the ERP's answer to the write comes from --response, or is what the
+    sandbox ERP would answer. Needs no credentials. Prints each stage's output and the
+    attributes it changed, the ERP request, the mapping data for mark_sent and every
+    attribute at the end. Exit status 1 when a stage fails.
 
     \b
     Golden tests, for CI: flows/tests/<flow>/<case>.order.json holds an order and
@@ -192,6 +195,10 @@ def test_flow_cmd(
     """
     from integrator.cli.common import load_quiet
     from integrator.pipeline.trace import find_golden, json_diff, trace_flow
+    from integrator.sandbox.erp import create_answer
+
+    def sandbox_answer(request: Any) -> Any:  # the ERP's answer when none is recorded
+        return create_answer(request if isinstance(request, dict) else {}, SANDBOX_ERP_ID)
 
     project = load_quiet(ctx)
     if golden:
@@ -209,7 +216,9 @@ def test_flow_cmd(
                 click.echo(f"FAIL {case.flow}/{case.name}: no valid flow named {case.flow!r}")
                 failed += 1
                 continue
-            trace = trace_flow(project, built, read_json(case.order_file, "order"))
+            trace = trace_flow(
+                project, built, read_json(case.order_file, "order"), answer=sandbox_answer
+            )
             if trace.error:
                 click.echo(f"FAIL {case.flow}/{case.name}: {trace.error}")
                 failed += 1
@@ -245,7 +254,7 @@ def test_flow_cmd(
     if not isinstance(order, dict):
         raise click.UsageError(f"{order_file}: expected an order object")
     response = read_json(response_file, "--response") if response_file else None
-    trace = trace_flow(project, built, order, _attrs(attrs), response)
+    trace = trace_flow(project, built, order, _attrs(attrs), response, answer=sandbox_answer)
     _print(trace.as_dict())
     if trace.error:
         click.echo(f"flow failed: {trace.error}", err=True)

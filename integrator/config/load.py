@@ -56,6 +56,7 @@ _CONNECTOR_KEYS = {
     "DisableStandardErrorPolicy",
     "MaxInFlight",
     "RequestsPerSecond",
+    "CircuitBreaker",
 }
 _FLOW_KEYS = {
     "name",
@@ -177,6 +178,14 @@ def _connector(
             float,
             0.0,
             check=lambda v: None if v >= 0 else "expected 0 (no limit) or more",
+        ),
+        circuit_breaker=o.get(
+            "CircuitBreaker",
+            int,
+            5,
+            check=lambda v: (
+                None if v == 0 or v >= 2 else "expected 0 (off) or 2 or more orders in a row"
+            ),
         ),
         name=name,
         host=host.rstrip("/"),

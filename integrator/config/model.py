@@ -76,6 +76,7 @@ class ConnectorConfig:
     retry_disabled: bool = False  # Omnium's "Disable Standard Error Policy"
     max_in_flight: int = 0  # requests at a time to this host, across flows (0: no limit)
     requests_per_second: float = 0.0  # to this host, across flows (0: no limit)
+    circuit_breaker: int = 5  # same failure for this many orders in a row stops a run (0: off)
 
     def __repr__(self) -> str:  # never show credentials, even in a debugger or a traceback
         return f"ConnectorConfig(name={self.name!r}, host={self.host!r})"

@@ -30,7 +30,7 @@ import requests
 
 from integrator.config.model import ConnectorConfig, CookieLogin, TokenLogin
 from integrator.connectors.redact import Redactor
-from integrator.errors import FatalError
+from integrator.errors import AuthenticationError
 
 __all__ = ["Auth", "LoginRefused", "build_auth"]
 
@@ -42,7 +42,7 @@ _DEFAULT_OAUTH_TTL = 3600.0
 _DEFAULT_B1_MINUTES = 30.0
 
 
-class LoginRefused(FatalError):
+class LoginRefused(AuthenticationError):
     """A login call failed or was refused: the message says which connector and what to check."""
 
 

@@ -22,6 +22,7 @@ from integrator.connectors.redact import Redactor
 from integrator.connectors.transport import LeanAdapter, prepare
 from integrator.errors import (
     AmbiguousWriteError,
+    AuthenticationError,
     OrderError,
     PermanentError,
     RetriableError,
@@ -33,6 +34,7 @@ __all__ = ["Connector", "parse_json"]
 log = structlog.get_logger("integrator.http")
 
 RETRIABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+AUTH_STATUS = frozenset({401, 403})
 _MAX_ERROR_BODY = 200
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -159,19 +161,18 @@ class Connector:
         attempt = 1
         relogged = False
         while True:
-            try:
-                auth_headers, generation = self.auth.current()
-            except LoginRefused as exc:  # mid-run: this order waits for the next run
-                raise RetriableError(str(exc), reached=False) from None
+            auth_headers, generation = self.auth.current()  # LoginRefused: the run stops
             try:
                 return self._attempt(
                     method, path, json_body, params, ok_status, {**auth_headers, **(headers or {})}
                 )
             except PermanentError as exc:
-                if exc.status != 401 or relogged or not self.auth.refreshable:
+                if exc.status not in AUTH_STATUS:
                     raise
-                # The credential expired or was revoked: log in again, once. A 401 means the
-                # call was not processed, so repeating a write is safe.
+                if relogged or not self.auth.refreshable:
+                    raise self._refused(exc, relogged) from None
+                # The credential expired or was revoked: log in again, once. A 401/403 means
+                # the call was not processed, so repeating a write is safe.
                 self.auth.expired(generation)
                 relogged = True
                 log.info("login again", connector=self.name, after=str(exc))
@@ -182,9 +183,11 @@ class Connector:
                     self.limiter.pause(min(exc.retry_after or 0.0, cfg.retry_cap))
                 if attempt >= attempts or (unsafe and not retry_unsafe):
                     if unsafe:
-                        raise AmbiguousWriteError(
+                        ambiguous = AmbiguousWriteError(
                             f"{exc}; the ERP may have the order", status=exc.status
-                        ) from None
+                        )
+                        ambiguous.connector, ambiguous.failure = exc.connector, exc.failure
+                        raise ambiguous from None
                     raise
                 if paused:
                     delay = 0.0  # the limiter holds the next try until the pause ends
@@ -196,6 +199,15 @@ class Connector:
                          attempt=attempt, delay=round(delay, 3))  # fmt: skip
                 self._sleep(delay)
                 attempt += 1
+
+    def _refused(self, exc: PermanentError, relogged: bool) -> AuthenticationError:
+        """A 401/403 that a fresh login did not cure (or a static credential): the run stops."""
+        after = "after a fresh login" if relogged else "to its static credentials"
+        return AuthenticationError(
+            f"{exc} ({after}): the credentials of connector {self.name!r} are refused; check "
+            "them. The run stopped; no order was charged",
+            connector=self.name,
+        )
 
     def _attempt(
         self,
@@ -221,15 +233,25 @@ class Connector:
                     timeout=self.config.timeout,
                 )
         except requests.ConnectTimeout:
-            raise RetriableError(f"{what}: connection timed out", reached=False) from None
+            raise self._system(
+                RetriableError(f"{what}: connection timed out", reached=False), "timeout"
+            ) from None
         except requests.ConnectionError as exc:
-            raise RetriableError(
-                f"{what}: connection failed ({_reason(exc)})", reached=not _never_sent(exc)
+            reason = _reason(exc)
+            raise self._system(
+                RetriableError(
+                    f"{what}: connection failed ({reason})", reached=not _never_sent(exc)
+                ),
+                reason,
             ) from None
         except requests.Timeout:
-            raise RetriableError(f"{what}: no answer within {self.config.timeout:g}s") from None
+            raise self._system(
+                RetriableError(f"{what}: no answer within {self.config.timeout:g}s"), "timeout"
+            ) from None
         except requests.RequestException as exc:
-            raise RetriableError(f"{what}: {type(exc).__name__}") from None
+            raise self._system(
+                RetriableError(f"{what}: {type(exc).__name__}"), type(exc).__name__
+            ) from None
         self.metrics.http_status(self.name, resp.status_code)
         if resp.ok or resp.status_code in ok_status:
             return resp
@@ -240,12 +262,20 @@ class Connector:
         excerpt = self.redactor.scrub(resp.text[:_MAX_ERROR_BODY].strip().replace("\n", " "))
         msg = f"{what} answered {resp.status_code}" + (f": {excerpt}" if excerpt else "")
         if resp.status_code in RETRIABLE_STATUS:
-            return RetriableError(
+            exc = RetriableError(
                 msg,
                 status=resp.status_code,
                 retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
             )
+            if resp.status_code >= 500:
+                self._system(exc, f"{resp.status_code // 100}xx")
+            return exc
         return PermanentError(msg, status=resp.status_code)
+
+    def _system(self, exc: RetriableError, failure: str) -> RetriableError:
+        """Tag a failure of the system with this connector and its class (circuit breaker)."""
+        exc.connector, exc.failure = self.name, failure
+        return exc
 
     def close(self) -> None:
         """Close pooled connections."""

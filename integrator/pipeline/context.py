@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -19,17 +19,26 @@ from integrator.config.model import AppConfig, FlowConfig
 from integrator.connectors.http import Connector
 from integrator.connectors.redact import Redactor
 from integrator.metrics import Metrics
+from integrator.pipeline.breaker import CircuitBreaker
 from integrator.pipeline.exchange import Exchange
 from integrator.scripting.pool import ScriptPool
-from integrator.state.store import Store, Transition
+from integrator.state.ledger import Ledger
+from integrator.state.store import Store
 
-__all__ = ["LIGHT_STATES", "PlannedRequest", "RunContext"]
+__all__ = ["Mode", "PlannedRequest", "RunContext"]
 
 T = TypeVar("T")
 
 LOG_FLUSH_SECONDS = 0.5
 
-LIGHT_STATES = frozenset({"read", "checked", "marked"})
+
+class Mode(Enum):
+    """What a run may do."""
+
+    RUN = "run"  # everything
+    DRY_RUN = "dry run"  # reads and read-only calls (query_check); nothing with side effects
+    TRACE = "trace"  # recorded orders and answers: nothing calls out, nothing is written
+
 
 log = structlog.get_logger("integrator.run")
 
@@ -51,18 +60,22 @@ class RunContext:
 
     app: AppConfig
     flow: FlowConfig
-    store: Store
+    store: Store | None  # None in trace mode: nothing is read or written
     redactor: Redactor
     source: Connector
     target: Connector
+    ledger: Ledger
     run_id: int = 0
-    dry_run: bool = False
+    mode: Mode = Mode.RUN
     only_order: str | None = None
     fetch_pool: ThreadPoolExecutor | None = None
     scripts: ScriptPool = field(default_factory=ScriptPool)  # workers start on first call
     metrics: Metrics = field(default_factory=Metrics)
-    stop: threading.Event | None = None  # set: take no new order (the daemon is stopping)
+    stop: threading.Event | None = None  # set: take no new order (a signal, the daemon stops)
     replay: bool = False  # `integrator replay`: quarantine and backoff do not hold the order
+    breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker({}))
+    # Trace mode: the write's answer (recorded, or the sandbox's shape) and its status code.
+    trace_answer: Callable[[Exchange], tuple[Any, int]] | None = None
     planned: list[PlannedRequest] = field(default_factory=list)
     log_path: Path | None = None
     _log_file: IO[str] | None = None
@@ -96,61 +109,29 @@ class RunContext:
         return first + rest
 
     # ------------------------------------------------------------- ledger
-    def journal(
-        self,
-        ex: Exchange,
-        state: str,
-        message: str = "",
-        *,
-        log: Mapping[str, str] | None = None,
-        defer: bool = False,
-        **fields: Any,
-    ) -> None:
-        """Move the order to ``state`` in the ledger (nothing in a dry run).
+    def event(self, ex: Exchange | None, label: str, message: str) -> None:
+        """A note on the order (or the run) that changes no state."""
+        self.ledger.note(ex.number if ex else None, label, message)
 
-        ``read``, ``checked`` and ``marked`` are kept in memory and written, event and all,
-        in the transaction of the order's next change: losing them in a crash changes
-        nothing, since the next run starts that order from the same place (the source again,
-        or the resume after the write). Every other state is committed before this returns;
-        ``sending`` and ``sent`` are what exactly-once rests on. ``defer`` (for ``done``): see
-        :meth:`Store.record`.
-        """
-        ex.state = state
-        if self.dry_run:
-            return
-        fields.setdefault("order_pk", ex.pk)
-        if fields.get("last_error"):
-            fields["last_error"] = self.redactor.scrub(str(fields["last_error"]))
-        for k in ("request", "response"):  # stored as JSON text: serialised once, redacted
-            if k in fields:
-                fields[f"{k}_json"] = self.redactor.redact_json(fields.pop(k))
-        message = self.redactor.scrub(message)
-        if state in LIGHT_STATES:
-            ex.pending.append(Transition(state, message, dt.datetime.now(dt.UTC), fields))
-            return
-        self.store.record(
-            self.flow.name,
-            ex.number,
-            self.run_id,
-            state,
-            message,
-            earlier=ex.pending,
-            log={k: self.redactor.scrub(v) for k, v in log.items()} if log else None,
-            defer=defer,
-            **fields,
-        )
-        ex.pending.clear()
+    def states(self, numbers: Iterable[str]) -> dict[str, str]:
+        """Journal states of these orders (sources skip the done ones at listing)."""
+        if self.store is None:
+            return {}
+        return self.store.journal.states(self.flow.name, numbers)
 
-    def event(self, ex: Exchange | None, state: str, message: str) -> None:
-        """An event that does not move the journal."""
-        if not self.dry_run:
-            self.store.add_event(
-                self.flow.name,
-                ex.number if ex else None,
-                self.run_id,
-                state,
-                self.redactor.scrub(message),
-            )
+    def watermark(self) -> str | None:
+        """The flow's delta-polling watermark."""
+        return None if self.store is None else self.store.watermarks.get(self.flow.name)
+
+    def set_watermark(self, value: str) -> None:
+        """Move the flow's watermark (never in a dry run or a trace)."""
+        if self.store is not None and not self.dry_run:
+            self.store.watermarks.set(self.flow.name, value)
+
+    def flush(self) -> None:
+        """Commit the ledger's deferred writes."""
+        if self.store is not None:
+            self.store.flush()
 
     def plan(self, ex: Exchange, connector: Connector, method: str, path: str, body: Any) -> None:
         """Record a request a dry run would send."""
@@ -161,6 +142,11 @@ class RunContext:
         )
 
     # ------------------------------------------------------------ run log
+    @property
+    def dry_run(self) -> bool:
+        """Nothing is written: a dry run or a trace."""
+        return self.mode is not Mode.RUN
+
     def open_log(self) -> None:
         """Open the run's JSON-lines log file."""
         if self.dry_run:

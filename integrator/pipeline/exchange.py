@@ -20,12 +20,10 @@ Reserved attribute keys, set or read by the engine:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from integrator.errors import OrderError
-
-if TYPE_CHECKING:
-    from integrator.state.store import Transition
+from integrator.state.ledger import State, Track
 
 __all__ = ["LOG_PREFIX", "Exchange"]
 
@@ -41,19 +39,24 @@ class Exchange:
     order: dict[str, Any]
     data: Any = None
     attributes: dict[str, str] = field(default_factory=dict)
-    state: str = "new"  # the journal state as the engine last recorded it
-    attempts: int = 0
     request: Any = None  # the body written (or to be written) to the ERP
     response: Any = None  # the ERP's answer, or the query_check answer when found
     mapping_data: dict[str, Any] | None = None  # check_response output for mark_sent
     resume: bool = False  # the ERP has the order: skip to the stages after `write`
     settle: bool = False  # journal said `sending`: query_check must settle it
     failure: OrderError | None = None
-    pending: list[Transition] = field(default_factory=list)  # journal changes not yet stored
+    # The ledger's view of the order; the runner gives it the one built from the journal.
+    track: Track = field(init=False)
 
     def __post_init__(self) -> None:
         if self.data is None:
             self.data = self.order
+        self.track = Track(self.number, self.pk)
+
+    @property
+    def state(self) -> State:
+        """The order's state as the ledger last decided it."""
+        return self.track.state
 
     def log_attributes(self) -> dict[str, str]:
         """The ``log.`` attributes to record at the end of the order."""

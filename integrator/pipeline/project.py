@@ -15,14 +15,17 @@ from integrator.connectors.redact import Redactor
 from integrator.connectors.resolve import resolve_connector
 from integrator.errors import ConfigIssue, ConfigurationError
 from integrator.metrics import Metrics
-from integrator.pipeline.context import RunContext
+from integrator.pipeline.breaker import CircuitBreaker
+from integrator.pipeline.context import Mode, RunContext
 from integrator.pipeline.registry import build_stages
 from integrator.pipeline.runner import Outcome, Runner, RunResult
-from integrator.pipeline.stage import Stage
+from integrator.pipeline.stage import SourceStage, Stage
 from integrator.scripting.pool import ScriptPool
+from integrator.state.ledger import Ledger, Policy
+from integrator.state.runs import RunStatus
 from integrator.state.store import Store
 
-__all__ = ["BuiltFlow", "Project", "load_project", "run_flow"]
+__all__ = ["BuiltFlow", "Project", "load_project", "policy_for", "run_flow"]
 
 
 @dataclass
@@ -93,6 +96,24 @@ def connector_for(
     return Connector(cfg, redactor, pool_size=pool, metrics=metrics)
 
 
+def policy_for(app: AppConfig, built: BuiltFlow) -> Policy:
+    """What the ledger may do for this flow, from its stages' capabilities and its target."""
+    flow = built.config
+    order_stages = [s for s in built.stages if not isinstance(s, SourceStage)]
+    writes = [i for i, s in enumerate(order_stages) if s.writes]
+    before_write = order_stages[: writes[0]] if writes else order_stages
+    target = resolve_connector(app.connectors, flow.target)
+    timeout = target.timeout if target is not None else 30.0
+    return Policy(
+        can_check=any(s.settles_ambiguous_write for s in before_write),
+        safe_resend=any(s.repeatable for s in order_stages if s.writes),
+        max_attempts=flow.max_attempts,
+        backoff_seconds=flow.backoff_seconds,
+        settle_seconds=flow.settle_seconds if flow.settle_seconds is not None else 2 * timeout,
+        target_id=(target.connector_id or target.name) if target is not None else flow.target,
+    )
+
+
 def run_flow(
     project: Project,
     name: str,
@@ -105,10 +126,16 @@ def run_flow(
     metrics: Metrics | None = None,
     stop: threading.Event | None = None,
     replay: bool = False,
+    grace: float | None = None,
+    events: bool = False,
 ) -> tuple[RunResult, RunContext]:
     """Run one flow once, holding its lock; returns the result and the run context.
 
-    ``stop``: once set, the run takes no new order and ends after the ones in flight.
+    ``stop``: once set, the run takes no new order; the ones in flight get ``grace`` seconds
+    (None: as long as they need) and the run ends ``interrupted``. ``events``: after its
+    listing, the run also takes the orders events asked for (the daemon). Whatever happens,
+    the run's end is recorded; a run whose process died is closed as interrupted by the next
+    run that takes the flow's lock.
     """
     app = project.app
     built = project.flow(name)
@@ -124,6 +151,7 @@ def run_flow(
         if flow.target == flow.source
         else connector_for(app, flow.target, redactor, pool, metrics)
     )
+    ledger = Ledger(store, flow.name, policy_for(app, built), redactor, dry_run=dry_run)
     run = RunContext(
         app=app,
         flow=flow,
@@ -131,36 +159,62 @@ def run_flow(
         redactor=redactor,
         source=source,
         target=target,
-        dry_run=dry_run,
+        ledger=ledger,
+        mode=Mode.DRY_RUN if dry_run else Mode.RUN,
         only_order=only_order,
         scripts=ScriptPool(size=flow.concurrency, memory_mb=flow.script_memory_mb),
         metrics=metrics,
         stop=stop,
         replay=replay,
+        breaker=CircuitBreaker({c.name: c.circuit_breaker for c in reversed(app.connectors)}),
     )
     try:
-        with store.flow_lock(flow.name), run.connectors_open():
+        with store.locks.hold(flow.name), run.connectors_open():
             if not dry_run:
-                store.close_abandoned_runs(flow.name)
-                run.run_id = store.start_run(flow.name)
-            run.open_log()
+                store.runs.close_abandoned(flow.name)
+                store.pending.release_abandoned(flow.name)
+                run.run_id = ledger.run_id = store.runs.start(flow.name)
+            pending = None
+            if events and not dry_run and not only_order:
+                pending = lambda: store.pending.claim(flow.name, run.run_id)  # noqa: E731
+            result: RunResult | None = None
             try:
-                result = Runner(built.stages, run, on_order=on_order, limit=limit).execute()
+                run.open_log()
+                result = Runner(
+                    built.stages, run, on_order=on_order, limit=limit, grace=grace,
+                    pending=pending,
+                ).execute()  # fmt: skip
             finally:
                 run.close_log()
+                if not dry_run:
+                    _record_end(store, run, result, pending is not None)
+            assert result is not None  # the runner returns, or its exception went up
             if not dry_run:
-                store.finish_run(
-                    run.run_id,
-                    result.status,
-                    result.ok,
-                    result.failed,
-                    result.skipped,
-                    result.error,
-                )
                 metrics.run(flow.name, result.status)
-                metrics.journal_states(flow.name, store.count_states(flow.name))
+                metrics.journal_states(flow.name, store.journal.count_states(flow.name))
         return result, run
     finally:
         run.scripts.close()
         if own_store:
             store.close()
+
+
+def _record_end(store: Store, run: RunContext, result: RunResult | None, events: bool) -> None:
+    """Write the run's end (an escaping BaseException ends it interrupted); give back the
+    event orders it claimed unless it handled them."""
+    name = run.flow.name
+    if result is None:
+        store.runs.finish(
+            run.run_id, RunStatus.INTERRUPTED, 0, 0, {}, "stopped before it could count"
+        )
+        if events:
+            store.pending.release(name, run.run_id)
+        return
+    store.runs.finish(
+        run.run_id, result.status, result.ok, result.failed, result.skipped_by, result.error
+    )
+    if events:
+        if result.status in (RunStatus.OK, RunStatus.PARTIAL):
+            store.pending.done(name, run.run_id)
+        else:
+            store.pending.release(name, run.run_id)

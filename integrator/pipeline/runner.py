@@ -1,43 +1,64 @@
-"""Run one flow once: read orders, push each through the stages in a bounded worker pool.
+"""Run one flow once: list orders, push each through the stages in a bounded worker pool.
 
-The ledger decides where each order starts:
+The engine runs stages; the ledger (``state/ledger.py``) decides order states. Per order:
 
-====================  ========================================================================
-journal state          this run
-====================  ========================================================================
-none / read / checked  from the first stage
-failed                 from the first stage, once its ``next_try`` has come
-sending                query_check settles it (or the idempotency key makes a resend safe);
-                       without either the order is quarantined, never silently resent
-sent / marked / done   the write is skipped: resume after ``write`` with the stored answer
-quarantined            skipped until replayed or resolved
-====================  ========================================================================
+1. the listing thread asks the ledger where the order starts (:meth:`Ledger.admit`): skipped
+   (quarantined, backing off, a write still settling, listed twice in this run), or started
+   with a fact (read, resumed after the write, settling an earlier write, re-listed after
+   done, delivered to another target);
+2. a worker fetches it and runs the stages, each as the run's mode allows (capabilities, never
+   names): a dry run plans what has side effects, and everything after a planned write; a
+   trace plans what calls out and takes the write's answer from a recording;
+3. the order's end is a fact: done, or its failure classified (``ledger.classify``).
+
+What stops a run rather than an order: a FatalError (the source cannot be read, the state
+store fails), a SystemicError (authentication refused after a fresh login, a tripped circuit
+breaker), or a stop request (a signal, the daemon stopping). In-flight orders end first; no
+order is charged for it. A bug in a stage is an internal error: logged with its traceback,
+the order's state kept, never charged and never quarantined.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
-from integrator.errors import AmbiguousWriteError, FatalError, OrderError, PermanentError, SkipOrder
-from integrator.pipeline.context import RunContext
+from integrator.errors import FatalError, OrderError, SystemicError
+from integrator.pipeline.context import Mode, RunContext
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import OrderRef, SourceStage, Stage
-from integrator.state.store import JournalEntry
+from integrator.state.journal import JournalEntry
+from integrator.state.ledger import (
+    Admission,
+    ErrorKind,
+    Fact,
+    LedgerError,
+    Route,
+    State,
+    Track,
+    classify,
+)
+from integrator.state.runs import RunStatus
+from integrator.state.store import StateStoreError
 
-__all__ = ["Outcome", "RunResult", "Runner"]
+__all__ = ["Outcome", "RunResult", "Runner", "StageObserver"]
 
 log = structlog.get_logger("integrator.runner")
 
-RESUME_STATES = frozenset({"sent", "marked", "done"})
+# (stage, exchange after it, attributes before it, its error or None)
+StageObserver = Callable[[Stage, Exchange, dict[str, str], OrderError | None], None]
+
 REJECTED = "erp.rejected"  # check_response sets "true": the ERP refused it, resending is safe
-ANSWERED = "ambiguous_answered"  # the ERP answered the write with an error: nothing in flight
+LISTED_TWICE = "listed twice in this run"
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,7 @@ class Outcome:
     status: str  # ok, failed, skipped
     state: str
     message: str = ""
+    reason: str = ""  # skipped: why (quarantined, backing off, settling, listed twice)
 
 
 @dataclass
@@ -58,19 +80,36 @@ class RunResult:
     flow: str
     ok: int = 0
     failed: int = 0
-    skipped: int = 0
+    skipped_by: Counter[str] = field(default_factory=Counter)
     error: str | None = None
+    interrupted: bool = False
+    internal_errors: int = 0
     failures: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
-    def status(self) -> str:
-        """ok, partial (some orders failed), failed (the run stopped) or empty."""
+    def skipped(self) -> int:
+        """Orders left alone this run, for any reason."""
+        return sum(self.skipped_by.values())
+
+    @property
+    def status(self) -> RunStatus:
+        """How the run ended."""
+        if self.interrupted:
+            return RunStatus.INTERRUPTED
         if self.error:
-            return "failed"
+            return RunStatus.FAILED
         if self.failed:
-            return "partial"
-        return "ok"
+            return RunStatus.PARTIAL
+        return RunStatus.OK
+
+
+def skip_category(reason: str) -> str:
+    """The summary's name for a skip reason (its words before any detail)."""
+    for head in ("quarantined", "backing off", "settling", LISTED_TWICE):
+        if reason.startswith(head):
+            return head
+    return reason.split(":")[0]
 
 
 class Runner:
@@ -82,21 +121,28 @@ class Runner:
         run: RunContext,
         on_order: Callable[[Outcome], None] | None = None,
         limit: int | None = None,
+        grace: float | None = None,
+        pending: Callable[[], list[str]] | None = None,
+        records: list[tuple[dict[str, Any], dict[str, str]]] | None = None,
+        on_stage: StageObserver | None = None,
     ) -> None:
+        """``grace``: seconds in-flight orders get once the run is asked to stop (None: as
+        long as they take). ``pending``: takes the orders events asked for, after the
+        listing. ``records``: trace mode's recorded documents (with attributes to start them with),
+        instead of the source.
+        ``on_stage``: called after every stage of every order (the workbench's trace)."""
         self.stages, self.run, self.on_order, self.limit = stages, run, on_order, limit
-        sources = [s for s in stages if isinstance(s, SourceStage)]
-        self.source = sources[0]
+        self.grace, self.pending, self.records = grace, pending, records
+        self.on_stage = on_stage
+        self.source = next(s for s in stages if isinstance(s, SourceStage))
         self.order_stages = [s for s in stages if not isinstance(s, SourceStage)]
         writers = [i for i, s in enumerate(self.order_stages) if s.writes]
         self.write_index = writers[0] if writers else -1
-        self.has_query_check = any(s.name == "query_check" for s in self.order_stages)
-        self.safe_resend = (
-            bool(getattr(self.order_stages[self.write_index], "repeatable", False))
-            if writers
-            else False
-        )
         self._lock = threading.Lock()
+        self._stopped: BaseException | None = None  # why the run stops taking orders
+        self.traced: list[Exchange] = []  # trace mode: every exchange, for the workbench
 
+    # --------------------------------------------------------------------- the run
     def execute(self) -> RunResult:
         """Open the stages, process every order, close; never raises for an order's failure."""
         run = self.run
@@ -111,252 +157,314 @@ class Runner:
             for stage in self.stages:
                 stage.open(run)
                 opened.append(stage)
+            if run.mode is not Mode.TRACE:
+                for stage in self.stages:
+                    stage.begin(run)
             self._process_all(result, workers)
         except FatalError as exc:
             result.error = run.redactor.scrub(str(exc))
             log.error("run_failed", flow=run.flow.name, run_id=run.run_id, error=result.error)
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            result.error = _store_error(exc)
+            log.error("run_failed", flow=run.flow.name, run_id=run.run_id, error=result.error)
+        except Exception as exc:
+            # ends with a clear status instead of a traceback and a run left `running`
+            result.error = run.redactor.scrub(f"internal error: {type(exc).__name__}: {exc}")
+            log.exception("run_crashed", flow=run.flow.name, run_id=run.run_id)
         finally:
             for stage in reversed(opened):
-                stage.close()
-            run.fetch_pool.shutdown(wait=True)
-            run.store.flush()
+                try:
+                    stage.close()
+                except Exception:
+                    log.exception("stage_close_failed", stage=stage.name)
+            run.fetch_pool.shutdown(wait=not result.interrupted)
+            try:
+                run.flush()
+            except (SQLAlchemyError, sqlite3.Error) as exc:
+                result.error = result.error or _store_error(exc)
             result.seconds = time.monotonic() - started
         return result
 
+    def _listing(self) -> Iterator[OrderRef]:
+        """The source's orders, then what events asked for (each once per run)."""
+        run = self.run
+        if self.records is not None:
+            for doc, attributes in self.records:
+                ex = self.source.recorded(run, doc)
+                ex.attributes.update(attributes)
+                yield OrderRef(ex.pk, ex.number, {"_recorded": ex})
+            return
+        yield from self.source.iter_orders(run)
+        if self.pending is None or run.only_order:
+            return
+        while not self._stopping():
+            ids = self.pending()
+            if not ids:
+                return
+            for oid in ids:
+                yield from self.source.iter_orders(run, only=oid)
+
     def _process_all(self, result: RunResult, workers: int) -> None:
+        run = self.run
         slots = threading.BoundedSemaphore(workers * 2)  # read ahead, but memory stays flat
-        errors: list[BaseException] = []
+        futures: set[Future[Outcome]] = set()
+        seen: set[str] = set()
+        taken = 0
 
         def done(f: Future[Outcome]) -> None:
             slots.release()
-            exc = f.exception()
-            if exc is not None:
-                errors.append(exc)
-                return
-            self._count(result, f.result())
+            if f.exception() is None:
+                self._count(result, f.result())
 
-        with ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix=f"{self.run.flow.name}-order"
-        ) as pool:
-            for n, ref in enumerate(self.source.iter_orders(self.run)):
-                if self.limit is not None and n >= self.limit:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{run.flow.name}-order")
+        try:
+            for ref in self._listing():
+                if self._stopping() or (self.limit is not None and taken >= self.limit):
                     break
-                if errors:
-                    break
-                if self.run.stop is not None and self.run.stop.is_set():
-                    log.info("run_stopping", flow=self.run.flow.name, reason="shutdown requested")
-                    break
+                if ref.number in seen:
+                    self._count(result, Outcome(ref.number, "skipped", "", LISTED_TWICE))
+                    continue
+                seen.add(ref.number)
+                entry = run.ledger.entry(ref.number) if run.mode is not Mode.TRACE else None
+                admission = run.ledger.admit(entry, replay=run.replay)
+                if admission.skip:
+                    state = entry.state if entry else "new"
+                    self._count(result, Outcome(ref.number, "skipped", state, admission.skip))
+                    continue
+                taken += 1
                 slots.acquire()
-                pool.submit(self.process_order, ref).add_done_callback(done)
-        if errors:
-            raise errors[0]
+                if self._stopping():
+                    slots.release()
+                    break
+                fut = pool.submit(self.process_order, ref, entry, admission)
+                futures.add(fut)
+                fut.add_done_callback(done)
+        finally:
+            if self._stopping() and run.stop is not None and run.stop.is_set():
+                result.interrupted = True
+                log.info("run_stopping", flow=run.flow.name, reason="stop requested")
+            left = wait(futures, timeout=self.grace if result.interrupted else None).not_done
+            pool.shutdown(wait=not left, cancel_futures=True)
+            if left:
+                log.error("grace_period_over", flow=run.flow.name, orders_in_flight=len(left))
+        errors = [f.exception() for f in futures if f.done() and f.exception() is not None]
+        stop = self._stopped or (errors[0] if errors else None)
+        if stop is not None and not result.interrupted:
+            raise stop
+
+    def _stopping(self) -> bool:
+        stop = self.run.stop
+        return self._stopped is not None or (stop is not None and stop.is_set())
+
+    def _halt(self, why: BaseException) -> None:
+        """Take no new order: the run stops for ``why`` once the ones in flight end."""
+        with self._lock:
+            if self._stopped is None:
+                self._stopped = why
 
     def _count(self, result: RunResult, outcome: Outcome) -> None:
-        self.run.metrics.order(self.run.flow.name, outcome.status)
-        with self._lock:
-            if outcome.status == "ok":
-                result.ok += 1
-            elif outcome.status == "skipped":
-                result.skipped += 1
-            else:
-                result.failed += 1
-                result.failures.append(outcome)
+        if outcome.status == "skipped":
+            self.run.metrics.order(self.run.flow.name, "skipped")
+            with self._lock:
+                result.skipped_by[skip_category(outcome.reason)] += 1
+        else:
+            self.run.metrics.order(self.run.flow.name, outcome.status)
+            with self._lock:
+                if outcome.status == "ok":
+                    result.ok += 1
+                else:
+                    result.failed += 1
+                    result.failures.append(outcome)
+                    if outcome.reason == "internal error":
+                        result.internal_errors += 1
         if self.on_order is not None:
             self.on_order(outcome)
 
-    # ------------------------------------------------------------ one order
-    def process_order(self, ref: OrderRef) -> Outcome:
-        """Fetch, route by the ledger, run the stages; record the end. Runs in a worker."""
+    # -------------------------------------------------------------------- one order
+    def process_order(
+        self, ref: OrderRef, entry: JournalEntry | None, admission: Admission
+    ) -> Outcome:
+        """Start the order as the ledger admitted it, run the stages, record its end. Runs in
+        a worker; raises only what stops the run (FatalError)."""
         run = self.run
         structlog.contextvars.bind_contextvars(
             flow=run.flow.name, run_id=run.run_id, order=ref.number
         )
-        entry = run.store.entry(run.flow.name, ref.number)
+        track = Track.of(ref.number, ref.pk, entry)
         try:
-            self._check_due(entry)
-        except SkipOrder as skip:
-            if not run.replay:
-                return Outcome(ref.number, "skipped", entry.state if entry else "new", str(skip))
-            assert entry is not None  # only an order with a journal can be held back
-            entry = self._release(entry)
+            return self._order(ref, entry, admission, track)
+        except SystemicError as exc:
+            self._halt(exc)
+            if track.writing:  # refused before it was processed: nothing was created
+                self._apply(track, Fact.ERP_REFUSED, str(exc), error_kind=ErrorKind.SYSTEMIC)
+            return Outcome(ref.number, "failed", track.state, run.redactor.scrub(str(exc)))
+        except FatalError as exc:
+            self._halt(exc)
+            raise
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            err = StateStoreError(_store_error(exc))
+            self._halt(err)
+            raise err from None
+        except Exception as exc:  # noqa: BLE001 - a bug in a stage or the ledger: not the order's
+            return self._internal(track, exc)
+
+    def _order(
+        self, ref: OrderRef, entry: JournalEntry | None, admission: Admission, track: Track
+    ) -> Outcome:
+        run = self.run
+        if admission.release:
+            was = entry.state if entry else "new"
+            self._apply(track, Fact.RELEASED, f"replayed by hand (was {was})")
+        assert admission.fact is not None  # not skipped
+        self._apply(track, admission.fact, admission.message)
+        if admission.route is Route.HELD:  # quarantined now: a person must look
+            msg = run.redactor.scrub(admission.message)
+            self._log_end(ref.number, track.state, "failed", msg, {})
+            return Outcome(ref.number, "failed", track.state, f"quarantined: {msg}")
         try:
-            ex = self.source.fetch(ref)
+            recorded = ref.summary.get("_recorded")
+            ex = recorded if isinstance(recorded, Exchange) else self.source.fetch(ref)
         except OrderError as exc:
             ex = Exchange(ref.pk, ref.number, {"pk": ref.pk, "number": ref.number})
-            return self._failed(ex, entry, exc, -1)
+            ex.track = track
+            exc.stage = exc.stage or self.source.name
+            return self._failed(ex, exc, -1)
+        ex.track = track
         ex.attributes["run.id"] = str(run.run_id)
-        try:
-            self._route(ex, entry)
-        except OrderError as exc:
-            return self._failed(ex, entry, exc, -1)
-        except SkipOrder as skip:
-            if ex.state != "quarantined":  # a write still settling: later
-                return Outcome(ex.number, "skipped", ex.state, str(skip))
-            self._finish(ex, "failed", str(skip))  # quarantined now: a person must look
-            return Outcome(ex.number, "failed", ex.state, str(skip))
+        if admission.route is Route.RESUME and entry is not None:
+            ex.request, ex.response, ex.resume = entry.request, entry.response, True
+            ex.data = ex.response
+        ex.settle = admission.route is Route.SETTLE
+        if run.mode is Mode.TRACE:
+            self.traced.append(ex)
+        planned_write = False
         for i, stage in enumerate(self.order_stages):
             if ex.resume and i <= self.write_index:
                 continue
             started = time.perf_counter()
+            before = dict(ex.attributes) if self.on_stage is not None else {}
             try:
-                if run.dry_run and stage.side_effects:
-                    stage.plan(ex)
-                else:
-                    stage.process(ex)
+                planned_write = self._stage(stage, ex, planned_write)
             except OrderError as exc:
                 exc.stage = exc.stage or stage.name
-                return self._failed(ex, entry, exc, i)
-            except Exception as exc:  # noqa: BLE001 - a plug-in's bug fails its order, not the run
-                err = PermanentError(f"{type(exc).__name__}: {exc}", stage=stage.name)
-                return self._failed(ex, entry, err, i)
+                if self.on_stage is not None:
+                    self.on_stage(stage, ex, before, exc)
+                return self._failed(ex, exc, i)
             finally:
                 run.metrics.stage(run.flow.name, stage.name, time.perf_counter() - started)
+            if self.on_stage is not None:
+                self.on_stage(stage, ex, before, None)
             if (
                 not ex.resume
                 and ex.attributes.get("order_exists", "").lower() == "true"
                 and i < self.write_index
             ):
                 ex.resume = True
-                run.journal(ex, "sent", f"{stage.name} set order_exists=true; not written")
-        run.journal(
-            ex,
-            "done",
-            "order complete",
+                self._apply(track, Fact.FOUND, f"{stage.name} set order_exists=true; not written")
+        self._apply(
+            track,
+            Fact.DONE,
+            "order complete" if not run.dry_run else f"order complete ({run.mode.value})",
             log=ex.log_attributes(),
-            defer=True,  # committed with the next transaction: a crash before it loses nothing
-            last_error=None,
-            error_kind=None,
-            next_try=None,
         )
-        self._finish(ex, "ok")
-        return Outcome(ex.number, "ok", ex.state)
+        self._log_end(ex.number, track.state, "ok", "", ex.log_attributes())
+        run.breaker.record(None)
+        return Outcome(ex.number, "ok", track.state)
 
-    def _release(self, entry: JournalEntry) -> JournalEntry:
-        """Replay: let a quarantined or backing-off order through, as if it had failed now."""
-        state = "failed" if entry.state == "quarantined" else entry.state
-        ex = Exchange(entry.order_pk or "", entry.order_number, {})
-        self.run.journal(
-            ex, state, f"replayed by hand (was {entry.state})", next_try=None, attempts=0
-        )
-        return dataclasses.replace(entry, state=state, next_try=None, attempts=0)
-
-    def _settle_after(self) -> float:
-        """Seconds to leave a possibly in-flight write alone before asking the ERP about it."""
-        if self.run.flow.settle_seconds is not None:
-            return self.run.flow.settle_seconds
-        return 2 * self.run.target.config.timeout
-
-    def _check_due(self, entry: JournalEntry | None) -> None:
-        if entry is None:
-            return
-        if entry.state == "quarantined":
-            raise SkipOrder("quarantined")
-        if entry.state == "failed" and entry.next_try and entry.next_try > time.time():
-            raise SkipOrder(f"backing off until {time.ctime(entry.next_try)}")
-
-    def _route(self, ex: Exchange, entry: JournalEntry | None) -> None:
+    def _stage(self, stage: Stage, ex: Exchange, planned_write: bool) -> bool:
+        """Run one stage as the mode allows; True once the write has been planned (a dry run
+        plans every later stage: none of them has the ERP's answer)."""
         run = self.run
-        ex.attempts = entry.attempts if entry else 0
-        if entry is None or entry.state in ("read", "checked", "failed"):
-            run.journal(ex, "read", "read from the source")
-            return
-        ex.state = entry.state
-        if entry.state in RESUME_STATES:
-            ex.request, ex.response, ex.resume = entry.request, entry.response, True
-            ex.data = ex.response
-            run.event(ex, entry.state, "the ERP has this order: resuming after the write")
-        elif entry.state == "sending":
-            wait = self._settle_after() - entry.age_seconds()
-            if entry.error_kind != ANSWERED and wait > 0:
-                # The write may still be in flight (timeout, lost connection, crash): asking
-                # the ERP now could miss an order it is about to commit.
-                raise SkipOrder(f"write may still be in flight; settled in {wait:.0f}s")
-            if self.has_query_check or self.safe_resend:
-                ex.settle = True
-                how = "query_check" if self.has_query_check else "a repeatable write"
-                run.event(ex, "sending", f"ambiguous earlier write: {how} settles it")
-            else:
-                run.journal(
-                    ex,
-                    "quarantined",
-                    "found in `sending` (the last write's outcome is unknown) and the "
-                    "flow has no query_check: check the ERP, then `integrator resolve`",
-                    error_kind="ambiguous",
-                )
-                raise SkipOrder("quarantined: ambiguous write")
+        if run.mode is Mode.RUN:
+            stage.process(ex)
+        elif run.mode is Mode.DRY_RUN:
+            if stage.side_effects or planned_write:
+                stage.plan(ex)
+                return planned_write or stage.writes
+            stage.process(ex)
+        elif stage.writes:
+            stage.plan(ex)
+            assert run.trace_answer is not None  # set by the trace's caller
+            ex.request = ex.data
+            self._apply(ex.track, Fact.WRITE_STARTED, "trace: not sent", request=ex.request)
+            answer, status = run.trace_answer(ex)
+            stage.accept(ex, answer, status)
+            self._apply(ex.track, Fact.WRITE_ANSWERED, f"trace: recorded answer {status}")
+        elif stage.calls_out or stage.side_effects:
+            stage.plan(ex)
+        else:
+            stage.process(ex)
+        return planned_write
 
-    def _failed(
-        self, ex: Exchange, entry: JournalEntry | None, exc: OrderError, index: int
-    ) -> Outcome:
+    def _apply(self, track: Track, fact: Fact, message: str = "", **data: Any) -> State:
+        return self.run.ledger.apply(track, fact, message, **data)
+
+    def _failed(self, ex: Exchange, exc: OrderError, index: int) -> Outcome:
+        """The order failed at stage ``index`` (-1: fetching it): run_on_failure stages, then
+        the fact the failure reports."""
         run = self.run
         msg = run.redactor.scrub(f"{exc.stage or 'read'}: {exc}")
         ex.failure = exc
         ex.attributes.update(
             {"failed": "true", "failure.stage": exc.stage or "read", "failure.message": msg}
         )
-        if index >= 0:
+        if index >= 0 and run.mode is Mode.RUN:
             for stage in self.order_stages[index + 1 :]:
-                if stage.run_on_failure and not run.dry_run:
+                if stage.run_on_failure:
                     try:
                         stage.process(ex)
                     except OrderError as post_exc:
                         msg += f"; {stage.name} also failed: {post_exc}"
-        attempts = ex.attempts + 1
-        logs = ex.log_attributes()
-        if isinstance(exc, AmbiguousWriteError) or (ex.settle and ex.state == "sending"):
-            # The ERP may have it: stay `sending`; a later run settles it. An answer (a 5xx)
-            # settles at once; a timeout or lost connection waits out `settle_seconds`.
-            kind = ANSWERED  # settling failed after the wait: nothing is in flight any more
-            if isinstance(exc, AmbiguousWriteError):
-                kind = ANSWERED if exc.status is not None else "ambiguous"
-            run.journal(
-                ex,
-                "sending",
-                msg,
-                log=logs,
-                last_error=msg,
-                error_kind=kind,
-                attempts=attempts,
-            )
-        elif ex.attributes.get(REJECTED) != "true" and (
-            ex.state in RESUME_STATES or ex.state == "quarantined"
-        ):
-            # Written already: keep the state, so the write is never repeated.
-            state = ex.state
-            if attempts >= run.flow.max_attempts and exc.kind == "permanent":
-                state = "quarantined"
-            run.journal(
-                ex, state, msg, log=logs, last_error=msg, error_kind=exc.kind, attempts=attempts
-            )
-        else:
-            state, next_try = "failed", None
-            if exc.kind == "permanent":
-                if attempts >= run.flow.max_attempts:
-                    state = "quarantined"
-                else:
-                    next_try = time.time() + run.flow.backoff_seconds * 2 ** (attempts - 1)
-            run.journal(
-                ex,
-                state,
-                msg,
-                log=logs,
-                last_error=msg,
-                error_kind=exc.kind,
-                attempts=attempts,
-                next_try=next_try,
-            )
-        log.warning("order_failed", stage=exc.stage, error=msg, state=ex.state)
-        self._finish(ex, "failed", msg)
-        return Outcome(ex.number, "failed", ex.state, msg)
+        rejected = ex.attributes.get(REJECTED, "").lower() == "true"
+        fact, charged = classify(exc, ex.track, rejected=rejected)
+        kind = None
+        if fact is Fact.MAY_HAVE_LANDED:
+            kind = ErrorKind.AMBIGUOUS if exc.status is None else ErrorKind.ANSWERED
+        state = self._apply(
+            ex.track, fact, msg, charged=charged, error_kind=kind, log=ex.log_attributes()
+        )
+        log.warning("order_failed", stage=exc.stage, error=msg, state=state.value)
+        self._log_end(ex.number, state, "failed", msg, ex.log_attributes())
+        tripped = run.breaker.record(exc)
+        if tripped is not None:
+            self._halt(tripped)
+        return Outcome(ex.number, "failed", state, msg)
 
-    def _finish(self, ex: Exchange, status: str, message: str = "") -> None:
-        """Append the order's end to the run log (the store has it with the last journal change)."""
+    def _internal(self, track: Track, exc: Exception) -> Outcome:
+        """A bug: logged with its traceback, recorded, the state kept, nothing charged."""
+        run = self.run
+        what = "ledger" if isinstance(exc, LedgerError) else "stage"
+        msg = run.redactor.scrub(
+            f"internal error ({what}): {type(exc).__name__}: {exc}; the order's state is kept "
+            "and it is tried again next run: please report it (run with --debug for details)"
+        )
+        log.exception("order_internal_error", order=track.number, error=msg)
+        track.writing = False
+        try:
+            self._apply(track, Fact.INTERNAL_ERROR, msg)
+        except Exception:
+            log.exception("internal_error_not_recorded", order=track.number)
+        self._log_end(track.number, track.state, "failed", msg, {})
+        return Outcome(track.number, "failed", track.state, msg, "internal error")
+
+    def _log_end(
+        self, number: str, state: State, status: str, message: str, logs: dict[str, str]
+    ) -> None:
+        """Append the order's end to the run log (the store has it with the last change)."""
         self.run.write_log(
             {
                 "event": f"order_{status}",
-                "order": ex.number,
-                "state": ex.state,
+                "order": number,
+                "state": state.value,
                 "error": message or None,
-                "log": ex.log_attributes(),
+                "log": logs,
             }
         )
+
+
+def _store_error(exc: BaseException) -> str:
+    detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+    return (
+        f"the state store failed: {type(exc).__name__}: {detail}; the run stopped (orders in "
+        "flight keep the state they reached and resume on the next run)"
+    )

@@ -29,14 +29,32 @@ class Stage:
     """Base of every stage. Subclasses set ``name`` and ``allowed``, override what they need.
 
     ``from_config`` reads and checks the options (problems go to ``opts.issues``, never raised);
-    ``open``/``close`` bracket a run; ``process`` handles one exchange in place and raises an
-    :class:`~integrator.errors.OrderError` to fail that order.
+    ``open``/``close`` bracket a run and never call out; ``begin`` is called once after every
+    stage is open, only when the run may call out (never in trace mode); ``process`` handles
+    one exchange in place and raises an :class:`~integrator.errors.OrderError` to fail that
+    order.
+
+    Capabilities, which the engine reads instead of names:
+
+    ==========================  ==============================================================
+    ``calls_out``               talks to a connector: trace mode calls ``plan()`` instead
+    ``side_effects``            changes something outside: dry runs and trace call ``plan()``
+    ``writes``                  the write to the target: the ledger's resume point
+    ``delivers``                delivers the order (the write, an export): a mark needs one
+    ``settles_ambiguous_write`` asks the target whether it has the order (query_check)
+    ``marks``                   marks the order in the source; ``is_marked`` asks it again
+    ==========================  ==============================================================
     """
 
     name: ClassVar[str] = ""
     allowed: ClassVar[set[str]] = set()
-    writes: ClassVar[bool] = False  # the stage that writes to the ERP (resume point)
-    side_effects: ClassVar[bool] = False  # a dry run calls plan() instead of process()
+    calls_out: ClassVar[bool] = False
+    side_effects: ClassVar[bool] = False
+    writes: ClassVar[bool] = False
+    delivers: ClassVar[bool] = False
+    settles_ambiguous_write: ClassVar[bool] = False
+    marks: ClassVar[bool] = False
+    repeatable: bool = False  # a write whose repeat is harmless (idempotency key, a state PUT)
     run_on_failure: bool = False
 
     @classmethod
@@ -45,16 +63,29 @@ class Stage:
         return cls()
 
     def open(self, run: RunContext) -> None:
-        """Called once when a run starts."""
+        """Called once when a run starts; calls nothing outside."""
+
+    def begin(self, run: RunContext) -> None:
+        """Called once before the first order, when the run may call out (a login)."""
 
     def process(self, ex: Exchange) -> None:
         """Handle one order; the default passes it on unchanged."""
 
     def plan(self, ex: Exchange) -> None:
-        """Dry run of a stage with side effects: record what it would send, send nothing."""
+        """Dry run or trace: record what the stage would send, send nothing."""
+
+    def is_marked(self, run: RunContext, pk: str, number: str) -> bool | None:
+        """A ``marks`` stage: does the source show the order as marked now (None: cannot
+        tell)? Asked for rows a crash left at ``sent``/``marked``."""
+        return None
 
     def close(self) -> None:
         """Called once when a run ends."""
+
+    def accept(self, ex: Exchange, answer: Any, status: int) -> None:
+        """A ``writes`` stage: take the target's answer to the write (trace mode hands it a
+        recorded one)."""
+        raise NotImplementedError(f"stage {self.name!r} does not write")
 
     def describe(self) -> dict[str, Any]:
         """What ``integrator validate`` shows about this stage."""
@@ -73,10 +104,29 @@ class OrderRef:
 class SourceStage(Stage):
     """A stage that lists orders and fetches each one's full document."""
 
-    def iter_orders(self, run: RunContext) -> Iterator[OrderRef]:
-        """Yield the orders to process, page by page."""
+    calls_out = True
+
+    def iter_orders(self, run: RunContext, only: str | None = None) -> Iterator[OrderRef]:
+        """Yield the orders to process, page by page; ``only`` (or ``run.only_order``): that
+        order alone, when the source lists it."""
         raise NotImplementedError
 
     def fetch(self, ref: OrderRef) -> Exchange:
         """Fetch one order's document; runs in a worker thread."""
         raise NotImplementedError
+
+    def recorded(self, run: RunContext, doc: dict[str, Any]) -> Exchange:
+        """The exchange for a recorded document (trace mode, golden tests), as ``fetch`` would
+        have built it, without a call."""
+        pk, number = str(doc.get("pk", doc.get("id", ""))), str(doc.get("number", ""))
+        return Exchange(
+            pk,
+            number,
+            doc,
+            attributes={
+                "order.number": number,
+                "order.pk": pk,
+                "flow.name": run.flow.name,
+                "run.id": str(run.run_id),
+            },
+        )

@@ -1,35 +1,35 @@
-"""One recorded order through a flow's pure stages, calling nothing and writing nothing.
+"""One recorded order through a flow, in the real runner's trace mode.
 
-``trace_flow`` runs script → mapping → (a recorded or the sandbox ERP's answer) →
-check_response, and records each stage's output and the attributes it changed. Stages that
-talk to Omnitron or the ERP (login, read, query_check, mark_sent) and post_script (it may do
-anything) are listed as skipped. Golden tests compare the write's request body with a stored
-expectation.
+Trace mode (``Mode.TRACE``) runs the flow's own stages with the engine's rules: stages that
+call out or have side effects are planned, never run (their requests are listed), the write
+takes a recorded answer (or the caller's default), and nothing is read from or written to the
+state store. No list of stage names: the stages' capabilities decide. ``test-flow`` and the
+golden tests use it; they need no credentials and leave every server untouched.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from integrator.connectors.redact import Redactor, strip_channel_conf
+from integrator.connectors.redact import Redactor
 from integrator.errors import OrderError
-from integrator.pipeline.context import RunContext
+from integrator.pipeline.context import Mode, PlannedRequest, RunContext
 from integrator.pipeline.exchange import Exchange
-from integrator.pipeline.project import BuiltFlow, Project, connector_for
-from integrator.pipeline.stage import SourceStage
-from integrator.sandbox.erp import create_answer
+from integrator.pipeline.project import BuiltFlow, Project, connector_for, policy_for
+from integrator.pipeline.runner import Runner
+from integrator.pipeline.stage import Stage
 from integrator.scripting.pool import ScriptPool
-from integrator.stages.write import WriteStage
-from integrator.state.store import Store
+from integrator.state.ledger import Ledger
 
 __all__ = ["FlowTrace", "GoldenCase", "StageTrace", "find_golden", "json_diff", "trace_flow"]
 
-TALKS = {"login": "calls Omnitron", "query_check": "calls the ERP", "mark_sent": "calls Omnitron"}
-SANDBOX_ERP_ID = "ERP-TEST-0000001"
+# A default answer for the write, from the request it got (the caller's: the sandbox's shape).
+Answer = Callable[[Any], Any]
 
 
 @dataclass
@@ -39,13 +39,20 @@ class StageTrace:
     stage: str
     output: Any = None
     attributes: dict[str, str] = field(default_factory=dict)
-    skipped: str = ""
+    planned: list[dict[str, Any]] = field(default_factory=list)  # requests it would send
+    error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """For printing."""
-        if self.skipped:
-            return {"stage": self.stage, "skipped": self.skipped}
-        return {"stage": self.stage, "output": self.output, "attributes": self.attributes}
+        out: dict[str, Any] = {"stage": self.stage}
+        if self.planned:
+            out["would_send"] = self.planned
+        else:
+            out["output"] = self.output
+        out["attributes"] = self.attributes
+        if self.error:
+            out["error"] = self.error
+        return out
 
 
 @dataclass
@@ -56,6 +63,8 @@ class FlowTrace:
     request: Any = None  # the body the write would send
     response: Any = None
     mapping_data: Any = None
+    attributes: dict[str, str] = field(default_factory=dict)  # every attribute at the end
+    state: str = ""  # the ledger's state for the order at the end
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -65,6 +74,8 @@ class FlowTrace:
             "erp_request": self.request,
             "erp_response": self.response,
             "mapping_data": self.mapping_data,
+            "attributes": self.attributes,
+            "state": self.state,
             "error": self.error,
         }
 
@@ -73,82 +84,78 @@ def _snapshot(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def _planned(p: PlannedRequest) -> dict[str, Any]:
+    return {"connector": p.connector, "method": p.method, "url": p.url, "body": p.body}
+
+
 def trace_flow(
     project: Project,
     built: BuiltFlow,
     order: dict[str, Any],
     attributes: dict[str, str] | None = None,
     response: Any = None,
+    *,
+    status: int = 201,
+    answer: Answer | None = None,
 ) -> FlowTrace:
-    """Run ``order`` through ``built``'s pure stages; ``response``: the ERP's recorded answer
-    (default: what the sandbox ERP would answer)."""
+    """Run ``order`` through ``built`` in trace mode. The write's answer: ``response`` with
+    ``status`` (recorded), else ``answer(request)``, else an empty object."""
     app, flow = project.app, built.config
     redactor = Redactor(app.secrets)
-    store = Store("sqlite://")  # in memory, and never written: the run is a dry run
+
+    def answer_for(ex: Exchange) -> tuple[Any, int]:
+        if response is not None:
+            return response, status
+        return (answer(ex.request) if answer is not None else {}), status
+
     run = RunContext(
         app=app,
         flow=flow,
-        store=store,
+        store=None,
         redactor=redactor,
         source=connector_for(app, flow.source, redactor, 2),
         target=connector_for(app, flow.target, redactor, 2),
-        dry_run=True,
+        ledger=Ledger(None, flow.name, policy_for(app, built), redactor),
+        mode=Mode.TRACE,
         scripts=ScriptPool(size=1, memory_mb=flow.script_memory_mb),
+        trace_answer=answer_for,
     )
-    number, pk = str(order.get("number", "")), str(order.get("pk", ""))
-    doc = _snapshot(order)
-    strip_channel_conf(doc, redactor)  # as the read stage does: a recorded order may carry it
-    ex = Exchange(pk, number, doc)
-    ex.attributes.update(
-        {"order.number": number, "order.pk": pk, "flow.name": flow.name, "run.id": "0"}
-    )
-    ex.attributes.update(attributes or {})
     trace = FlowTrace()
+    seen = 0
+
+    def observe(stage: Stage, ex: Exchange, before: dict[str, str], exc: OrderError | None) -> None:
+        nonlocal seen
+        planned = [_planned(p) for p in run.planned[seen:]]
+        seen = len(run.planned)
+        changed = {k: v for k, v in ex.attributes.items() if before.get(k) != v}
+        output = ex.mapping_data if stage.name == "check_response" else ex.data
+        trace.stages.append(
+            StageTrace(
+                stage.name,
+                None if planned else _snapshot(output),
+                changed,
+                planned,
+                f"{exc.stage or stage.name}: {exc}" if exc else None,
+            )
+        )
+        if stage.writes:
+            trace.request, trace.response = _snapshot(ex.request), _snapshot(ex.response)
+        if ex.mapping_data is not None:
+            trace.mapping_data = _snapshot(ex.mapping_data)
+
+    runner = Runner(
+        built.stages, run, records=[(_snapshot(order), attributes or {})], on_stage=observe
+    )
     try:
-        for stage in built.stages:
-            if isinstance(stage, SourceStage):
-                trace.stages.append(StageTrace(stage.name, skipped="reads Omnitron"))
-                continue
-            if stage.name in TALKS or stage.name == "post_script":
-                why = TALKS.get(stage.name, "may have side effects: use test-script for it")
-                trace.stages.append(StageTrace(stage.name, skipped=why))
-                continue
-            before = dict(ex.attributes)
-            stage.open(run)
-            try:
-                if stage.writes:
-                    ex.request = _snapshot(ex.data)
-                    trace.request = ex.request
-                    answer = (
-                        response
-                        if response is not None
-                        else create_answer(
-                            ex.request if isinstance(ex.request, dict) else {}, SANDBOX_ERP_ID
-                        )
-                    )
-                    WriteStage.accept(ex, answer, 201)
-                    trace.response = ex.response
-                else:
-                    stage.process(ex)
-            except OrderError as exc:
-                exc.stage = exc.stage or stage.name
-                raise
-            finally:
-                stage.close()
-            changed = {k: v for k, v in ex.attributes.items() if before.get(k) != v}
-            output = ex.mapping_data if stage.name == "check_response" else ex.data
-            trace.stages.append(StageTrace(stage.name, _snapshot(output), changed))
-            if stage.name == "check_response":
-                trace.mapping_data = _snapshot(ex.mapping_data)
-    except OrderError as exc:
-        trace.error = f"{exc.stage or '?'}: {exc}"
-        changed = {k: v for k, v in ex.attributes.items() if k.startswith("log.")}
-        trace.stages.append(StageTrace(exc.stage or "?", None, changed))
+        with run.connectors_open():
+            result = runner.execute()
     finally:
         run.scripts.close()
-        store.close()
-        run.source.close()
-        run.target.close()
+    if runner.traced:
+        ex = runner.traced[0]
+        trace.attributes = dict(ex.attributes)
+        trace.state = ex.state.value
+    trace.error = result.error or (result.failures[0].message if result.failures else None)
     return trace
 
 

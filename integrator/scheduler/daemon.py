@@ -36,6 +36,7 @@ from integrator.errors import ConfigurationError, FatalError
 from integrator.metrics import PrometheusMetrics
 from integrator.pipeline.project import BuiltFlow, Project, load_project, run_flow
 from integrator.scheduler.schedule import Schedule
+from integrator.state.locks import FlowBusy
 from integrator.state.store import Store
 
 __all__ = ["Daemon"]
@@ -185,14 +186,13 @@ class Daemon:
                 skipped=result.skipped,
                 seconds=round(result.seconds, 3),
             )
+        except FlowBusy as exc:
+            status = "skipped"
+            self.metrics.run(name, "skipped")
+            log.info("run_skipped", flow=name, reason=str(exc))
         except FatalError as exc:
-            if "already running" in str(exc):
-                status = "skipped"
-                self.metrics.run(name, "skipped")
-                log.info("run_skipped", flow=name, reason=str(exc))
-            else:
-                self.metrics.run(name, "failed")
-                log.error("run_failed", flow=name, error=str(exc))
+            self.metrics.run(name, "failed")
+            log.error("run_failed", flow=name, error=str(exc))
         except ConfigurationError as exc:
             self.metrics.run(name, "failed")
             log.error("run_failed", flow=name, error=str(exc))

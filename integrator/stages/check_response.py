@@ -53,7 +53,6 @@ class CheckResponseStage(Stage):
 
     name = "check_response"
     allowed = {"script", "timeout", *DEFAULTS}
-    side_effects = True  # needs the ERP's real answer: nothing to show in a dry run
 
     def __init__(self, script: Script | None, options: dict[str, str]) -> None:
         self.script, self.options = script, options

@@ -25,6 +25,8 @@ from integrator.exporters import BUILTIN, Exporter, find_exporter
 from integrator.mapping.paths import select
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
+from integrator.state.journal import Delivery
+from integrator.state.ledger import Fact
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -45,6 +47,8 @@ class ExportStage(Stage):
         "SavedCheckPath",
     }
     side_effects = True
+    calls_out = True
+    delivers = True
 
     def __init__(
         self,
@@ -148,8 +152,8 @@ class ExportStage(Stage):
         if run.flow.test_mode:
             run.event(ex, "Exported", f"{self.connector}: skipped (test mode)")
             return
-        done_in = run.store.exported(run.flow.name, ex.number, self.connector)
-        if done_in is not None:  # an earlier run exported it; a retry of the order must not
+        if run.ledger.exported(ex.number, self.connector):
+            # an earlier run exported it; a retry of the order must not
             ex.attributes.pop(f"export.{self.connector}.error", None)
             return
         try:
@@ -162,7 +166,13 @@ class ExportStage(Stage):
             self._failed(ex, exc)
             return
         ex.attributes.pop(f"export.{self.connector}.error", None)
-        run.event(ex, "Exported", f"{self.connector}: {note}")
+        cfg = exporter.connector.config
+        run.ledger.apply(
+            ex.track,
+            Fact.EXPORTED,
+            f"{self.connector}: {note}",
+            delivery=Delivery("export", self.connector, cfg.connector_id, note),
+        )
 
     def _confirm_saved(self, ex: Exchange) -> None:
         """The source serves the order the message names (its consumers will read it)."""

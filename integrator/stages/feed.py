@@ -96,18 +96,19 @@ class FeedStage(SourceStage):
         t = t.astimezone(zone) if t.tzinfo else t
         return t.replace(tzinfo=None).strftime(_ERP_FORMAT)
 
-    def iter_orders(self, run: RunContext) -> Iterator[OrderRef]:
-        """Every change after the watermark."""
-        since = run.store.watermark(run.flow.name) or self._start()
+    def iter_orders(self, run: RunContext, only: str | None = None) -> Iterator[OrderRef]:
+        """Every change after the watermark (``only``: that change id)."""
+        only = only or run.only_order
+        since = run.watermark() or self._start()
         o = self.o
         params = {o["watermark_param"]: since, "limit": o["page_size"]}
         for rows in linked_pages(
             run.source, o["path"], params, "reading the change feed failed",
             page_size=int(o["page_size"]),
         ):  # fmt: skip
-            yield from self._refs(run, rows)
+            yield from self._refs(run, rows, only)
 
-    def _refs(self, run: RunContext, rows: list[Any]) -> Iterator[OrderRef]:
+    def _refs(self, run: RunContext, rows: list[Any], only: str | None) -> Iterator[OrderRef]:
         o = self.o
         good = []
         for row in rows:
@@ -117,14 +118,21 @@ class FeedStage(SourceStage):
                 run.event(None, "invalid", f"change skipped: no id or time in {str(row)[:120]}")
                 continue
             good.append((row, str(cid), when))
-        states = run.store.states(run.flow.name, [c for _, c, _ in good])
+        states = run.states([c for _, c, _ in good])
         for row, cid, when in good:
-            if run.only_order and cid != run.only_order:
+            if only and cid != only:
                 continue
-            self.listed.append((parse_time(when).replace(tzinfo=None), cid, when))
+            if not only:  # a run of one change moves no watermark
+                self.listed.append((parse_time(when).replace(tzinfo=None), cid, when))
             if states.get(cid) == "done":
                 continue
             yield OrderRef(cid, cid, row)
+
+    def recorded(self, run: RunContext, doc: dict[str, Any]) -> Exchange:
+        """A recorded feed row."""
+        self.run = run
+        cid = str(doc.get(self.o["id_field"], ""))
+        return self.fetch(OrderRef(cid, cid, doc))
 
     def fetch(self, ref: OrderRef) -> Exchange:
         """The feed row is the whole change."""

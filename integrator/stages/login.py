@@ -16,8 +16,9 @@ class LoginStage(Stage):
     """Logs in once per run; FatalError (the run stops) when a login is refused."""
 
     name = "login"
+    calls_out = True
 
-    def open(self, run: RunContext) -> None:
+    def begin(self, run: RunContext) -> None:
         """Log in the connectors that have a token login."""
         run.source.login()
         if run.target is not run.source:

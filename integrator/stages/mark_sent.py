@@ -10,9 +10,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
+from integrator.connectors.http import parse_json
+from integrator.errors import OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
 from integrator.stages.check_response import DEFAULTS, default_mapping_data
+from integrator.state.ledger import Fact
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -26,6 +29,8 @@ class MarkSentStage(Stage):
     name = "mark_sent"
     allowed = {"prefix", "order_path", "item_path"}
     side_effects = True
+    calls_out = True
+    marks = True
 
     def __init__(self, prefix: str, order_path: str, item_path: str) -> None:
         self.prefix, self.order_path, self.item_path = prefix, order_path, item_path
@@ -47,34 +52,59 @@ class MarkSentStage(Stage):
     def _url(self, template: str, pk: Any) -> str:
         return self.prefix.rstrip("/") + "/" + template.format(pk=pk)
 
+    def _patches(self, ex: Exchange, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """(path, body) of every PATCH: the items with ERP references first, the order last."""
+        calls = [
+            (self._url(self.item_path, item["pk"]), {k: v for k, v in item.items() if k != "pk"})
+            for item in data.get("order_items", [])
+            if isinstance(item, dict) and any(k != "pk" for k in item)
+        ]
+        return [*calls, (self._url(self.order_path, ex.pk), {"is_send": True})]
+
     def plan(self, ex: Exchange) -> None:
-        """Dry run: the order PATCH (item references need the ERP's real answer)."""
-        assert self.run is not None  # set by open()
-        self.run.plan(
-            ex, self.run.source, "PATCH", self._url(self.order_path, ex.pk), {"is_send": True}
-        )
+        """Dry run or trace: the item PATCHes (with placeholders where only the ERP's answer
+        can give the value) and the order PATCH."""
+        run = self.run
+        assert run is not None  # set by open()
+        data = ex.mapping_data
+        if data is None:
+            placeholder = "<from the ERP's answer (check_response)>"
+            data = {
+                "order_items": [
+                    {"pk": item["pk"], "extra_field": placeholder}
+                    for item in ex.order.get("orderitem_set") or []
+                    if isinstance(item, dict) and "pk" in item
+                ]
+            }
+        for path, body in self._patches(ex, data):
+            run.plan(ex, run.source, "PATCH", path, body)
 
     def process(self, ex: Exchange) -> None:
-        """Send the PATCHes; record `marked`."""
+        """Send the PATCHes; report the mark."""
         run = self.run
         assert run is not None  # set by open()
         data = ex.mapping_data
         if data is None:  # no check_response stage in the flow: use the built-in
             data = ex.mapping_data = default_mapping_data(ex.response, DEFAULTS)
         conn = run.source
-        patches = [
-            partial(
-                conn.request,
-                "PATCH",
-                self._url(self.item_path, item["pk"]),
-                json_body={k: v for k, v in item.items() if k != "pk"},
-            )
-            for item in data.get("order_items", [])
-            if any(k != "pk" for k in item)
-        ]
-        run.gather(patches)
-        conn.request("PATCH", self._url(self.order_path, ex.pk), json_body={"is_send": True})
+        *items, (order_path, order_body) = self._patches(ex, data)
+        run.gather([partial(conn.request, "PATCH", path, json_body=body) for path, body in items])
+        conn.request("PATCH", order_path, json_body=order_body)
         ref = ex.attributes.get("erp.reference")
-        run.journal(
-            ex, "marked", f"is_send set on {conn.name}; {len(patches)} item(s) updated", erp_ref=ref
+        run.ledger.apply(
+            ex.track,
+            Fact.MARKED,
+            f"is_send set on {conn.name}; {len(items)} item(s) updated",
+            erp_ref=ref,
         )
+
+    def is_marked(self, run: RunContext, pk: str, number: str) -> bool | None:
+        """Omnitron's ``is_send`` on the order now (None when it cannot be read)."""
+        path = self._url(self.order_path, pk)
+        try:
+            order = parse_json(run.source.request("GET", path), f"{run.source.name} {path}")
+        except OrderError:
+            return None
+        if not isinstance(order, dict) or str(order.get("number", number)) != number:
+            return None
+        return order.get("is_send") is True

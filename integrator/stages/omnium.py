@@ -40,6 +40,7 @@ from integrator.stages.watermark import (
     time_check,
     yaml_time,
 )
+from integrator.state.ledger import Fact
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -178,15 +179,16 @@ class OmniumReadStage(SourceStage):
             return []
         return [order]
 
-    def iter_orders(self, run: RunContext) -> Iterator[OrderRef]:
+    def iter_orders(self, run: RunContext, only: str | None = None) -> Iterator[OrderRef]:
         """Orders modified since the watermark, oldest first; done ones skipped."""
-        if run.only_order:
-            one = self._one(run, run.only_order)
+        only = only or run.only_order
+        if only:
+            one = self._one(run, only)
             if one is not None:  # an Id: that order, or nothing when the flow does not read it
-                yield from self._refs(run, one)
+                yield from self._refs(run, one, only)
                 return
             # not an Id: an OrderNumber, found by reading from ``start``
-        since = self.start if run.only_order else (run.store.watermark(run.flow.name) or self.start)
+        since = self.start if only else (run.watermark() or self.start)
         first = self._post(self.search_path, self._body(since, 0))
         total = int(first.get("totalHits") or 0)
         rows = self._scroll(since) if total > MAX_WINDOW else self._keyset(since, first)
@@ -194,11 +196,13 @@ class OmniumReadStage(SourceStage):
         for row in rows:
             batch.append(row)
             if len(batch) >= self.take:
-                yield from self._refs(run, batch)
+                yield from self._refs(run, batch, only)
                 batch = []
-        yield from self._refs(run, batch)
+        yield from self._refs(run, batch, only)
 
-    def _refs(self, run: RunContext, rows: list[dict[str, Any]]) -> Iterator[OrderRef]:
+    def _refs(
+        self, run: RunContext, rows: list[dict[str, Any]], only: str | None
+    ) -> Iterator[OrderRef]:
         good = []
         for row in rows:
             oid, modified = row.get("Id"), row.get("Modified")
@@ -209,11 +213,12 @@ class OmniumReadStage(SourceStage):
                 )
                 continue
             good.append((row, str(oid), str(number), modified))
-        states = run.store.states(run.flow.name, [n for _, _, n, _ in good])
+        states = run.states([n for _, _, n, _ in good])
         for row, oid, number, modified in good:
-            if run.only_order and run.only_order not in (number, oid):
+            if only and only not in (number, oid):
                 continue
-            self.listed.append((_instant(modified), number, modified))
+            if not only:  # a run of one order moves no watermark
+                self.listed.append((_instant(modified), number, modified))
             if states.get(number) == "done":
                 continue  # sent before (the watermark's inclusive boundary, or our own write-back)
             yield OrderRef(oid, number, row)
@@ -231,6 +236,12 @@ class OmniumReadStage(SourceStage):
             },
         )
 
+    def recorded(self, run: RunContext, doc: dict[str, Any]) -> Exchange:
+        """A recorded Omnium order, as a search row."""
+        oid = str(doc.get("Id", ""))
+        self.run = run
+        return self.fetch(OrderRef(oid, str(doc.get("OrderNumber") or oid), doc))
+
     def close(self) -> None:
         """Move the watermark past the longest run of done orders (nothing in a dry run)."""
         if self.run is not None:
@@ -245,6 +256,8 @@ class OmniumMarkStage(Stage):
     name = "omnium_mark"
     allowed = {"status", "provider_name"}
     side_effects = True
+    calls_out = True
+    marks = True
 
     def __init__(self, status: str = "InProgress", provider_name: str = "ERP") -> None:
         self.status, self.provider_name = status, provider_name
@@ -281,6 +294,20 @@ class OmniumMarkStage(Stage):
         for method, path, body in self._calls(ex):
             run.source.request(method, path, json_body=body)
         ref = ex.attributes.get("erp.reference")
-        run.journal(
-            ex, "marked", f"{self.status} on {run.source.name}; ERP reference {ref}", erp_ref=ref
+        run.ledger.apply(
+            ex.track,
+            Fact.MARKED,
+            f"{self.status} on {run.source.name}; ERP reference {ref}",
+            erp_ref=ref,
         )
+
+    def is_marked(self, run: RunContext, pk: str, number: str) -> bool | None:
+        """The order's Omnium status is the one this step writes (None: cannot be read)."""
+        try:
+            resp = run.source.request("GET", f"/api/Orders/{pk}", ok_status=frozenset({404}))
+            order = parse_json(resp, f"{run.source.name} order")
+        except OrderError:
+            return None
+        if resp.status_code == 404 or not isinstance(order, dict):
+            return None
+        return order.get("Status") == self.status

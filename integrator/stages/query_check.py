@@ -10,6 +10,7 @@ from integrator.errors import RetriableError
 from integrator.mapping.paths import compile_path, render, render_json, select
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
+from integrator.state.ledger import Fact
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -36,6 +37,8 @@ class QueryCheckStage(Stage):
     """Found → the write is skipped and the ERP's answer goes to check_response."""
 
     name = "query_check"
+    calls_out = True
+    settles_ambiguous_write = True
     allowed = {
         "url",
         "method",
@@ -90,12 +93,26 @@ class QueryCheckStage(Stage):
         """Keep the run."""
         self.run = run
 
+    def _request(self, ex: Exchange) -> tuple[str, Any]:
+        return (
+            render(self.url, ex.order, ex.attributes),
+            None if self.body is None else render_json(self.body, ex.order, ex.attributes),
+        )
+
+    def plan(self, ex: Exchange) -> None:
+        """Trace: the query it would send; the order counts as not found."""
+        run = self.run
+        assert run is not None  # set by open()
+        url, body = self._request(ex)
+        run.plan(ex, run.target, self.method, url, body)
+        ex.attributes["query_check.found"] = "false"
+        run.ledger.apply(ex.track, Fact.NOT_FOUND, "trace: the ERP was not asked")
+
     def process(self, ex: Exchange) -> None:
         """Query the ERP; set ``ex.resume`` when the order is there."""
         run = self.run
         assert run is not None  # set by open()
-        url = render(self.url, ex.order, ex.attributes)
-        body = None if self.body is None else render_json(self.body, ex.order, ex.attributes)
+        url, body = self._request(ex)
         conn = run.target
         resp = conn.request(
             self.method, url, json_body=body, ok_status=frozenset(self.failure | self.not_found)
@@ -120,15 +137,17 @@ class QueryCheckStage(Stage):
         ex.attributes["query_check.found"] = "true" if found else "false"
         if found:
             ex.response, ex.resume = answer, True
-            run.journal(
-                ex,
-                "sent",
+            run.ledger.apply(
+                ex.track,
+                Fact.FOUND,
                 f"found in the ERP by query_check ({what}); not written again",
                 response=answer,
             )
         else:
             note = "journal said sending; " if ex.settle else ""
-            run.journal(ex, "checked", f"{note}not in the ERP ({what} → {resp.status_code})")
+            run.ledger.apply(
+                ex.track, Fact.NOT_FOUND, f"{note}not in the ERP ({what} → {resp.status_code})"
+            )
 
 
 def _as_text(value: Any) -> str:

@@ -98,8 +98,9 @@ class ReadStage(SourceStage):
         """Orders per list page."""
         return int(self.o["page_size"])
 
-    def iter_orders(self, run: RunContext) -> Iterator[OrderRef]:
-        """Yield every unsent, not cancelled order in pk order."""
+    def iter_orders(self, run: RunContext, only: str | None = None) -> Iterator[OrderRef]:
+        """Yield every unsent, not cancelled order in pk order (``only``: that number)."""
+        only = only or run.only_order
         params: dict[str, Any] = {
             "is_send": "false",
             "ordering": "pk",
@@ -110,8 +111,8 @@ class ReadStage(SourceStage):
             params["status__in"] = ",".join(self.o["statuses"])
         if self.o["channels"]:
             params["channel__in"] = ",".join(self.o["channels"])
-        if run.only_order:
-            params["number"] = run.only_order
+        if only:
+            params["number"] = only
         cursor: int | None = None
         oldest: dt.datetime | None = None
         url = self._url("list_path")
@@ -128,12 +129,20 @@ class ReadStage(SourceStage):
                     f"order list from {run.source.name}: expected "
                     "{'results': [...]} in the answer"
                 )
+            before = cursor
             for i, row in enumerate(results):
                 ref = self._ref(run, row, i)
                 if ref is None:
                     continue
+                if before is not None and int(ref.pk) <= before:
+                    raise FatalError(
+                        f"order list from {run.source.name}: asked for pks after {before} "
+                        f"({self.o['cursor_param']}={before}), it answered pk {ref.pk} again: "
+                        "the server ignores the cursor parameter; set read.cursor_param to the "
+                        "filter it takes. The listing stopped here (nothing was sent twice)"
+                    )
                 cursor = max(cursor or 0, int(ref.pk))
-                if run.only_order and ref.number != run.only_order:
+                if only and ref.number != only:
                     continue
                 if str(row.get("status")) in CANCELLED_STATUSES:
                     continue
@@ -160,6 +169,11 @@ class ReadStage(SourceStage):
             f"a 'number', got {str(row)[:120]}",
         )
         return None
+
+    def recorded(self, run: RunContext, doc: dict[str, Any]) -> Exchange:
+        """A recorded order document, masked as ``fetch`` masks it."""
+        doc = strip_channel_conf(doc, run.redactor)
+        return super().recorded(run, doc)
 
     def fetch(self, ref: OrderRef) -> Exchange:
         """The order document: detail + orderitem_set + discountitem_set, channel.conf masked."""

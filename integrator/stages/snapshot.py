@@ -125,21 +125,29 @@ class SnapshotStage(SourceStage):
                 out.append((key, quantity, oms.get(key), row))
         return out, unchanged
 
-    def iter_orders(self, run: RunContext) -> Iterator[OrderRef]:
-        """The ERP entries whose quantity the OMS does not have."""
+    def iter_orders(self, run: RunContext, only: str | None = None) -> Iterator[OrderRef]:
+        """The ERP entries whose quantity the OMS does not have (``only``: that key)."""
+        only = only or run.only_order
         diffs, unchanged = self.differences(run.source, run.target)
         day = dt.datetime.now(dt.UTC).date().isoformat()
         refs = [
             OrderRef(key, f"{key}@{day}", {**row, "oms_quantity": oms})
             for key, _erp, oms, row in diffs
         ]
-        states = run.store.states(run.flow.name, [r.number for r in refs])
+        states = run.states([r.number for r in refs])
         due = [r for r in refs if states.get(r.number) != "done"]
         run.event(None, "snapshot", f"{unchanged} unchanged; {len(due)} to sync")
         for ref in due:
-            if run.only_order and run.only_order not in (ref.pk, ref.number):
+            if only and only not in (ref.pk, ref.number):
                 continue
             yield ref
+
+    def recorded(self, run: RunContext, doc: dict[str, Any]) -> Exchange:
+        """A recorded ERP stock entry."""
+        self.run = run
+        key = self._key(self.o["erp_key"], doc) or ""
+        day = dt.datetime.now(dt.UTC).date().isoformat()
+        return self.fetch(OrderRef(key, f"{key}@{day}", doc))
 
     def fetch(self, ref: OrderRef) -> Exchange:
         """The ERP entry is the whole unit."""

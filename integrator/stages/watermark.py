@@ -46,12 +46,13 @@ def advance_watermark(
     ``whole_instants``: the source reads "strictly after" the watermark, so an instant is
     passed only when every entry of it is done; otherwise ("from", inclusive) the watermark may
     stop on the instant of the last done entry, which the next run reads again. Nothing moves
-    in a dry run or a run of one order. ``what`` names the parameter in the event.
+    in a dry run; a run of one order lists nothing here. ``what`` names the parameter in the
+    event.
     """
-    if run.dry_run or run.only_order or not listed:
+    if run.dry_run or not listed:
         return
-    run.store.flush()  # deferred `done`s count
-    states = run.store.states(run.flow.name, [n for _, n, _ in listed])
+    run.flush()  # deferred `done`s count
+    states = run.states([n for _, n, _ in listed])
     mark: tuple[dt.datetime, str] | None = None
     if whole_instants:
         instants: dict[dt.datetime, tuple[str, bool]] = {}
@@ -69,9 +70,9 @@ def advance_watermark(
             if states.get(number) != "done":
                 break
             mark = (when, text)
-    old = run.store.watermark(run.flow.name)
+    old = run.watermark()
     if mark is not None and (old is None or mark[0] > parse(old)):
-        run.store.set_watermark(run.flow.name, mark[1])
+        run.set_watermark(mark[1])
         run.event(None, "watermark", f"{what} moves to {mark[1]}")
 
 

@@ -11,6 +11,7 @@ from integrator.errors import PermanentError
 from integrator.mapping.paths import render
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
+from integrator.state.ledger import Fact
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -29,7 +30,9 @@ class WriteStage(Stage):
     name = "write"
     allowed = {"path", "method", "idempotency_header", "idempotent"}
     writes = True
+    delivers = True
     side_effects = True
+    calls_out = True
 
     def __init__(
         self, path: str, method: str, idempotency_header: str, idempotent: bool = False
@@ -68,8 +71,7 @@ class WriteStage(Stage):
             ex, self.run.target, self.method, render(self.path, ex.order, ex.attributes), ex.data
         )
 
-    @staticmethod
-    def accept(ex: Exchange, answer: Any, status: int) -> None:
+    def accept(self, ex: Exchange, answer: Any, status: int) -> None:
         """Take the ERP's answer: it becomes the response, merged over the request as data."""
         ex.response = {} if answer is None else answer
         if isinstance(ex.request, dict) and isinstance(ex.response, dict):
@@ -79,7 +81,8 @@ class WriteStage(Stage):
         ex.attributes["write.status"] = str(status)
 
     def process(self, ex: Exchange) -> None:
-        """Record `sending`, write, record `sent` with the answer."""
+        """Report the write's start, write, report its answer (the ledger records `sending`
+        before the call and `sent` after it; a failure is classified by the runner)."""
         run = self.run
         assert run is not None  # set by open()
         conn = run.target
@@ -89,8 +92,8 @@ class WriteStage(Stage):
             headers[self.idempotency_header] = idempotency_key(run.flow.name, ex.number)
         ex.request = ex.data
         ex.settle = False  # an earlier ambiguous write is settled: this is a new one
-        run.journal(
-            ex, "sending", f"{self.method} {conn.name}:{path}", request=ex.request, error_kind=None
+        run.ledger.apply(
+            ex.track, Fact.WRITE_STARTED, f"{self.method} {conn.name}:{path}", request=ex.request
         )
         resp = conn.request(
             self.method,
@@ -106,8 +109,11 @@ class WriteStage(Stage):
             # 2xx: the ERP took the order; its answer is unusable. Record it as sent, so it is
             # never written again, and fail the order for a person to look at.
             self.accept(ex, {"unreadable_answer": str(exc)}, resp.status_code)
-            run.journal(
-                ex, "sent", f"{conn.name} answered {resp.status_code}", response=ex.response
+            run.ledger.apply(
+                ex.track,
+                Fact.WRITE_ANSWERED,
+                f"{conn.name} answered {resp.status_code}",
+                response=ex.response,
             )
             raise PermanentError(
                 f"{exc}; the ERP accepted the write, so it is not repeated: check the order in "
@@ -115,4 +121,9 @@ class WriteStage(Stage):
                 stage=self.name,
             ) from None
         self.accept(ex, answer, resp.status_code)
-        run.journal(ex, "sent", f"{conn.name} answered {resp.status_code}", response=ex.response)
+        run.ledger.apply(
+            ex.track,
+            Fact.WRITE_ANSWERED,
+            f"{conn.name} answered {resp.status_code}",
+            response=ex.response,
+        )

@@ -1,4 +1,7 @@
-"""Tables of the state store (SQLAlchemy Core): runs, journal, events, log attributes."""
+"""Tables of the state store (SQLAlchemy Core), at the latest schema version.
+
+``migrations.py`` brings a store written by an earlier release up to this version.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,17 @@ from sqlalchemy import (
 )
 from sqlalchemy import Table as _Table
 
-__all__ = ["events", "journal", "metadata", "order_log", "runs", "watermarks"]
+__all__ = [
+    "deliveries",
+    "events",
+    "journal",
+    "metadata",
+    "order_log",
+    "pending_events",
+    "runs",
+    "schema_version",
+    "watermarks",
+]
 
 metadata = MetaData()
 
@@ -26,17 +39,17 @@ runs = _Table(
     Column("flow", String(200), nullable=False, index=True),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("ended_at", DateTime(timezone=True)),
-    Column("status", String(20), nullable=False),  # running, ok, partial, failed, interrupted
+    Column("status", String(20), nullable=False),  # RunStatus: running, ok, partial, ...
     Column("orders_ok", Integer, nullable=False, default=0),
     Column("orders_failed", Integer, nullable=False, default=0),
     Column("orders_skipped", Integer, nullable=False, default=0),
     Column("dry_run", Integer, nullable=False, default=0),
     Column("error", Text),
     Column("log_file", Text),
+    Column("skipped_json", Text),  # {reason: count} of the skipped orders (v2)
 )
 
-# One row per (flow, order): where that order stands. States:
-# read, checked, sending, sent, marked, done, failed, quarantined.
+# One row per (flow, order): where that order stands (ledger.State). Only the ledger writes it.
 journal = _Table(
     "journal",
     metadata,
@@ -53,6 +66,8 @@ journal = _Table(
     Column("response_json", Text),  # redacted ERP answer, kept from `sent` on
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("run_id", Integer, ForeignKey("runs.id")),
+    Column("target_id", String(200)),  # the ConnectorId the write went to (v2)
+    Column("held_state", String(20)),  # quarantined: the state it was held in (v2)
 )
 
 events = _Table(
@@ -65,6 +80,7 @@ events = _Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Column("state", String(20), nullable=False),
     Column("message", Text),
+    Column("fact", String(30)),  # the ledger fact behind a journal change (v2)
     Index("ix_events_order", "flow", "order_number"),
 )
 
@@ -81,12 +97,48 @@ order_log = _Table(
     Index("ix_order_log_order", "flow", "order_number"),
 )
 
-# Delta-polling sources (Omnium): the last modification time read up to, per flow. Advanced
-# only past orders that are done.
+# Delta-polling sources: the last modification time read up to, per flow. Advanced only past
+# orders that are done.
 watermarks = _Table(
     "watermarks",
     metadata,
     Column("flow", String(200), primary_key=True),
     Column("value", String(64), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Deliveries other than the flow's write: one row per export of an order through a connector
+# (v2). The write's target is the journal's target_id.
+deliveries = _Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flow", String(200), nullable=False),
+    Column("order_number", String(100), nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id")),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(20), nullable=False),  # export
+    Column("connector", String(200), nullable=False),
+    Column("connector_id", String(200), nullable=False, default=""),
+    Column("note", Text),
+    Index("ix_deliveries_order", "flow", "order_number"),
+)
+
+# Orders an event asked for, not yet run (v2): kept until a run of the flow has taken them, so
+# an accepted event survives a restart and is shared by daemons on one database.
+pending_events = _Table(
+    "pending_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flow", String(200), nullable=False),
+    Column("order_id", String(200), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("run_id", Integer),  # the run that took it (NULL: waiting)
+    Index("ix_pending_flow", "flow", "run_id"),
+)
+
+schema_version = _Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
 )

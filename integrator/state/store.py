@@ -1,84 +1,53 @@
-"""The state store: runs, the per-order journal (the ledger), events and ``log.`` attributes.
+"""The state store: one database, and the parts that live in it.
 
-SQLite (WAL) by default, PostgreSQL by URL. Every journal change is one transaction that
-updates the order's row and appends an event, so the history can always explain the state.
+SQLite (WAL) by default, PostgreSQL by URL. ``Store`` owns the engine, the transactions, group
+commit and the driver SQL of the hot path; each part is a module of its own:
+
+=============  ==================================================================
+``runs``        one row per run: start, end status, counts (``state/runs.py``)
+``journal``     where each order stands, its events and ``log.`` rows, deliveries;
+                written by the ledger alone (``state/journal.py``, ``state/ledger.py``)
+``locks``       one run of a flow at a time, across processes (``state/locks.py``)
+``watermarks``  delta-polling positions per flow (``state/watermarks.py``)
+``pending``     orders events asked for, until a run takes them (``state/pending.py``)
+=============  ==================================================================
+
 SQLite in WAL mode with ``synchronous=NORMAL`` keeps every committed transaction across a
-process crash (SIGKILL); only a power loss may drop the last ones.
+process crash (SIGKILL); only a power loss may drop the last ones. The schema is brought up to
+date when a store is opened (``state/migrations.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import hashlib
-import json
-import os
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, event, insert, select, text, update
+from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from integrator.errors import FatalError
-from integrator.state.schema import events, journal, metadata, order_log, runs, watermarks
+from integrator.state.journal import Journal
+from integrator.state.locks import FlowLocks
+from integrator.state.migrations import migrate
+from integrator.state.pending import PendingEvents
+from integrator.state.runs import Runs
+from integrator.state.watermarks import Watermarks
 
-__all__ = ["JournalEntry", "Store", "Transition"]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
+__all__ = ["DEFER_SECONDS", "DriverSQL", "StateStoreError", "Store"]
 
 DEFER_SECONDS = 0.5  # the longest a deferred write waits for another transaction
 
-# Built once: SQLAlchemy then reuses their compiled form (the hot path has _DriverSQL).
-_INSERT_EVENT = insert(events)
-_INSERT_LOG = insert(order_log)
 
-
-@dataclass(frozen=True)
-class Transition:
-    """A journal change made in memory, written with the order's next durable change."""
-
-    state: str
-    message: str
-    at: dt.datetime
-    fields: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    """Where one order of one flow stands."""
-
-    flow: str
-    order_number: str
-    order_pk: str | None
-    state: str
-    attempts: int
-    next_try: float | None
-    error_kind: str | None
-    last_error: str | None
-    erp_ref: str | None
-    request: Any
-    response: Any
-    updated_at: dt.datetime | None = None  # UTC
-
-    def age_seconds(self) -> float:
-        """Seconds since the last change (0 when unknown)."""
-        if self.updated_at is None:
-            return 0.0
-        at = self.updated_at
-        if at.tzinfo is None:  # SQLite keeps no zone: stored as UTC
-            at = at.replace(tzinfo=dt.UTC)
-        return (dt.datetime.now(dt.UTC) - at).total_seconds()
+class StateStoreError(FatalError):
+    """The state store failed in the middle of a run: the run stops, clearly."""
 
 
 class Store:
@@ -87,13 +56,17 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.path: Path | None = None
         if self.is_sqlite and url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(url[len("sqlite:///") :])
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite)
             if self.is_sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            metadata.create_all(self.engine)
+            self.found_version = migrate(
+                self.engine, self.path.with_name(self.path.name + ".migrate") if self.path else None
+            )
         except SQLAlchemyError as exc:
             raise FatalError(
                 f"state store {self.safe_url} unreachable: {exc.__class__.__name__}: "
@@ -106,12 +79,17 @@ class Store:
         self._deferred_lock = threading.Lock()
         self._deferred_since = 0.0
         self._writer: Connection | None = None  # SQLite: the one connection that writes
-        self._sql = _DriverSQL(self.engine.dialect.name)
+        self.sql = DriverSQL(self.engine.dialect.name)
         # SQLite: one kept-open reader connection per thread for the per-order journal read
         # (a pool checkout, and the rollback on its return, cost more than the SELECT).
         self._reader = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self.runs = Runs(self)
+        self.journal = Journal(self)
+        self.locks = FlowLocks(self)
+        self.watermarks = Watermarks(self)
+        self.pending = PendingEvents(self)
 
     @property
     def safe_url(self) -> str:
@@ -135,7 +113,8 @@ class Store:
             yield self._writer
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction; the deferred writes of every thread ride on it."""
         with self._write_lock, self._begin() as conn:
             with self._deferred_lock:
                 deferred, self._deferred = self._deferred, []
@@ -148,156 +127,10 @@ class Store:
                 raise
             yield conn
 
-    def flush(self) -> None:
-        """Commit the deferred writes now (the runner calls this at the end of every run)."""
-        if self._deferred:
-            with self._tx():
-                pass
-
-    # ------------------------------------------------------------------ runs
-    def start_run(self, flow: str, *, dry_run: bool = False, log_file: str = "") -> int:
-        """Record a run's start; returns its id."""
-        with self._tx() as c:
-            res = c.execute(
-                insert(runs).values(
-                    flow=flow,
-                    started_at=_now(),
-                    status="running",
-                    orders_ok=0,
-                    orders_failed=0,
-                    orders_skipped=0,
-                    dry_run=int(dry_run),
-                    log_file=log_file,
-                )
-            )
-            return int(res.inserted_primary_key[0])  # type: ignore[index]  # one-column PK
-
-    def finish_run(
-        self, run_id: int, status: str, ok: int, failed: int, skipped: int, error: str | None = None
-    ) -> None:
-        """Record a run's end and its counts."""
-        with self._tx() as c:
-            c.execute(
-                update(runs)
-                .where(runs.c.id == run_id)
-                .values(
-                    ended_at=_now(),
-                    status=status,
-                    orders_ok=ok,
-                    orders_failed=failed,
-                    orders_skipped=skipped,
-                    error=error,
-                )
-            )
-
-    def close_abandoned_runs(self, flow: str) -> int:
-        """Close the runs of ``flow`` still marked running as ``interrupted``: the caller holds
-        the flow's lock, which proves their process is gone. Returns how many."""
-        with self._tx() as c:
-            return int(
-                c.execute(
-                    update(runs)
-                    .where(runs.c.flow == flow, runs.c.status == "running")
-                    .values(
-                        status="interrupted",
-                        ended_at=_now(),
-                        error="the process running it ended before the run did (killed?)",
-                    )
-                ).rowcount
-            )
-
-    def list_runs(self, flow: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        """The latest runs, newest first."""
-        q = select(runs).order_by(runs.c.id.desc()).limit(limit)
-        if flow:
-            q = q.where(runs.c.flow == flow)
-        with self.engine.connect() as c:
-            return [dict(r._mapping) for r in c.execute(q)]
-
-    # --------------------------------------------------------------- journal
-    def entry(self, flow: str, number: str) -> JournalEntry | None:
-        """The journal row of one order, or None when never seen."""
-        with self._read_cursor() as cur:
-            cur.execute(self._sql.select_entry, self._sql.row({"k_flow": flow, "k_number": number}))
-            row = cur.fetchone()
-            names = [d[0] for d in cur.description or ()]
-        if row is None:
-            return None
-        m = dict(zip(names, row, strict=True))
-        return JournalEntry(
-            flow=m["flow"],
-            order_number=m["order_number"],
-            order_pk=m["order_pk"],
-            state=m["state"],
-            attempts=m["attempts"],
-            next_try=m["next_try"],
-            error_kind=m["error_kind"],
-            last_error=m["last_error"],
-            erp_ref=m["erp_ref"],
-            request=_loads(m["request_json"]),
-            response=_loads(m["response_json"]),
-            updated_at=self._sql.timestamp(m["updated_at"]),
-        )
-
-    def record(
-        self,
-        flow: str,
-        number: str,
-        run_id: int | None,
-        state: str,
-        message: str = "",
-        *,
-        earlier: Iterable[Transition] = (),
-        log: Mapping[str, str] | None = None,
-        defer: bool = False,
-        **fields: Any,
-    ) -> None:
-        """Move an order to ``state`` and append its events, in one transaction.
-
-        ``defer``: do not wait for a commit of its own; the change rides on the next
-        transaction of any thread (group commit), or is committed once it has waited
-        ``DEFER_SECONDS``, or by :meth:`flush`. Only for changes whose loss
-        in a crash is harmless (``done``: the order stays ``sent`` and resumes after the write).
-
-        ``earlier``: transitions made in memory since the last durable change; each gets its
-        event, and their fields are applied under this one's. ``log``: the order's ``log.``
-        attributes, stored in the same transaction. ``fields``: order_pk, attempts, next_try,
-        error_kind, last_error, erp_ref, and ``request``/``response`` (stored as JSON; pass
-        them already redacted), or ``request_json``/``response_json`` as that JSON text.
-        """
-        now = _now()
-        earlier = list(earlier)
-        values: dict[str, Any] = {}
-        for t in earlier:
-            values.update(t.fields)
-        values.update(fields)
-        for k in ("request", "response"):
-            if k in values:
-                values[f"{k}_json"] = json.dumps(values.pop(k), ensure_ascii=False, default=str)
-        values.update(state=state, updated_at=now, run_id=run_id)
-        key = {"k_flow": flow, "k_number": number}
-        rows = [_event_row(flow, number, run_id, t.state, t.message, t.at) for t in earlier] + [
-            _event_row(flow, number, run_id, state, message, now)
-        ]
-
-        def write(c: Connection) -> None:
-            sql = self._sql
-            cur = c.connection.cursor()
-            try:
-                cur.execute(sql.update_entry(tuple(values)), sql.row({**values, **key}))
-                if cur.rowcount == 0:
-                    values.setdefault("attempts", 0)
-                    row = {**values, "flow": flow, "order_number": number}
-                    cur.execute(sql.insert_entry(tuple(row)), sql.row(row))
-                cur.executemany(sql.insert_event, [sql.row(r) for r in rows])
-                if log:
-                    cur.executemany(
-                        sql.insert_log,
-                        [sql.row(r) for r in _log_rows(flow, number, run_id, now, log)],
-                    )
-            finally:
-                cur.close()
-
+    def write(self, write: Callable[[Connection], None], *, defer: bool = False) -> None:
+        """Run ``write`` in a transaction of its own, or (``defer``) in the next transaction of
+        any thread (group commit), at the latest once it has waited ``DEFER_SECONDS`` or at
+        :meth:`flush`. Deferred writes are for changes whose loss in a crash is harmless."""
         if defer:
             with self._deferred_lock:
                 if not self._deferred:
@@ -307,157 +140,26 @@ class Store:
             if due:  # nobody else committed for a while: do not let the window grow
                 self.flush()
             return
-        with self._tx() as c:
+        with self.transaction() as c:
             write(c)
 
-    def add_event(
-        self, flow: str, number: str | None, run_id: int | None, state: str, message: str
-    ) -> None:
-        """An event that does not change the journal (a skip, a note)."""
-        with self._tx() as c:
-            _insert_event(c, flow, number, run_id, state, message)
-
-    def exported(self, flow: str, number: str, connector: str) -> int | None:
-        """The run that exported order ``number`` through ``connector`` (test mode aside)."""
-        q = (
-            select(events.c.run_id)
-            .where(
-                events.c.flow == flow,
-                events.c.order_number == number,
-                events.c.state == "Exported",
-                events.c.message.startswith(f"{connector}: ", autoescape=True),
-                ~events.c.message.endswith("(test mode)"),
-            )
-            .limit(1)
-        )
-        with self.engine.connect() as c:
-            row = c.execute(q).first()
-        return None if row is None else int(row[0] or 0)
-
-    def states(self, flow: str, numbers: Iterable[str]) -> dict[str, str]:
-        """Journal states of the given orders (absent ones left out)."""
-        wanted = list(numbers)
-        out: dict[str, str] = {}
-        with self.engine.connect() as c:
-            for i in range(0, len(wanted), 500):
-                q = select(journal.c.order_number, journal.c.state).where(
-                    journal.c.flow == flow, journal.c.order_number.in_(wanted[i : i + 500])
-                )
-                out.update({str(n): str(s) for n, s in c.execute(q)})
-        return out
-
-    def watermark(self, flow: str) -> str | None:
-        """The flow's delta-polling watermark, or None before its first run."""
-        with self.engine.connect() as c:
-            value = c.execute(
-                select(watermarks.c.value).where(watermarks.c.flow == flow)
-            ).scalar_one_or_none()
-        return None if value is None else str(value)
-
-    def set_watermark(self, flow: str, value: str) -> None:
-        """Move the flow's watermark (the caller decides it is safe)."""
-        with self._tx() as c:
-            done = c.execute(
-                update(watermarks)
-                .where(watermarks.c.flow == flow)
-                .values(value=value, updated_at=_now())
-            ).rowcount
-            if not done:
-                c.execute(insert(watermarks).values(flow=flow, value=value, updated_at=_now()))
-
-    def add_log(self, flow: str, number: str, run_id: int | None, attrs: Mapping[str, str]) -> None:
-        """Store an order's ``log.`` attributes at the end of its execution."""
-        if not attrs:
-            return
-        with self._tx() as c:
-            c.execute(_INSERT_LOG, _log_rows(flow, number, run_id, _now(), attrs))
-
-    def order_history(
-        self, number: str, flow: str | None = None
-    ) -> dict[str, list[dict[str, Any]]]:
-        """Journal rows, events and ``log.`` attributes of one order, oldest first."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        with self.engine.connect() as c:
-            for name, table, order in (
-                ("journal", journal, journal.c.flow),
-                ("events", events, events.c.id),
-                ("log", order_log, order_log.c.id),
-            ):
-                q = select(table).where(table.c.order_number == number).order_by(order)
-                if flow:
-                    q = q.where(table.c.flow == flow)
-                out[name] = [dict(r._mapping) for r in c.execute(q)]
-        return out
-
-    def in_state(self, state: str, flow: str | None = None) -> list[dict[str, Any]]:
-        """Journal rows in ``state`` (of one flow when given), oldest change first."""
-        q = select(journal).where(journal.c.state == state).order_by(journal.c.updated_at)
-        if flow:
-            q = q.where(journal.c.flow == flow)
-        with self.engine.connect() as c:
-            return [dict(r._mapping) for r in c.execute(q)]
-
-    def flows_of(self, number: str) -> list[str]:
-        """The flows whose journal knows order ``number``."""
-        q = select(journal.c.flow).where(journal.c.order_number == number).order_by(journal.c.flow)
-        with self.engine.connect() as c:
-            return [str(f) for (f,) in c.execute(q)]
-
-    def count_states(self, flow: str) -> dict[str, int]:
-        """How many orders of ``flow`` are in each journal state."""
-        q = text("SELECT state, COUNT(*) FROM journal WHERE flow = :f GROUP BY state")
-        with self.engine.connect() as c:
-            return {str(s): int(n) for s, n in c.execute(q, {"f": flow})}
-
-    # ----------------------------------------------------------------- locks
-    @contextlib.contextmanager
-    def flow_lock(self, flow: str) -> Iterator[None]:
-        """Hold the flow's run lock; FatalError when another process holds it.
-
-        SQLite: an exclusive ``flock`` on a file beside the database (the kernel drops it when
-        the holder dies). PostgreSQL: a session-level ``pg_try_advisory_lock``.
-        """
-        if self.is_sqlite:
-            db = Path(self.url[len("sqlite:///") :]) if self.url.startswith("sqlite:///") else None
-            lock_dir = db.parent if db else Path.cwd()
-            path = lock_dir / f".{flow}.lock"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise FatalError(
-                        f"flow {flow!r} is already running in another process (lock {path})"
-                    ) from None
-                os.ftruncate(fd, 0)
-                os.write(fd, str(os.getpid()).encode())
-                yield
-            finally:
-                os.close(fd)
-            return
-        key = int.from_bytes(
-            hashlib.blake2b(flow.encode(), digest_size=8).digest(), "big", signed=True
-        )
-        with self.engine.connect() as c:
-            got = c.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-            if not got:
-                raise FatalError(f"flow {flow!r} is already running in another process")
-            try:
-                yield
-            finally:
-                c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    def flush(self) -> None:
+        """Commit the deferred writes now (the runner calls this at the end of every run)."""
+        if self._deferred:
+            with self.transaction():
+                pass
 
     def ping(self) -> bool:
         """True when the database answers."""
         try:
             with self.engine.connect() as c:
-                c.execute(text("SELECT 1"))
+                c.exec_driver_sql("SELECT 1")
             return True
         except SQLAlchemyError:
             return False
 
     @contextlib.contextmanager
-    def _read_cursor(self) -> Iterator[Any]:
+    def read_cursor(self) -> Iterator[Any]:
         """A DBAPI cursor for one read: this thread's SQLite reader, or a pooled connection's."""
         reader = self._sqlite_reader()
         if reader is not None:
@@ -476,13 +178,11 @@ class Store:
 
     def _sqlite_reader(self) -> sqlite3.Connection | None:
         """This thread's reader connection (SQLite file databases only)."""
-        if not self.is_sqlite or not self.engine.url.database:
+        if self.path is None:
             return None
         conn: sqlite3.Connection | None = getattr(self._reader, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                self.engine.url.database, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=10000")
             self._reader.conn = conn
             with self._readers_lock:
@@ -503,7 +203,7 @@ class Store:
         self.engine.dispose()
 
 
-class _DriverSQL:
+class DriverSQL:
     """The ledger's hot statements as the driver's own SQL, run on the DBAPI cursor of the
     current transaction: SQLAlchemy Core's per-execute work (compile cache, parameter and
     result processing) cost more CPU per order than the statements themselves. Written for
@@ -514,10 +214,12 @@ class _DriverSQL:
         self.pg = dialect == "postgresql"
         self._updates: dict[tuple[str, ...], str] = {}
         self._inserts: dict[tuple[str, ...], str] = {}
-        cols = "flow, order_number, run_id, at, state, message"
+        cols = "flow, order_number, run_id, at, state, message, fact"
         self.insert_event = self._q(f"INSERT INTO events ({cols}) VALUES ({self._ph(cols)})")
         cols = "flow, order_number, run_id, at, key, value"
         self.insert_log = self._q(f"INSERT INTO order_log ({cols}) VALUES ({self._ph(cols)})")
+        cols = "flow, order_number, run_id, at, kind, connector, connector_id, note"
+        self.insert_delivery = self._q(f"INSERT INTO deliveries ({cols}) VALUES ({self._ph(cols)})")
         self.select_entry = self._q(
             "SELECT * FROM journal WHERE flow = :k_flow AND order_number = :k_number"
         )
@@ -559,9 +261,12 @@ class _DriverSQL:
             for k, v in values.items()
         }
 
-    def timestamp(self, value: Any) -> dt.datetime:
-        """A timestamp read back (SQLite gives the text SQLAlchemy wrote)."""
-        return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    def timestamp(self, value: Any) -> dt.datetime | None:
+        """A timestamp read back (SQLite gives the text SQLAlchemy wrote), as aware UTC."""
+        if value is None:
+            return None
+        at = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+        return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -571,35 +276,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
-
-
-def _event_row(
-    flow: str, number: str | None, run_id: int | None, state: str, message: str, at: dt.datetime
-) -> dict[str, Any]:
-    return {
-        "flow": flow,
-        "order_number": number,
-        "run_id": run_id,
-        "at": at,
-        "state": state,
-        "message": message,
-    }
-
-
-def _insert_event(
-    c: Connection, flow: str, number: str | None, run_id: int | None, state: str, message: str
-) -> None:
-    c.execute(_INSERT_EVENT, _event_row(flow, number, run_id, state, message, _now()))
-
-
-def _log_rows(
-    flow: str, number: str, run_id: int | None, at: dt.datetime, attrs: Mapping[str, str]
-) -> list[dict[str, Any]]:
-    return [
-        {"flow": flow, "order_number": number, "run_id": run_id, "at": at, "key": k, "value": v}
-        for k, v in attrs.items()
-    ]
-
-
-def _loads(value: str | None) -> Any:
-    return json.loads(value) if value else None
