@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -20,7 +23,9 @@ from integrator.pipeline import Outcome, Project, RunContext, RunResult, load_pr
 from integrator.state import Store
 
 __all__ = [
+    "Interrupt",
     "console",
+    "interruptible",
     "load",
     "load_quiet",
     "order_progress",
@@ -80,6 +85,46 @@ def order_progress(enabled: bool) -> Iterator[Callable[[Outcome], None]]:
         yield advance
 
 
+class Interrupt:
+    """The stop a signal asks for: ``event`` is set by the first SIGINT/SIGTERM."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the signal's number (130 for Ctrl-C), or None without a signal."""
+        return None if self.signum is None else 128 + self.signum
+
+
+@contextmanager
+def interruptible(grace: float) -> Iterator[Interrupt]:
+    """SIGINT and SIGTERM stop the run in order: the first takes no new order and lets the
+    ones in flight finish (up to ``grace`` seconds); a second stops at once (the orders in
+    flight keep the state they reached). Script workers never get the signal."""
+    intr = Interrupt()
+    err = Console(stderr=True, highlight=False)
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if intr.event.is_set():
+            err.print("stopping now: the orders in flight keep the state they reached")
+            raise KeyboardInterrupt
+        intr.signum = signum
+        intr.event.set()
+        err.print(
+            f"{signal.Signals(signum).name}: stopping; the orders in flight finish (up to "
+            f"{grace:g} s). Again to stop at once."
+        )
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield intr
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def print_summary(result: RunResult, run: RunContext) -> None:
     """The summary table printed at the end of a run."""
     table = Table(title=f"{result.flow} — run {result.run_id or '(dry run)'}", show_header=True)
@@ -90,9 +135,12 @@ def print_summary(result: RunResult, run: RunContext) -> None:
         str(result.failed),
         str(result.skipped),
         f"{result.seconds:.2f}",
-        result.status,
+        result.status.value,
     )
     console.print(table)
+    if result.skipped:
+        why = ", ".join(f"{reason}: {n}" for reason, n in sorted(result.skipped_by.items()))
+        console.print(f"skipped: {why}", markup=False)
     if result.failures:
         fail = Table(title="failed orders", show_header=True)
         fail.add_column("order")
@@ -106,6 +154,16 @@ def print_summary(result: RunResult, run: RunContext) -> None:
                 f"... and {len(result.failures) - 50} more: integrator runs / "
                 "integrator orders show NUMBER"
             )
+    if result.interrupted:
+        console.print(
+            "[yellow]run interrupted:[/yellow] no new order was taken; the orders in flight "
+            "keep the state they reached and resume on the next run"
+        )
+    if result.internal_errors:
+        console.print(
+            f"[red]{result.internal_errors} internal error(s):[/red] a bug, not the orders' "
+            "fault; they are tried again next run (run with --debug, and please report it)"
+        )
     if result.error:
         console.print(f"[red]run stopped:[/red] {result.error}")
     if run.log_path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -68,7 +70,12 @@ def daemon_cmd(
     )
     daemon.install_signals()
     daemon.start()
-    return daemon.loop()
+    code = daemon.loop()
+    if code:  # the grace period ran out: threads still finish calls, do not wait for them
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 @click.command("flows")

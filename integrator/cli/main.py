@@ -6,6 +6,7 @@ No traceback reaches the user unless ``--debug`` is given.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -80,9 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="integrator", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print(
+            "interrupted: the run is recorded as interrupted; orders in flight resume next run"
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # worker threads still finishing calls must not hold the exit
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)

@@ -83,6 +83,7 @@ class RunResult:
     skipped_by: Counter[str] = field(default_factory=Counter)
     error: str | None = None
     interrupted: bool = False
+    abandoned: int = 0  # orders still in flight when the grace period ended
     internal_errors: int = 0
     failures: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
@@ -153,6 +154,7 @@ class Runner:
             max_workers=min(4 * workers, 64), thread_name_prefix=f"{run.flow.name}-fetch"
         )
         opened: list[Stage] = []
+        at_once = False  # a second signal (KeyboardInterrupt): nothing more is waited for
         try:
             for stage in self.stages:
                 stage.open(run)
@@ -177,7 +179,7 @@ class Runner:
                     stage.close()
                 except Exception:
                     log.exception("stage_close_failed", stage=stage.name)
-            run.fetch_pool.shutdown(wait=not result.interrupted)
+            run.fetch_pool.shutdown(wait=not (result.abandoned or at_once))
             try:
                 run.flush()
             except (SQLAlchemyError, sqlite3.Error) as exc:
@@ -213,10 +215,11 @@ class Runner:
 
         def done(f: Future[Outcome]) -> None:
             slots.release()
-            if f.exception() is None:
+            if not f.cancelled() and f.exception() is None:
                 self._count(result, f.result())
 
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{run.flow.name}-order")
+        at_once = False
         try:
             for ref in self._listing():
                 if self._stopping() or (self.limit is not None and taken >= self.limit):
@@ -232,25 +235,44 @@ class Runner:
                     self._count(result, Outcome(ref.number, "skipped", state, admission.skip))
                     continue
                 taken += 1
-                slots.acquire()
-                if self._stopping():
-                    slots.release()
+                if not self._slot(slots):
                     break
                 fut = pool.submit(self.process_order, ref, entry, admission)
                 futures.add(fut)
                 fut.add_done_callback(done)
+        except BaseException:
+            at_once = True  # a second signal: stop now, the orders in flight keep their state
+            raise
         finally:
+            if self._stopping():
+                for f in futures:
+                    f.cancel()  # taken but not started: left for the next run
             if self._stopping() and run.stop is not None and run.stop.is_set():
                 result.interrupted = True
                 log.info("run_stopping", flow=run.flow.name, reason="stop requested")
-            left = wait(futures, timeout=self.grace if result.interrupted else None).not_done
-            pool.shutdown(wait=not left, cancel_futures=True)
+            futures = {f for f in futures if not f.cancelled()}
+            left = set() if at_once else futures
+            if not at_once:
+                left = wait(futures, timeout=self.grace if result.interrupted else None).not_done
+            pool.shutdown(wait=not (left or at_once), cancel_futures=True)
+            result.abandoned = len(left)
             if left:
                 log.error("grace_period_over", flow=run.flow.name, orders_in_flight=len(left))
         errors = [f.exception() for f in futures if f.done() and f.exception() is not None]
         stop = self._stopped or (errors[0] if errors else None)
         if stop is not None and not result.interrupted:
             raise stop
+
+    def _slot(self, slots: threading.BoundedSemaphore) -> bool:
+        """Wait for room in the pool; False (no slot taken) once the run is stopping, which a
+        signal can ask for while this thread waits."""
+        while not slots.acquire(timeout=0.2):
+            if self._stopping():
+                return False
+        if self._stopping():
+            slots.release()
+            return False
+        return True
 
     def _stopping(self) -> bool:
         stop = self.run.stop

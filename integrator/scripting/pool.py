@@ -3,6 +3,15 @@
 A call that overruns its limit gets its worker killed and replaced; a worker that dies (exit,
 crash, out of memory) fails only the call it was running. Workers start on first need and
 load each script once.
+
+Lifecycle, designed once:
+
+- a worker runs in a session of its own, so a signal meant for the runner (Ctrl-C in a
+  terminal, SIGTERM to the runner's process group) never kills it mid-call: the runner decides
+  when its orders stop;
+- every worker holds the read end of the runner's *lifeline*, a pipe whose write end only the
+  runner has and never writes; when the runner dies, however (SIGKILL included), the worker
+  reads end-of-file and kills its own process group: itself and anything its script started.
 """
 
 from __future__ import annotations
@@ -26,13 +35,31 @@ DEFAULT_MEMORY_MB = 1024
 _WORKER_MAIN = "from integrator.scripting.worker import main; main()"
 
 
+_lifeline: tuple[int, int, int] | None = None  # (read end, write end, owner pid)
+_lifeline_lock = threading.Lock()
+
+
+def lifeline() -> int:
+    """The read end of this process's lifeline (made once per process; both ends are not
+    inherited by default, the read end is passed to each worker alone)."""
+    global _lifeline
+    with _lifeline_lock:
+        if _lifeline is None or _lifeline[2] != os.getpid():
+            read, write = os.pipe()
+            _lifeline = (read, write, os.getpid())
+        return _lifeline[0]
+
+
 class _Worker:
     def __init__(self, memory_mb: int) -> None:
+        line = lifeline()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_MAIN, str(memory_mb)],
+            [sys.executable, "-c", _WORKER_MAIN, str(memory_mb), str(line)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,  # what scripts print shows up beside the runner's own output
+            start_new_session=True,  # the runner's signals are the runner's
+            pass_fds=(line,),
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin: IO[bytes] = self.proc.stdin

@@ -12,8 +12,10 @@ import inspect
 import json
 import os
 import pickle
+import signal
 import struct
 import sys
+import threading
 import traceback
 from pathlib import Path
 from types import CodeType, ModuleType
@@ -144,8 +146,21 @@ def _write(stream: BinaryIO, obj: Any) -> None:
     stream.flush()
 
 
+def _watch(fd: int) -> None:
+    """Block on the runner's lifeline; at its end (the runner is gone, even by SIGKILL) kill
+    this worker's process group: the worker and whatever its script started."""
+    try:
+        while os.read(fd, 1):
+            pass  # the runner never writes: only the end of the pipe matters
+    except OSError:
+        pass
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
 def main() -> None:
-    """Serve calls until stdin closes."""
+    """Serve calls until stdin closes (or the runner's lifeline ends)."""
+    if len(sys.argv) > 2:
+        threading.Thread(target=_watch, args=(int(sys.argv[2]),), daemon=True).start()
     if len(sys.argv) > 1 and int(sys.argv[1]) > 0:
         import resource
 
@@ -157,8 +172,8 @@ def main() -> None:
     sys.stdin = open(os.devnull)  # noqa: SIM115 - scripts must not read the protocol
     while True:
         call = _read(proto_in)
-        if call is None:
-            return
+        if call is None:  # the pool closed us: what our scripts started ends with us
+            os.killpg(os.getpgrp(), signal.SIGKILL)
         _write(proto_out, handle(call))
 
 
