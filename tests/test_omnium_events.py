@@ -4,12 +4,15 @@ written once, an order the flow filters out is acknowledged and ignored."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import requests
 from conftest import Project, stats
 from test_daemon import daemon, wait_for
 from test_omnium import FLOW, assert_once, new_numbers, omnium_project, servers
 
 from integrator.sandbox import SANDBOX_ENV, ErpSandbox, OmniumSandbox
+from integrator.state import Store
 
 __all__ = ["omnium_project", "servers"]  # fixtures, used by name
 
@@ -96,3 +99,48 @@ def test_an_event_alone_delivers_a_new_order(
         created = requests.post(f"{omnium.url}/_sandbox/omnium/orders", json={}, timeout=5).json()
         wait_for(lambda: created["OrderNumber"] in erp.received, 30, "the event's run")
     assert list(erp.received) == [created["OrderNumber"]]  # that order, and only that one
+
+
+def test_a_burst_of_events_runs_every_order(
+    omnium_project: Project, servers: tuple[OmniumSandbox, ErpSandbox]
+) -> None:
+    """Each 202 is a queued order: a burst of them is run, none dropped as 'missed its fire
+    time', none waiting in a thread for the flow's lock."""
+    omnium, erp = servers
+    hourly(omnium_project)
+    secret = SANDBOX_ENV["OMNIUM_EVENT_SECRET"]
+    ids = {o["OrderNumber"]: o["Id"] for o in omnium.orders.values() if o["Status"] == "New"}
+    numbers = sorted(ids)[:60]
+    with daemon(omnium_project) as d:
+        url = d.url(f"/events/{FLOW}")
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda n: post_event(url, ids[n], secret).status_code, numbers))
+        assert codes == [202] * len(numbers)
+        wait_for(lambda: all(n in erp.received for n in numbers), 60, "every event's order")
+        assert not [e for e in d.named("fire_skipped") if "missed" in str(e.get("reason"))]
+    assert sorted(erp.received) == numbers and set(erp.received.values()) == {1}
+
+
+def test_accepted_events_survive_a_restart(
+    omnium_project: Project, servers: tuple[OmniumSandbox, ErpSandbox]
+) -> None:
+    """An event accepted while another process runs the flow waits in the store; the daemon
+    is stopped and started again, and the order is run."""
+    omnium, erp = servers
+    hourly(omnium_project)
+    order = next(o for o in omnium.orders.values() if o["Status"] == "New")
+    store = Store(f"sqlite:///{omnium_project.root / 'state' / 'omnium.db'}")
+    try:
+        with store.locks.hold(FLOW), daemon(omnium_project) as d:  # the flow is busy elsewhere
+            ok = post_event(
+                d.url(f"/events/{FLOW}"), order["Id"], SANDBOX_ENV["OMNIUM_EVENT_SECRET"]
+            )
+            assert ok.status_code == 202
+            wait_for(lambda: d.named("run_skipped"), 30, "the event run finding the flow busy")
+            assert d.stop() == 0
+        assert store.pending.waiting(FLOW) == 1 and erp.received == {}
+    finally:
+        store.close()
+    with daemon(omnium_project):
+        wait_for(lambda: order["OrderNumber"] in erp.received, 30, "the queued order's run")
+    assert erp.received == {order["OrderNumber"]: 1}

@@ -128,12 +128,14 @@ def run_flow(
     replay: bool = False,
     grace: float | None = None,
     events: bool = False,
+    listing: bool = True,
 ) -> tuple[RunResult, RunContext]:
     """Run one flow once, holding its lock; returns the result and the run context.
 
     ``stop``: once set, the run takes no new order; the ones in flight get ``grace`` seconds
     (None: as long as they need) and the run ends ``interrupted``. ``events``: after its
-    listing, the run also takes the orders events asked for (the daemon). Whatever happens,
+    listing (none when ``listing`` is false: an event run), the run also takes the orders
+    events queued (the daemon). Whatever happens,
     the run's end is recorded; a run whose process died is closed as interrupted by the next
     run that takes the flow's lock.
     """
@@ -182,7 +184,7 @@ def run_flow(
                 run.open_log()
                 result = Runner(
                     built.stages, run, on_order=on_order, limit=limit, grace=grace,
-                    pending=pending,
+                    pending=pending, listing=listing,
                 ).execute()  # fmt: skip
             finally:
                 run.close_log()

@@ -126,15 +126,17 @@ class Runner:
         pending: Callable[[], list[str]] | None = None,
         records: list[tuple[dict[str, Any], dict[str, str]]] | None = None,
         on_stage: StageObserver | None = None,
+        listing: bool = True,
     ) -> None:
         """``grace``: seconds in-flight orders get once the run is asked to stop (None: as
         long as they take). ``pending``: takes the orders events asked for, after the
         listing. ``records``: trace mode's recorded documents (with attributes to start them with),
         instead of the source.
-        ``on_stage``: called after every stage of every order (the workbench's trace)."""
+        ``on_stage``: called after every stage of every order (the workbench's trace).
+        ``listing``: False for a run of what events queued alone."""
         self.stages, self.run, self.on_order, self.limit = stages, run, on_order, limit
         self.grace, self.pending, self.records = grace, pending, records
-        self.on_stage = on_stage
+        self.on_stage, self.listing = on_stage, listing
         self.source = next(s for s in stages if isinstance(s, SourceStage))
         self.order_stages = [s for s in stages if not isinstance(s, SourceStage)]
         writers = [i for i, s in enumerate(self.order_stages) if s.writes]
@@ -162,6 +164,7 @@ class Runner:
             if run.mode is not Mode.TRACE:
                 for stage in self.stages:
                     stage.begin(run)
+            self._settle_left_behind()
             self._process_all(result, workers)
         except FatalError as exc:
             result.error = run.redactor.scrub(str(exc))
@@ -187,6 +190,25 @@ class Runner:
             result.seconds = time.monotonic() - started
         return result
 
+    def _settle_left_behind(self, limit: int = 200) -> None:
+        """Rows a crash left at `sent`/`marked` (the mark landed, its confirmation did not)
+        that the source no longer lists: the flow's mark stage asks the source whether each is
+        marked, and the ledger settles those that are. Flows whose mark cannot be asked (ERP
+        feeds, no mark stage) leave them; ``orders show`` says so."""
+        run = self.run
+        markers = [s for s in self.order_stages if s.marks]
+        if run.mode is not Mode.RUN or not markers or run.only_order or self.records is not None:
+            return
+        for entry in run.ledger.unsettled(run.ledger.policy.settle_seconds, limit):
+            if self._stopping():
+                return
+            if markers[-1].is_marked(run, entry.order_pk or "", entry.order_number):
+                self._apply(
+                    Track.of(entry.order_number, entry.order_pk, entry),
+                    Fact.SETTLED,
+                    f"{run.source.name} shows it marked: a crash had left the row at {entry.state}",
+                )
+
     def _listing(self) -> Iterator[OrderRef]:
         """The source's orders, then what events asked for (each once per run)."""
         run = self.run
@@ -196,7 +218,8 @@ class Runner:
                 ex.attributes.update(attributes)
                 yield OrderRef(ex.pk, ex.number, {"_recorded": ex})
             return
-        yield from self.source.iter_orders(run)
+        if self.listing:
+            yield from self.source.iter_orders(run)
         if self.pending is None or run.only_order:
             return
         while not self._stopping():

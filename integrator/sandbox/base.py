@@ -31,6 +31,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any
+    fault: str = ""  # a fault that shapes the route's own answer (see Rule.action)
 
 
 @dataclass
@@ -54,7 +55,9 @@ Route = Callable[[Request, list[str]], Response]
 class Rule:
     """A fault: on ``route`` (or any), for ``count`` calls (or -1: always) with ``rate``."""
 
-    action: str  # status, drop_after_commit, drop_before, timeout, latency, body
+    # status, drop_after_commit, drop_before, timeout, latency, body; or one the route itself
+    # applies to its answer: duplicate_rows, ignore_cursor (Omnitron's order list)
+    action: str
     route: str = "*"
     status: int = 500
     rate: float = 1.0
@@ -66,6 +69,12 @@ class Rule:
     repeat: int = 1
     content_type: str = "text/html; charset=utf-8"
     commit: bool = False  # action body: run the route first (the ERP did the work)
+
+
+ACTIONS = frozenset(
+    {"status", "drop_after_commit", "drop_before", "timeout", "latency", "body",
+     "duplicate_rows", "ignore_cursor"}
+)  # fmt: skip
 
 
 class Faults:
@@ -80,9 +89,15 @@ class Faults:
 
     def configure(self, spec: dict[str, Any]) -> None:
         """Replace the table: ``{"latency_ms": {"*": 10}, "rules": [{...}], "seed": 1}``."""
+        rules = [Rule(**r) for r in spec.get("rules", [])]
+        unknown = sorted({r.action for r in rules} - ACTIONS)
+        if unknown:
+            raise TypeError(
+                f"unknown action {', '.join(unknown)}; known: {', '.join(sorted(ACTIONS))}"
+            )
         with self.lock:
             self.latency = {k: float(v) / 1000 for k, v in spec.get("latency_ms", {}).items()}
-            self.rules = [Rule(**r) for r in spec.get("rules", [])]
+            self.rules = rules
             if "seed" in spec:
                 self.random = random.Random(spec["seed"])
 
@@ -295,6 +310,7 @@ class JsonServer(ThreadingHTTPServer):
                     raw=(rule.body * max(rule.repeat, 1)).encode(),
                     headers={"Content-Type": rule.content_type},
                 )
+            req.fault = rule.action  # one the route applies to its own answer
         return handler(req, args)
 
     def start(self) -> Self:

@@ -172,7 +172,7 @@ class OmnitronSandbox(JsonServer):
                 rows = [o for o in rows if str(o["channel"]["pk"]) in q["channel__in"].split(",")]
             if "number" in q:
                 rows = [o for o in rows if o["number"] == q["number"]]
-            if "pk__gt" in q:
+            if "pk__gt" in q and req.fault != "ignore_cursor":
                 rows = [o for o in rows if o["pk"] > int(q["pk__gt"])]
             if "date_placed__gte" in q:
                 rows = [o for o in rows if o["date_placed"] >= q["date_placed__gte"]]
@@ -180,6 +180,8 @@ class OmnitronSandbox(JsonServer):
             page = [
                 {k: copy.deepcopy(o[k]) for k in _SUMMARY} for o in rows[offset : offset + limit]
             ]
+            if req.fault == "duplicate_rows":  # every row listed twice on this page
+                page = [row for row in page for _ in (0, 1)]
         more = offset + limit < len(rows)
         nxt = f"{req.path}?limit={limit}&offset={offset + limit}" if more else None
         return Response(200, {"count": len(rows), "next": nxt, "previous": None, "results": page})

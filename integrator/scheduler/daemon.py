@@ -156,12 +156,13 @@ class Daemon:
         return True
 
     # -------------------------------------------------------------- runs
-    def _job(self, name: str, only_order: str | None = None) -> str:
-        """One run of ``name`` (of one order); never raises (a failing flow must not stop the
-        daemon). Returns the run's status, or ``skipped`` when the flow was already running."""
+    def _job(self, name: str, *, listing: bool = True) -> str:
+        """One run of ``name``; never raises (a failing flow must not stop the daemon). The run
+        lists the source (``listing``; an event run does not), then takes the orders events
+        queued. Returns the run's status, or ``skipped`` when the flow was already running."""
         if self.stopping.is_set() or self.project is None or self.store is None:
             return "skipped"
-        project = self.project
+        project, store = self.project, self.store
         structlog.contextvars.bind_contextvars(flow=name)
         with self._running_lock:
             self._running[name] += 1
@@ -170,12 +171,14 @@ class Daemon:
             result, _ = run_flow(
                 project,
                 name,
-                store=self.store,
+                store=store,
                 metrics=self.metrics,
                 stop=self.stopping,
-                only_order=only_order,
+                grace=self.grace_seconds,
+                events=True,
+                listing=listing,
             )
-            status = result.status
+            status = result.status.value
             log.info(
                 "run_ended",
                 flow=name,
@@ -206,9 +209,35 @@ class Daemon:
                     del self._running[name]
                 self._running_lock.notify_all()
             structlog.contextvars.unbind_contextvars("flow")
-        if status != "skipped" and only_order is None:
-            self._trigger_after(name, status)
+        if status != "skipped":
+            # An event queued after this run's last look at the queue: run again for it.
+            self._wake_if_waiting(name)
+            if listing:
+                self._trigger_after(name, status)
         return status
+
+    def _wake_if_waiting(self, name: str) -> None:
+        try:
+            waiting = self.store is not None and self.store.pending.waiting(name) > 0
+        except Exception as exc:  # noqa: BLE001 - a store hiccup must not stop the daemon
+            log.error("event_queue_unreadable", flow=name, error=f"{type(exc).__name__}: {exc}")
+            return
+        if waiting and not self.stopping.is_set():
+            self._event_run(name)
+
+    def _event_run(self, name: str) -> None:
+        """An event run of ``name`` now: one job per flow at most (coalesced), never dropped
+        for being late; a run in progress takes the queue at its end anyway."""
+        self.scheduler.add_job(
+            self._job,
+            args=[name],
+            kwargs={"listing": False},
+            id=f"events:{name}",
+            name=f"events {name}",
+            replace_existing=True,
+            misfire_grace_time=None,
+            coalesce=True,
+        )
 
     def _reconcile_job(self, name: str) -> None:
         """Reconcile ``name``; report the counts as metrics; never raises."""
@@ -225,14 +254,6 @@ class Daemon:
         log.info("reconciled", flow=name, **result.counts())
         if result.stock_differences:  # Akinon's Full Stock idea: the stock flow fixes them
             self._job(name)
-
-    def _event_job(self, name: str, order_id: str) -> None:
-        """Run ``name`` for one order now; wait while a run of the flow holds its lock (that
-        run may take the order too: the journal then makes this one skip it)."""
-        while not self.stopping.is_set():
-            if self._job(name, only_order=order_id) != "skipped":
-                return
-            self.stopping.wait(0.25)
 
     def accept_event(self, name: str, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
         """An event-subscription webhook for flow ``name``: check, then queue the run.
@@ -256,11 +277,14 @@ class Daemon:
         found = jmespath.search(events.id_path, event) if isinstance(event, dict) else None
         if found in (None, "") or isinstance(found, dict | list):
             return 400, {"detail": f"no order id at {events.id_path!r} in the event"}
-        if self.stopping.is_set():
+        if self.stopping.is_set() or self.store is None:
             return 503, {"detail": "shutting down; the delta poll will take the order"}
-        self.scheduler.add_job(
-            self._event_job, args=[name, str(found)], id=f"event:{name}:{uuid.uuid4().hex[:8]}"
-        )
+        try:
+            self.store.pending.add(name, str(found))  # committed before the 202: it will run
+        except Exception as exc:  # noqa: BLE001 - no 202 unless the order is queued for sure
+            log.error("event_not_queued", flow=name, error=f"{type(exc).__name__}: {exc}")
+            return 503, {"detail": "the state store could not queue the event; send it again"}
+        self._event_run(name)
         log.info("event_accepted", flow=name, order=str(found))
         return 202, {"accepted": True, "order": str(found)}
 
@@ -283,10 +307,14 @@ class Daemon:
                 log.info("flow_triggered", flow=name, upstream=upstream)
 
     def _missed(self, event: JobExecutionEvent) -> None:
-        name = str(event.job_id).split(":")[1] if ":" in str(event.job_id) else event.job_id
+        job = str(event.job_id)
+        name = job.split(":")[1] if ":" in job else job
         why = "still running" if event.code == EVENT_JOB_MAX_INSTANCES else "missed its fire time"
+        if job.startswith("events:"):  # the run in progress takes the queue at its end
+            log.info("event_run_joined", flow=name, reason=why)
+            return
         log.warning("fire_skipped", flow=name, reason=why)
-        self.metrics.run(str(name), "skipped")
+        self.metrics.run(name, "skipped")
 
     def run_now(self, name: str) -> None:
         """Queue a run of ``name`` at once (tests, and a future API)."""
@@ -346,10 +374,14 @@ class Daemon:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Load, schedule, serve; returns at once."""
+        """Load, schedule, serve; returns at once. Events queued before a restart are run."""
         self.load()
         self._serve()
         self.scheduler.start()
+        assert self.store is not None  # load()
+        for name in self.store.pending.flows_waiting():
+            if name in self.flows:
+                self._event_run(name)
         self.metrics.up.set(1)
         log.info(
             "daemon_started",
