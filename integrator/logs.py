@@ -21,20 +21,47 @@ def _redacting(redactor: Redactor) -> Any:
     return processor
 
 
+def _keep(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
+    return event
+
+
+def _without_traceback(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
+    """The console shows an internal error's type and message; its traceback is in the run's
+    log file (and on the console with --debug)."""
+    exc_info = event.pop("exc_info", None)
+    if exc_info:
+        exc = exc_info[1] if isinstance(exc_info, tuple) else sys.exc_info()[1]
+        if exc is not None:
+            event.setdefault("error", f"{type(exc).__name__}: {exc}")
+        event["traceback"] = "in the run log; --debug shows it here"
+    return event
+
+
 def configure_logging(
-    level: str = "INFO", *, json: bool = False, secrets: Iterable[str] = ()
+    level: str = "INFO",
+    *,
+    json: bool = False,
+    secrets: Iterable[str] = (),
+    tracebacks: bool = False,
 ) -> None:
-    """Route structlog to stderr; every event passes the redactor first."""
+    """Route structlog to stderr; every event passes the redactor first. Tracebacks: in JSON
+    (the daemon's logs, as a field), on the console only with ``tracebacks`` (--debug)."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    exceptions: Any = (
+        structlog.processors.format_exc_info
+        if json
+        else (_keep if tracebacks else _without_traceback)
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
+            exceptions,
             _redacting(Redactor(secrets)),
             renderer,
         ],

@@ -47,14 +47,18 @@ def state_store(ctx: click.Context) -> Store:
 def load(ctx: click.Context, *, strict: bool = True) -> Project:
     """Load the project named by ``--config`` and configure logging."""
     project = load_project(Path(ctx.obj["config"]), strict=strict)
-    configure_logging(project.app.log_level, secrets=project.app.secrets)
+    configure_logging(
+        project.app.log_level, secrets=project.app.secrets, tracebacks=ctx.obj["debug"]
+    )
     return project
 
 
 def load_quiet(ctx: click.Context) -> Project:
     """The project without its secrets (for commands that call no connector); logging on."""
     project = load_project(Path(ctx.obj["config"]), need_secrets=False)
-    configure_logging(project.app.log_level, secrets=project.app.secrets)
+    configure_logging(
+        project.app.log_level, secrets=project.app.secrets, tracebacks=ctx.obj["debug"]
+    )
     return project
 
 

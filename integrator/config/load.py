@@ -415,13 +415,16 @@ def _stage_spec(doc: YamlDoc, entry: Any, key: str, issues: list[ConfigIssue]) -
     return None
 
 
-def load_flow(path: Path, app: AppConfig, issues: list[ConfigIssue]) -> FlowConfig | None:
-    """Parse one flow file; issues are appended; None only when it is not readable YAML."""
+def load_flow(
+    path: Path, app: AppConfig, issues: list[ConfigIssue], *, need_secrets: bool = True
+) -> FlowConfig | None:
+    """Parse one flow file; issues are appended; None only when it is not readable YAML.
+    ``need_secrets=False``: an unset variable is tolerated (trace mode calls nothing)."""
     doc, errs = read_yaml(path)
     issues.extend(errs)
     if doc is None:
         return None
-    data = interpolate(doc, os.environ, issues, set(), app.base_dir)
+    data = interpolate(doc, os.environ, issues, set(), app.base_dir, lenient=not need_secrets)
     o = Options(data, doc, "", issues, _FLOW_KEYS)
     names = {c.name for c in app.connectors}
 
@@ -526,7 +529,9 @@ def _schedule(raw: dict[str, Any], doc: YamlDoc, issues: list[ConfigIssue]) -> S
     return schedule
 
 
-def load_flows(app: AppConfig, issues: list[ConfigIssue]) -> list[FlowConfig]:
+def load_flows(
+    app: AppConfig, issues: list[ConfigIssue], *, need_secrets: bool = True
+) -> list[FlowConfig]:
     """Every ``*.yaml``/``*.yml`` in the flows directory (not its subdirectories)."""
     if not app.flows_dir.is_dir():
         issues.append(
@@ -536,7 +541,7 @@ def load_flows(app: AppConfig, issues: list[ConfigIssue]) -> list[FlowConfig]:
     flows: list[FlowConfig] = []
     names: dict[str, str] = {}
     for path in sorted([*app.flows_dir.glob("*.yaml"), *app.flows_dir.glob("*.yml")]):
-        flow = load_flow(path, app, issues)
+        flow = load_flow(path, app, issues, need_secrets=need_secrets)
         if flow is None:
             continue
         if flow.name in names:

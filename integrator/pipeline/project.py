@@ -72,7 +72,7 @@ def load_project(config_path: Path, *, strict: bool = True, need_secrets: bool =
     issues: list[ConfigIssue] = []
     flows: dict[str, BuiltFlow] = {}
     all_warnings: list[str] = []
-    for fc in load_flows(app, issues):
+    for fc in load_flows(app, issues, need_secrets=need_secrets):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # reported through stage warnings
             stages, warns = build_stages(app, fc, issues)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -176,6 +177,8 @@ class Runner:
             # ends with a clear status instead of a traceback and a run left `running`
             result.error = run.redactor.scrub(f"internal error: {type(exc).__name__}: {exc}")
             log.exception("run_crashed", flow=run.flow.name, run_id=run.run_id)
+            run.write_log({"event": "run_crashed", "error": result.error,
+                           "traceback": traceback.format_exc()})  # fmt: skip
         finally:
             for stage in reversed(opened):
                 try:
@@ -248,14 +251,16 @@ class Runner:
                 if self._stopping() or (self.limit is not None and taken >= self.limit):
                     break
                 if ref.number in seen:
-                    self._count(result, Outcome(ref.number, "skipped", "", LISTED_TWICE))
+                    self._count(result, Outcome(ref.number, "skipped", "", reason=LISTED_TWICE))
                     continue
                 seen.add(ref.number)
                 entry = run.ledger.entry(ref.number) if run.mode is not Mode.TRACE else None
                 admission = run.ledger.admit(entry, replay=run.replay)
                 if admission.skip:
                     state = entry.state if entry else "new"
-                    self._count(result, Outcome(ref.number, "skipped", state, admission.skip))
+                    self._count(
+                        result, Outcome(ref.number, "skipped", state, reason=admission.skip)
+                    )
                     continue
                 taken += 1
                 if not self._slot(slots):
@@ -263,7 +268,7 @@ class Runner:
                 fut = pool.submit(self.process_order, ref, entry, admission)
                 futures.add(fut)
                 fut.add_done_callback(done)
-        except BaseException:
+        except KeyboardInterrupt:
             at_once = True  # a second signal: stop now, the orders in flight keep their state
             raise
         finally:
@@ -484,27 +489,35 @@ class Runner:
             "and it is tried again next run: please report it (run with --debug for details)"
         )
         log.exception("order_internal_error", order=track.number, error=msg)
+        trace = traceback.format_exc()
         track.writing = False
         try:
             self._apply(track, Fact.INTERNAL_ERROR, msg)
         except Exception:
             log.exception("internal_error_not_recorded", order=track.number)
-        self._log_end(track.number, track.state, "failed", msg, {})
+        self._log_end(track.number, track.state, "failed", msg, {}, trace)
         return Outcome(track.number, "failed", track.state, msg, "internal error")
 
     def _log_end(
-        self, number: str, state: State, status: str, message: str, logs: dict[str, str]
+        self,
+        number: str,
+        state: State,
+        status: str,
+        message: str,
+        logs: dict[str, str],
+        trace: str = "",
     ) -> None:
         """Append the order's end to the run log (the store has it with the last change)."""
-        self.run.write_log(
-            {
-                "event": f"order_{status}",
-                "order": number,
-                "state": state.value,
-                "error": message or None,
-                "log": logs,
-            }
-        )
+        record: dict[str, Any] = {
+            "event": f"order_{status}",
+            "order": number,
+            "state": state.value,
+            "error": message or None,
+            "log": logs,
+        }
+        if trace:
+            record["traceback"] = trace
+        self.run.write_log(record)
 
 
 def _store_error(exc: BaseException) -> str:

@@ -119,12 +119,15 @@ class QueryCheckStage(Stage):
         )
         what = conn.describe(self.method, conn.url(url))
         if resp.status_code in self.failure:
-            raise RetriableError(
+            exc = RetriableError(
                 f"query_check {what} answered {resp.status_code}, listed in "
                 "failure_status_codes; the order is retried on the next run",
                 stage=self.name,
                 status=resp.status_code,
             )
+            if resp.status_code >= 500:  # the ERP, not the order: the circuit breaker counts it
+                exc.connector, exc.failure = conn.name, f"{resp.status_code // 100}xx"
+            raise exc
         found = False
         answer: Any = None
         if resp.status_code not in self.not_found:

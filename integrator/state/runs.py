@@ -41,7 +41,7 @@ class Runs:
 
     def start(self, flow: str, *, dry_run: bool = False, log_file: str = "") -> int:
         """Record a run's start; returns its id."""
-        with self.store.transaction() as c:
+        with self.store.transaction(deferred=False) as c:
             res = c.execute(
                 insert(runs).values(
                     flow=flow,
@@ -66,7 +66,7 @@ class Runs:
         error: str | None = None,
     ) -> None:
         """Record a run's end, its counts and why orders were skipped."""
-        with self.store.transaction() as c:
+        with self.store.transaction(deferred=False) as c:
             c.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -84,7 +84,7 @@ class Runs:
     def close_abandoned(self, flow: str) -> int:
         """Close the runs of ``flow`` still marked running as ``interrupted``. Only for a
         caller holding the flow's lock. Returns how many."""
-        with self.store.transaction() as c:
+        with self.store.transaction(deferred=False) as c:
             return int(
                 c.execute(
                     update(runs)

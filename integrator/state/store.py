@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -44,6 +45,8 @@ from integrator.state.watermarks import Watermarks
 __all__ = ["DEFER_SECONDS", "DriverSQL", "StateStoreError", "Store"]
 
 DEFER_SECONDS = 0.5  # the longest a deferred write waits for another transaction
+
+log = structlog.get_logger("integrator.store")
 
 
 class StateStoreError(FatalError):
@@ -113,17 +116,21 @@ class Store:
             yield self._writer
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A write transaction; the deferred writes of every thread ride on it."""
+    def transaction(self, *, deferred: bool = True) -> Iterator[Connection]:
+        """A write transaction; the deferred writes of every thread ride on it (not with
+        ``deferred=False``: a run's own record must not fail with an order's write)."""
         with self._write_lock, self._begin() as conn:
+            if not deferred:
+                yield conn
+                return
             with self._deferred_lock:
-                deferred, self._deferred = self._deferred, []
+                deferred_writes, self._deferred = self._deferred, []
             try:
-                for write in deferred:
+                for write in deferred_writes:
                     write(conn)
             except BaseException:
                 with self._deferred_lock:
-                    self._deferred[:0] = deferred
+                    self._deferred[:0] = deferred_writes
                 raise
             yield conn
 
@@ -190,8 +197,13 @@ class Store:
         return conn
 
     def close(self) -> None:
-        """Commit what is deferred; release the connection pool."""
-        self.flush()
+        """Commit what is deferred (what cannot be is harmless to lose: those orders stay
+        `sent` and resume after the write); release the connection pool."""
+        try:
+            self.flush()
+        except SQLAlchemyError as exc:
+            log.warning("deferred_writes_lost", store=self.safe_url, error=str(exc).splitlines()[0])
+            self._deferred = []
         with self._readers_lock:
             readers, self._readers = self._readers, []
         for conn in readers:

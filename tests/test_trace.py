@@ -1,0 +1,36 @@
+"""Trace mode (``test-flow``, the golden tests) is the real runner calling nothing: on every
+shipped flow, the Omnium project's included, no sandbox server sees a single call."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from conftest import ROOT, Project, make_project, stats
+
+from integrator.sandbox import running_sandbox
+
+
+def test_test_flow_calls_nothing_on_any_shipped_flow(tmp_path: Path) -> None:
+    with running_sandbox(25, omnium_port=0) as sb:
+        assert sb.omnium is not None
+        servers = {"omnitron": sb.omnitron.url, "erp": sb.erp.url, "omnium": sb.omnium.url}
+        before = {name: stats(url) for name, url in servers.items()}
+        main = make_project(tmp_path, sb.env())
+        shutil.copytree(ROOT / "flows" / "omnium", tmp_path / "omnium")
+        omnium = Project(tmp_path / "omnium", sb.env())
+        shown = 0
+        for project in (main, omnium):
+            cases = sorted((project.root / "flows" / "tests").glob("*/*.order.json"))
+            assert cases
+            for case in cases:
+                r = project.run("test-flow", case.parent.name, "--order", str(case))
+                assert r.code == 0, r.out + r.err
+                trace = json.loads(r.out)
+                shown += sum(len(s.get("would_send", [])) for s in trace["stages"])
+            golden = project.run("test-flow", "--golden")
+            assert golden.code == 0 and f"{len(cases)} passed, 0 failed" in golden.out, golden.out
+        after = {name: stats(url) for name, url in servers.items()}
+    assert shown >= 8  # the calls the flows would make are shown...
+    assert after == before  # ...and none is made
