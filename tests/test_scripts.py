@@ -392,7 +392,7 @@ def test_test_flow_and_golden_diff(tmp_path: Path) -> None:
     env = {k: "" for k in ("OMNITRON_USERNAME", "OMNITRON_PASSWORD", "ERP_TOKEN")}
     r = p.run("test-flow", "--golden", env=env)
     assert r.code == 0, r.out + r.err
-    assert "ok   order_flow/with_discount" in r.out and "1 passed, 0 failed" in r.out
+    assert "ok   order_flow/with_discount" in r.out and "2 passed, 0 failed" in r.out
     spec = p.root / "flows" / "specs" / "order_to_erp.json"
     spec.write_text(spec.read_text().replace('"amount": "total"', '"amount": "amount_total"'))
     r = p.run("test-flow", "--golden")

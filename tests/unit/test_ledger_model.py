@@ -71,10 +71,10 @@ class MortalStore(Store):
             super().flush()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, *, deferred: bool = True) -> Iterator[Connection]:
         if self.dead:
             raise Crash
-        with super().transaction() as c:
+        with super().transaction(deferred=deferred) as c:
             yield c
 
 
