@@ -202,7 +202,8 @@ class Runner:
         markers = [s for s in self.order_stages if s.marks]
         if run.mode is not Mode.RUN or not markers or run.only_order or self.records is not None:
             return
-        for entry in run.ledger.unsettled(run.ledger.policy.settle_seconds, limit):
+        # Every such row is an earlier run's (this run holds the flow's lock), whatever its age.
+        for entry in run.ledger.unsettled(0.0, limit):
             if self._stopping():
                 return
             if markers[-1].is_marked(run, entry.order_pk or "", entry.order_number):
