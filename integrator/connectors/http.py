@@ -200,6 +200,16 @@ class Connector:
                 self._sleep(delay)
                 attempt += 1
 
+    def read_object(self, path: str) -> dict[str, Any] | None:
+        """``GET path`` as a JSON object; None when it is absent, unreadable or not an object
+        (for questions whose answer may be "cannot tell")."""
+        try:
+            resp = self.request("GET", path, ok_status=frozenset({404}))
+            found = parse_json(resp, self.describe("GET", self.url(path)))
+        except OrderError:
+            return None
+        return found if resp.status_code != 404 and isinstance(found, dict) else None
+
     def _refused(self, exc: PermanentError, relogged: bool) -> AuthenticationError:
         """A 401/403 that a fresh login did not cure (or a static credential): the run stops."""
         after = "after a fresh login" if relogged else "to its static credentials"

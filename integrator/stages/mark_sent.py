@@ -10,8 +10,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
-from integrator.connectors.http import parse_json
-from integrator.errors import OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
 from integrator.stages.check_response import DEFAULTS, default_mapping_data
@@ -100,11 +98,7 @@ class MarkSentStage(Stage):
 
     def is_marked(self, run: RunContext, pk: str, number: str) -> bool | None:
         """Omnitron's ``is_send`` on the order now (None when it cannot be read)."""
-        path = self._url(self.order_path, pk)
-        try:
-            order = parse_json(run.source.request("GET", path), f"{run.source.name} {path}")
-        except OrderError:
-            return None
-        if not isinstance(order, dict) or str(order.get("number", number)) != number:
+        order = run.source.read_object(self._url(self.order_path, pk))
+        if order is None or str(order.get("number", number)) != number:
             return None
         return order.get("is_send") is True

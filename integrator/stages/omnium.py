@@ -303,11 +303,5 @@ class OmniumMarkStage(Stage):
 
     def is_marked(self, run: RunContext, pk: str, number: str) -> bool | None:
         """The order's Omnium status is the one this step writes (None: cannot be read)."""
-        try:
-            resp = run.source.request("GET", f"/api/Orders/{pk}", ok_status=frozenset({404}))
-            order = parse_json(resp, f"{run.source.name} order")
-        except OrderError:
-            return None
-        if resp.status_code == 404 or not isinstance(order, dict):
-            return None
-        return order.get("Status") == self.status
+        order = run.source.read_object(f"/api/Orders/{pk}")
+        return None if order is None else order.get("Status") == self.status
