@@ -34,3 +34,37 @@ def test_test_flow_calls_nothing_on_any_shipped_flow(tmp_path: Path) -> None:
         after = {name: stats(url) for name, url in servers.items()}
     assert shown >= 8  # the calls the flows would make are shown...
     assert after == before  # ...and none is made
+
+
+def test_planning_an_export_builds_no_client(tmp_path: Path) -> None:
+    """A Kafka producer connects as soon as it is made: trace mode must not make one. The
+    "broker" is a listening socket; no connection may reach its backlog."""
+    import socket
+
+    with running_sandbox(5) as sb, socket.socket() as broker:
+        broker.bind(("127.0.0.1", 0))
+        broker.listen(16)
+        broker.setblocking(False)
+        port = broker.getsockname()[1]
+        project = make_project(tmp_path, sb.env())
+        cfg = project.root / "config.yaml"
+        cfg.write_text(
+            cfg.read_text().replace(
+                "connectors:\n",
+                f"connectors:\n  - Name: Kafka\n    Host: kafka://127.0.0.1:{port}\n"
+                "    Properties: [{Key: Topic, Value: orders}]\n",
+                1,
+            )
+        )
+        project.edit_flow("  - mark_sent\n", "  - mark_sent\n  - export: {Connector: Kafka}\n")
+        order = project.root / "flows" / "tests" / "order_flow" / "with_discount.order.json"
+        r = project.run("test-flow", "order_flow", "--order", str(order))
+        assert r.code == 0, r.out + r.err
+        export = next(s for s in json.loads(r.out)["stages"] if s["stage"] == "export")
+        assert export["would_send"][0]["url"] == f"kafka://127.0.0.1:{port}"
+        try:
+            broker.accept()
+            connected = True
+        except BlockingIOError:
+            connected = False
+        assert not connected, "trace mode connected to the Kafka broker"

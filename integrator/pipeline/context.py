@@ -135,10 +135,12 @@ class RunContext:
 
     def plan(self, ex: Exchange, connector: Connector, method: str, path: str, body: Any) -> None:
         """Record a request a dry run would send."""
+        self.plan_to(ex, connector.name, method, connector.url(path), body)
+
+    def plan_to(self, ex: Exchange, connector: str, method: str, url: str, body: Any) -> None:
+        """Record a request a dry run would send, to ``url`` through ``connector``."""
         self.planned.append(
-            PlannedRequest(
-                ex.number, connector.name, method, connector.url(path), self.redactor.redact(body)
-            )
+            PlannedRequest(ex.number, connector, method, url, self.redactor.redact(body))
         )
 
     # ------------------------------------------------------------ run log

@@ -2,11 +2,11 @@
 
 The engine runs stages; the ledger (``state/ledger.py``) decides order states. Per order:
 
-1. the listing thread asks the ledger where the order starts (:meth:`Ledger.admit`): skipped
-   (quarantined, backing off, a write still settling, listed twice in this run), or started
-   with a fact (read, resumed after the write, settling an earlier write, re-listed after
-   done, delivered to another target);
-2. a worker fetches it and runs the stages, each as the run's mode allows (capabilities, never
+1. the listing thread drops an order listed twice in this run; a worker asks the ledger where
+   the order starts (:meth:`Ledger.admit`): skipped (quarantined, backing off, a write still
+   settling), or started with a fact (read, resumed after the write, settling an earlier
+   write, re-listed after done, delivered to another target);
+2. the worker fetches it and runs the stages, each as the run's mode allows (capabilities, never
    names): a dry run plans what has side effects, and everything after a planned write; a
    trace plans what calls out and takes the write's answer from a recording;
 3. the order's end is a fact: done, or its failure classified (``ledger.classify``).
@@ -143,6 +143,7 @@ class Runner:
         writers = [i for i, s in enumerate(self.order_stages) if s.writes]
         self.write_index = writers[0] if writers else -1
         self._lock = threading.Lock()
+        self._taken = 0  # orders admitted (--limit counts these, not the skipped ones)
         self._stopped: BaseException | None = None  # why the run stops taking orders
         self.traced: list[Exchange] = []  # trace mode: every exchange, for the workbench
 
@@ -236,37 +237,29 @@ class Runner:
     def _process_all(self, result: RunResult, workers: int) -> None:
         run = self.run
         slots = threading.BoundedSemaphore(workers * 2)  # read ahead, but memory stays flat
-        futures: set[Future[Outcome]] = set()
+        futures: set[Future[Outcome | None]] = set()
         seen: set[str] = set()
-        taken = 0
 
-        def done(f: Future[Outcome]) -> None:
+        def done(f: Future[Outcome | None]) -> None:
             slots.release()
             if not f.cancelled() and f.exception() is None:
-                self._count(result, f.result())
+                outcome = f.result()
+                if outcome is not None:  # None: past --limit, not taken
+                    self._count(result, outcome)
 
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{run.flow.name}-order")
         at_once = False
         try:
             for ref in self._listing():
-                if self._stopping() or (self.limit is not None and taken >= self.limit):
+                if self._stopping() or self._limit_reached():
                     break
                 if ref.number in seen:
                     self._count(result, Outcome(ref.number, "skipped", "", reason=LISTED_TWICE))
                     continue
                 seen.add(ref.number)
-                entry = run.ledger.entry(ref.number) if run.mode is not Mode.TRACE else None
-                admission = run.ledger.admit(entry, replay=run.replay)
-                if admission.skip:
-                    state = entry.state if entry else "new"
-                    self._count(
-                        result, Outcome(ref.number, "skipped", state, reason=admission.skip)
-                    )
-                    continue
-                taken += 1
                 if not self._slot(slots):
                     break
-                fut = pool.submit(self.process_order, ref, entry, admission)
+                fut = pool.submit(self.admit_and_process, ref)
                 futures.add(fut)
                 fut.add_done_callback(done)
         except KeyboardInterrupt:
@@ -291,6 +284,25 @@ class Runner:
         stop = self._stopped or (errors[0] if errors else None)
         if stop is not None and not result.interrupted:
             raise stop
+
+    def _limit_reached(self) -> bool:
+        with self._lock:
+            return self.limit is not None and self._taken >= self.limit
+
+    def admit_and_process(self, ref: OrderRef) -> Outcome | None:
+        """In a worker: ask the ledger where the order starts (or why it is skipped), then
+        process it. None when ``--limit`` orders were taken already (this one is not)."""
+        run = self.run
+        entry = run.ledger.entry(ref.number) if run.mode is not Mode.TRACE else None
+        admission = run.ledger.admit(entry, replay=run.replay)
+        if admission.skip:
+            state = entry.state if entry else "new"
+            return Outcome(ref.number, "skipped", state, reason=admission.skip)
+        with self._lock:
+            if self.limit is not None and self._taken >= self.limit:
+                return None
+            self._taken += 1
+        return self.process_order(ref, entry, admission)
 
     def _slot(self, slots: threading.BoundedSemaphore) -> bool:
         """Wait for room in the pool; False (no slot taken) once the run is stopping, which a

@@ -137,13 +137,21 @@ class ExportStage(Stage):
         return exporter
 
     def plan(self, ex: Exchange) -> None:
-        """Dry run: the export it would make."""
-        assert self.run is not None
-        try:
-            exporter = self._exporter(self._market(ex))
-        except OrderError:
-            return
-        self.run.plan(ex, exporter.connector, "EXPORT", self.connector, None)
+        """Dry run or trace: the export it would make, to which connector. The exporter is not
+        built: some clients connect as they are made (Kafka's producer)."""
+        run = self.run
+        assert run is not None
+        market = self._market(ex)
+        cfg = resolve_connector(
+            run.app.connectors,
+            self.connector,
+            connector_id=self.connector_id,
+            market=market,
+            market_groups=run.app.groups_of(market) if market else (),
+        )
+        if cfg is not None:
+            where = cfg.host or f"{self.connector} (connection string)"
+            run.plan_to(ex, cfg.name, "EXPORT", where, {"connector_id": cfg.connector_id})
 
     def process(self, ex: Exchange) -> None:
         """Export, or record why not."""
