@@ -237,15 +237,24 @@ class Runner:
     def _process_all(self, result: RunResult, workers: int) -> None:
         run = self.run
         slots = threading.BoundedSemaphore(workers * 2)  # read ahead, but memory stays flat
-        futures: set[Future[Outcome | None]] = set()
+        futures: set[Future[Outcome | None]] = set()  # in flight only: memory stays flat
+        errors: list[BaseException] = []
         seen: set[str] = set()
 
         def done(f: Future[Outcome | None]) -> None:
+            with self._lock:
+                futures.discard(f)
             slots.release()
-            if not f.cancelled() and f.exception() is None:
-                outcome = f.result()
-                if outcome is not None:  # None: past --limit, not taken
-                    self._count(result, outcome)
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is not None:
+                with self._lock:
+                    errors.append(exc)
+                return
+            outcome = f.result()
+            if outcome is not None:  # None: past --limit, not taken
+                self._count(result, outcome)
 
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{run.flow.name}-order")
         at_once = False
@@ -260,27 +269,29 @@ class Runner:
                 if not self._slot(slots):
                     break
                 fut = pool.submit(self.admit_and_process, ref)
-                futures.add(fut)
+                with self._lock:
+                    futures.add(fut)
                 fut.add_done_callback(done)
         except KeyboardInterrupt:
             at_once = True  # a second signal: stop now, the orders in flight keep their state
             raise
         finally:
+            with self._lock:
+                pending = set(futures)
             if self._stopping():
-                for f in futures:
+                for f in pending:
                     f.cancel()  # taken but not started: left for the next run
             if self._stopping() and run.stop is not None and run.stop.is_set():
                 result.interrupted = True
                 log.info("run_stopping", flow=run.flow.name, reason="stop requested")
-            futures = {f for f in futures if not f.cancelled()}
-            left = set() if at_once else futures
+            pending = {f for f in pending if not f.cancelled()}
+            left = set() if at_once else pending
             if not at_once:
-                left = wait(futures, timeout=self.grace if result.interrupted else None).not_done
+                left = wait(pending, timeout=self.grace if result.interrupted else None).not_done
             pool.shutdown(wait=not (left or at_once), cancel_futures=True)
             result.abandoned = len(left)
             if left:
                 log.error("grace_period_over", flow=run.flow.name, orders_in_flight=len(left))
-        errors = [f.exception() for f in futures if f.done() and f.exception() is not None]
         stop = self._stopped or (errors[0] if errors else None)
         if stop is not None and not result.interrupted:
             raise stop
