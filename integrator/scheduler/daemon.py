@@ -44,6 +44,12 @@ __all__ = ["Daemon"]
 log = structlog.get_logger("integrator.daemon")
 
 
+class _Server(ThreadingHTTPServer):
+    """http.server's default listen backlog (5) resets connections in a burst of events."""
+
+    request_queue_size = 128
+
+
 class Daemon:
     """The scheduler, the flows it runs, and the operators' endpoint."""
 
@@ -362,7 +368,7 @@ class Daemon:
                 self.wfile.write(body)
 
         try:
-            self.http = ThreadingHTTPServer((self.host, self.port), Handler)
+            self.http = _Server((self.host, self.port), Handler)
         except OSError as exc:
             raise FatalError(
                 f"cannot listen on {self.host}:{self.port} for /healthz and /metrics: "
