@@ -10,6 +10,7 @@
      │         └── CircuitOpen   one connector failed the same way for N orders in a row
      ├── OrderError              this order fails; the others go on
      │    ├── RetriableError     timeouts, 5xx, 408, 429: retried on the next run
+     │    │    └── UnreadableAnswer  not JSON, too large or too deep: the server's fault
      │    ├── AmbiguousWriteError the ERP may or may not have the order: settle before resending
      │    └── PermanentError     other 4xx, script or mapping errors: back off, then quarantine
      └── SkipOrder               not a failure: the order is not due (backoff, quarantine)
@@ -34,6 +35,7 @@ __all__ = [
     "RetriableError",
     "SkipOrder",
     "SystemicError",
+    "UnreadableAnswer",
 ]
 
 
@@ -126,6 +128,11 @@ class RetriableError(OrderError):
     ) -> None:
         super().__init__(message, stage=stage, status=status)
         self.reached, self.retry_after = reached, retry_after
+
+
+class UnreadableAnswer(RetriableError):
+    """An answer that cannot be read (not JSON, too large, too deep, not UTF-8, NaN): the
+    server's failure, not the order's (an ERP's maintenance page answers every call so)."""
 
 
 class AmbiguousWriteError(OrderError):

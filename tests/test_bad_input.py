@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import requests
 from conftest import Project, fault_rule, faults, stats
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from test_order_flow import assert_exactly_once, unsent
 
 from integrator.connectors.http import parse_json
-from integrator.errors import PermanentError
+from integrator.errors import PermanentError, UnreadableAnswer
 from integrator.sandbox import Sandbox
 from integrator.stages.check_response import DEFAULTS, default_mapping_data
 
@@ -175,10 +176,27 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_fuzz_parse_json_bytes(body: bytes) -> None:
+    """Any bytes: a value, or an UnreadableAnswer that names the call (never another error)."""
     try:
-        parse_json(response(body), "POST erp:/api/orders/")
-    except PermanentError as exc:
-        assert "erp:/api/orders/" in str(exc)
+        parse_json(response(body), "POST erp:/api/orders/", "erp")
+    except UnreadableAnswer as exc:
+        assert "erp:/api/orders/" in str(exc) and exc.connector == "erp"
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deep"),
+        (b'{"a": "\xff\xfe"}', "not UTF-8"),
+        (b'{"total": NaN}', "not JSON"),
+        (b'{"total": Infinity}', "not JSON"),
+        (b"9" * 10_000, "not JSON"),
+    ],
+)
+def test_answers_that_cannot_be_read(body: bytes, why: str) -> None:
+    """Deep nesting, invalid UTF-8, NaN and huge numbers end as a clear UnreadableAnswer."""
+    with pytest.raises(UnreadableAnswer, match=why):
+        parse_json(response(body), "GET omnitron:/api/i1/orders/", "omnitron")
 
 
 @settings(max_examples=300, deadline=None)
@@ -189,7 +207,7 @@ def test_fuzz_default_check_response(answer: Any) -> None:
     try:
         parsed = parse_json(response(body), "POST erp:/api/orders/")
         data = default_mapping_data(parsed, DEFAULTS)
-    except PermanentError:
+    except (PermanentError, UnreadableAnswer):
         return
     assert set(data) == {"order", "order_items"}
     assert data["order"]["erp_order_id"] not in (None, "")

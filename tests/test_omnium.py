@@ -171,6 +171,7 @@ def test_scroll_reads_12000_orders_once_each(tmp_path: Path) -> None:
             event=lambda *a: None,
             watermark=lambda: store.watermarks.get(FLOW),
             states=lambda numbers: store.journal.states(FLOW, numbers),
+            done_at=lambda numbers: store.journal.done_at(FLOW, numbers),
         )
         stage = OmniumReadStage(["New", "InProgress"])
         stage.open(run)  # type: ignore[arg-type]

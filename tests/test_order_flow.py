@@ -271,6 +271,7 @@ def test_resolve_resend_after_an_unanswered_write(project: Project, sandbox: San
     """No query_check; a 503 leaves the order ambiguous; the operator checks and resends."""
     numbers = unsent(sandbox)
     bad = numbers[0]
+    project.edit_flow("max_attempts: 5", "max_attempts: 5\nsettle_seconds: 0")
     text = project.flow().read_text()
     project.flow().write_text(
         text[: text.index("  - query_check:")] + text[text.index("  - script:") :]
@@ -309,7 +310,7 @@ def test_permanent_failures_back_off_then_quarantine(project: Project, sandbox: 
     assert r4.code == 0, r4.out + r4.err
     assert_exactly_once(sandbox, numbers)
     events = [m for (m,) in project.sql(f"SELECT message FROM events WHERE order_number='{bad}'")]
-    assert "replayed by hand (was quarantined)" in events
+    assert any(m.startswith("replayed by ") and m.endswith(" (was quarantined)") for m in events)
 
 
 def test_ledger_on_postgresql(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -347,6 +348,7 @@ def test_5xx_on_a_write_is_settled_by_query_check_next_run(
 ) -> None:
     """A 503 answer to a write may hide a created order: stay `sending`, never blindly resend."""
     numbers = unsent(sandbox)
+    project.edit_flow("max_attempts: 5", "max_attempts: 5\nsettle_seconds: 0")
     fault_rule(sandbox.erp.url, action="status", route="create", status=503, numbers=[numbers[0]])
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 1 and "the ERP may have the order" in r.out
@@ -424,7 +426,7 @@ def test_a_settled_order_that_fails_its_new_write_is_not_stuck_in_sending(
     The 503 is about the ERP, not the order: it is not charged; the two 400s are."""
     numbers = unsent(sandbox)
     bad = numbers[0]
-    project.edit_flow("max_attempts: 5", "max_attempts: 2\nbackoff_seconds: 0")
+    project.edit_flow("max_attempts: 5", "max_attempts: 2\nbackoff_seconds: 0\nsettle_seconds: 0")
     fault_rule(sandbox.erp.url, action="status", route="create", status=503, numbers=[bad])
     assert project.run("run-flow", "order_flow", "--no-progress").code == 1
     assert project.state(bad) == "sending"

@@ -27,6 +27,7 @@ __all__ = [
     "console",
     "interruptible",
     "load",
+    "load_lenient",
     "load_quiet",
     "order_progress",
     "print_plan",
@@ -40,13 +41,25 @@ console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isat
 
 def state_store(ctx: click.Context) -> Store:
     """The state store of the project, without needing the connectors' secrets."""
-    app = load_app(Path(ctx.obj["config"]), need_secrets=False)
+    app = load_app(Path(ctx.obj["config"]), need_secrets=False, state_url=ctx.obj["state"])
     return Store(app.state_url)
 
 
 def load(ctx: click.Context, *, strict: bool = True) -> Project:
     """Load the project named by ``--config`` and configure logging."""
-    project = load_project(Path(ctx.obj["config"]), strict=strict)
+    project = load_project(Path(ctx.obj["config"]), strict=strict, state_url=ctx.obj["state"])
+    configure_logging(
+        project.app.log_level, secrets=project.app.secrets, tracebacks=ctx.obj["debug"]
+    )
+    return project
+
+
+def load_lenient(ctx: click.Context) -> Project:
+    """The project without its secrets, and with only the flows that load (one broken flow
+    file must not keep a person from looking at, or settling, the orders of the others)."""
+    project = load_project(
+        Path(ctx.obj["config"]), strict=False, need_secrets=False, state_url=ctx.obj["state"]
+    )
     configure_logging(
         project.app.log_level, secrets=project.app.secrets, tracebacks=ctx.obj["debug"]
     )
@@ -55,7 +68,7 @@ def load(ctx: click.Context, *, strict: bool = True) -> Project:
 
 def load_quiet(ctx: click.Context) -> Project:
     """The project without its secrets (for commands that call no connector); logging on."""
-    project = load_project(Path(ctx.obj["config"]), need_secrets=False)
+    project = load_project(Path(ctx.obj["config"]), need_secrets=False, state_url=ctx.obj["state"])
     configure_logging(
         project.app.log_level, secrets=project.app.secrets, tracebacks=ctx.obj["debug"]
     )

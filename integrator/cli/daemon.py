@@ -63,10 +63,15 @@ def daemon_cmd(
     host, _, port = http.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter(f"expected HOST:PORT, got {http!r}", param_hint="--http")
-    app = load_app(Path(ctx.obj["config"]))
+    app = load_app(Path(ctx.obj["config"]), state_url=ctx.obj["state"])
     configure_logging(app.log_level, json=not console_logs, secrets=app.secrets)
     daemon = Daemon(
-        Path(ctx.obj["config"]), host=host, port=int(port), grace_seconds=grace, watch_seconds=watch
+        Path(ctx.obj["config"]),
+        host=host,
+        port=int(port),
+        grace_seconds=grace,
+        watch_seconds=watch,
+        state_url=ctx.obj["state"],
     )
     daemon.install_signals()
     daemon.start()

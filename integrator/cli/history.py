@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from integrator.cli.common import console, load_quiet, state_store
+from integrator.cli.common import console, load_lenient, state_store
 from integrator.connectors.redact import Redactor
 from integrator.pipeline.project import policy_for
 from integrator.state import Ledger, State
@@ -78,7 +78,7 @@ def orders_group() -> None:
 def orders_show(ctx: click.Context, number: str, flow: str | None) -> int:
     """Journal, events, deliveries and log. attributes of order NUMBER, across runs; and why
     a run would skip it now."""
-    project = load_quiet(ctx)
+    project = load_lenient(ctx)
     store = state_store(ctx)
     try:
         h = store.journal.history(number, flow)

@@ -32,10 +32,17 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
     envvar="INTEGRATOR_CONFIG",
     help="Project configuration (connectors, state store, logging).",
 )
+@click.option(
+    "--state",
+    "state",
+    metavar="URL",
+    envvar="INTEGRATOR_STATE",
+    help="State store URL, instead of config.yaml's (sqlite:///path or postgresql+psycopg://).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 @click.version_option(__version__, prog_name="integrator")
 @click.pass_context
-def cli(ctx: click.Context, config: Path, debug: bool) -> None:
+def cli(ctx: click.Context, config: Path, state: str | None, debug: bool) -> None:
     """Run scheduled integration flows between Omnitron and ERPs, exactly once per order.
 
     \b
@@ -52,6 +59,7 @@ def cli(ctx: click.Context, config: Path, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
+    ctx.obj["state"] = state
     ctx.obj["debug"] = debug
 
 

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from integrator.cli.common import console, load, load_quiet, print_summary, state_store
+from integrator.cli.common import (
+    console,
+    interruptible,
+    load,
+    load_lenient,
+    print_summary,
+    state_store,
+)
 from integrator.cli.workbench import read_json
 from integrator.connectors.redact import Redactor
 from integrator.pipeline import run_flow
@@ -22,6 +31,7 @@ from integrator.pipeline.project import Project, policy_for
 from integrator.state import Fact, Ledger, LedgerError, State, Store
 from integrator.state.journal import JournalEntry
 from integrator.state.ledger import ErrorKind, Track
+from integrator.state.locks import FlowBusy
 
 __all__ = ["COMMANDS"]
 
@@ -56,6 +66,20 @@ def _ledger(project: Project, store: Store, flow: str) -> Ledger:
             "restore its file to act on its orders"
         )
     return Ledger(store, flow, policy_for(project.app, built), Redactor(project.app.secrets))
+
+
+@contextmanager
+def _locked(store: Store, flow: str) -> Iterator[None]:
+    """A person's action waits for no run but runs beside none: the flow's lock, or a clear
+    refusal while a run of it is going on (its orders would move under the action)."""
+    try:
+        with store.locks.hold(flow):
+            yield
+    except FlowBusy:
+        raise click.UsageError(
+            f"flow {flow!r} is running now (a daemon or another command): try again when the "
+            "run ends, so that your action and the run do not cross"
+        ) from None
 
 
 def _apply(
@@ -137,28 +161,33 @@ def release_cmd(
     Orders held after their write resume after it (never written twice); orders held
     because the ERP's copy could not be verified are left for `integrator resolve`.
     """
-    project = load_quiet(ctx)
+    project = load_lenient(ctx)
     store = Store(project.app.state_url)
     released, kept = 0, []
     try:
         ledger = _ledger(project, store, flow)
+        policy = ledger.policy
         who = _who(by)
-        for entry in store.journal.in_state(State.QUARANTINED, flow):
-            if reason and reason.lower() not in (entry.last_error or "").lower():
-                continue
-            if entry.error_kind == ErrorKind.UNVERIFIED:
-                kept.append(entry.order_number)
-                continue
-            why = f"released by {who}" + (f": {note}" if note else "")
-            _apply(ledger, entry, Fact.RELEASED, f"{why} (was quarantined: {entry.last_error})")
-            released += 1
+        with _locked(store, flow):
+            for entry in store.journal.in_state(State.QUARANTINED, flow):
+                if reason and reason.lower() not in (entry.last_error or "").lower():
+                    continue
+                unsettleable = entry.held_state == State.SENDING and not (
+                    policy.can_check or policy.safe_resend
+                )
+                if entry.error_kind == ErrorKind.UNVERIFIED or unsettleable:
+                    kept.append(entry.order_number)  # a person must say what the ERP holds
+                    continue
+                why = f"released by {who}" + (f": {note}" if note else "")
+                _apply(ledger, entry, Fact.RELEASED, f"{why} (was quarantined: {entry.last_error})")
+                released += 1
     finally:
         store.close()
     console.print(f"{released} order(s) of {flow} released; the next run takes them", markup=False)
     if kept:
         console.print(
-            f"left quarantined (the ERP's copy could not be verified; use integrator resolve): "
-            f"{', '.join(kept)}",
+            "left quarantined (whether the ERP has them cannot be told by this flow: check the "
+            f"ERP, then integrator resolve NUMBER --as-sent or --resend): {', '.join(kept)}",
             markup=False,
         )
     return 0
@@ -180,6 +209,7 @@ def replay_cmd(
     """
     project = load(ctx)
     store = Store(project.app.state_url)
+    who = _who(by)
     try:
         name = _flow_of(store, number, flow)
         entry = store.journal.entry(name, number)
@@ -193,15 +223,20 @@ def replay_cmd(
                 "`--resend` (or replay --force)"
             )
         if unknown:
-            _apply(
-                _ledger(project, store, name),
-                entry,
-                Fact.RESOLVED_RESEND,
-                f"replay --force by {_who(by)}: the write is repeated",
-            )
+            with _locked(store, name):
+                _apply(
+                    _ledger(project, store, name),
+                    entry,
+                    Fact.RESOLVED_RESEND,
+                    f"replay --force by {who}: the write is repeated",
+                )
     finally:
         store.close()
-    result, run = run_flow(project, name, only_order=number, replay=True)
+    with interruptible(30.0) as intr:
+        result, run = run_flow(
+            project, name, only_order=number, replay=True, replay_by=who, stop=intr.event,
+            grace=30.0,
+        )  # fmt: skip
     print_summary(result, run)
     if result.ok + result.failed == 0:
         console.print(
@@ -256,25 +291,26 @@ def resolve_cmd(
             "(the ERP's answer, JSON) or --erp-ref ID (the ERP's id of the order)"
         )
     response = read_json(response_file, "--response") if response_file else {"id": erp_ref}
-    project = load_quiet(ctx)
+    project = load_lenient(ctx)
     store = Store(project.app.state_url)
     who = _who(by)
     try:
         name = _flow_of(store, number, flow)
-        entry = store.journal.entry(name, number)
-        assert entry is not None
         ledger = _ledger(project, store, name)
-        if as_sent:
-            _apply(
-                ledger,
-                entry,
-                Fact.RESOLVED_SENT,
-                f"resolved by {who}: the ERP has it",
-                response=response,
-                erp_ref=erp_ref,
-            )
-        else:
-            _apply(ledger, entry, Fact.RESOLVED_RESEND, f"resolved by {who}: write it again")
+        with _locked(store, name):
+            entry = store.journal.entry(name, number)  # read under the lock: no run moves it
+            assert entry is not None
+            if as_sent:
+                _apply(
+                    ledger,
+                    entry,
+                    Fact.RESOLVED_SENT,
+                    f"resolved by {who}: the ERP has it",
+                    response=response,
+                    erp_ref=erp_ref,
+                )
+            else:
+                _apply(ledger, entry, Fact.RESOLVED_RESEND, f"resolved by {who}: write it again")
     finally:
         store.close()
     console.print(

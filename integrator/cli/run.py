@@ -68,6 +68,7 @@ def run_flow_cmd(
             on_order=advance,
             stop=intr.event,
             grace=grace,
+            events=True,  # orders the daemon's events queued are this run's too
         )
     if dry_run:
         print_plan(run)

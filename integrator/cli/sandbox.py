@@ -9,7 +9,7 @@ import threading
 
 import click
 
-from integrator.cli.common import console, load, order_progress, print_summary
+from integrator.cli.common import console, interruptible, load, order_progress, print_summary
 from integrator.pipeline import run_flow
 from integrator.sandbox import SANDBOX_ENV, running_sandbox
 from integrator.state import Store
@@ -92,10 +92,13 @@ def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
         # ledger would be another source and another ERP.
         folder = project.app.base_dir / "state" / "demo"
         shutil.rmtree(folder, ignore_errors=True)
-        store = Store(f"sqlite:///{folder / 'integrator.db'}")
+        url = f"sqlite:///{folder / 'integrator.db'}"
+        store = Store(url)
         try:
-            with order_progress(True) as advance:
-                result, run = run_flow(project, flow, on_order=advance, store=store)
+            with interruptible(30.0) as intr, order_progress(True) as advance:
+                result, run = run_flow(
+                    project, flow, on_order=advance, store=store, stop=intr.event, grace=30.0
+                )
             print_summary(result, run)
             o, e = sb.omnitron.stats(), sb.erp.stats()
             console.print(
@@ -103,9 +106,16 @@ def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
                 f"orders, {e['duplicates']} duplicates"
             )
             console.print(f"ledger: {store.journal.count_states(flow)}")
+            done = store.journal.in_state("done", flow, limit=1)
         finally:
             store.close()
-        console.print("next: integrator runs; integrator orders show NUMBER")
+        state = f"--state {url}"
+        console.print(
+            "next, on the demo's own store (kept until the next demo):\n"
+            f"  integrator {state} runs\n"
+            f"  integrator {state} orders show {done[0].order_number if done else 'NUMBER'}",
+            markup=False,
+        )
     return 0 if result.status == "ok" else 1
 
 

@@ -74,6 +74,8 @@ _FLOW_KEYS = {
     "events",
     "reconcile",
     "stages",
+    "renamed_from",
+    "new_history",
 }
 _SECRET_FIELDS = ("BearerToken", "Password", "ClientAppSecret", "ConnectionString")
 _AUTH_KINDS = ("BearerToken", "TokenLogin", "CookieLogin", "ClientAppId")
@@ -325,11 +327,16 @@ def _oauth(o: Options) -> dict[str, str]:
 
 
 def load_app(
-    path: Path, env: Mapping[str, str] | None = None, *, need_secrets: bool = True
+    path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    need_secrets: bool = True,
+    state_url: str | None = None,
 ) -> AppConfig:
     """Load config.yaml; raise ConfigurationError with every issue found.
 
     ``need_secrets=False`` tolerates unset variables (for commands that only read the store).
+    ``state_url`` (the CLI's ``--state``) replaces the state store URL of config.yaml.
     """
     env = os.environ if env is None else env
     doc, issues = read_yaml(path)
@@ -342,7 +349,7 @@ def load_app(
     state = Options(o.data.get("state"), doc, "state", issues, {"url"})
     log = Options(o.data.get("logging"), doc, "logging", issues, {"level", "dir"})
     default_url = f"sqlite:///{base / 'state' / 'integrator.db'}"
-    url = state.get("url", str, default_url)
+    url = state_url or state.get("url", str, default_url)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = f"sqlite:///{base / url[len('sqlite:///') :]}"
     level = log.get(
@@ -476,10 +483,16 @@ def load_flow(
         description=o.get("description", str, ""),
         events=_events(o, doc),
         reconcile=_reconcile(o, doc, issues),
+        renamed_from=tuple(str(n) for n in _names(o.get("renamed_from", list, []))),
+        new_history=o.get("new_history", bool, False),
         doc=doc,
     )
     # Returned even with issues, so that its stages are checked too (all errors at once).
     return flow
+
+
+def _names(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def _events(o: Options, doc: YamlDoc) -> EventSettings | None:

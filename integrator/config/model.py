@@ -136,6 +136,8 @@ class FlowConfig:
     description: str = ""
     events: EventSettings | None = None
     reconcile: ReconcileSettings | None = None
+    renamed_from: tuple[str, ...] = ()  # earlier names: their history is this flow's
+    new_history: bool = False  # not a rename of a flow whose history the store holds
     doc: YamlDoc | None = field(default=None, compare=False, repr=False)
 
 

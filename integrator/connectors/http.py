@@ -26,6 +26,7 @@ from integrator.errors import (
     OrderError,
     PermanentError,
     RetriableError,
+    UnreadableAnswer,
 )
 from integrator.metrics import Metrics
 
@@ -39,24 +40,33 @@ _MAX_ERROR_BODY = 200
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-def parse_json(resp: requests.Response, what: str) -> Any:
-    """The JSON body of ``resp``; a clear PermanentError when it is not JSON or too large."""
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(resp: requests.Response, what: str, connector: str = "") -> Any:
+    """The JSON body of ``resp``; an UnreadableAnswer (a retriable failure of the server,
+    tagged with ``connector`` for the circuit breaker) when it is too large, not UTF-8, not
+    JSON (NaN and Infinity included), or nested too deep."""
     if not resp.content:
         return None
     if len(resp.content) > MAX_BODY_BYTES:
-        raise PermanentError(
-            f"{what} answered {resp.status_code} with {len(resp.content):,} bytes, more than "
-            f"the {MAX_BODY_BYTES:,} an answer may have",
-            status=resp.status_code,
-        )
-    try:
-        return resp.json()
-    except ValueError:
-        ctype = resp.headers.get("Content-Type", "unknown content type")
-        raise PermanentError(
-            f"{what} answered {resp.status_code} with a body that is not JSON ({ctype})",
-            status=resp.status_code,
-        ) from None
+        why = f"{len(resp.content):,} bytes, more than the {MAX_BODY_BYTES:,} an answer may have"
+    else:
+        try:
+            return json.loads(resp.content.decode("utf-8"), parse_constant=_no_constant)
+        except UnicodeDecodeError:
+            why = "a body that is not UTF-8"
+        except RecursionError:
+            why = "JSON nested too deep to read"
+        except ValueError:  # not JSON, NaN/Infinity, a number too long to convert
+            ctype = resp.headers.get("Content-Type", "unknown content type")
+            why = f"a body that is not JSON ({ctype})"
+    exc = UnreadableAnswer(
+        f"{what} answered {resp.status_code} with {why}", status=resp.status_code
+    )
+    exc.connector, exc.failure = connector, "unreadable answer"
+    raise exc
 
 
 class Connector:
@@ -205,7 +215,7 @@ class Connector:
         (for questions whose answer may be "cannot tell")."""
         try:
             resp = self.request("GET", path, ok_status=frozenset({404}))
-            found = parse_json(resp, self.describe("GET", self.url(path)))
+            found = parse_json(resp, self.describe("GET", self.url(path)), self.name)
         except OrderError:
             return None
         return found if resp.status_code != 404 and isinstance(found, dict) else None

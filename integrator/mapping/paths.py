@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import jmespath
 from jsonpath_ng.ext.parser import parse as jsonpath_parse
@@ -42,14 +43,20 @@ def _lookup(expr: str, order: Any, attributes: Mapping[str, str]) -> Any:
     return attributes.get(expr)
 
 
-def render(template: str, order: Any, attributes: Mapping[str, str]) -> str:
-    """``${_order.number}`` from the order document, ``${name}`` from the attributes."""
+def render(template: str, order: Any, attributes: Mapping[str, str], *, url: bool = False) -> str:
+    """``${_order.number}`` from the order document, ``${name}`` from the attributes.
+
+    ``url``: the template is a URL or a path, and each value is percent-encoded, so that a
+    value holding ``&``, ``#``, ``+``, ``/`` or ``?`` stays one value (an order number
+    ``A&part=2`` must not ask the ERP about order ``A``).
+    """
 
     def sub(m: re.Match[str]) -> str:
         value = _lookup(m.group(1).strip(), order, attributes)
         if value is None:
             return ""
-        return value if isinstance(value, str) else json.dumps(value)
+        text = value if isinstance(value, str) else json.dumps(value)
+        return quote(text, safe="") if url else text
 
     return _PLACEHOLDER.sub(sub, template)
 

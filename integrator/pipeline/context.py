@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -73,6 +74,7 @@ class RunContext:
     metrics: Metrics = field(default_factory=Metrics)
     stop: threading.Event | None = None  # set: take no new order (a signal, the daemon stops)
     replay: bool = False  # `integrator replay`: quarantine and backoff do not hold the order
+    replay_by: str = "hand"  # who asked for the replay (recorded on the order's event)
     breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker({}))
     # Trace mode: the write's answer (recorded, or the sandbox's shape) and its status code.
     trace_answer: Callable[[Exchange], tuple[Any, int]] | None = None
@@ -119,6 +121,12 @@ class RunContext:
             return {}
         return self.store.journal.states(self.flow.name, numbers)
 
+    def done_at(self, numbers: Iterable[str]) -> dict[str, dt.datetime]:
+        """When these orders were completed (only those that are done)."""
+        if self.store is None:
+            return {}
+        return self.store.journal.done_at(self.flow.name, numbers)
+
     def watermark(self) -> str | None:
         """The flow's delta-polling watermark."""
         return None if self.store is None else self.store.watermarks.get(self.flow.name)
@@ -144,6 +152,10 @@ class RunContext:
         )
 
     # ------------------------------------------------------------ run log
+    def stopping(self) -> bool:
+        """A stop was asked for (a signal, the daemon stopping): take no new order."""
+        return self.stop is not None and self.stop.is_set()
+
     @property
     def dry_run(self) -> bool:
         """Nothing is written: a dry run or a trace."""

@@ -63,12 +63,19 @@ class Project:
         )
 
 
-def load_project(config_path: Path, *, strict: bool = True, need_secrets: bool = True) -> Project:
+def load_project(
+    config_path: Path,
+    *,
+    strict: bool = True,
+    need_secrets: bool = True,
+    state_url: str | None = None,
+) -> Project:
     """Load config.yaml and every flow; ``strict`` raises when any issue was found.
 
-    ``need_secrets=False`` tolerates unset variables (for commands that call no connector).
+    ``need_secrets=False`` tolerates unset variables (for commands that call no connector);
+    ``state_url`` replaces config.yaml's state store.
     """
-    app = load_app(config_path, need_secrets=need_secrets)
+    app = load_app(config_path, need_secrets=need_secrets, state_url=state_url)
     issues: list[ConfigIssue] = []
     flows: dict[str, BuiltFlow] = {}
     all_warnings: list[str] = []
@@ -126,6 +133,7 @@ def run_flow(
     metrics: Metrics | None = None,
     stop: threading.Event | None = None,
     replay: bool = False,
+    replay_by: str = "hand",
     grace: float | None = None,
     events: bool = False,
     listing: bool = True,
@@ -139,20 +147,51 @@ def run_flow(
     the run's end is recorded; a run whose process died is closed as interrupted by the next
     run that takes the flow's lock.
     """
-    app = project.app
     built = project.flow(name)
-    flow = built.config
     own_store = store is None
-    store = store or Store(app.state_url)
+    store = store or Store(project.app.state_url)
+    try:
+        return _run(
+            project, built, store, dry_run=dry_run, limit=limit, only_order=only_order,
+            on_order=on_order, metrics=metrics or Metrics(), stop=stop, replay=replay,
+            replay_by=replay_by, grace=grace, events=events, listing=listing,
+        )  # fmt: skip
+    finally:
+        if own_store:
+            store.close()
+
+
+def _run(
+    project: Project,
+    built: BuiltFlow,
+    store: Store,
+    *,
+    dry_run: bool,
+    limit: int | None,
+    only_order: str | None,
+    on_order: Callable[[Outcome], None] | None,
+    metrics: Metrics,
+    stop: threading.Event | None,
+    replay: bool,
+    replay_by: str,
+    grace: float | None,
+    events: bool,
+    listing: bool,
+) -> tuple[RunResult, RunContext]:
+    """``run_flow`` once the store is open: connectors, the run context, the lock, the run."""
+    app, flow = project.app, built.config
     redactor = Redactor(app.secrets)
     pool = flow.concurrency * 4 + 4
-    metrics = metrics or Metrics()
     source = connector_for(app, flow.source, redactor, pool, metrics)
-    target = (
-        source
-        if flow.target == flow.source
-        else connector_for(app, flow.target, redactor, pool, metrics)
-    )
+    try:
+        target = (
+            source
+            if flow.target == flow.source
+            else connector_for(app, flow.target, redactor, pool, metrics)
+        )
+    except BaseException:
+        source.close()
+        raise
     ledger = Ledger(store, flow.name, policy_for(app, built), redactor, dry_run=dry_run)
     run = RunContext(
         app=app,
@@ -168,11 +207,13 @@ def run_flow(
         metrics=metrics,
         stop=stop,
         replay=replay,
+        replay_by=replay_by,
         breaker=CircuitBreaker({c.name: c.circuit_breaker for c in reversed(app.connectors)}),
     )
     try:
-        with store.locks.hold(flow.name), run.connectors_open():
+        with run.connectors_open(), store.locks.hold(flow.name):
             if not dry_run:
+                _history(project, store, built, ledger)
                 store.runs.close_abandoned(flow.name)
                 store.pending.release_abandoned(flow.name)
                 run.run_id = ledger.run_id = store.runs.start(flow.name)
@@ -180,16 +221,20 @@ def run_flow(
             if events and not dry_run and not only_order:
                 pending = lambda: store.pending.claim(flow.name, run.run_id)  # noqa: E731
             result: RunResult | None = None
+            escaped: BaseException | None = None
             try:
                 run.open_log()
                 result = Runner(
                     built.stages, run, on_order=on_order, limit=limit, grace=grace,
                     pending=pending, listing=listing,
                 ).execute()  # fmt: skip
+            except BaseException as exc:
+                escaped = exc
+                raise
             finally:
                 run.close_log()
                 if not dry_run:
-                    _record_end(store, run, result, pending is not None)
+                    _record_end(store, run, result, pending is not None, escaped)
             assert result is not None  # the runner returns, or its exception went up
             if not dry_run:
                 metrics.run(flow.name, result.status)
@@ -197,18 +242,62 @@ def run_flow(
         return result, run
     finally:
         run.scripts.close()
-        if own_store:
-            store.close()
 
 
-def _record_end(store: Store, run: RunContext, result: RunResult | None, events: bool) -> None:
-    """Write the run's end (an escaping BaseException ends it interrupted); give back the
-    event orders it claimed unless it handled them."""
+def _history(project: Project, store: Store, built: BuiltFlow, ledger: Ledger) -> None:
+    """A flow's first run: take the history of its earlier names (``renamed_from``), or refuse
+    to start blind when the store holds deliveries to the same target by a flow that no file
+    defines any more (a rename without ``renamed_from`` would write those orders again)."""
+    flow = built.config
+    known = store.journal.flows()
+    if flow.name in known:
+        return
+    if flow.renamed_from:
+        taken = store.journal.adopt(flow.name, flow.renamed_from)
+        ledger.note(None, "renamed", f"took the history of {', '.join(flow.renamed_from)}: "
+                    f"{taken} orders")  # fmt: skip
+        return
+    if flow.new_history:
+        return
+    target = ledger.policy.target_id
+    gone = sorted(
+        name
+        for name in known - set(project.flows)
+        if target and target in store.journal.targets(name)
+    )
+    if gone:
+        raise ConfigurationError(
+            [
+                ConfigIssue(
+                    flow.file,
+                    "name",
+                    f"flow {flow.name!r} has no history, and the state store holds orders "
+                    f"delivered to {target!r} by {', '.join(gone)}, which no flow file defines "
+                    f"any more. If {flow.name!r} is that flow renamed, add `renamed_from: "
+                    f"[{gone[0]}]` to take its history (else its orders may be written again); "
+                    "if it is another flow, add `new_history: true`",
+                )
+            ]
+        )
+
+
+def _record_end(
+    store: Store,
+    run: RunContext,
+    result: RunResult | None,
+    events: bool,
+    escaped: BaseException | None,
+) -> None:
+    """Write the run's end (a second signal ends it interrupted, anything else that escaped
+    failed); give back the event orders it claimed unless it handled them."""
     name = run.flow.name
     if result is None:
-        store.runs.finish(
-            run.run_id, RunStatus.INTERRUPTED, 0, 0, {}, "stopped before it could count"
-        )
+        if isinstance(escaped, KeyboardInterrupt):
+            status, why = RunStatus.INTERRUPTED, "stopped at once by a second signal"
+        else:
+            status = RunStatus.FAILED
+            why = run.redactor.scrub(f"{type(escaped).__name__}: {escaped}")
+        store.runs.finish(run.run_id, status, 0, 0, {}, why)
         if events:
             store.pending.release(name, run.run_id)
         return

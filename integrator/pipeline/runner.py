@@ -26,14 +26,14 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from integrator.errors import FatalError, OrderError, SystemicError
+from integrator.errors import FatalError, OrderError, PermanentError, SystemicError
 from integrator.pipeline.context import Mode, RunContext
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import OrderRef, SourceStage, Stage
@@ -180,12 +180,18 @@ class Runner:
             log.exception("run_crashed", flow=run.flow.name, run_id=run.run_id)
             run.write_log({"event": "run_crashed", "error": result.error,
                            "traceback": traceback.format_exc()})  # fmt: skip
+        except KeyboardInterrupt:
+            at_once = True
+            raise
         finally:
-            for stage in reversed(opened):
-                try:
-                    stage.close()
-                except Exception:
-                    log.exception("stage_close_failed", stage=stage.name)
+            # Orders still in flight (the grace period ran out, or a second signal) keep using
+            # the stages and the fetch pool until the process ends: leave those to it.
+            if not (result.abandoned or at_once):
+                for stage in reversed(opened):
+                    try:
+                        stage.close()
+                    except Exception:
+                        log.exception("stage_close_failed", stage=stage.name)
             run.fetch_pool.shutdown(wait=not (result.abandoned or at_once))
             try:
                 run.flush()
@@ -211,7 +217,8 @@ class Runner:
                 self._apply(
                     Track.of(entry.order_number, entry.order_pk, entry),
                     Fact.SETTLED,
-                    f"{run.source.name} shows it marked: a crash had left the row at {entry.state}",
+                    f"the source shows it marked ({markers[-1].name} asked): a crash had left "
+                    f"the row at {entry.state}",
                 )
 
     def _listing(self) -> Iterator[OrderRef]:
@@ -237,13 +244,13 @@ class Runner:
     def _process_all(self, result: RunResult, workers: int) -> None:
         run = self.run
         slots = threading.BoundedSemaphore(workers * 2)  # read ahead, but memory stays flat
-        futures: set[Future[Outcome | None]] = set()  # in flight only: memory stays flat
+        in_flight: dict[Future[Outcome | None], str] = {}  # → order number; memory stays flat
         errors: list[BaseException] = []
         seen: set[str] = set()
 
         def done(f: Future[Outcome | None]) -> None:
             with self._lock:
-                futures.discard(f)
+                in_flight.pop(f, None)
             slots.release()
             if f.cancelled():
                 return
@@ -268,52 +275,65 @@ class Runner:
                 seen.add(ref.number)
                 if not self._slot(slots):
                     break
-                fut = pool.submit(self.admit_and_process, ref)
+                fut = pool.submit(self.process_order, ref)
                 with self._lock:
-                    futures.add(fut)
+                    in_flight[fut] = ref.number
                 fut.add_done_callback(done)
         except KeyboardInterrupt:
             at_once = True  # a second signal: stop now, the orders in flight keep their state
             raise
         finally:
-            with self._lock:
-                pending = set(futures)
-            if self._stopping():
-                for f in pending:
-                    f.cancel()  # taken but not started: left for the next run
-            if self._stopping() and run.stop is not None and run.stop.is_set():
-                result.interrupted = True
-                log.info("run_stopping", flow=run.flow.name, reason="stop requested")
-            pending = {f for f in pending if not f.cancelled()}
-            left = set() if at_once else pending
-            if not at_once:
-                left = wait(pending, timeout=self.grace if result.interrupted else None).not_done
+            left = self._finish_in_flight(result, in_flight, at_once)
             pool.shutdown(wait=not (left or at_once), cancel_futures=True)
             result.abandoned = len(left)
             if left:
                 log.error("grace_period_over", flow=run.flow.name, orders_in_flight=len(left))
+                for number in left:
+                    run.ledger.note(
+                        number,
+                        "interrupted",
+                        "the run stopped while this order was in flight; it keeps the state it "
+                        "reached and resumes on the next run",
+                        Fact.INTERRUPTED,
+                    )
         stop = self._stopped or (errors[0] if errors else None)
         if stop is not None and not result.interrupted:
             raise stop
 
+    def _finish_in_flight(
+        self, result: RunResult, in_flight: dict[Future[Outcome | None], str], at_once: bool
+    ) -> list[str]:
+        """Wait for the orders in flight: as long as they take, or, once a signal stops the run
+        (before or while this waits), ``grace`` seconds; orders taken but not started are
+        cancelled when the run stops. Returns the numbers still in flight at the end."""
+        run = self.run
+        deadline: float | None = None
+        while True:
+            with self._lock:
+                pending = dict(in_flight)
+            if not pending:
+                return []
+            if at_once:
+                return list(pending.values())
+            if self._stopping() and deadline is None:
+                for f in pending:
+                    f.cancel()  # taken but not started: left for the next run
+                signalled = run.stop is not None and run.stop.is_set()
+                if signalled:
+                    result.interrupted = True
+                    log.info("run_stopping", flow=run.flow.name, reason="stop requested")
+                grace = self.grace if signalled and self.grace is not None else float("inf")
+                deadline = time.monotonic() + grace
+                continue
+            left = float("inf") if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return list(pending.values())
+            # Short slices: a signal may come while this waits, and must start the grace.
+            wait(list(pending), timeout=min(0.2, left), return_when=FIRST_COMPLETED)
+
     def _limit_reached(self) -> bool:
         with self._lock:
             return self.limit is not None and self._taken >= self.limit
-
-    def admit_and_process(self, ref: OrderRef) -> Outcome | None:
-        """In a worker: ask the ledger where the order starts (or why it is skipped), then
-        process it. None when ``--limit`` orders were taken already (this one is not)."""
-        run = self.run
-        entry = run.ledger.entry(ref.number) if run.mode is not Mode.TRACE else None
-        admission = run.ledger.admit(entry, replay=run.replay)
-        if admission.skip:
-            state = entry.state if entry else "new"
-            return Outcome(ref.number, "skipped", state, reason=admission.skip)
-        with self._lock:
-            if self.limit is not None and self._taken >= self.limit:
-                return None
-            self._taken += 1
-        return self.process_order(ref, entry, admission)
 
     def _slot(self, slots: threading.BoundedSemaphore) -> bool:
         """Wait for room in the pool; False (no slot taken) once the run is stopping, which a
@@ -355,17 +375,26 @@ class Runner:
             self.on_order(outcome)
 
     # -------------------------------------------------------------------- one order
-    def process_order(
-        self, ref: OrderRef, entry: JournalEntry | None, admission: Admission
-    ) -> Outcome:
-        """Start the order as the ledger admitted it, run the stages, record its end. Runs in
-        a worker; raises only what stops the run (FatalError)."""
+    def process_order(self, ref: OrderRef) -> Outcome | None:
+        """In a worker: ask the ledger where the order starts (or why it is skipped), run the
+        stages, record its end. Raises only what stops the run (FatalError). None when
+        ``--limit`` orders were taken already (this one is not)."""
         run = self.run
         structlog.contextvars.bind_contextvars(
             flow=run.flow.name, run_id=run.run_id, order=ref.number
         )
-        track = Track.of(ref.number, ref.pk, entry)
+        track = Track(ref.number, ref.pk)
         try:
+            entry = run.ledger.entry(ref.number) if run.mode is not Mode.TRACE else None
+            admission = run.ledger.admit(entry, replay=run.replay)
+            if admission.skip:
+                state = entry.state if entry else "new"
+                return Outcome(ref.number, "skipped", state, reason=admission.skip)
+            with self._lock:
+                if self.limit is not None and self._taken >= self.limit:
+                    return None
+                self._taken += 1
+            track = Track.of(ref.number, ref.pk, entry)
             return self._order(ref, entry, admission, track)
         except SystemicError as exc:
             self._halt(exc)
@@ -388,7 +417,7 @@ class Runner:
         run = self.run
         if admission.release:
             was = entry.state if entry else "new"
-            self._apply(track, Fact.RELEASED, f"replayed by hand (was {was})")
+            self._apply(track, Fact.RELEASED, f"replayed by {run.replay_by} (was {was})")
         assert admission.fact is not None  # not skipped
         self._apply(track, admission.fact, admission.message)
         if admission.route is Route.HELD:  # quarantined now: a person must look
@@ -428,6 +457,13 @@ class Runner:
                 run.metrics.stage(run.flow.name, stage.name, time.perf_counter() - started)
             if self.on_stage is not None:
                 self.on_stage(stage, ex, before, None)
+            if track.state is State.SENT and ex.attributes.get(REJECTED, "").lower() == "true":
+                # check_response read a refusal inside the ERP's 2xx (JSON-RPC ERPs): nothing
+                # was created, the order is failed and written again later
+                refused = PermanentError(
+                    f"the ERP refused the order ({stage.name} set {REJECTED})", stage=stage.name
+                )
+                return self._failed(ex, refused, i)
             if (
                 not ex.resume
                 and ex.attributes.get("order_exists", "").lower() == "true"
@@ -435,12 +471,8 @@ class Runner:
             ):
                 ex.resume = True
                 self._apply(track, Fact.FOUND, f"{stage.name} set order_exists=true; not written")
-        self._apply(
-            track,
-            Fact.DONE,
-            "order complete" if not run.dry_run else f"order complete ({run.mode.value})",
-            log=ex.log_attributes(),
-        )
+        if not run.dry_run:  # a dry run's order never reached the ERP: nothing to complete
+            self._apply(track, Fact.DONE, "order complete", log=ex.log_attributes())
         self._log_end(ex.number, track.state, "ok", "", ex.log_attributes())
         run.breaker.record(None)
         return Outcome(ex.number, "ok", track.state)
@@ -482,6 +514,7 @@ class Runner:
         ex.attributes.update(
             {"failed": "true", "failure.stage": exc.stage or "read", "failure.message": msg}
         )
+        stops: FatalError | None = None  # a run_on_failure stage hit the system: after recording
         if index >= 0 and run.mode is Mode.RUN:
             for stage in self.order_stages[index + 1 :]:
                 if stage.run_on_failure:
@@ -489,11 +522,14 @@ class Runner:
                         stage.process(ex)
                     except OrderError as post_exc:
                         msg += f"; {stage.name} also failed: {post_exc}"
+                    except FatalError as post_exc:
+                        stops = post_exc
+                        break
         rejected = ex.attributes.get(REJECTED, "").lower() == "true"
         fact, charged = classify(exc, ex.track, rejected=rejected)
-        kind = None
-        if fact is Fact.MAY_HAVE_LANDED:
-            kind = ErrorKind.AMBIGUOUS if exc.status is None else ErrorKind.ANSWERED
+        # A 5xx answer to a write proves nothing: a gateway may answer 502/504 while the ERP
+        # behind it still commits. Like a timeout, it is settled after settle_seconds.
+        kind = ErrorKind.AMBIGUOUS if fact is Fact.MAY_HAVE_LANDED else None
         state = self._apply(
             ex.track, fact, msg, charged=charged, error_kind=kind, log=ex.log_attributes()
         )
@@ -502,6 +538,8 @@ class Runner:
         tripped = run.breaker.record(exc)
         if tripped is not None:
             self._halt(tripped)
+        if stops is not None:
+            raise stops
         return Outcome(ex.number, "failed", state, msg)
 
     def _internal(self, track: Track, exc: Exception) -> Outcome:

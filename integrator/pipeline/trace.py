@@ -122,13 +122,17 @@ def trace_flow(
     )
     trace = FlowTrace()
     seen = 0
+    mapping: list[Any] = [None]  # the mapping data as the last stage left it
 
     def observe(stage: Stage, ex: Exchange, before: dict[str, str], exc: OrderError | None) -> None:
         nonlocal seen
         planned = [_planned(p) for p in run.planned[seen:]]
         seen = len(run.planned)
         changed = {k: v for k, v in ex.attributes.items() if before.get(k) != v}
-        output = ex.mapping_data if stage.name == "check_response" else ex.data
+        # A stage's output: the mapping data when it made some (check_response), else the data.
+        made_mapping = ex.mapping_data is not mapping[0]
+        mapping[0] = ex.mapping_data
+        output = ex.mapping_data if made_mapping else ex.data
         trace.stages.append(
             StageTrace(
                 stage.name,

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import json
 import signal
@@ -62,8 +63,9 @@ class Daemon:
         grace_seconds: float = 30.0,
         watch_seconds: float = 2.0,
         max_parallel_flows: int = 8,
+        state_url: str | None = None,
     ) -> None:
-        self.config = config
+        self.config, self.state_url = config, state_url
         self.host, self.port = host, port
         self.grace_seconds, self.watch_seconds = grace_seconds, watch_seconds
         self.metrics = PrometheusMetrics()
@@ -72,6 +74,7 @@ class Daemon:
         self._wake = threading.Event()
         # flow → runs in progress (a poll and an event run may overlap while one waits)
         self._running: Counter[str] = Counter()
+        self._event_backoff: dict[str, float] = {}  # flow → seconds event runs wait (failing)
         self._running_lock = threading.Condition()
         self.flows: dict[str, BuiltFlow] = {}
         self.project: Project | None = None
@@ -88,7 +91,7 @@ class Daemon:
     # ------------------------------------------------------------ loading
     def load(self) -> None:
         """Load the project; keep the old config of any flow whose new one is invalid."""
-        project = load_project(self.config, strict=False)
+        project = load_project(self.config, strict=False, state_url=self.state_url)
         bad_files = {i.file for i in project.issues if i.severity == "error"}
         for issue in project.issues:
             log.error("config_issue", issue=str(issue))
@@ -215,27 +218,36 @@ class Daemon:
                     del self._running[name]
                 self._running_lock.notify_all()
             structlog.contextvars.unbind_contextvars("flow")
-        if status != "skipped":
-            # An event queued after this run's last look at the queue: run again for it.
-            self._wake_if_waiting(name)
-            if listing:
-                self._trigger_after(name, status)
+        # Orders queued after this run's last look at the queue, or a run that could not take
+        # them (the flow busy elsewhere, a failure): run again for them, backing off while the
+        # flow fails, so that a broken ERP is not called again at once and for ever.
+        if status in ("ok", "partial"):
+            self._event_backoff.pop(name, None)
+        elif status != "skipped":
+            self._event_backoff[name] = min(2 * self._event_backoff.get(name, 2.5), 300.0)
+        self._wake_if_waiting(name, 2.0 if status == "skipped" else 0.0)
+        if status != "skipped" and listing:
+            self._trigger_after(name, status)
         return status
 
-    def _wake_if_waiting(self, name: str) -> None:
+    def _wake_if_waiting(self, name: str, delay: float = 0.0) -> None:
         try:
             waiting = self.store is not None and self.store.pending.waiting(name) > 0
         except Exception as exc:  # noqa: BLE001 - a store hiccup must not stop the daemon
             log.error("event_queue_unreadable", flow=name, error=f"{type(exc).__name__}: {exc}")
             return
         if waiting and not self.stopping.is_set():
-            self._event_run(name)
+            self._event_run(name, delay)
 
-    def _event_run(self, name: str) -> None:
-        """An event run of ``name`` now: one job per flow at most (coalesced), never dropped
-        for being late; a run in progress takes the queue at its end anyway."""
+    def _event_run(self, name: str, delay: float = 0.0) -> None:
+        """An event run of ``name`` in ``delay`` seconds (later while the flow fails): one job
+        per flow at most (coalesced), never dropped for being late; a run in progress takes
+        the queue at its end anyway."""
+        delay = max(delay, self._event_backoff.get(name, 0.0))
         self.scheduler.add_job(
             self._job,
+            "date",
+            run_date=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay),
             args=[name],
             kwargs={"listing": False},
             id=f"events:{name}",

@@ -187,7 +187,10 @@ class ScriptPool:
                 f"TimeoutError: the script ran longer than its limit of {timeout:g}s; "
                 "its worker was killed and replaced",
             )
-        self._idle.put(worker)
+        if self._closed:  # the run ended while this call went on: nobody will reuse it
+            self._lose(worker)
+        else:
+            self._idle.put(worker)
         return reply
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
+from integrator.config.model import ConnectorConfig
 from integrator.connectors.http import Connector
 from integrator.connectors.resolve import resolve_connector
 from integrator.errors import OrderError, PermanentError
@@ -109,17 +110,22 @@ class ExportStage(Stage):
         market = select(self.run.flow.market_path, ex.order)
         return "" if market in (None, "") else str(market)
 
-    def _exporter(self, market: str) -> Exporter:
-        """The exporter for an order of ``market``: built once per run, then shared."""
+    def _config(self, market: str) -> ConnectorConfig | None:
+        """The connector an order of ``market`` goes to, as Omnium resolves it."""
         run = self.run
         assert run is not None
-        cfg = resolve_connector(
+        return resolve_connector(
             run.app.connectors,
             self.connector,
             connector_id=self.connector_id,
             market=market,
             market_groups=run.app.groups_of(market) if market else (),
         )
+
+    def _exporter(self, cfg: ConnectorConfig | None) -> Exporter:
+        """The exporter for this connector: built once per run, then shared."""
+        run = self.run
+        assert run is not None
         cls = find_exporter(self.connector)
         if cfg is None or cls is None:
             raise PermanentError(f"exporter not found: {self.connector!r}")
@@ -141,14 +147,7 @@ class ExportStage(Stage):
         built: some clients connect as they are made (Kafka's producer)."""
         run = self.run
         assert run is not None
-        market = self._market(ex)
-        cfg = resolve_connector(
-            run.app.connectors,
-            self.connector,
-            connector_id=self.connector_id,
-            market=market,
-            market_groups=run.app.groups_of(market) if market else (),
-        )
+        cfg = self._config(self._market(ex))
         if cfg is not None:
             where = cfg.host or f"{self.connector} (connection string)"
             run.plan_to(ex, cfg.name, "EXPORT", where, {"connector_id": cfg.connector_id})
@@ -160,13 +159,14 @@ class ExportStage(Stage):
         if run.flow.test_mode:
             run.event(ex, "Exported", f"{self.connector}: skipped (test mode)")
             return
-        if run.ledger.exported(ex.number, self.connector):
-            # an earlier run exported it; a retry of the order must not
+        market = self._market(ex)
+        cfg = self._config(market)
+        if cfg is not None and run.ledger.exported(ex.number, cfg.name, cfg.connector_id):
+            # an earlier run exported it to this connector; a retry of the order must not
             ex.attributes.pop(f"export.{self.connector}.error", None)
             return
         try:
-            market = self._market(ex)
-            exporter = self._exporter(market)
+            exporter = self._exporter(cfg)
             if self.after_saved and exporter.lightweight:
                 self._confirm_saved(ex)
             note = exporter.export(ex.order, market)
@@ -174,7 +174,7 @@ class ExportStage(Stage):
             self._failed(ex, exc)
             return
         ex.attributes.pop(f"export.{self.connector}.error", None)
-        cfg = exporter.connector.config
+        assert cfg is not None  # _exporter refuses None
         run.ledger.apply(
             ex.track,
             Fact.EXPORTED,

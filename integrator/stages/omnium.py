@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["OmniumMarkStage", "OmniumReadStage"]
 
 MAX_TAKE = 100
+# A done order listed as New again counts as reset only when it was modified this long after
+# we finished it: the search index may lag, and Omnium's clock is not ours.
+RESET_MARGIN = dt.timedelta(seconds=60)
 MAX_WINDOW = 10_000  # Take * Page
 
 
@@ -213,14 +216,19 @@ class OmniumReadStage(SourceStage):
                 )
                 continue
             good.append((row, str(oid), str(number), modified))
-        states = run.states([n for _, _, n, _ in good])
+        done_at = run.done_at([n for _, _, n, _ in good])
         for row, oid, number, modified in good:
             if only and only not in (number, oid):
                 continue
             if not only:  # a run of one order moves no watermark
                 self.listed.append((_instant(modified), number, modified))
-            if states.get(number) == "done":
-                continue  # sent before (the watermark's inclusive boundary, or our own write-back)
+            finished = done_at.get(number)
+            if finished is not None and _instant(modified) <= finished + RESET_MARGIN:
+                # done, and not changed since: the watermark's inclusive boundary, or a search
+                # index that has not caught up with our own write-back
+                continue
+            # (done and modified after we finished, still New: someone reset it; the ledger
+            # asks the ERP again)
             yield OrderRef(oid, number, row)
 
     def fetch(self, ref: OrderRef) -> Exchange:

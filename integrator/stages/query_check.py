@@ -95,7 +95,7 @@ class QueryCheckStage(Stage):
 
     def _request(self, ex: Exchange) -> tuple[str, Any]:
         return (
-            render(self.url, ex.order, ex.attributes),
+            render(self.url, ex.order, ex.attributes, url=True),
             None if self.body is None else render_json(self.body, ex.order, ex.attributes),
         )
 
@@ -131,7 +131,7 @@ class QueryCheckStage(Stage):
         found = False
         answer: Any = None
         if resp.status_code not in self.not_found:
-            answer = parse_json(resp, what)
+            answer = parse_json(resp, what, conn.name)
             value = select(self.response_path, answer)
             if self.response_path_value is None:
                 found = value not in (None, "", [], {}, False, 0)

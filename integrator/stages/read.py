@@ -87,7 +87,7 @@ class ReadStage(SourceStage):
 
     def _get(self, conn: Connector, url: str, params: dict[str, Any] | None = None) -> Any:
         resp = conn.request("GET", url, params=params)
-        return parse_json(resp, conn.describe("GET", conn.url(url)))
+        return parse_json(resp, conn.describe("GET", conn.url(url)), conn.name)
 
     def list_url(self) -> str:
         """The order list endpoint (``integrator reconcile`` reads it too)."""
@@ -116,7 +116,7 @@ class ReadStage(SourceStage):
         cursor: int | None = None
         oldest: dt.datetime | None = None
         url = self._url("list_path")
-        while True:
+        while not run.stopping():  # a stop asked for while listing is seen between pages
             if cursor is not None:
                 params[self.o["cursor_param"]] = cursor
             try:
@@ -131,17 +131,20 @@ class ReadStage(SourceStage):
                 )
             before = cursor
             for i, row in enumerate(results):
+                pk = _int_pk(row)
+                if pk is not None:  # the cursor moves on every row, usable or not
+                    if before is not None and pk <= before:
+                        raise FatalError(
+                            f"order list from {run.source.name}: asked for pks after {before} "
+                            f"({self.o['cursor_param']}={before}), it answered pk {pk} again: "
+                            "the server ignores the cursor parameter; set read.cursor_param to "
+                            "the filter it takes. The listing stopped here (nothing was sent "
+                            "twice)"
+                        )
+                    cursor = max(cursor or 0, pk)
                 ref = self._ref(run, row, i)
                 if ref is None:
                     continue
-                if before is not None and int(ref.pk) <= before:
-                    raise FatalError(
-                        f"order list from {run.source.name}: asked for pks after {before} "
-                        f"({self.o['cursor_param']}={before}), it answered pk {ref.pk} again: "
-                        "the server ignores the cursor parameter; set read.cursor_param to the "
-                        "filter it takes. The listing stopped here (nothing was sent twice)"
-                    )
-                cursor = max(cursor or 0, int(ref.pk))
                 if only and ref.number != only:
                     continue
                 if str(row.get("status")) in CANCELLED_STATUSES:
@@ -155,6 +158,11 @@ class ReadStage(SourceStage):
                     age = (dt.datetime.now(dt.UTC) - oldest).total_seconds()
                     run.metrics.oldest_unsent(run.flow.name, max(age, 0.0))
                 return
+            if cursor == before:
+                raise FatalError(
+                    f"order list from {run.source.name}: a full page of {len(results)} rows "
+                    "with no integer 'pk' to page on; the listing stopped here"
+                )
 
     def _ref(self, run: RunContext, row: Any, i: int) -> OrderRef | None:
         """An OrderRef, or None (with an event) for a row without a usable pk/number."""
@@ -194,10 +202,14 @@ class ReadStage(SourceStage):
                 for d in discounts
             ]
         )
-        if not isinstance(doc, dict) or str(doc.get("pk")) != ref.pk:
+        if (
+            not isinstance(doc, dict)
+            or str(doc.get("pk")) != ref.pk
+            or str(doc.get("number", ref.number)) != ref.number
+        ):
             raise PermanentError(
                 f"order {ref.number}: the detail answer is not the order "
-                f"(expected an object with pk {ref.pk})",
+                f"(expected an object with pk {ref.pk} and number {ref.number})",
                 stage="read",
             )
         doc["orderitem_set"] = details[: len(items)]
@@ -235,6 +247,12 @@ class ReadStage(SourceStage):
         if isinstance(row, dict) and "pk" in row:
             return row["pk"]
         raise PermanentError(f"an item row has no 'pk': {str(row)[:80]}", stage="read")
+
+
+def _int_pk(row: Any) -> int | None:
+    """A row's integer pk (None when it has none)."""
+    pk = row.get("pk") if isinstance(row, dict) else None
+    return pk if isinstance(pk, int) and not isinstance(pk, bool) else None
 
 
 def _when(value: Any) -> dt.datetime | None:

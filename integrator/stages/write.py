@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
 from integrator.connectors.http import parse_json
-from integrator.errors import PermanentError
+from integrator.errors import PermanentError, UnreadableAnswer
 from integrator.mapping.paths import render
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
@@ -68,7 +68,11 @@ class WriteStage(Stage):
         """Dry run: record the request."""
         assert self.run is not None  # set by open()
         self.run.plan(
-            ex, self.run.target, self.method, render(self.path, ex.order, ex.attributes), ex.data
+            ex,
+            self.run.target,
+            self.method,
+            render(self.path, ex.order, ex.attributes, url=True),
+            ex.data,
         )
 
     def accept(self, ex: Exchange, answer: Any, status: int) -> None:
@@ -86,7 +90,7 @@ class WriteStage(Stage):
         run = self.run
         assert run is not None  # set by open()
         conn = run.target
-        path = render(self.path, ex.order, ex.attributes)
+        path = render(self.path, ex.order, ex.attributes, url=True)
         headers: dict[str, str] = {}
         if self.idempotency_header:
             headers[self.idempotency_header] = idempotency_key(run.flow.name, ex.number)
@@ -105,7 +109,7 @@ class WriteStage(Stage):
         )
         try:
             answer: Any = parse_json(resp, conn.describe(self.method, conn.url(path)))
-        except PermanentError as exc:
+        except UnreadableAnswer as exc:
             # 2xx: the ERP took the order; its answer is unusable. Record it as sent, so it is
             # never written again, and fail the order for a person to look at.
             self.accept(ex, {"unreadable_answer": str(exc)}, resp.status_code)

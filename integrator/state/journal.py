@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, insert, select
 
 from integrator.state.clock import now
-from integrator.state.schema import deliveries, events, journal, order_log
+from integrator.state.schema import (
+    deliveries,
+    events,
+    journal,
+    order_log,
+    pending_events,
+    runs,
+    watermarks,
+)
 
 if TYPE_CHECKING:
     from integrator.state.store import Store
@@ -66,6 +74,7 @@ class JournalEntry:
     updated_at: dt.datetime | None = None  # UTC
     target_id: str | None = None
     held_state: str | None = None
+    repeatable: bool = False  # the write in `sending` can be resent harmlessly
 
     def age_seconds(self) -> float:
         """Seconds since the last change (0 when unknown)."""
@@ -113,6 +122,7 @@ class Journal:
             updated_at=self.store.sql.timestamp(m["updated_at"]),
             target_id=m.get("target_id"),
             held_state=m.get("held_state"),
+            repeatable=bool(m.get("repeatable")),
         )
 
     def states(self, flow: str, numbers: Iterable[str]) -> dict[str, str]:
@@ -127,14 +137,61 @@ class Journal:
                 out.update({str(n): str(s) for n, s in c.execute(q)})
         return out
 
+    def done_at(self, flow: str, numbers: Iterable[str]) -> dict[str, dt.datetime]:
+        """When each of these orders became done (those that are done)."""
+        wanted = list(numbers)
+        out: dict[str, dt.datetime] = {}
+        with self.store.engine.connect() as c:
+            for i in range(0, len(wanted), 500):
+                q = select(journal.c.order_number, journal.c.updated_at).where(
+                    journal.c.flow == flow,
+                    journal.c.state == "done",
+                    journal.c.order_number.in_(wanted[i : i + 500]),
+                )
+                for n, at in c.execute(q):
+                    stamp = self.store.sql.timestamp(at)
+                    if stamp is not None:
+                        out[str(n)] = stamp
+        return out
+
+    def targets(self, flow: str) -> set[str]:
+        """The connectors (ConnectorIds) this flow delivered to, by its journal."""
+        q = select(journal.c.target_id).where(
+            journal.c.flow == flow, journal.c.target_id.is_not(None)
+        )
+        with self.store.engine.connect() as c:
+            return {str(t) for (t,) in c.execute(q.distinct())}
+
+    def flows(self) -> set[str]:
+        """Every flow the journal knows."""
+        with self.store.engine.connect() as c:
+            return {str(f) for (f,) in c.execute(select(journal.c.flow).distinct())}
+
+    def adopt(self, flow: str, earlier: Iterable[str]) -> int:
+        """A renamed flow takes the history of its earlier names (journal, events, ``log.``
+        rows, deliveries, watermark, queued events, runs), in one transaction. Returns how many
+        orders it took."""
+        names = [n for n in earlier if n != flow]
+        if not names:
+            return 0
+        with self.store.transaction() as c:
+            moved = c.execute(
+                journal.update().where(journal.c.flow.in_(names)).values(flow=flow)
+            ).rowcount
+            for table in (events, order_log, deliveries, pending_events, runs, watermarks):
+                c.execute(table.update().where(table.c.flow.in_(names)).values(flow=flow))
+        return int(moved)
+
     def in_state(
         self, states: str | Iterable[str], flow: str | None = None, *, older_than: float = 0.0,
-        limit: int | None = None,
+        limit: int | None = None, sample: bool = False,
     ) -> list[JournalEntry]:  # fmt: skip
-        """Rows in one of ``states`` (of one flow when given), oldest change first;
-        ``older_than``: only rows unchanged for that many seconds."""
+        """Rows in one of ``states`` (of one flow when given), oldest change first (``sample``:
+        in random order, so that a limit does not always return the same rows); ``older_than``:
+        only rows unchanged for that many seconds."""
         wanted = [states] if isinstance(states, str) else list(states)
-        q = select(journal).where(journal.c.state.in_(wanted)).order_by(journal.c.updated_at)
+        order = func.random() if sample else journal.c.updated_at
+        q = select(journal).where(journal.c.state.in_(wanted)).order_by(order)
         if flow:
             q = q.where(journal.c.flow == flow)
         if older_than > 0:
@@ -173,15 +230,21 @@ class Journal:
                 out[name] = [dict(r._mapping) for r in c.execute(q)]
         return out
 
-    def delivered(self, flow: str, number: str, kind: str, connector: str) -> int | None:
-        """The run that delivered order ``number`` by ``kind`` through ``connector``, if any."""
+    def delivered(
+        self, flow: str, number: str, kind: str, connector: str, connector_id: str
+    ) -> int | None:
+        """The run that delivered order ``number`` by ``kind`` to the connector with this
+        ConnectorId, if any. A delivery with no ConnectorId (a connector without one, or one
+        recorded by 0.1.0, which kept none) counts for the connector of that Name."""
+        by_name = (deliveries.c.connector == connector) & (deliveries.c.connector_id == "")
+        target = (deliveries.c.connector_id == connector_id) | by_name if connector_id else by_name
         q = (
             select(deliveries.c.run_id)
             .where(
                 deliveries.c.flow == flow,
                 deliveries.c.order_number == number,
                 deliveries.c.kind == kind,
-                deliveries.c.connector == connector,
+                target,
             )
             .limit(1)
         )
@@ -255,11 +318,18 @@ class Journal:
         self.store.write(write, defer=defer)
 
     def note(
-        self, flow: str, number: str | None, run_id: int | None, label: str, message: str
+        self,
+        flow: str,
+        number: str | None,
+        run_id: int | None,
+        label: str,
+        message: str,
+        fact: str = "",
     ) -> None:
-        """An event that changes no state (a run-level note, an export warning)."""
+        """An event that changes no state (a run-level note, an export warning, a fact kept
+        in every state)."""
         with self.store.transaction() as c:
-            c.execute(_INSERT_EVENT, _event_row(flow, number, run_id, label, message, now(), ""))
+            c.execute(_INSERT_EVENT, _event_row(flow, number, run_id, label, message, now(), fact))
 
 
 def _event_row(

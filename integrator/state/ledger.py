@@ -39,7 +39,13 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any
 
-from integrator.errors import AmbiguousWriteError, IntegratorError, OrderError, SystemicError
+from integrator.errors import (
+    AmbiguousWriteError,
+    IntegratorError,
+    OrderError,
+    RetriableError,
+    SystemicError,
+)
 from integrator.state.clock import now
 from integrator.state.journal import Delivery, JournalEntry, Transition
 
@@ -268,17 +274,20 @@ class Admission:
 def classify(exc: BaseException, track: Track, *, rejected: bool = False) -> tuple[Fact, bool]:
     """The fact an order's failure reports, and whether it is charged to the order.
 
-    During a write, an answer that may hide a created order is ``MAY_HAVE_LANDED``; any other
-    failure of the write proves nothing was created (a 4xx, a 429, a refused connection, a
-    401 after a fresh login): ``ERP_REFUSED``. After the write, a check_response that set
-    ``erp.rejected`` reports ``ERP_REFUSED`` (the ERP said no inside a 2xx); anything else is
-    ``FAILED``. Only permanent errors are charged.
+    During a write, a failure that may hide a created order is ``MAY_HAVE_LANDED``: an
+    AmbiguousWriteError, or a retriable one that reached the ERP (a timeout or 5xx on a
+    repeatable write, which the connector raises as retriable); any other failure of the write
+    proves nothing was created (a 4xx, a 429, a refused connection, a 401 after a fresh
+    login): ``ERP_REFUSED``. After the write, a check_response that set ``erp.rejected``
+    reports ``ERP_REFUSED`` (the ERP said no inside a 2xx); anything else is ``FAILED``. Only
+    permanent errors are charged.
     """
     charged = isinstance(exc, OrderError) and exc.kind == "permanent"
     if isinstance(exc, SystemicError):
         charged = False
     if track.writing:
-        if isinstance(exc, AmbiguousWriteError):
+        landed = isinstance(exc, RetriableError) and exc.reached and exc.status != 429
+        if isinstance(exc, AmbiguousWriteError) or landed:
             return F.MAY_HAVE_LANDED, False
         return F.ERP_REFUSED, charged
     if rejected and track.state is S.SENT:
@@ -348,7 +357,9 @@ class Ledger:
                 # The write may still be in flight (timeout, lost connection, crash): asking
                 # the ERP now could miss an order it is about to commit.
                 return Admission(skip=self.why_skipped(entry))
-            if p.can_check or p.safe_resend:
+            # A resend settles it only when the write that may have landed was repeatable
+            # itself (a key added to the flow since does not make an old write safe).
+            if p.can_check or (p.safe_resend and entry.repeatable):
                 how = "query_check" if p.can_check else "a repeatable write"
                 return Admission(
                     fact=F.SETTLING,
@@ -392,18 +403,23 @@ class Ledger:
                 )
         return ""
 
-    def exported(self, number: str, connector: str) -> bool:
-        """An export step already delivered this order through ``connector``."""
+    def exported(self, number: str, connector: str, connector_id: str) -> bool:
+        """An export step already delivered this order to that connector (its ConnectorId;
+        its Name when it has none): a connector with another ConnectorId inherits nothing."""
         if self.store is None:
             return False
-        return self.store.journal.delivered(self.flow, number, "export", connector) is not None
+        delivered = self.store.journal.delivered(
+            self.flow, number, "export", connector, connector_id
+        )
+        return delivered is not None
 
     def unsettled(self, older_than: float, limit: int = 500) -> list[JournalEntry]:
-        """Rows left at ``sent``/``marked`` for longer than ``older_than`` seconds."""
+        """Up to ``limit`` rows left at ``sent``/``marked`` for longer than ``older_than``
+        seconds, a random sample: rows the source cannot answer for never starve the others."""
         if self.store is None:
             return []
         return self.store.journal.in_state(
-            (S.SENT, S.MARKED), self.flow, older_than=older_than, limit=limit
+            (S.SENT, S.MARKED), self.flow, older_than=older_than, limit=limit, sample=True
         )
 
     # ---------------------------------------------------------------- writing
@@ -440,8 +456,9 @@ class Ledger:
             fields["last_error"] = text
         if fact is F.WRITE_STARTED:
             fields["request_json"] = self.redactor.redact_json(request)
-        if fact in (F.WRITE_STARTED, F.FOUND):
-            fields["target_id"] = self.policy.target_id or None
+            fields["repeatable"] = int(self.policy.safe_resend)  # this write, as sent
+        if fact in (F.WRITE_STARTED, F.FOUND, F.RESOLVED_SENT):
+            fields["target_id"] = self.policy.target_id or None  # the ERP that has it now
         if fact in (F.WRITE_ANSWERED, F.FOUND, F.RESOLVED_SENT) and response is not None:
             fields["response_json"] = self.redactor.redact_json(response)
         if erp_ref is not None:
@@ -571,11 +588,20 @@ class Ledger:
             t.error_kind = fields["error_kind"]
         t.state = new
 
-    def note(self, number: str | None, label: str, message: str) -> None:
-        """An event that changes no state (run-level notes, export warnings)."""
+    def note(self, number: str | None, label: str, message: str, fact: Fact | None = None) -> None:
+        """An event that changes no state (run-level notes, export warnings). With ``fact``
+        (one the table keeps in every state: interrupted) it is recorded as that fact without
+        touching the row, so it is safe beside a worker that still moves the order."""
+        if fact is not None:
+            assert all(TABLE.get((s, fact)) is R.KEEP for s in State), fact
         if not self.dry_run and self.store is not None:
             self.store.journal.note(
-                self.flow, number, self.run_id, label, self.redactor.scrub(message)
+                self.flow,
+                number,
+                self.run_id,
+                label,
+                self.redactor.scrub(message),
+                fact.value if fact else "",
             )
 
 

@@ -80,6 +80,7 @@ MIGRATIONS: dict[int, list[Step]] = {
         _add_column("runs", "skipped_json", "TEXT"),
         _add_column("journal", "target_id", "VARCHAR(200)"),
         _add_column("journal", "held_state", "VARCHAR(20)"),
+        _add_column("journal", "repeatable", "INTEGER NOT NULL DEFAULT 0"),
         _add_column("events", "fact", "VARCHAR(30)"),
         lambda c: deliveries.create(c, checkfirst=True),
         lambda c: pending_events.create(c, checkfirst=True),

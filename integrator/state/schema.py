@@ -68,6 +68,9 @@ journal = _Table(
     Column("run_id", Integer, ForeignKey("runs.id")),
     Column("target_id", String(200)),  # the ConnectorId the write went to (v2)
     Column("held_state", String(20)),  # quarantined: the state it was held in (v2)
+    # the write in `sending` carried an idempotency key, or sets state: a resend is harmless
+    # (what its flow said when it was sent, not what the flow says now) (v2)
+    Column("repeatable", Integer, nullable=False, default=0, server_default="0"),
 )
 
 events = _Table(

@@ -96,12 +96,12 @@ class Store:
 
     @property
     def safe_url(self) -> str:
-        """The URL without its password."""
-        return (
-            self.engine.url.render_as_string(hide_password=True)
-            if hasattr(self, "engine")
-            else self.url.split("@")[-1]
-        )
+        """The URL without its credentials: everything between ``://`` and the last ``@`` is
+        masked (a password with an unencoded ``@`` included)."""
+        scheme, sep, rest = self.url.partition("://")
+        if not sep or "@" not in rest:
+            return self.url
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[Connection]:

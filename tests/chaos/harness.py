@@ -146,7 +146,6 @@ class Tripwire:
     def __init__(self, sb: Sandbox) -> None:
         self.cond = threading.Condition()
         self.counts: dict[tuple[str, str], int] = {}
-        self.exited = False
         for server, name in ((sb.erp, "erp"), (sb.omnitron, "omnitron")):
             server.watchers.append(lambda route, name=name: self._seen(name, route))
 
@@ -163,21 +162,22 @@ class Tripwire:
 
     def wait_exit_or(self, proc: subprocess.Popen[bytes], point: tuple[str, str], target: int,
                      timeout: float) -> bool:  # fmt: skip
-        """Wait until ``point`` has served ``target`` calls (True) or ``proc`` ended (False)."""
+        """Wait until ``point`` has served ``target`` calls (True) or ``proc`` ended (False).
+        Each run has its own exit flag: a reaper of an earlier run cannot touch this one's."""
+        exited = threading.Event()
 
         def reaped() -> None:
             proc.wait()
             with self.cond:
-                self.exited = True
+                exited.set()
                 self.cond.notify_all()
 
-        self.exited = False
         threading.Thread(target=reaped, daemon=True).start()
         with self.cond:
             self.cond.wait_for(
-                lambda: self.exited or self.counts.get(point, 0) >= target, timeout=timeout
+                lambda: exited.is_set() or self.counts.get(point, 0) >= target, timeout=timeout
             )
-            return not self.exited and self.counts.get(point, 0) >= target
+            return not exited.is_set() and self.counts.get(point, 0) >= target
 
 
 def run_chaos(
@@ -239,10 +239,13 @@ def run_chaos(
             if time.monotonic() > deadline or report.runs >= max_runs:
                 report.bound = _bound(report, started, max_seconds, max_runs, kills)
                 break
-            subprocess.run(
-                cmd, cwd=root, env=full_env, capture_output=True, text=True,
-                timeout=max(1.0, deadline - time.monotonic()),
-            )  # fmt: skip
+            try:
+                subprocess.run(
+                    cmd, cwd=root, env=full_env, capture_output=True, text=True,
+                    timeout=max(1.0, deadline - time.monotonic()),
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:  # the run's child is killed by run()
+                report.bound = _bound(report, started, max_seconds, max_runs, kills)
             report.runs += 1
     finally:
         if proc is not None and proc.poll() is None:
@@ -256,7 +259,10 @@ def run_chaos(
     _configure(sb.omnitron.url, {})
     # One more run without faults: it settles, from the source, the rows the last kills left
     # at `sent` (the source no longer lists those orders).
-    subprocess.run(cmd, cwd=root, env=full_env, capture_output=True, text=True, timeout=120)
+    try:
+        subprocess.run(cmd, cwd=root, env=full_env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        report.bound = report.bound or "the last run, without faults, took over 120 s"
     report.runs += 1
     _check(sb, root, numbers, poisoned, report)
     report.seconds = time.monotonic() - started

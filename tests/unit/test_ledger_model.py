@@ -198,6 +198,10 @@ class ModelMark(Stage):
             raise RetriableError("PATCH: connection dropped")
         self.runs[0].ledger.apply(ex.track, Fact.MARKED, "is_send set")
 
+    def is_marked(self, run: RunContext, pk: str, number: str) -> bool | None:
+        """The source, asked about a row a crash left at `sent`/`marked`."""
+        return self.world.is_send.get(number)
+
 
 class LedgerModel(RuleBasedStateMachine):
     """The world, the store, and the runs made against them; a flow with query_check."""
@@ -326,6 +330,7 @@ class LedgerModel(RuleBasedStateMachine):
             assert all(self.world.erp.get(n) == 1 for n in self.world.is_send)
             states = self.store.journal.count_states("model")
             assert "sending" not in states and "quarantined" not in states, states
+            assert "sent" not in states and "marked" not in states, states  # settled
             statuses = {r["status"] for r in self.store.runs.latest("model", 10_000)}
             assert RunStatus.RUNNING not in statuses
         finally:

@@ -84,7 +84,9 @@ def check_migrated(store: Store) -> None:
     assert done is not None and done.state == "done" and done.target_id is None
     # 0.1.0's export event is a delivery now: an upgrade exports nothing twice
     ledger = Ledger(store, "order_flow", Policy(can_check=True, target_id="erp"), Redactor())
-    assert ledger.exported("202611000001", "Webhook")
+    assert ledger.exported("202611000001", "Webhook", "")
+    assert ledger.exported("202611000001", "Webhook", "wh-1")  # 0.1.0 kept no ConnectorId
+    assert not ledger.exported("202611000001", "Kafka", "")
     # and the migrated rows work: a sent one resumes, a held-after-write one is released to sent
     sent = j.entry("order_flow", "202611000002")
     assert ledger.admit(sent).route is Route.RESUME
