@@ -143,3 +143,27 @@ def test_script_workers_die_with_a_sigkilled_runner(project: Project, sandbox: S
     proc.communicate(timeout=30)
     assert gone(worker), "the script worker outlived its runner"
     assert gone(child), "the script's child outlived its worker"
+
+
+def test_a_signal_after_the_listing_ended_still_stops_in_order(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """Fewer orders than the pool takes at once: the listing has ended when the signal
+    comes. The orders in flight finish, the ones taken but not started are left, the run is
+    recorded interrupted (before: it waited for all of them and recorded `ok`)."""
+    numbers = unsent(sandbox)[:6]  # concurrency 4 takes 8 at once: all 6, the listing ends
+    for n in numbers[1:]:
+        project.misbehave_for(n, "import time", "time.sleep(1.0)")
+    announce_then_sleep(project, numbers[0], 1.0)
+    sandbox.omnitron.orders = {
+        pk: o for pk, o in sandbox.omnitron.orders.items() if o["number"] in numbers
+    }
+    fifo = fifo_in(project)
+    proc = start(project, fifo)
+    wait_mid_call(fifo)  # the listing (one page of 6) is over: 4 in flight, 2 waiting
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert project.sql("SELECT status FROM runs") == [("interrupted",)]
+    assert sandbox.erp.received.get(numbers[0]) == 1
+    assert len(sandbox.erp.received) < len(numbers)  # the ones not started were left

@@ -4,18 +4,21 @@ Omnitron shows as sent, exactly once."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from conftest import Project, fault_rule, faults, make_project, stats
 from test_order_flow import unsent
 
 from integrator.sandbox import Sandbox, running_sandbox
+from integrator.state import Store
 
 
 def held_once(sb: Sandbox) -> None:
@@ -339,3 +342,220 @@ def test_recovery_says_what_it_needs_and_why(project: Project, sandbox: Sandbox)
     assert code == 0, out
     assert sandbox.erp.received.get(bad) == 1
     held_once(sandbox)
+
+
+# ------------------------------------------------ found by review and adversarial probes
+def order_of(sb: Sandbox, number: str) -> dict[str, object]:
+    return next(o for o in sb.omnitron.orders.values() if o["number"] == number)
+
+
+def test_a_number_with_url_characters_is_asked_for_as_itself(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """Order B's number is order A's plus ``&part=2``: query_check must ask about B, not A
+    (before: B was 'found', never written, and marked sent)."""
+    a, b = unsent(sandbox)[:2]
+    order_of(sandbox, b)["number"] = f"{a}&part=2#x"
+    code, out = run(project)
+    assert code == 0, out
+    assert sandbox.erp.received.get(f"{a}&part=2#x") == 1 and sandbox.erp.received.get(a) == 1
+    held_once(sandbox)
+
+
+def test_a_key_added_after_an_ambiguous_write_does_not_make_it_safe(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """No query_check; a write lost its answer; then the flow gains an idempotency key. The
+    earlier write carried none: it is held for a person, never resent."""
+    bad = unsent(sandbox)[0]
+    drop_query_check(project)
+    project.edit_flow("max_attempts: 5", "max_attempts: 5\nsettle_seconds: 0")
+    fault_rule(sandbox.erp.url, action="drop_after_commit", route="create", numbers=[bad], count=1)
+    assert run(project)[0] == 1 and project.state(bad) == "sending"
+    project.edit_flow(
+        "      path: /api/orders/\n      method: POST",
+        "      path: /api/orders/\n      method: POST\n      idempotency_header: Idempotency-Key",
+    )
+    run(project)
+    assert sandbox.erp.received[bad] == 1 and project.state(bad) == "quarantined"
+    held_once(sandbox)
+
+
+def test_a_gateway_504_is_not_proof_that_nothing_is_in_flight(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """A gateway answers 504 at once; the ERP behind it commits a second later. The order is
+    left alone for settle_seconds, then found, never written twice."""
+    bad = unsent(sandbox)[0]
+    project.edit_flow("max_attempts: 5", "max_attempts: 5\nsettle_seconds: 2")
+    fault_rule(sandbox.erp.url, action="status_then_commit", route="create", status=504,
+               seconds=1, numbers=[bad], count=1)  # fmt: skip
+    assert run(project)[0] == 1 and project.state(bad) == "sending"
+    code, out = run(project)  # at once: the ERP has not committed yet
+    assert code == 0 and "settling: 1" in out
+    wait_until = time.monotonic() + 10
+    while project.sql(
+        f"SELECT COUNT(*) FROM journal WHERE order_number='{bad}' AND updated_at < "
+        f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-2 seconds')"
+    ) != [(1,)]:
+        assert time.monotonic() < wait_until
+        time.sleep(0.1)  # settle_seconds is a rule about time: wait it out
+    code, out = run(project)
+    assert code == 0, out
+    assert sandbox.erp.received[bad] == 1 and project.state(bad) == "done"
+    held_once(sandbox)
+
+
+def test_a_refusal_read_by_check_response_without_raising_fails_the_order(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """The README's way: check_response sets erp.rejected and returns. The order is failed
+    and written again later, never marked sent on a refusal."""
+    numbers = unsent(sandbox)
+    bad = numbers[2]
+    (project.root / "scripts" / "check_rpc.py").write_text(
+        "def check_response(response, attributes):\n"
+        "    if 'error' in response:\n"
+        "        attributes['erp.rejected'] = 'true'\n"
+        "        return {'order': {}, 'order_items': []}\n"
+        "    return {'order': {'erp_order_id': response['id']}, 'order_items': []}\n"
+    )
+    project.edit_flow(
+        "  - check_response\n", "  - check_response:\n      script: scripts/check_rpc.py\n"
+    )
+    project.edit_flow("max_attempts: 5", "max_attempts: 5\nbackoff_seconds: 0")
+    fault_rule(sandbox.erp.url, action="body", route="create", status=200,
+               body='{"error": {"message": "no stock"}}', content_type="application/json",
+               numbers=[bad], count=1)  # fmt: skip
+    code, out = run(project)
+    assert code == 1 and "the ERP refused the order" in out
+    assert project.state(bad) == "failed" and not order_of(sandbox, bad)["is_send"]
+    code, out = run(project)
+    assert code == 0, out
+    assert sandbox.erp.received[bad] == 1
+    held_once(sandbox)
+
+
+def test_rows_without_a_usable_number_do_not_stop_the_listing(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """A full page of rows the runner cannot use: the cursor still moves on, the later
+    orders are delivered, the run ends (before: the same page forever)."""
+    numbers = unsent(sandbox)
+    project.edit_flow("page_size: 50", "page_size: 5")
+    for n in numbers[:5]:
+        order_of(sandbox, n)["number"] = ""
+    code, out = run(project)
+    assert code == 0, out
+    assert sorted(sandbox.erp.received) == sorted(numbers[5:])
+    assert stats(sandbox.omnitron.url)["calls"]["list"] <= len(numbers) // 5 + 2
+
+
+def test_a_renamed_flow_adopts_its_history_or_refuses_to_start_blind(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """No query_check, a PATCH lost: the order is `sent`. Renaming the flow must not start an
+    empty journal that writes it again."""
+    bad = unsent(sandbox)[0]
+    drop_query_check(project)
+    fault_rule(sandbox.omnitron.url, action="drop_before", route="patch_order", numbers=[bad])
+    assert run(project)[0] == 1 and project.state(bad) == "sent"
+    faults(sandbox.omnitron.url, {})
+    project.edit_flow("name: order_flow", "name: order_flow_v2")
+    r = project.run("run-flow", "order_flow_v2", "--no-progress")
+    assert r.code == 2 and "renamed_from: [order_flow]" in r.err and "new_history" in r.err
+    project.edit_flow("name: order_flow_v2", "name: order_flow_v2\nrenamed_from: [order_flow]")
+    r = project.run("run-flow", "order_flow_v2", "--no-progress")
+    assert r.code == 0, r.out + r.err
+    assert sandbox.erp.received[bad] == 1
+    assert project.sql(f"SELECT flow, state FROM journal WHERE order_number='{bad}'") == [
+        ("order_flow_v2", "done")
+    ]
+    held_once(sandbox)
+
+
+def test_a_maintenance_page_stops_the_run_and_quarantines_nothing(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """The ERP answers every call with an HTML page and 200: the ERP's failure, not the
+    orders'. The circuit breaker stops the run; nothing is charged or quarantined."""
+    numbers = unsent(sandbox)
+    project.edit_flow("max_attempts: 5", "max_attempts: 2\nbackoff_seconds: 0")
+    fault_rule(sandbox.erp.url, action="body", route="*", status=200,
+               body="<html>Maintenance</html>")  # fmt: skip
+    for _ in range(2):
+        code, out = run(project)
+        assert code == 1 and "circuit open: connector 'erp' failed with unreadable answer" in out
+    assert project.sql("SELECT COUNT(*) FROM journal WHERE state = 'quarantined'") == [(0,)]
+    faults(sandbox.erp.url, {})
+    code, out = run(project)
+    assert code == 0, out
+    assert sorted(sandbox.erp.received) == sorted(numbers)
+    held_once(sandbox)
+
+
+def test_a_detail_of_another_order_is_not_written_under_its_number(
+    project: Project, sandbox: Sandbox
+) -> None:
+    a, b = unsent(sandbox)[:2]
+    doc = json.loads(json.dumps(order_of(sandbox, a)))  # the detail of `a`, with b's number
+    doc["number"] = b
+    fault_rule(sandbox.omnitron.url, action="body", route="detail", status=200,
+               body=json.dumps(doc), content_type="application/json", numbers=[a])  # fmt: skip
+    code, out = run(project)
+    assert code == 1 and f"expected an object with pk {order_of(sandbox, a)['pk']}" in out
+    assert a not in sandbox.erp.received and not order_of(sandbox, a)["is_send"]
+    held_once(sandbox)
+
+
+def test_resolve_as_sent_after_a_connector_change_settles_for_the_new_target(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """No query_check; written to one ERP, then the flow points at another ConnectorId: held.
+    A person finds it in the new ERP and resolves it as sent: it is marked, not held again."""
+    bad = unsent(sandbox)[0]
+    drop_query_check(project)
+    fault_rule(sandbox.omnitron.url, action="drop_before", route="patch_order", numbers=[bad])
+    assert run(project)[0] == 1 and project.state(bad) == "sent"
+    faults(sandbox.omnitron.url, {})
+    cfg = project.root / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("ConnectorId: erp-sandbox", "ConnectorId: erp-new"))
+    run(project)
+    assert project.state(bad) == "quarantined"
+    r = project.run("resolve", bad, "--as-sent", "--erp-ref", "ERP-NEW-1")
+    assert r.code == 0, r.err
+    code, out = run(project)
+    assert code == 0, out
+    assert project.state(bad) == "done" and sandbox.erp.received[bad] == 1
+    held_once(sandbox)
+
+
+def test_release_leaves_what_a_person_must_settle(project: Project, sandbox: Sandbox) -> None:
+    """A write that may have landed, on a flow that cannot ask: release keeps it for
+    `resolve` instead of letting the next run quarantine it again."""
+    bad = unsent(sandbox)[0]
+    drop_query_check(project)
+    project.edit_flow("max_attempts: 5", "max_attempts: 5\nsettle_seconds: 0")
+    fault_rule(sandbox.erp.url, action="drop_after_commit", route="create", numbers=[bad], count=1)
+    run(project)
+    run(project)
+    assert project.state(bad) == "quarantined"
+    r = project.run("quarantine", "release", "--flow", "order_flow")
+    assert r.code == 0 and "left quarantined" in r.out and bad in r.out
+    assert project.state(bad) == "quarantined" and sandbox.erp.received[bad] == 1
+
+
+def test_run_flow_takes_the_orders_events_queued(project: Project, sandbox: Sandbox) -> None:
+    """An event queued while another process ran the flow is taken by that run (here a
+    run-flow after a first full run), not left for the next poll."""
+    numbers = unsent(sandbox)
+    assert run(project)[0] == 0
+    order_of(sandbox, numbers[0])["is_send"] = False  # reset in Omnitron, then an event
+    store = Store(f"sqlite:///{project.root / 'state' / 'integrator.db'}")
+    try:
+        store.pending.add("order_flow", numbers[0])
+    finally:
+        store.close()
+    assert run(project)[0] == 0
+    assert project.sql("SELECT COUNT(*) FROM pending_events") == [(0,)]
+    assert sandbox.erp.received[numbers[0]] == 1  # asked again (query_check), not rewritten

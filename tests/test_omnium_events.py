@@ -117,7 +117,6 @@ def test_a_burst_of_events_runs_every_order(
             codes = list(pool.map(lambda n: post_event(url, ids[n], secret).status_code, numbers))
         assert codes == [202] * len(numbers)
         wait_for(lambda: all(n in erp.received for n in numbers), 60, "every event's order")
-        assert not [e for e in d.named("fire_skipped") if "missed" in str(e.get("reason"))]
     assert sorted(erp.received) == numbers and set(erp.received.values()) == {1}
 
 

@@ -55,8 +55,9 @@ Route = Callable[[Request, list[str]], Response]
 class Rule:
     """A fault: on ``route`` (or any), for ``count`` calls (or -1: always) with ``rate``."""
 
-    # status, drop_after_commit, drop_before, timeout, latency, body; or one the route itself
-    # applies to its answer: duplicate_rows, ignore_cursor (Omnitron's order list)
+    # status, drop_after_commit, drop_before, timeout, latency, body, status_then_commit (the
+    # status now, the route's work ``seconds`` later); or one the route itself applies to its
+    # answer: duplicate_rows, ignore_cursor (Omnitron's order list)
     action: str
     route: str = "*"
     status: int = 500
@@ -73,7 +74,7 @@ class Rule:
 
 ACTIONS = frozenset(
     {"status", "drop_after_commit", "drop_before", "timeout", "latency", "body",
-     "duplicate_rows", "ignore_cursor"}
+     "status_then_commit", "duplicate_rows", "ignore_cursor"}
 )  # fmt: skip
 
 
@@ -295,6 +296,9 @@ class JsonServer(ThreadingHTTPServer):
                 return Response(rule.status, {"detail": f"injected {rule.status}"}, headers)
             if rule.action == "drop_before":
                 return DROP
+            if rule.action == "status_then_commit":  # a gateway gives up; the ERP goes on
+                threading.Timer(rule.seconds, handler, (req, args)).start()
+                return Response(rule.status, {"detail": f"injected {rule.status}"})
             if rule.action == "timeout":
                 time.sleep(rule.seconds or 5.0)
             if rule.action == "latency":
