@@ -11,7 +11,15 @@ import structlog
 
 from integrator.connectors.redact import Redactor
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "learn_secrets"]
+
+_redactor = Redactor()  # the one every log event passes; configure_logging teaches it
+
+
+def learn_secrets(secrets: Iterable[str]) -> None:
+    """Mask these values in every later log event too (a reloaded project's secrets, those
+    of its flow files)."""
+    _redactor.add(secrets)
 
 
 def _redacting(redactor: Redactor) -> Any:
@@ -46,6 +54,7 @@ def configure_logging(
 ) -> None:
     """Route structlog to stderr; every event passes the redactor first. Tracebacks: in JSON
     (the daemon's logs, as a field), on the console only with ``tracebacks`` (--debug)."""
+    learn_secrets(secrets)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
@@ -62,7 +71,7 @@ def configure_logging(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             exceptions,
-            _redacting(Redactor(secrets)),
+            _redacting(_redactor),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from integrator.cli.common import console, load
+from integrator.cli.common import console
 from integrator.errors import ConfigurationError
-from integrator.pipeline import SourceStage
+from integrator.logs import configure_logging
+from integrator.pipeline import SourceStage, load_project
 
 __all__ = ["COMMANDS"]
 
@@ -19,7 +22,12 @@ def validate_cmd(ctx: click.Context) -> int:
     Prints every error with its file, line and key, and warnings (such as unknown Jolt modify
     functions, which yield no value at run time). Exit status 2 when anything is wrong.
     """
-    project = load(ctx, strict=False)
+    project = load_project(
+        Path(ctx.obj["config"]), strict=False, state_url=ctx.obj["state"], collect=True
+    )
+    configure_logging(
+        project.app.log_level, secrets=project.app.secrets, tracebacks=ctx.obj["debug"]
+    )
     for w in project.warnings:
         console.print(f"warning: {w}", markup=False)
     for name, flow in sorted(project.flows.items()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -73,6 +74,11 @@ class Options:
             value = str(value)
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             self.error(name, f"expected {_TYPE_NAMES[typ]}, got {type(value).__name__}")
+            return default  # type: ignore[return-value]  # see above
+        if isinstance(value, float) and not math.isfinite(value):
+            # .inf, -.inf and .nan pass most range checks (nan compares false to everything):
+            # no option means "forever" by infinity (timeouts, seconds, rates).
+            self.error(name, f"expected a finite number, got {value!r} (.inf and .nan are refused)")
             return default  # type: ignore[return-value]  # see above
         if check is not None:
             problem = check(value)

@@ -2,7 +2,14 @@
 
 Forms: ``${VAR}`` (must be set), ``${VAR:-default}``, ``${file:/path/to/secret}`` (file content,
 stripped). Values interpolated into secret-bearing keys are collected so the redactor can
-scrub them from every log line, stored record and error message.
+scrub them from every log line, stored record and error message. A secret-bearing key is one
+whose name looks like a secret (:func:`is_secret_key`), or the ``Value`` of a ``{Key, Value}``
+pair whose ``Key`` does (``Properties: [{Key: X-Api-Key, Value: ${KEY}}]``).
+
+Refused, as issues: a default on a secret (``${TOKEN:-abc}``: a secret nobody set must not
+quietly become a known value), and a secret shorter than :data:`MIN_SECRET` characters (too
+weak, and the redactor could not mask it without mangling ordinary text, such as an ERP
+reference holding the same four digits).
 """
 
 from __future__ import annotations
@@ -12,10 +19,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from integrator.config.yamlfile import YamlDoc, join_key
+from integrator.config.yamlfile import YamlDoc, decode_utf8, join_key
 from integrator.errors import ConfigIssue
 
-__all__ = ["SECRET_KEY_RE", "interpolate", "is_secret_key"]
+__all__ = ["MIN_SECRET", "SECRET_KEY_RE", "interpolate", "is_secret_key"]
+
+MIN_SECRET = 8  # characters
 
 _REF = re.compile(r"\$\{(?!_order\.)([A-Za-z_][A-Za-z0-9_]*|file:[^}]+)(?::-([^}]*))?\}")
 SECRET_KEY_RE = re.compile(
@@ -28,6 +37,14 @@ SECRET_KEY_RE = re.compile(
 def is_secret_key(key: str) -> bool:
     """True for keys whose values must never be shown (Password, BearerToken, auth_token...)."""
     return bool(SECRET_KEY_RE.search(key))
+
+
+# Keys that name a secret's place, not a secret: TokenUrl, TokenPath, TokenLogin.HeaderFormat.
+_NOT_A_SECRET = re.compile(r"(url|uri|path|format|header)$", re.IGNORECASE)
+
+
+def _holds_secret(key: str) -> bool:
+    return is_secret_key(key) and not _NOT_A_SECRET.search(key)
 
 
 def interpolate(
@@ -45,17 +62,32 @@ def interpolate(
     state store need no credentials).
     """
 
-    def resolve(value: str, key: str) -> str:
+    def resolve(value: str, key: str, secret: bool) -> str:
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
+            if secret and default is not None:
+                issues.append(
+                    doc.issue(
+                        key,
+                        f"a secret cannot have a default (${{{name}:-...}}): a secret nobody "
+                        f"set must not become a value written in the YAML; write ${{{name}}} "
+                        "and set it, or use ${file:path}",
+                    )
+                )
+                default = None
             if name.startswith("file:"):
                 fpath = Path(name[5:])
                 fpath = fpath if fpath.is_absolute() else base_dir / fpath
                 try:
-                    out = fpath.read_text(encoding="utf-8").strip()
+                    text, problem = decode_utf8(fpath.read_bytes(), str(fpath))
                 except OSError as exc:
                     issues.append(doc.issue(key, f"cannot read secret file {fpath}: {exc}"))
                     return ""
+                if text is None:
+                    assert problem is not None
+                    issues.append(doc.issue(key, f"secret file {problem}"))
+                    return ""
+                out = text.strip()
             elif name in env:
                 out = env[name]
             elif default is not None:
@@ -66,24 +98,42 @@ def interpolate(
                 issues.append(
                     doc.issue(
                         key,
-                        f"environment variable {name} is not set; export it "
-                        f"or write ${{{name}:-default}} for a non-secret default",
+                        f"environment variable {name} is not set; export it"
+                        + ("" if secret else f" or write ${{{name}:-default}} for a default"),
                     )
                 )
                 return ""
-            if is_secret_key(key.rsplit(".", 1)[-1]) and out:
+            if secret and out:
                 secrets.add(out)
+                if len(out) < MIN_SECRET and not lenient:
+                    where = f"file {name[5:]}" if name.startswith("file:") else name
+                    issues.append(
+                        doc.issue(
+                            key,
+                            f"the secret from {where} has {len(out)} characters; use at least "
+                            f"{MIN_SECRET} (a short secret is weak, and masking it in logs "
+                            "would mangle ordinary text)",
+                        )
+                    )
             return out
 
         return _REF.sub(sub, value)
 
-    def walk(node: Any, key: str) -> Any:
+    def walk(node: Any, key: str, secret: bool) -> Any:
         if isinstance(node, dict):
-            return {k: walk(v, join_key(key, str(k))) for k, v in node.items()}
+            pair_secret = isinstance(node.get("Key"), str) and _holds_secret(node["Key"])
+            return {
+                k: walk(
+                    v,
+                    join_key(key, str(k)),
+                    _holds_secret(str(k)) or (pair_secret and k == "Value"),
+                )
+                for k, v in node.items()
+            }
         if isinstance(node, list):
-            return [walk(v, join_key(key, i)) for i, v in enumerate(node)]
+            return [walk(v, join_key(key, i), secret) for i, v in enumerate(node)]
         if isinstance(node, str) and "${" in node:
-            return resolve(node, key)
+            return resolve(node, key, secret)
         return node
 
-    return walk(doc.data, "")
+    return walk(doc.data, "", False)

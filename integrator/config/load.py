@@ -24,7 +24,7 @@ from integrator.config.yamlfile import YamlDoc, join_key, read_yaml
 from integrator.errors import ConfigIssue, ConfigurationError
 from integrator.scheduler.schedule import Schedule, parse_schedule
 
-__all__ = ["load_app", "load_flow", "load_flows"]
+__all__ = ["load_app", "load_flow", "load_flows", "read_app"]
 
 _APP_KEYS = {"state", "logging", "connectors", "flows_dir", "market_groups"}
 _CONNECTOR_KEYS = {
@@ -338,10 +338,28 @@ def load_app(
     ``need_secrets=False`` tolerates unset variables (for commands that only read the store).
     ``state_url`` (the CLI's ``--state``) replaces the state store URL of config.yaml.
     """
-    env = os.environ if env is None else env
-    doc, issues = read_yaml(path)
-    if doc is None:
+    issues: list[ConfigIssue] = []
+    app = read_app(path, issues, env, need_secrets=need_secrets, state_url=state_url)
+    if app is None or [i for i in issues if i.severity == "error"]:
         raise ConfigurationError(issues)
+    return app
+
+
+def read_app(
+    path: Path,
+    issues: list[ConfigIssue],
+    env: Mapping[str, str] | None = None,
+    *,
+    need_secrets: bool = True,
+    state_url: str | None = None,
+) -> AppConfig | None:
+    """config.yaml as well as it can be read, its problems appended to ``issues`` (``validate``
+    goes on to check the flows); None when it is not readable YAML."""
+    env = os.environ if env is None else env
+    doc, found = read_yaml(path)
+    issues.extend(found)
+    if doc is None:
+        return None
     base = path.resolve().parent
     secrets: set[str] = set()
     data = interpolate(doc, env, issues, secrets, base, lenient=not need_secrets)
@@ -388,16 +406,16 @@ def load_app(
             )
         seen[ident] = key
         connectors.append(conn)
-    if [i for i in issues if i.severity == "error"]:
-        raise ConfigurationError(issues)
+    log_dir = base / log.get("dir", str, "logs")
+    flows_dir = base / o.get("flows_dir", str, "flows")
     return AppConfig(
         market_groups=groups,
         file=str(path),
         base_dir=base,
         state_url=url,
-        log_dir=base / log.get("dir", str, "logs"),
+        log_dir=log_dir,
         log_level=level,
-        flows_dir=base / o.get("flows_dir", str, "flows"),
+        flows_dir=flows_dir,
         connectors=tuple(connectors),
         secrets=frozenset(secrets),
     )
@@ -431,7 +449,8 @@ def load_flow(
     issues.extend(errs)
     if doc is None:
         return None
-    data = interpolate(doc, os.environ, issues, set(), app.base_dir, lenient=not need_secrets)
+    secrets: set[str] = set()  # header tokens, webhook secrets...: the redactor learns them
+    data = interpolate(doc, os.environ, issues, secrets, app.base_dir, lenient=not need_secrets)
     o = Options(data, doc, "", issues, _FLOW_KEYS)
     names = {c.name for c in app.connectors}
 
@@ -485,6 +504,7 @@ def load_flow(
         reconcile=_reconcile(o, doc, issues),
         renamed_from=tuple(str(n) for n in _names(o.get("renamed_from", list, []))),
         new_history=o.get("new_history", bool, False),
+        secrets=frozenset(secrets),
         doc=doc,
     )
     # Returned even with issues, so that its stages are checked too (all errors at once).
@@ -566,4 +586,40 @@ def load_flows(
             continue
         names[flow.name] = flow.file
         flows.append(flow)
+    by_name = {f.name: f for f in flows}
+    for flow in flows:
+        _upstream(flow, by_name, issues)
     return flows
+
+
+def _trigger(flow: FlowConfig) -> str | None:
+    return flow.schedule.triggered_by if flow.schedule.kind == "triggered_by" else None
+
+
+def _upstream(flow: FlowConfig, flows: Mapping[str, FlowConfig], issues: list[ConfigIssue]) -> None:
+    """``schedule.triggered_by`` names another flow of this project, and no chain of them
+    comes back to this flow (such flows would trigger each other forever, or never run)."""
+    upstream = _trigger(flow)
+    if upstream is None:
+        return
+    key = "schedule.triggered_by"
+    if upstream == flow.name:
+        msg = "a flow cannot be triggered by itself (it would run forever); name another flow"
+    elif upstream not in flows:
+        msg = (
+            f"no flow named {upstream!r} in {Path(flow.file).parent}; flows: "
+            f"{', '.join(sorted(flows))}. Name one of them, or this flow never runs"
+        )
+    else:
+        chain: list[str] = [flow.name]
+        step: str | None = upstream
+        while step is not None and step in flows and step not in chain:
+            chain.append(step)
+            step = _trigger(flows[step])
+        if step != flow.name:
+            return
+        msg = (
+            f"flows trigger each other in a circle ({' → '.join([*chain, flow.name])}); "
+            "give one of them a cron or every schedule"
+        )
+    issues.append(ConfigIssue(flow.file, key, msg, flow.doc.line(key) if flow.doc else None))

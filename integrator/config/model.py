@@ -138,6 +138,7 @@ class FlowConfig:
     reconcile: ReconcileSettings | None = None
     renamed_from: tuple[str, ...] = ()  # earlier names: their history is this flow's
     new_history: bool = False  # not a rename of a flow whose history the store holds
+    secrets: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     doc: YamlDoc | None = field(default=None, compare=False, repr=False)
 
 

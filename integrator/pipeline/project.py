@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from integrator.config.load import load_app, load_flows
+from integrator.config.load import load_app, load_flows, read_app
 from integrator.config.model import AppConfig, FlowConfig
 from integrator.connectors.http import Connector
 from integrator.connectors.redact import Redactor
@@ -69,17 +70,29 @@ def load_project(
     strict: bool = True,
     need_secrets: bool = True,
     state_url: str | None = None,
+    collect: bool = False,
 ) -> Project:
     """Load config.yaml and every flow; ``strict`` raises when any issue was found.
 
     ``need_secrets=False`` tolerates unset variables (for commands that call no connector);
-    ``state_url`` replaces config.yaml's state store.
+    ``state_url`` replaces config.yaml's state store. ``collect`` (``validate``): problems in
+    config.yaml do not stop the flows from being checked, all are in ``issues``.
     """
-    app = load_app(config_path, need_secrets=need_secrets, state_url=state_url)
     issues: list[ConfigIssue] = []
+    if collect:
+        read = read_app(config_path, issues, need_secrets=need_secrets, state_url=state_url)
+        if read is None:
+            raise ConfigurationError(issues)
+        app = read
+    else:
+        app = load_app(config_path, need_secrets=need_secrets, state_url=state_url)
     flows: dict[str, BuiltFlow] = {}
     all_warnings: list[str] = []
-    for fc in load_flows(app, issues, need_secrets=need_secrets):
+    configs = load_flows(app, issues, need_secrets=need_secrets)
+    flow_secrets = frozenset().union(*(fc.secrets for fc in configs))
+    if not flow_secrets <= app.secrets:  # the redactors of every run and log learn them
+        app = dataclasses.replace(app, secrets=app.secrets | flow_secrets)
+    for fc in configs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # reported through stage warnings
             stages, warns = build_stages(app, fc, issues)

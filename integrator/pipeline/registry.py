@@ -6,9 +6,10 @@ import importlib
 from importlib.metadata import entry_points
 
 from integrator.config.checks import Options
-from integrator.config.model import AppConfig, FlowConfig
+from integrator.config.model import AppConfig, FlowConfig, StageSpec
 from integrator.config.yamlfile import YamlDoc
 from integrator.errors import ConfigIssue
+from integrator.pipeline.flowcheck import check_flow
 from integrator.pipeline.stage import BuildContext, SourceStage, Stage
 
 __all__ = ["build_stages", "builtin_stages", "find_stage"]
@@ -56,7 +57,7 @@ def build_stages(
     """Build every stage of ``flow``; problems go to ``issues``; returns stages and warnings."""
     doc = flow.doc or YamlDoc(flow.file, {})
     ctx = BuildContext(app, flow)
-    stages: list[Stage] = []
+    built: list[tuple[StageSpec, Stage]] = []
     for spec in flow.stages:
         try:
             cls = find_stage(spec.name)
@@ -64,8 +65,8 @@ def build_stages(
             issues.append(doc.issue(spec.key, str(exc)))
             continue
         opts = Options(spec.options, doc, spec.key, issues, set(cls.allowed))
-        stage = cls.from_config(opts, ctx)
-        stages.append(stage)
+        built.append((spec, cls.from_config(opts, ctx)))
+    stages = [stage for _spec, stage in built]
     sources = [s for s in stages if isinstance(s, SourceStage)]
     if len(sources) != 1 and len(stages) == len(flow.stages):
         issues.append(
@@ -76,4 +77,6 @@ def build_stages(
     writers = [s for s in stages if s.writes]
     if len(writers) > 1:
         issues.append(doc.issue("stages", "a flow may have at most one write stage"))
-    return stages, [f"{flow.file}: {w}" for w in ctx.warnings]
+    warnings = [f"{flow.file}: {w}" for w in ctx.warnings]
+    check_flow(app, flow, built, doc, issues, warnings)
+    return stages, warnings

@@ -115,6 +115,13 @@ class SourceStage(Stage):
         """Fetch one order's document; runs in a worker thread."""
         raise NotImplementedError
 
+    def samples(self) -> list[Any]:
+        """Documents of the shape ``fetch`` builds, known without a call (the source's
+        reference shapes). ``integrator validate`` checks ``${_order.…}`` templates against
+        them and the flow's golden cases: a path that none of them has is an error. Empty:
+        the shape is unknown (only golden cases count)."""
+        return []
+
     def recorded(self, run: RunContext, doc: dict[str, Any]) -> Exchange:
         """The exchange for a recorded document (trace mode, golden tests), as ``fetch`` would
         have built it, without a call."""

@@ -34,6 +34,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from integrator.errors import ConfigurationError, FatalError
+from integrator.logs import learn_secrets
 from integrator.metrics import PrometheusMetrics
 from integrator.pipeline.project import BuiltFlow, Project, load_project, run_flow
 from integrator.scheduler.schedule import Schedule
@@ -92,6 +93,7 @@ class Daemon:
     def load(self) -> None:
         """Load the project; keep the old config of any flow whose new one is invalid."""
         project = load_project(self.config, strict=False, state_url=self.state_url)
+        learn_secrets(project.app.secrets)  # the flow files' secrets too
         bad_files = {i.file for i in project.issues if i.severity == "error"}
         for issue in project.issues:
             log.error("config_issue", issue=str(issue))

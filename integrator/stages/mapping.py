@@ -6,12 +6,29 @@ import json
 from typing import Any
 
 from integrator.config.checks import Options
+from integrator.config.yamlfile import decode_utf8
 from integrator.errors import PermanentError
 from integrator.mapping.jolt import JoltMapping, MappingSpecError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
 
 __all__ = ["MappingStage"]
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json keeps the last one silently)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
 
 
 class MappingStage(Stage):
@@ -31,12 +48,27 @@ class MappingStage(Stage):
             return cls(None, "")
         path = ctx.app.resolve_path(spec_path)
         try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
+            text, problem = decode_utf8(path.read_bytes(), str(path))
+            if text is None:
+                assert problem is not None
+                opts.error("spec", f"Jolt spec {problem}")
+                return cls(None, str(path))
+            spec = json.loads(text, object_pairs_hook=_unique_keys)
         except OSError as exc:
             opts.error("spec", f"cannot read Jolt spec {path}: {exc.strerror}")
             return cls(None, str(path))
         except json.JSONDecodeError as exc:
             opts.error("spec", f"Jolt spec {path} line {exc.lineno}: invalid JSON: {exc.msg}")
+            return cls(None, str(path))
+        except _DuplicateKey as exc:
+            opts.error(
+                "spec",
+                f"Jolt spec {path}: duplicate key {exc.key!r} in one object; JSON would keep "
+                "only the last one: remove or rename one of them",
+            )
+            return cls(None, str(path))
+        except RecursionError:
+            opts.error("spec", f"Jolt spec {path}: nested too deeply")
             return cls(None, str(path))
         try:
             mapping = JoltMapping(spec)

@@ -17,6 +17,7 @@ from integrator.connectors.redact import strip_channel_conf
 from integrator.errors import FatalError, OrderError, PermanentError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
+from integrator.stages.omnitron_shape import omnitron_samples
 
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
@@ -177,6 +178,10 @@ class ReadStage(SourceStage):
             f"a 'number', got {str(row)[:120]}",
         )
         return None
+
+    def samples(self) -> list[Any]:
+        """Omnitron's assembled order: the sandbox's and the API reference's shapes."""
+        return list(omnitron_samples())
 
     def recorded(self, run: RunContext, doc: dict[str, Any]) -> Exchange:
         """A recorded order document, masked as ``fetch`` masks it."""
