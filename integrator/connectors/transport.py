@@ -57,7 +57,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from requests.adapters import DEFAULT_CA_BUNDLE_PATH, BaseAdapter, HTTPAdapter
 from requests.auth import _basic_auth_str
-from requests.cookies import extract_cookies_to_jar
+from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_auth_from_url, get_encoding_from_headers, requote_uri, select_proxy
 
@@ -109,7 +109,14 @@ def prepare(
     p.hooks = {"response": []}
     if cookies and len(session.cookies) and "Cookie" not in merged:
         p.prepare_cookies(session.cookies)
+    else:
+        # Session.send reads a jar here on any 3xx, redirects followed or not (it copies it
+        # before adding to it, so one shared empty jar will do).
+        p._cookies = _NO_COOKIES  # type: ignore[attr-defined]
     return p
+
+
+_NO_COOKIES = RequestsCookieJar()
 
 
 class Answer(requests.Response):
@@ -374,7 +381,7 @@ class LeanAdapter(BaseAdapter):
                     break
                 size += len(piece)
                 if size > cap:
-                    return b"", f"more than {cap:,} bytes on the wire, {_more(cap)}"
+                    return b"", f"a body of {_more(cap)}"
                 pieces.append(piece)
         except TimeoutError:  # a read past the deadline, or none started after it
             return b"", f"a body that did not arrive in full within {total:g}s"
@@ -440,7 +447,7 @@ class LeanAdapter(BaseAdapter):
                     break
                 size += len(piece)
                 if size > cap:
-                    unreadable = f"more than {cap:,} bytes on the wire, {_more(cap)}"
+                    unreadable = f"a body of {_more(cap)}"
                 elif _monotonic() - started > total:
                     unreadable = f"a body that did not arrive in full within {total:g}s"
                 pieces.append(piece)
