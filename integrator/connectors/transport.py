@@ -18,7 +18,7 @@ requests' API, sessions, hooks and exceptions, and replaces only the wire part:
 * **a size cap while streaming** (``max_answer_bytes``): a ``Content-Length`` above it is
   refused before reading, a body without one is read in bounded pieces and abandoned once it
   passes the cap, and gzip/deflate is inflated with ``max_length`` so a decompression bomb stops
-  at the cap too. Memory per call stays below twice the cap;
+  at the cap too, as soon as it passes it. Memory per call stays near the cap;
 * a body that cannot be read once the status line and headers have arrived (too large, cut
   short, past the deadline, a broken gzip) is not an exception: the response keeps its status
   and headers, an empty body, and the reason in :attr:`Answer.unreadable`, so the connector can
@@ -371,8 +371,13 @@ class LeanAdapter(BaseAdapter):
         try:
             if length is not None and length > cap:
                 return b"", f"a Content-Length of {length:,} bytes, {_more(cap)}"
-            if length is not None and coding not in _CODINGS:
-                return resp.read(), ""  # the common case: one read of a known length
+            if length is not None:  # the common case: one read of a known length
+                content = resp.read()
+                if coding not in _CODINGS or not content:
+                    return content, ""
+                return _inflate((content,), coding, cap)
+            # chunked, or until the server closes: pieces, each inflated as it arrives
+            inflater = _Inflater(coding, cap) if coding in _CODINGS else None
             pieces: list[bytes] = []
             size = 0
             while True:
@@ -382,13 +387,16 @@ class LeanAdapter(BaseAdapter):
                 size += len(piece)
                 if size > cap:
                     return b"", f"a body of {_more(cap)}"
-                pieces.append(piece)
+                if inflater is None:
+                    pieces.append(piece)
+                elif why := inflater.feed(piece):
+                    return b"", why
         except TimeoutError:  # a read past the deadline, or none started after it
             return b"", f"a body that did not arrive in full within {total:g}s"
         except (OSError, http.client.HTTPException, ValueError) as exc:
             return b"", f"a body cut short ({type(exc).__name__})"
-        if coding in _CODINGS and size:
-            return _inflate(pieces, coding, cap)
+        if inflater is not None:
+            return inflater.result()
         return b"".join(pieces), ""
 
     def _response(
@@ -499,42 +507,61 @@ def _timeouts(timeout: Any) -> tuple[float, float]:
     return total, connect
 
 
-def _inflate(pieces: Iterable[bytes], coding: str, cap: int) -> tuple[bytes, str]:
-    """gzip or deflate (zlib-wrapped or raw) inflated with at most ``cap`` bytes of output."""
-    out: list[bytes] = []
-    size = 0
-    d: Any = None
-    try:
-        for piece in pieces:
-            if d is None:
-                if coding != "deflate":
+class _Inflater:
+    """gzip or deflate (zlib-wrapped or raw) inflated piece by piece, never past ``cap`` bytes
+    of output (``decompress`` with ``max_length``, 64 KiB at a time)."""
+
+    def __init__(self, coding: str, cap: int) -> None:
+        self.coding, self.cap = coding, cap
+        self.out: list[bytes] = []
+        self.size = 0
+        self.d: Any = None
+
+    def feed(self, piece: bytes) -> str:
+        """Inflate ``piece``; why the body cannot be read, or ""."""
+        try:
+            if self.d is None:
+                if self.coding != "deflate":
                     wbits = 16 + zlib.MAX_WBITS
                 elif _zlib_header(piece):
                     wbits = zlib.MAX_WBITS  # zlib-wrapped, as the standard says
                 else:
                     wbits = -zlib.MAX_WBITS  # raw deflate, as some servers send
-                d = zlib.decompressobj(wbits)
-            data = piece
-            while data:
-                chunk = d.decompress(data, cap - size + 1)
-                size += len(chunk)
-                if size > cap:
-                    return b"", f"a {coding} body that inflates to {_more(cap)}"
-                out.append(chunk)
+                self.d = zlib.decompressobj(wbits)
+            d, data = self.d, piece
+            while data and not d.eof:
+                chunk = d.decompress(data, min(_PIECE, self.cap - self.size + 1))
+                self.size += len(chunk)
+                if self.size > self.cap:
+                    return f"a {self.coding} body that inflates to {_more(self.cap)}"
+                self.out.append(chunk)
                 data = d.unconsumed_tail
-                if d.eof:
-                    break
-            if d.eof:
-                break
-        if d is not None:
-            rest = d.flush()
-            size += len(rest)
-            if size > cap:
-                return b"", f"a {coding} body that inflates to {_more(cap)}"
-            out.append(rest)
-    except zlib.error:
-        return b"", f"a body that says {coding} but is not"
-    return b"".join(out), ""
+        except zlib.error:
+            return f"a body that says {self.coding} but is not"
+        return ""
+
+    def result(self) -> tuple[bytes, str]:
+        """The inflated body, or b"" and why it cannot be read."""
+        if self.d is not None:
+            try:
+                rest = self.d.flush()
+            except zlib.error:
+                return b"", f"a body that says {self.coding} but is not"
+            self.size += len(rest)
+            if self.size > self.cap:
+                return b"", f"a {self.coding} body that inflates to {_more(self.cap)}"
+            self.out.append(rest)
+        return b"".join(self.out), ""
+
+
+def _inflate(pieces: Iterable[bytes], coding: str, cap: int) -> tuple[bytes, str]:
+    """``pieces`` of a gzip or deflate body inflated under ``cap``."""
+    inflater = _Inflater(coding, cap)
+    for piece in pieces:
+        why = inflater.feed(piece)
+        if why:
+            return b"", why
+    return inflater.result()
 
 
 def _zlib_header(data: bytes) -> bool:

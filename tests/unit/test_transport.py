@@ -101,6 +101,8 @@ def test_a_connection_closed_by_the_server_is_not_reused(
 
 def test_gzip_answers_are_decoded(server: str, session: requests.Session) -> None:
     assert get(session, server + "/gzip").json()["path"] == "/gzip"
+    assert get(session, server + "/gzip").json()["path"] == "/gzip"
+    assert len(Handler.connections) == 1  # read to its end: the connection is kept
 
 
 def test_cookies_reach_the_response(server: str, session: requests.Session) -> None:
