@@ -116,7 +116,7 @@ def test_huge_and_invalid_answers_fail_one_order(project: Project, sandbox: Sand
     )  # fmt: skip
     r = run(project)
     assert r.code == 1
-    assert "more than the 16,777,216 an answer may have" in r.out
+    assert "more than the 16,777,216 bytes an answer may have" in r.out
     assert "not JSON (application/json)" in r.out
     assert project.state(big) == "failed" and project.state(broken) == "failed"
     assert big not in sandbox.erp.received and broken not in sandbox.erp.received

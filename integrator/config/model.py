@@ -63,7 +63,8 @@ class ConnectorConfig:
     oauth_scope: str = ""
     oauth_resource: str = ""
     connection_string: str = ""  # Azure Storage Queue / Service Bus (a secret)
-    timeout: float = 30.0
+    timeout: float = 30.0  # seconds a whole call may take: connect, headers and body
+    max_answer_bytes: int = 16 * 1024 * 1024  # an answer's body, on the wire and inflated
     headers: tuple[tuple[str, str], ...] = ()
     enabled_for_markets: tuple[str, ...] = ()
     disabled_for_markets: tuple[str, ...] = ()

@@ -119,7 +119,7 @@ class LoginAuth(Auth):
     def _json(self, what: str, resp: requests.Response) -> Any:
         try:
             return resp.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to read
             raise LoginRefused(f"login {what}: the answer is not JSON") from None
 
     def _credentials(self) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import structlog
@@ -19,7 +19,7 @@ from integrator.config.model import ConnectorConfig
 from integrator.connectors.auth import Auth, LoginRefused, build_auth
 from integrator.connectors.limits import backoff, limiter_for, retry_after_seconds
 from integrator.connectors.redact import Redactor
-from integrator.connectors.transport import LeanAdapter, prepare
+from integrator.connectors.transport import MAX_ANSWER_BYTES, LeanAdapter, prepare
 from integrator.errors import (
     AmbiguousWriteError,
     AuthenticationError,
@@ -30,43 +30,122 @@ from integrator.errors import (
 )
 from integrator.metrics import Metrics
 
-__all__ = ["Connector", "parse_json"]
+__all__ = ["Connector", "json_bytes", "parse_json"]
 
 log = structlog.get_logger("integrator.http")
 
 RETRIABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})
 _MAX_ERROR_BODY = 200
-MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BODY_BYTES = MAX_ANSWER_BYTES  # a connector's MaxAnswerBytes by default
+MAX_REDIRECTS = 5  # a GET follows at most this many, all within its own scheme, host and port
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})  # any other method's redirect: a write's
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float; one too large for a float (1e999999) is refused, not inf."""
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise ValueError("a number too large for a float")
+    return value
+
+
+_INF = float("inf")
+
+
 def parse_json(resp: requests.Response, what: str, connector: str = "") -> Any:
     """The JSON body of ``resp``; an UnreadableAnswer (a retriable failure of the server,
-    tagged with ``connector`` for the circuit breaker) when it is too large, not UTF-8, not
-    JSON (NaN and Infinity included), or nested too deep."""
-    if not resp.content:
-        return None
-    if len(resp.content) > MAX_BODY_BYTES:
-        why = f"{len(resp.content):,} bytes, more than the {MAX_BODY_BYTES:,} an answer may have"
-    else:
+    tagged with ``connector`` for the circuit breaker) when the transport could not read it
+    (too large, cut short, past the deadline, a broken gzip), or it is not UTF-8, not JSON
+    (NaN and Infinity included), has a number too large (1e999999, a 5000-digit integer), or
+    is nested too deep."""
+    why = getattr(resp, "unreadable", "")
+    if not why:
+        if not resp.content:
+            return None
         try:
-            return json.loads(resp.content.decode("utf-8"), parse_constant=_no_constant)
+            return json.loads(
+                resp.content.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite
+            )
         except UnicodeDecodeError:
             why = "a body that is not UTF-8"
         except RecursionError:
             why = "JSON nested too deep to read"
-        except ValueError:  # not JSON, NaN/Infinity, a number too long to convert
+        except ValueError as error:  # not JSON, NaN/Infinity, a number too long to convert
             ctype = resp.headers.get("Content-Type", "unknown content type")
-            why = f"a body that is not JSON ({ctype})"
+            text = str(error)
+            if "digits" in text or "too large" in text:
+                why = f"a body that is not JSON it can use: a number too large ({ctype})"
+            elif "is not JSON" in text:
+                why = f"a body that is not JSON: {text.split(' is not')[0]} ({ctype})"
+            else:
+                why = f"a body that is not JSON ({ctype})"
     exc = UnreadableAnswer(
         f"{what} answered {resp.status_code} with {why}", status=resp.status_code
     )
     exc.connector, exc.failure = connector, "unreadable answer"
     raise exc
+
+
+def json_bytes(value: Any, what: str) -> bytes:
+    """``value`` as a JSON request body; a PermanentError naming ``what`` and the first key
+    path that JSON cannot carry (NaN, Infinity, a set, bytes, any other object), before
+    anything is sent."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError, RecursionError):
+        found = _not_json(value, "$", 0)
+        where, why = found if found is not None else ("$", "a value JSON cannot carry")
+        raise PermanentError(
+            f"{what}: the request body is not JSON: {why} at {where}; fix the mapping or "
+            "script that builds it. Nothing was sent"
+        ) from None
+
+
+_MAX_DEPTH = 500
+
+
+def _not_json(value: Any, path: str, depth: int) -> tuple[str, str] | None:
+    """(key path, what is wrong) of the first value in ``value`` that JSON cannot carry."""
+    if depth > _MAX_DEPTH:
+        return path, f"nesting deeper than {_MAX_DEPTH} levels (or a circular reference)"
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        if value != value:
+            return path, "NaN (JSON has no NaN)"
+        if value in (_INF, -_INF):
+            return path, "Infinity (JSON has no Infinity)"
+        return None
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path, "a string with a lone surrogate (not UTF-8)"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str | int | float | bool) and k is not None:
+                return path, f"a key of type {type(k).__name__} ({str(k)[:40]!r})"
+            key = str(k)
+            sub = f"{path}.{key}" if key.isidentifier() else f"{path}[{key!r}]"
+            if isinstance(k, float) and (k != k or k in (_INF, -_INF)):
+                return sub, "a NaN or Infinity key"
+            found = _not_json(v, sub, depth + 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = _not_json(v, f"{path}[{i}]", depth + 1)
+            if found is not None:
+                return found
+        return None
+    return path, f"a {type(value).__name__}, which JSON cannot carry"
 
 
 class Connector:
@@ -83,7 +162,9 @@ class Connector:
         self.redactor = redactor
         self.metrics = metrics or Metrics()
         self.session = requests.Session()
-        adapter = LeanAdapter(pool_maxsize=max(pool_size, 2))
+        adapter = LeanAdapter(
+            pool_maxsize=max(pool_size, 2), max_answer_bytes=config.max_answer_bytes
+        )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(dict(config.headers))
@@ -133,16 +214,32 @@ class Connector:
     def _send_login(
         self, method: str, url: str, body: Any, form: dict[str, str] | None
     ) -> requests.Response:
-        """A login call: no credentials but the ones in its body, no retries."""
+        """A login call: no credentials but the ones in its body, no retries, no redirects
+        (a redirect would carry the password body to wherever it points)."""
         what = self.describe(method, url)
         try:
             with self.limiter.slot():
                 resp = self.session.request(
-                    method, url, json=body, data=form, timeout=self.config.timeout
+                    method,
+                    url,
+                    json=body,
+                    data=form,
+                    timeout=self.config.timeout,
+                    allow_redirects=False,
                 )
         except requests.RequestException as exc:
             raise LoginRefused(f"login {what} failed: {_reason(exc)}") from None
         self.metrics.http_status(self.name, resp.status_code)
+        if 300 <= resp.status_code < 400:
+            to = _origin(urljoin(url, resp.headers.get("Location") or ""))
+            raise LoginRefused(
+                f"login {what} answered {resp.status_code}, a redirect to {to}: a login follows "
+                "no redirect (its password is never sent on); check the connector's Host and "
+                "login Path"
+            )
+        unreadable = getattr(resp, "unreadable", "")
+        if unreadable:
+            raise LoginRefused(f"login {what} answered {resp.status_code} with {unreadable}")
         return resp
 
     def request(
@@ -156,6 +253,7 @@ class Connector:
         retry_unsafe: bool = False,
         ok_status: frozenset[int] = frozenset(),
         headers: dict[str, str] | None = None,
+        body: bytes | None = None,
     ) -> requests.Response:
         """Send one request, retried by the connector's policy; raise an OrderError subclass.
 
@@ -164,9 +262,17 @@ class Connector:
         when the failure proves it was not processed (never sent, or 429), or when
         ``retry_unsafe`` (an idempotency key makes a repeat harmless). A non-idempotent
         request that may have reached the server and is not retried raises
-        AmbiguousWriteError. ``ok_status``: non-2xx codes the caller handles itself.
+        AmbiguousWriteError. ``ok_status``: non-2xx codes the caller handles itself. ``body``:
+        a JSON body already encoded (:func:`json_bytes`), instead of ``json_body``.
+
+        Redirects: a GET follows up to 5 within its own scheme, host and port; one to another
+        host is a retriable failure of the server; any other method's redirect means the write
+        may have landed (AmbiguousWriteError). A JSON body that JSON cannot carry (NaN, a set)
+        is a PermanentError before anything is sent.
         """
         cfg = self.config
+        if body is None and json_body is not None:
+            body = json_bytes(json_body, self.describe(method, self.url(path)))
         attempts = 1 if cfg.retry_disabled else cfg.retry_attempts
         attempt = 1
         relogged = False
@@ -174,7 +280,7 @@ class Connector:
             auth_headers, generation = self.auth.current()  # LoginRefused: the run stops
             try:
                 return self._attempt(
-                    method, path, json_body, params, ok_status, {**auth_headers, **(headers or {})}
+                    method, path, body, params, ok_status, {**auth_headers, **(headers or {})}
                 )
             except PermanentError as exc:
                 if exc.status not in AUTH_STATUS:
@@ -233,24 +339,55 @@ class Connector:
         self,
         method: str,
         path: str,
-        json_body: Any,
+        body: bytes | None,
         params: dict[str, Any] | None,
         ok_status: frozenset[int],
         headers: dict[str, str] | None,
     ) -> requests.Response:
-        """One try, its failure mapped to an error class."""
+        """One try (with the redirects a GET may follow, all within the Timeout), its failure
+        mapped to an error class."""
         url = self.url(path)
         what = self.describe(method, url)
-        data = None
         headers = dict(headers or {})
-        if json_body is not None:
-            data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+        if body is not None:
             headers["Content-Type"] = "application/json"
+        timeout = self.config.timeout
+        deadline = time.monotonic() + timeout
+        hops = 0
+        while True:
+            resp = self._send(what, method, url, params, headers, body, timeout)
+            status = resp.status_code
+            if not 300 <= status < 400 or status in ok_status:
+                break
+            url, params = self._redirect(what, method, url, resp, hops), None
+            hops += 1
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise self._system(
+                    RetriableError(f"{what}: no answer within {self.config.timeout:g}s"),
+                    "timeout",
+                )
+        if resp.ok or status in ok_status:
+            return resp
+        raise self.status_error(what, resp)
+
+    def _send(
+        self,
+        what: str,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout: float,
+    ) -> requests.Response:
+        """One HTTP exchange, within ``timeout`` seconds in all, redirects not followed."""
         try:
             with self.limiter.slot():
                 resp = self.session.send(
-                    prepare(self.session, method, url, params=params, headers=headers, body=data),
-                    timeout=self.config.timeout,
+                    prepare(self.session, method, url, params=params, headers=headers, body=body),
+                    timeout=timeout,
+                    allow_redirects=False,
                 )
         except requests.ConnectTimeout:
             raise self._system(
@@ -273,9 +410,39 @@ class Connector:
                 RetriableError(f"{what}: {type(exc).__name__}"), type(exc).__name__
             ) from None
         self.metrics.http_status(self.name, resp.status_code)
-        if resp.ok or resp.status_code in ok_status:
-            return resp
-        raise self.status_error(what, resp)
+        return resp
+
+    def _redirect(
+        self, what: str, method: str, url: str, resp: requests.Response, hops: int
+    ) -> str:
+        """Where a 3xx answer may be followed (a GET, to its own scheme, host and port, at most
+        MAX_REDIRECTS times), or the error it is. Only the URL changes: the request's headers
+        (credentials included) stay with its host, so they never reach another."""
+        status = resp.status_code
+        location = resp.headers.get("Location")
+        here = _origin(url)
+        there = _origin(urljoin(url, location)) if location else ""
+        if method.upper() not in _READS:
+            to = f" to {there}" if there and there != here else ""
+            ambiguous = AmbiguousWriteError(
+                f"{what} answered a redirect ({status}{to}); a write is never sent again to a "
+                "redirect, and the ERP may have the order",
+                status=status,
+            )
+            ambiguous.connector, ambiguous.failure = self.name, "redirect"
+            raise ambiguous
+        if not location:
+            problem = f"answered {status} without a Location to follow"
+        elif there != here:
+            problem = (
+                f"answered {status}, a redirect from {here} to {there}; a redirect to another "
+                "host is not followed (check the connector's Host)"
+            )
+        elif hops >= MAX_REDIRECTS:
+            problem = f"answered {status}: more than {MAX_REDIRECTS} redirects"
+        else:
+            return urljoin(url, location)
+        raise self._system(RetriableError(f"{what} {problem}", status=status), "redirect")
 
     def status_error(self, what: str, resp: requests.Response) -> OrderError:
         """The error class for a non-2xx answer, with a short, scrubbed body excerpt."""
@@ -300,6 +467,17 @@ class Connector:
     def close(self) -> None:
         """Close pooled connections."""
         self.session.close()
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of a URL: what a redirect message may show of it (never its
+    userinfo, path or query)."""
+    try:
+        p = urlsplit(url)
+        port = p.port or (443 if p.scheme == "https" else 80)
+    except ValueError:
+        return "an unreadable URL"
+    return f"{p.scheme}://{p.hostname or ''}:{port}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from integrator.config.checks import Options
 from integrator.connectors.http import Connector, parse_json
@@ -236,6 +237,7 @@ class ReadStage(SourceStage):
         params: dict[str, Any] | None = {"order": order_pk, "limit": 100}
         out: list[Any] = []
         next_url: str | None = url
+        visited: set[str] = set()
         while next_url:
             page = self._get(conn, next_url, params)
             if not isinstance(page, dict) or not isinstance(page.get("results"), list):
@@ -244,7 +246,15 @@ class ReadStage(SourceStage):
                     stage="read",
                 )
             out.extend(page["results"])
+            visited.add(conn.url(next_url) + (f"?{urlencode(params)}" if params else ""))
             next_url, params = page.get("next"), None
+            if next_url is not None and conn.url(str(next_url)) in visited:
+                raise PermanentError(
+                    f"{conn.describe('GET', conn.url(url))}: its 'next' link points to a page "
+                    "already read in this listing (the server's paging loops); the listing "
+                    "stopped here",
+                    stage="read",
+                )
         return out
 
     @staticmethod

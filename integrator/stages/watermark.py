@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from integrator.config.checks import Options
 from integrator.connectors.http import Connector, parse_json
@@ -91,6 +92,8 @@ def linked_pages(
     first = dict(params or {})
     offset = 0
     url: str | None = path
+    # the pages read (the first as its URL with its query): a next link seen again is a loop
+    visited = {conn.url(path) + (f"?{urlencode(first, doseq=True)}" if first else "")}
     for _ in range(MAX_PAGES):
         if not url:
             return
@@ -104,6 +107,12 @@ def linked_pages(
         yield rows
         nxt = data.get("next") if isinstance(data, dict) else None
         if nxt:
+            if conn.url(str(nxt)) in visited:
+                raise FatalError(
+                    f"{what}: {conn.name} {path}: its 'next' link points to a page already read "
+                    "in this listing (the server's paging loops); the listing stopped here"
+                )
+            visited.add(conn.url(str(nxt)))
             url, params = str(nxt), None  # ``next`` carries the query
         elif page_size is not None and len(rows) >= page_size:
             offset += len(rows)

@@ -6,7 +6,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
-from integrator.connectors.http import parse_json
+from integrator.connectors.http import json_bytes, parse_json
 from integrator.errors import PermanentError, UnreadableAnswer
 from integrator.mapping.paths import render
 from integrator.pipeline.exchange import Exchange
@@ -94,6 +94,10 @@ class WriteStage(Stage):
         headers: dict[str, str] = {}
         if self.idempotency_header:
             headers[self.idempotency_header] = idempotency_key(run.flow.name, ex.number)
+        # Checked before `sending` is recorded: a body JSON cannot carry (NaN, a set, bytes)
+        # fails the order here, charged like a mapping error, and nothing is sent.
+        what = conn.describe(self.method, conn.url(path))
+        body = json_bytes(ex.data, what) if ex.data is not None else None
         ex.request = ex.data
         ex.settle = False  # an earlier ambiguous write is settled: this is a new one
         run.ledger.apply(
@@ -102,13 +106,13 @@ class WriteStage(Stage):
         resp = conn.request(
             self.method,
             path,
-            json_body=ex.request,
+            body=body,
             idempotent=False,
             retry_unsafe=self.repeatable,  # a key, or a state-setting write: a repeat is harmless
             headers=headers,
         )
         try:
-            answer: Any = parse_json(resp, conn.describe(self.method, conn.url(path)))
+            answer: Any = parse_json(resp, what)
         except UnreadableAnswer as exc:
             # 2xx: the ERP took the order; its answer is unusable. Record it as sent, so it is
             # never written again, and fail the order for a person to look at.
