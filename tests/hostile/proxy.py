@@ -5,8 +5,9 @@ upstream (the sandbox's Omnitron or ERP) and passes the answer back, unless a ru
 request: then it answers the way the rule's mode says. Rules match on the method, a regular
 expression searched in the request target (path and query) and a substring of the request
 body (an order number: "hit one order only"), for the next ``count`` matching requests
-(``-1``: every one) and with a ``rate``. They are switched at run time from the test's process
-(``HostileProxy.hostile``, ``HostileProxy.clear``); each counts its ``hits``.
+(``-1``: every one) after ``skip`` of them, and with a ``rate``. They are switched at run time
+from the test's process (``HostileProxy.hostile``, ``HostileProxy.clear``); each counts its
+``hits``.
 
 ``forward`` (default True) sends the request upstream first: the server did the work (the ERP
 committed the order) and only the answer is hostile. Modes that reshape the answer (drip,
@@ -102,6 +103,7 @@ class Rule:
     method: str = ""  # "" matches any
     body: str = ""  # a substring of the request body
     count: int = -1  # the next N matching requests; -1: every one
+    skip: int = 0  # let this many matching requests pass first
     rate: float = 1.0
     forward: bool = True  # the upstream gets the request first
     status: int = 0  # html, redirect, not_json (0: the mode's default)
@@ -368,6 +370,9 @@ class HostileProxy(_Listener):
                 if rule.count == 0 or not rule.matches(req.method, req.target, req.body):
                     continue
                 if rule.rate < 1.0 and self.random.random() >= rule.rate:
+                    continue
+                if rule.skip > 0:
+                    rule.skip -= 1
                     continue
                 if rule.count > 0:
                     rule.count -= 1

@@ -69,4 +69,5 @@ def test_hostile_answer(hostile: Hostile, case: Case) -> None:
     problems = hostile.case(case)
     if os.environ.get("HOSTILE_SHOW"):  # -s HOSTILE_SHOW=1: what each run printed
         print("\n".join(hostile.transcript()))
-    assert problems == [], "\n".join(problems + hostile.transcript())
+    if problems:
+        pytest.fail("\n".join(problems + hostile.transcript()), pytrace=False)
