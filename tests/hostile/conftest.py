@@ -65,6 +65,7 @@ class Case:
     keywords: tuple[str, ...] = ()  # run 1's output names the connector and one of these
     fails: bool = True  # the order fails in run 1 (False: it goes through)
     may_hold: bool = False  # the order may be held for a person: in the ERP once, unmarked
+    may_recover: bool = False  # the run may settle the order itself (then nothing to tell)
     status: int = 0
     to: str = "same"
     forward: bool = True  # the server gets the request (the ERP commits the write)
@@ -172,7 +173,8 @@ class Hostile:
            the others went through in run 1 already (one order's failure is its own);
         3. both runs ended by themselves within RUN_BOUND;
         4. the runner's peak RSS stayed under RSS_LIMIT_MB;
-        5. no traceback; run 1's output names the connector and the case;
+        5. no traceback; run 1's output names the connector and the case (unless the case
+           lets the run settle the order itself, and it did);
         and no body, credential or cookie reached another host; the ERP holds only
         JSON-representable payloads.
         """
@@ -211,15 +213,14 @@ class Hostile:
             if run.max_rss_mb > RSS_LIMIT_MB:
                 bad.append(f"{name} peak RSS {run.max_rss_mb:.0f} MB > {RSS_LIMIT_MB} MB")
             if "Traceback" in run.text:
-                bad.append(f"{name} printed a traceback: {_tail(run.text)}")
-        if case.fails:
+                bad.append(f"{name} printed a traceback")
+        if case.fails and not (case.may_recover and after_first[target]):
             if not re.search(rf"(?<![\w-]){case.connector}(?![\w-])", first.text):
-                bad.append(f"run 1's output does not name connector {case.connector!r}: "
-                           f"{_tail(first.text)}")  # fmt: skip
+                bad.append(f"run 1's output does not name connector {case.connector!r}")
             if case.keywords and not any(k in first.text.lower() for k in case.keywords):
-                bad.append(f"run 1's output says none of {case.keywords}: {_tail(first.text)}")
+                bad.append(f"run 1's output says none of {case.keywords}")
         elif first.code != 0:
-            bad.append(f"run 1 should have gone through, exit {first.code}: {_tail(first.text)}")
+            bad.append(f"run 1 should have gone through, exit {first.code}")
         for proxy in (self.omnitron, self.erp):
             bad += [f"another host received {leak}" for leak in proxy.trap.leaks()]
         for n in self.numbers:
