@@ -94,7 +94,7 @@ class Hostile:
 
     def pk(self, number: str) -> int:
         """Omnitron's pk of an order."""
-        return next(o["pk"] for o in self.sb.omnitron.orders.values() if o["number"] == number)
+        return int(next(o["pk"] for o in self.sb.omnitron.orders.values() if o["number"] == number))
 
     def rule(self, case: Case, number: str) -> Rule:
         """Put ``case``'s rule on its proxy, aimed at order ``number`` (or at the login)."""
@@ -214,12 +214,13 @@ class Hostile:
                 bad.append(f"{name} peak RSS {run.max_rss_mb:.0f} MB > {RSS_LIMIT_MB} MB")
             if "Traceback" in run.text:
                 bad.append(f"{name} printed a traceback")
-        if case.fails and not (case.may_recover and after_first[target]):
+        recovered = case.may_recover and after_first[target]
+        if case.fails and not recovered:
             if not re.search(rf"(?<![\w-]){case.connector}(?![\w-])", first.text):
                 bad.append(f"run 1's output does not name connector {case.connector!r}")
             if case.keywords and not any(k in first.text.lower() for k in case.keywords):
                 bad.append(f"run 1's output says none of {case.keywords}")
-        elif first.code != 0:
+        elif not case.fails and first.code != 0:
             bad.append(f"run 1 should have gone through, exit {first.code}")
         for proxy in (self.omnitron, self.erp):
             bad += [f"another host received {leak}" for leak in proxy.trap.leaks()]
