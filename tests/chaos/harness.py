@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from hostile.proxy import HostileProxy
+from hostile.proxy import HostileProxy, Rule
 
 from integrator.sandbox import Sandbox
 
@@ -245,7 +245,7 @@ def run_chaos(
 
     Bounded by ``max_seconds`` and ``max_runs`` (default: 4 per kill, plus 50); a bound that
     is hit ends the test with ``Report.bound`` set. ``hostile``: proxies in front of both
-    servers, a random hostile answer armed before most runs (``HOSTILE_FAULTS``).
+    servers, random hostile answers armed before each run of the kill phase (``HOSTILE_FAULTS``).
     """
     rng = random.Random(seed)
     started = time.monotonic()
@@ -262,7 +262,7 @@ def run_chaos(
     spread = max(2, 2 * len(numbers) // max(kills, 1))
     cmd = [sys.executable, "-m", "integrator", "run-flow", "order_flow", "--no-progress"]
     full_env = {**os.environ, **env}
-    proxies = Hostile(sb, seed) if hostile else None
+    proxies = HostileProxies(sb, seed) if hostile else None
     if proxies is not None:
         full_env.update(proxies.env())
     proc: subprocess.Popen[bytes] | None = None
@@ -324,8 +324,8 @@ def run_chaos(
     return report
 
 
-class Hostile:
-    """A HostileProxy in front of each server; ``arm`` picks a rule for the next run."""
+class HostileProxies:
+    """A HostileProxy in front of each server; ``arm`` picks rules for the next run."""
 
     def __init__(self, sb: Sandbox, seed: int) -> None:
         self.proxies = {
@@ -333,7 +333,7 @@ class Hostile:
             "omnitron": HostileProxy(sb.omnitron.url, seed=seed).start(),
         }
         self.random = random.Random(seed + 2)  # its own: the kills fall as without it
-        self.armed: list[Any] = []
+        self.armed: list[Rule] = []
 
     def env(self) -> dict[str, str]:
         """The runner's connectors aimed at the proxies."""
