@@ -9,12 +9,25 @@ bounded by time and by runs; a bound that is hit fails the test with the figures
 
 ``poison`` orders are refused by the ERP with a 400 on every write: they are the only ones
 that may end quarantined.
+
+With ``hostile`` (the default) a misbehaving proxy (``tests/hostile/proxy.py``) stands in front
+of each server. Before every run of the kill phase, up to two of ``HOSTILE_FAULTS`` are armed
+at random, each for the next one or two matching requests after a random number of them:
+drips, bodies without end, bombs, answers that cannot be read, redirects after a write (to the
+same host and to another one, which must receive no body or credential), a login redirected
+away. Each rule dies out with its count, and the runs that drain the backlog after the last
+kill get none. Left out: answers that leave an order held for a person by design (a 2xx write
+answer that cannot be read: not JSON, cut short, or stalled after its status line), and
+failures charged to the order (a value the ERP body cannot carry): with ``max_attempts: 2``
+they would quarantine good orders. tests/hostile covers them one by one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -26,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from hostile.proxy import HostileProxy, Rule
 
 from integrator.sandbox import Sandbox
 
@@ -41,6 +55,37 @@ KILL_POINTS = (
     (("omnitron", "item_detail"), 1),
 )
 LOW_WATER = 20  # add orders when fewer than this are left to deliver
+DATA_LIMIT = 1 << 30  # RLIMIT_DATA of each runner: a bomb read whole fails, not the machine
+
+_WRITE = {"method": "POST", "path": r"^/api/orders/$"}
+_QUERY = {"method": "GET", "path": r"^/api/orders/\?"}
+_DETAIL = {"method": "GET", "path": r"/orders_integration/\d+/detailed_integration/"}
+_MARK = {"method": "PATCH", "path": r"/api/(i1|v1)/orders/\d+/$"}
+_LOGIN = {"method": "POST", "path": r"/auth/login/$"}
+_LOGIN_FAULT = {"mode": "redirect", "status": 307, "to": "other", "forward": False, **_LOGIN}
+# Hostile answers the proxies give, (server, rule); forwarded first unless said otherwise: a
+# write the ERP committed, a mark Omnitron took. Timing modes only on the ERP (Timeout 2 s).
+HOSTILE_FAULTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("erp", {"mode": "drip_headers", **_WRITE}),
+    ("erp", {"mode": "html", "status": 502, **_WRITE}),
+    ("erp", {"mode": "redirect", "status": 302, **_WRITE}),
+    ("erp", {"mode": "redirect", "status": 307, **_WRITE}),
+    ("erp", {"mode": "redirect", "status": 308, "to": "other", **_WRITE}),
+    ("erp", {"mode": "drip_body", **_QUERY}),
+    ("erp", {"mode": "endless_chunked", **_QUERY}),
+    ("erp", {"mode": "huge_length", **_QUERY}),
+    ("erp", {"mode": "gzip_bomb", **_QUERY}),
+    ("erp", {"mode": "deep_json", **_QUERY}),
+    ("omnitron", {"mode": "nan", "key": "amount", **_DETAIL}),
+    ("omnitron", {"mode": "invalid_utf8", **_DETAIL}),
+    ("omnitron", {"mode": "huge_int", "key": "amount", **_DETAIL}),
+    ("omnitron", {"mode": "html", "status": 200, **_DETAIL}),
+    ("omnitron", {"mode": "fake_gzip", **_DETAIL}),
+    ("omnitron", {"mode": "redirect", "status": 301, **_DETAIL}),
+    ("omnitron", {"mode": "close_mid_body", **_MARK}),
+    ("omnitron", _LOGIN_FAULT),
+)
+HOSTILE_RULES, HOSTILE_RATE = 2, 0.7  # a run gets up to 2 rules, each armed 70 % of the time
 
 
 @dataclass
@@ -51,6 +96,8 @@ class Report:
     kills: int = 0
     runs: int = 0
     faults: int = 0
+    hostile: int = 0  # hostile answers the proxies gave
+    hostile_modes: dict[str, int] = field(default_factory=dict)  # ... by mode
     added: int = 0  # orders added to keep every kill mid-run
     interrupted_runs: int = 0
     lost: list[str] = field(default_factory=list)
@@ -60,13 +107,15 @@ class Report:
     wrongly_quarantined: list[str] = field(default_factory=list)
     unended_runs: list[int] = field(default_factory=list)
     left_at_sent: list[str] = field(default_factory=list)  # rows a crash left, never settled
+    leaked: list[str] = field(default_factory=list)  # bodies/credentials sent to another host
     bound: str = ""  # the bound that was hit, if any
     seconds: float = 0.0
 
     def line(self) -> str:
         """``N orders, K kills, F faults: 0 lost, 0 duplicated``."""
         return (
-            f"{self.orders} orders, {self.kills} kills, {self.faults} faults: "
+            f"{self.orders} orders, {self.kills} kills, {self.faults} faults, "
+            f"{self.hostile} hostile answers: "
             f"{len(self.lost)} lost, {len(self.duplicated)} duplicated "
             f"({self.runs} runs, {self.interrupted_runs} recorded interrupted, "
             f"{self.added} orders added, {self.seconds:.0f} s)"
@@ -190,11 +239,13 @@ def run_chaos(
     poison: int = 3,
     max_seconds: float = 600.0,
     max_runs: int | None = None,
+    hostile: bool = True,
 ) -> Report:
     """Kill the runner ``kills`` times mid-run, then run it until nothing is left.
 
     Bounded by ``max_seconds`` and ``max_runs`` (default: 4 per kill, plus 50); a bound that
-    is hit ends the test with ``Report.bound`` set.
+    is hit ends the test with ``Report.bound`` set. ``hostile``: proxies in front of both
+    servers, random hostile answers armed before each run of the kill phase (``HOSTILE_FAULTS``).
     """
     rng = random.Random(seed)
     started = time.monotonic()
@@ -211,6 +262,9 @@ def run_chaos(
     spread = max(2, 2 * len(numbers) // max(kills, 1))
     cmd = [sys.executable, "-m", "integrator", "run-flow", "order_flow", "--no-progress"]
     full_env = {**os.environ, **env}
+    proxies = HostileProxies(sb, seed) if hostile else None
+    if proxies is not None:
+        full_env.update(proxies.env())
     proc: subprocess.Popen[bytes] | None = None
     try:
         while report.kills < kills:
@@ -223,9 +277,9 @@ def run_chaos(
             points, weights = zip(*KILL_POINTS, strict=True)
             point = rng.choices(points, weights)[0]
             target = wire.count(point) + rng.randint(1, spread)
-            proc = subprocess.Popen(
-                cmd, cwd=root, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
+            if proxies is not None:
+                proxies.arm()
+            proc = _start(cmd, root, full_env)
             report.runs += 1
             if wire.wait_exit_or(
                 proc, point, target, timeout=max(1.0, deadline - time.monotonic())
@@ -234,39 +288,114 @@ def run_chaos(
                 proc.wait(10)
                 report.kills += 1
             proc = None
-        # Faults stay on; run until every order that can be done is done.
+        # The sandbox's faults stay on, the hostile answers end (the drain is bounded); run until
+        # every order that can be done is done.
+        if proxies is not None:
+            proxies.disarm()
         while not report.bound and _remaining(sb, root, numbers, poisoned):
             if time.monotonic() > deadline or report.runs >= max_runs:
                 report.bound = _bound(report, started, max_seconds, max_runs, kills)
                 break
-            try:
-                subprocess.run(
-                    cmd, cwd=root, env=full_env, capture_output=True, text=True,
-                    timeout=max(1.0, deadline - time.monotonic()),
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:  # the run's child is killed by run()
+            if not _run(cmd, root, full_env, max(1.0, deadline - time.monotonic())):
                 report.bound = _bound(report, started, max_seconds, max_runs, kills)
             report.runs += 1
+        report.orders = len(numbers)
+        report.faults = (
+            _stats(sb.erp.url)["faults_injected"] + _stats(sb.omnitron.url)["faults_injected"]
+        )
+        _configure(sb.erp.url, {})
+        _configure(sb.omnitron.url, {})
+        # One more run without faults: it settles, from the source, the rows the last kills
+        # left at `sent` (the source no longer lists those orders).
+        if not _run(cmd, root, full_env, 120):
+            report.bound = report.bound or "the last run, without faults, took over 120 s"
+        report.runs += 1
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    report.orders = len(numbers)
-    report.faults = (
-        _stats(sb.erp.url)["faults_injected"] + _stats(sb.omnitron.url)["faults_injected"]
-    )
-    _configure(sb.erp.url, {})
-    _configure(sb.omnitron.url, {})
-    # One more run without faults: it settles, from the source, the rows the last kills left
-    # at `sent` (the source no longer lists those orders).
-    try:
-        subprocess.run(cmd, cwd=root, env=full_env, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        report.bound = report.bound or "the last run, without faults, took over 120 s"
-    report.runs += 1
+        if proxies is not None:
+            report.hostile_modes = proxies.hits()
+            report.hostile = sum(report.hostile_modes.values())
+            report.leaked = proxies.leaks()
+            proxies.stop()
     _check(sb, root, numbers, poisoned, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+class HostileProxies:
+    """A HostileProxy in front of each server; ``arm`` picks rules for the next run."""
+
+    def __init__(self, sb: Sandbox, seed: int) -> None:
+        self.proxies = {
+            "erp": HostileProxy(sb.erp.url, seed=seed).start(),
+            "omnitron": HostileProxy(sb.omnitron.url, seed=seed).start(),
+        }
+        self.random = random.Random(seed + 2)  # its own: the kills fall as without it
+        self.armed: list[Rule] = []
+
+    def env(self) -> dict[str, str]:
+        """The runner's connectors aimed at the proxies."""
+        return {"ERP_URL": self.proxies["erp"].url, "OMNITRON_URL": self.proxies["omnitron"].url}
+
+    def arm(self) -> None:
+        """Up to HOSTILE_RULES hostile rules (each HOSTILE_RATE of the time), each for the
+        next one or two matching requests after up to 8 of them (the login: the run's first)."""
+        self.disarm()
+        for _ in range(HOSTILE_RULES):
+            if self.random.random() >= HOSTILE_RATE:
+                continue
+            server, spec = self.random.choice(HOSTILE_FAULTS)
+            count = self.random.randint(1, 2)
+            skip = 0 if spec is _LOGIN_FAULT else self.random.randint(0, 8)  # one login a run
+            self.armed.append(self.proxies[server].hostile(count=count, skip=skip, **spec))
+
+    def disarm(self) -> None:
+        """Every proxy back to pass-through."""
+        for proxy in self.proxies.values():
+            proxy.clear()
+
+    def hits(self) -> dict[str, int]:
+        """Hostile answers given, by mode."""
+        found: dict[str, int] = {}
+        for rule in self.armed:
+            if rule.hits:
+                name = f"{rule.mode} {rule.status}" if rule.status else rule.mode
+                found[name] = found.get(name, 0) + rule.hits
+        return found
+
+    def leaks(self) -> list[str]:
+        """What reached another host (the traps): bodies, credentials, cookies."""
+        return [leak for proxy in self.proxies.values() for leak in proxy.trap.leaks()]
+
+    def stop(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.stop()
+
+
+def _start(cmd: list[str], root: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The runner, its data segment capped at DATA_LIMIT (set from outside right after the
+    start: ``preexec_fn`` is unsafe with the sandbox's threads)."""
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    with contextlib.suppress(ProcessLookupError):
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        resource.prlimit(proc.pid, resource.RLIMIT_DATA, (DATA_LIMIT, hard))
+    return proc
+
+
+def _run(cmd: list[str], root: Path, env: dict[str, str], timeout: float) -> bool:
+    """One run to its end (False: killed after ``timeout``)."""
+    proc = _start(cmd, root, env)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        return False
+    return True
 
 
 def _bound(report: Report, started: float, max_seconds: float, max_runs: int, kills: int) -> str:

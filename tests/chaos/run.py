@@ -1,5 +1,7 @@
 """The long chaos run: ``python tests/chaos/run.py --orders 5000 --kills 200``.
 
+Misbehaving proxies stand in front of both servers unless ``--no-hostile`` is given.
+
 Stopped early (Ctrl-C, SIGTERM), it kills the runner it started and removes its temporary
 project before it exits.
 """
@@ -38,6 +40,12 @@ def main() -> int:
     ap.add_argument(
         "--max-seconds", type=float, default=3600, help="fail when the test takes longer"
     )
+    ap.add_argument(
+        "--no-hostile",
+        dest="hostile",
+        action="store_false",
+        help="no misbehaving proxies in front of the servers (only the sandbox's own faults)",
+    )
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, _stop)
     with (
@@ -53,8 +61,11 @@ def main() -> int:
             kills=args.kills,
             seed=args.seed,
             max_seconds=args.max_seconds,
+            hostile=args.hostile,
         )
     print(report.line())
+    if report.hostile_modes:
+        print("hostile answers:", report.hostile_modes)
     bad = report.problems()
     print("problems:", bad or "none")
     return 1 if bad else 0
