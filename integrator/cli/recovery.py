@@ -25,7 +25,7 @@ from integrator.cli.common import (
     state_store,
 )
 from integrator.cli.workbench import read_json
-from integrator.connectors.redact import Redactor
+from integrator.connectors.redact import Redactor, known_secrets
 from integrator.pipeline import run_flow
 from integrator.pipeline.project import Project, policy_for
 from integrator.state import Fact, Ledger, LedgerError, State, Store
@@ -65,7 +65,7 @@ def _ledger(project: Project, store: Store, flow: str) -> Ledger:
             f"flow {flow!r} is in the state store but not in {project.app.flows_dir}: "
             "restore its file to act on its orders"
         )
-    return Ledger(store, flow, policy_for(project.app, built), Redactor(project.app.secrets))
+    return Ledger(store, flow, policy_for(project.app, built), Redactor(known_secrets(project.app)))
 
 
 @contextmanager
