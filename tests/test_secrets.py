@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+import structlog
 from conftest import Project, fault_rule, faults
 from test_daemon import daemon, every, wait_for
 from test_order_flow import unsent
 
+from integrator.connectors.redact import Redactor, scrub_urls, strip_channel_conf, url_secrets
+from integrator.logs import configure_logging
 from integrator.sandbox import Sandbox
 from integrator.sandbox.seed import CHANNEL_SECRET
 
@@ -243,3 +247,63 @@ def test_a_short_secret_inside_the_erp_reference_never_changes_what_is_written_b
     assert shown.code == 0, shown.err
     assert "ERP ref ERP-***" in shown.out
     assert erp_order["id"] not in shown.out
+
+
+# ------------------------------------------------------------------ the redactor and the logs
+def test_the_redactor_masks_url_credentials_and_encoded_secrets() -> None:
+    """By shape (userinfo, secret-named query parameters) with no secret known; by value,
+    also percent-encoded and inside JSON strings; a clean document comes back unchanged."""
+    r = Redactor(["k3y/with+plus=", "s3cret-value"])
+    assert r.scrub("GET https://erp-user:pa55word@erp.example/api/?a=1&api_key=zz9&b=2") == (
+        "GET https://erp-user:***@erp.example/api/?a=1&api_key=***&b=2"
+    )
+    assert r.scrub("https://ghp_tokenonly@git.example/x") == "https://***@git.example/x"
+    assert r.scrub("?signature=abc&X-Amz-Credential=def&sig=ghi&code=TR") == (
+        "?signature=***&X-Amz-Credential=***&sig=***&code=TR"
+    )
+    assert r.scrub("/x?ref=k3y%2Fwith%2Bplus%3D") == "/x?ref=***"  # a known value, encoded
+    assert r.scrub("https://u:p@ss@host/x") == "https://u:***@host/x"  # the last @ ends it
+    assert r.scrub("write to ops@example.com, see https://example.com/a?b=c") == (
+        "write to ops@example.com, see https://example.com/a?b=c"
+    )
+    doc = {"url": "https://a:b@h/?token=t0ken", "note": "ok", "ref": "s3cret-value"}
+    assert r.redact(doc) == {"url": "https://a:***@h/?token=***", "note": "ok", "ref": "***"}
+    clean = {"number": "1", "email": "a@b.c", "q": "x=1&y=2"}
+    assert r.redact(clean) is clean
+    assert url_secrets("https://u:p%40ss@h/x?token=t1&x=2") == ["p%40ss", "t1", "p@ss"]
+    assert scrub_urls("error: https://u:pw@h/") == "error: https://u:***@h/"
+
+
+def test_channel_conf_masking_keeps_its_shape() -> None:
+    r = Redactor()
+    text = {"channel": {"conf": json.dumps({"sifre": "gizli-Deger-9a7c3d51", "n": [1, None]})}}
+    strip_channel_conf(text, r)
+    assert json.loads(text["channel"]["conf"]) == {"sifre": "***", "n": ["***", None]}
+    assert r.scrub("echo gizli-Deger-9a7c3d51") == "echo ***"  # learned: a long value
+    opaque = {"channel": {"conf": "not json: user=a pass=b"}}
+    strip_channel_conf(opaque, r)
+    assert opaque["channel"]["conf"] == "***"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_logs_mask_url_credentials_and_show_no_local_variables(
+    as_json: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """structlog, console (with --debug's tracebacks) and JSON: URL credentials and known
+    secrets are masked in fields and in the traceback; no frame's local variables are
+    printed (rich's tracebacks would show them, past the redactor)."""
+    configure_logging("INFO", json=as_json, secrets=["known-Secret-1"], tracebacks=True)
+    log = structlog.get_logger("test")
+
+    def failing() -> None:
+        credential = "local-Secret-77a1"  # noqa: F841  # a local variable of the frame
+        raise RuntimeError("POST https://u:url-Pass-9@h/x?token=tok-1 known-Secret-1")
+
+    try:
+        failing()
+    except RuntimeError:
+        log.exception("boom", url="https://u:url-Pass-9@h/x?api_key=k-1")
+    out = capsys.readouterr().err
+    assert "boom" in out and "RuntimeError" in out and "u:***@h" in out
+    for secret in ("url-Pass-9", "tok-1", "k-1", "known-Secret-1", "local-Secret-77a1"):
+        assert secret not in out, secret

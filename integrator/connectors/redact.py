@@ -38,6 +38,8 @@ _MIN_LEARNED = 4  # shorter values would mask ordinary text (validate refuses sh
 _MIN_CONF_VALUE = 8  # a channel.conf value under a key that does not look secret
 # A JSON object key that names a secret: ``"…password…":``
 _SECRET_KEY_IN_JSON = re.compile(r'"[^"]*' + SECRET_KEY_RE.pattern + r'[^"]*"\s*:', re.IGNORECASE)
+# Every secret key contains one of these (lower case): a cheap test before the regex
+_KEY_HINTS = ("passw", "secret", "token", "auth", "key", "connection")
 # A query parameter whose name says it carries a credential, beyond the secret keys
 _SECRET_PARAM_RE = re.compile(
     SECRET_KEY_RE.pattern + r"|signature|credential|session"
@@ -175,8 +177,9 @@ class Redactor:
             text = json.dumps(value, ensure_ascii=False, default=str)
         except (TypeError, ValueError):  # circular or odd keys: walk it
             return None
+        low = text.lower()  # a substring test first: the key regex is slow to fail
         if (
-            _SECRET_KEY_IN_JSON.search(text)
+            (any(h in low for h in _KEY_HINTS) and _SECRET_KEY_IN_JSON.search(text))
             or any(s in text for s in self._in_json)
             or _has_url_secret(text)
         ):
@@ -198,7 +201,7 @@ class Redactor:
 
 def _mask_all(node: Any, secret: bool, found: list[str]) -> Any:
     """``node`` with every value masked (keys and shape kept); the values worth learning
-    (secret-keyed ones, long ones, URL credentials) are appended to ``found``."""
+    (secret-keyed ones, long ones, the credentials of URLs) are appended to ``found``."""
     if isinstance(node, dict):
         return {k: _mask_all(v, secret or is_secret_key(str(k)), found) for k, v in node.items()}
     if isinstance(node, list):
@@ -207,9 +210,10 @@ def _mask_all(node: Any, secret: bool, found: list[str]) -> Any:
         return node
     text = str(node)
     if isinstance(node, str):
-        if secret or len(text) >= _MIN_CONF_VALUE:
+        if "://" in text:  # a URL: its credentials (its host is no secret)
+            found += url_secrets(text)
+        elif secret or len(text) >= _MIN_CONF_VALUE:
             found.append(text)
-        found += url_secrets(text)
     return MASK
 
 
