@@ -161,6 +161,10 @@ def test_secrets_in_urls_are_masked_in_every_output(project: Project, sandbox: S
     run("orders", "show", numbers[0])
     run("orders", "show", numbers[1])
     run("quarantine")
+    order = project.root / "order.json"
+    order.write_text(json.dumps(sandbox.omnitron.orders[2]))
+    traced = run("test-flow", "order_flow", "--order", str(order))
+    assert "?api_key=***" in traced  # the write it would send, masked
     every(project)
     with daemon(project) as d:
         wait_for(lambda: d.named("run_ended"), what="a daemon run")
@@ -307,3 +311,23 @@ def test_logs_mask_url_credentials_and_show_no_local_variables(
     assert "boom" in out and "RuntimeError" in out and "u:***@h" in out
     for secret in ("url-Pass-9", "tok-1", "k-1", "known-Secret-1", "local-Secret-77a1"):
         assert secret not in out, secret
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_error_shows_no_url_credentials(
+    debug: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last net, before anything is loaded: ``internal error`` and --debug's traceback."""
+    from integrator.cli import main as cli_main
+
+    def broken(**_kw: object) -> None:
+        raise RuntimeError("GET https://u:pw-Secret-1@h/x?token=tok-Secret-2 failed")
+
+    monkeypatch.setattr(cli_main.cli, "main", broken)
+    with pytest.raises(SystemExit) as exit_:
+        cli_main.main(["--debug", "runs"] if debug else ["runs"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError" in err and "https://u:***@h/x?token=***" in err
+    assert ("Traceback" in err) is debug
+    assert "pw-Secret-1" not in err and "tok-Secret-2" not in err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -115,8 +116,9 @@ def main(argv: list[str] | None = None) -> None:
         err.print(scrub_urls(f"error: {exc}"), markup=False)
         sys.exit(1)
     except Exception as exc:
-        if debug:
-            raise
+        if debug:  # the traceback, as text (no local variables), its URLs' credentials masked
+            err.print(scrub_urls(traceback.format_exc()), markup=False)
+            sys.exit(1)
         err.print(
             scrub_urls(f"internal error: {type(exc).__name__}: {exc}")
             + "\nrun again with --debug for the traceback, and please report it",
