@@ -134,7 +134,10 @@ def test_secrets_in_urls_are_masked_in_every_output(project: Project, sandbox: S
         "      path: /api/orders/\n",
         "      path: /api/orders/?api_key=${ERP_QUERY_KEY}&ref=${ERP_TOKEN}\n",
     )
-    project.edit_flow("      page_size: 50\n", "      page_size: 50\n      params:\n        signature: ${LIST_SIG}\n")
+    project.edit_flow(
+        "      page_size: 50\n",
+        "      page_size: 50\n      params:\n        signature: ${LIST_SIG}\n",
+    )
     project.edit_flow("  - post_script:\n", "  - export: {Connector: Webhook}\n  - post_script:\n")
     # The ERP refuses one order and echoes the whole request line and Host in its error.
     echo = (
@@ -242,9 +245,7 @@ def test_a_short_secret_inside_the_erp_reference_never_changes_what_is_written_b
     assert all("0000" in line for line in erp_lines)  # the secret is in every reference
     pk = next(o["pk"] for o in sandbox.omnitron.orders.values() if o["number"] == target)
     written = sorted(
-        i["extra_field"]["erp_line_id"]
-        for i in sandbox.omnitron.items.values()
-        if i["order"] == pk
+        i["extra_field"]["erp_line_id"] for i in sandbox.omnitron.items.values() if i["order"] == pk
     )
     assert written == sorted(erp_lines)  # exactly what the ERP answered, not ERP-***…
     shown = project.run("orders", "show", target)

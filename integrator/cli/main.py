@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     except IntegratorError as exc:
         err.print(scrub_urls(f"error: {exc}"), markup=False)
         sys.exit(1)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  # the entry point: every bug ends here
         if debug:  # the traceback, as text (no local variables), its URLs' credentials masked
             err.print(scrub_urls(traceback.format_exc()), markup=False)
             sys.exit(1)

@@ -47,7 +47,9 @@ _SECRET_PARAM_RE = re.compile(
     re.IGNORECASE,
 )
 # ``scheme://userinfo@``: the userinfo ends at the netloc's last ``@`` (as urlsplit reads it)
-_USERINFO = re.compile(r"""(\b[A-Za-z][A-Za-z0-9+.-]*://)([^\s/?#@"'<>\\]*(?:@[^\s/?#@"'<>\\]*)*)@""")
+_USERINFO = re.compile(
+    r"""(\b[A-Za-z][A-Za-z0-9+.-]*://)([^\s/?#@"'<>\\]*(?:@[^\s/?#@"'<>\\]*)*)@"""
+)
 # ``?name=value`` / ``&name=value`` (``;`` too); the value ends at a separator or a quote
 _PARAM = re.compile(r"""([?&;])([^\s=&;#?"'<>\\]+)=([^\s&;#"'<>\\]*)""")
 
