@@ -36,7 +36,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -482,7 +482,9 @@ class Ledger:
             change,
             earlier=t.pending,
             log={k: self.redactor.scrub(v) for k, v in log.items()} if log else None,
-            delivery=delivery,
+            delivery=replace(delivery, note=self.redactor.scrub(delivery.note))
+            if delivery is not None
+            else None,
             defer=fact in DEFERRED,
         )
         t.pending.clear()

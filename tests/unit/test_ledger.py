@@ -13,7 +13,7 @@ import pytest
 
 from integrator.connectors.redact import Redactor
 from integrator.errors import AmbiguousWriteError, PermanentError, RetriableError, SystemicError
-from integrator.state.journal import JournalEntry
+from integrator.state.journal import Delivery, JournalEntry
 from integrator.state.ledger import (
     TABLE,
     ErrorKind,
@@ -227,14 +227,18 @@ def test_masking_never_changes_the_stored_answer_a_resume_uses(store: Store) -> 
     answer = {"id": "ERP-0000002", "lines": [{"line_id": "ERP-0000002-1"}]}
     lg.apply(t, F.WRITE_ANSWERED, "201 ERP-0000002", response=answer)
     lg.apply(t, F.MARKED, "marked", erp_ref="ERP-0000002")
+    note = "produced to Kafka u:0000@broker:9092"
+    lg.apply(t, F.EXPORTED, "exported", delivery=Delivery("export", "Kafka", "k", note))
     lg.apply(t, F.DONE, "complete")
     store.flush()
     e = store.journal.entry("f", "100")
     assert e is not None and e.response == answer  # what a resume writes back
     assert e.erp_ref == "ERP-***002"  # only ever shown
-    assert [x["message"] for x in store.journal.history("100")["events"]] == [
-        "201 ERP-***002", "marked", "complete",
+    history = store.journal.history("100")
+    assert [x["message"] for x in history["events"]] == [
+        "201 ERP-***002", "marked", "exported", "complete",
     ]  # fmt: skip
+    assert [d["note"] for d in history["deliveries"]] == ["produced to Kafka u:***@broker:9092"]
 
 
 def test_a_dry_ledger_writes_nothing(store: Store) -> None:
