@@ -297,6 +297,7 @@ def test_logs_mask_url_credentials_and_show_no_local_variables(
     """structlog, console (with --debug's tracebacks) and JSON: URL credentials and known
     secrets are masked in fields and in the traceback; no frame's local variables are
     printed (rich's tracebacks would show them, past the redactor)."""
+    before = structlog.get_config()
     configure_logging("INFO", json=as_json, secrets=["known-Secret-1"], tracebacks=True)
     log = structlog.get_logger("test")
 
@@ -308,6 +309,8 @@ def test_logs_mask_url_credentials_and_show_no_local_variables(
         failing()
     except RuntimeError:
         log.exception("boom", url="https://u:url-Pass-9@h/x?api_key=k-1")
+    finally:
+        structlog.configure(**before)  # later tests must not print to this test's stderr
     out = capsys.readouterr().err
     assert "boom" in out and "RuntimeError" in out and "u:***@h" in out
     for secret in ("url-Pass-9", "tok-1", "k-1", "known-Secret-1", "local-Secret-77a1"):
