@@ -29,10 +29,6 @@ def _redacting(redactor: Redactor) -> Any:
     return processor
 
 
-def _keep(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
-    return event
-
-
 def _without_traceback(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
     """The console shows an internal error's type and message; its traceback is in the run's
     log file (and on the console with --debug)."""
@@ -52,18 +48,22 @@ def configure_logging(
     secrets: Iterable[str] = (),
     tracebacks: bool = False,
 ) -> None:
-    """Route structlog to stderr; every event passes the redactor first. Tracebacks: in JSON
-    (the daemon's logs, as a field), on the console only with ``tracebacks`` (--debug)."""
+    """Route structlog to stderr; every event passes the redactor first (known secrets, URL
+    credentials, secret-named keys). Tracebacks: in JSON (the daemon's logs, as a field), on
+    the console only with ``tracebacks`` (--debug); as plain text, without local variables."""
     learn_secrets(secrets)
+    # A traceback is rendered to text before the redactor sees it, never by the console
+    # renderer afterwards: rich's tracebacks show every frame's local variables (headers,
+    # tokens, connection settings), and would print them past the redactor.
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     exceptions: Any = (
-        structlog.processors.format_exc_info
-        if json
-        else (_keep if tracebacks else _without_traceback)
+        structlog.processors.format_exc_info if json or tracebacks else _without_traceback
     )
     structlog.configure(
         processors=[

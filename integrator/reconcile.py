@@ -19,7 +19,7 @@ import jmespath
 
 from integrator.config.model import ReconcileSettings
 from integrator.connectors.http import Connector, parse_json
-from integrator.connectors.redact import Redactor
+from integrator.connectors.redact import Redactor, known_secrets
 from integrator.errors import ConfigIssue, ConfigurationError, FatalError, OrderError
 from integrator.pipeline.project import Project, connector_for
 from integrator.stages.read import ReadStage
@@ -134,7 +134,7 @@ def reconcile(project: Project, name: str, since: dt.datetime | None = None) -> 
             ]
         )
     when = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S") if since else None
-    redactor = Redactor(project.app.secrets)
+    redactor = Redactor(known_secrets(project.app))
     source = connector_for(project.app, flow.source, redactor, 4)
     target = connector_for(project.app, flow.target, redactor, 4)
     result = Reconciliation(flow.name, when)
@@ -170,7 +170,7 @@ def _stock(
     project: Project, name: str, source_name: str, target_name: str, snapshot: SnapshotStage
 ) -> Reconciliation:
     """Stock: every ERP entry whose quantity the OMS does not have (the stock flow's work)."""
-    redactor = Redactor(project.app.secrets)
+    redactor = Redactor(known_secrets(project.app))
     source = connector_for(project.app, source_name, redactor, 4)
     target = connector_for(project.app, target_name, redactor, 4)
     result = Reconciliation(name, None)

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from integrator.config import load_app
+from integrator.connectors.redact import known_secrets
 from integrator.logs import configure_logging
 from integrator.pipeline import Outcome, Project, RunContext, RunResult, load_project
 from integrator.state import Store
@@ -49,7 +50,7 @@ def load(ctx: click.Context, *, strict: bool = True) -> Project:
     """Load the project named by ``--config`` and configure logging."""
     project = load_project(Path(ctx.obj["config"]), strict=strict, state_url=ctx.obj["state"])
     configure_logging(
-        project.app.log_level, secrets=project.app.secrets, tracebacks=ctx.obj["debug"]
+        project.app.log_level, secrets=known_secrets(project.app), tracebacks=ctx.obj["debug"]
     )
     return project
 
@@ -61,7 +62,7 @@ def load_lenient(ctx: click.Context) -> Project:
         Path(ctx.obj["config"]), strict=False, need_secrets=False, state_url=ctx.obj["state"]
     )
     configure_logging(
-        project.app.log_level, secrets=project.app.secrets, tracebacks=ctx.obj["debug"]
+        project.app.log_level, secrets=known_secrets(project.app), tracebacks=ctx.obj["debug"]
     )
     return project
 
@@ -70,7 +71,7 @@ def load_quiet(ctx: click.Context) -> Project:
     """The project without its secrets (for commands that call no connector); logging on."""
     project = load_project(Path(ctx.obj["config"]), need_secrets=False, state_url=ctx.obj["state"])
     configure_logging(
-        project.app.log_level, secrets=project.app.secrets, tracebacks=ctx.obj["debug"]
+        project.app.log_level, secrets=known_secrets(project.app), tracebacks=ctx.obj["debug"]
     )
     return project
 

@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from integrator.cli.common import console, load_quiet
+from integrator.connectors.redact import known_secrets
 from integrator.logs import configure_logging
 
 __all__ = ["COMMANDS"]
@@ -64,7 +65,7 @@ def daemon_cmd(
     if not host or not port.isdigit():
         raise click.BadParameter(f"expected HOST:PORT, got {http!r}", param_hint="--http")
     app = load_app(Path(ctx.obj["config"]), state_url=ctx.obj["state"])
-    configure_logging(app.log_level, json=not console_logs, secrets=app.secrets)
+    configure_logging(app.log_level, json=not console_logs, secrets=known_secrets(app))
     daemon = Daemon(
         Path(ctx.obj["config"]),
         host=host,

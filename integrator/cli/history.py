@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from integrator.cli.common import console, load_lenient, state_store
-from integrator.connectors.redact import Redactor
+from integrator.cli.common import console, load_lenient
+from integrator.config import load_app
+from integrator.connectors.redact import Redactor, known_secrets
 from integrator.pipeline.project import policy_for
-from integrator.state import Ledger, State
+from integrator.state import Ledger, State, Store
 
 __all__ = ["COMMANDS"]
 
@@ -31,7 +33,9 @@ def _when(value: Any) -> str:
 @click.pass_context
 def runs_cmd(ctx: click.Context, flow: str | None, limit: int) -> int:
     """The latest runs, newest first, with their counts and status (times in UTC)."""
-    store = state_store(ctx)
+    app = load_app(Path(ctx.obj["config"]), need_secrets=False, state_url=ctx.obj["state"])
+    shown = Redactor(known_secrets(app)).scrub  # a second net over what runs stored scrubbed
+    store = Store(app.state_url)
     try:
         rows = store.runs.latest(flow, limit)
         known = store.runs.flows() if flow and not rows else []
@@ -58,7 +62,7 @@ def runs_cmd(ctx: click.Context, flow: str | None, limit: int) -> int:
             str(r["orders_ok"]),
             str(r["orders_failed"]),
             skipped,
-            r["error"] or "",
+            shown(r["error"] or ""),
         )
     console.print(table)
     if not rows:
@@ -79,7 +83,12 @@ def orders_show(ctx: click.Context, number: str, flow: str | None) -> int:
     """Journal, events, deliveries and log. attributes of order NUMBER, across runs; and why
     a run would skip it now."""
     project = load_lenient(ctx)
-    store = state_store(ctx)
+    # What the store shows was scrubbed by the run that wrote it (with what it learned: login
+    # tokens, channel.conf); this second net masks the configuration's secrets and URL
+    # credentials again, in case a value was stored unmasked.
+    redactor = Redactor(known_secrets(project.app))
+    shown = redactor.scrub
+    store = Store(project.app.state_url)
     try:
         h = store.journal.history(number, flow)
         entries = {j["flow"]: store.journal.entry(j["flow"], number) for j in h["journal"]}
@@ -88,7 +97,7 @@ def orders_show(ctx: click.Context, number: str, flow: str | None) -> int:
             built = project.flows.get(name)
             if entry is None or built is None:
                 continue
-            ledger = Ledger(store, name, policy_for(project.app, built), Redactor([]))
+            ledger = Ledger(store, name, policy_for(project.app, built), redactor)
             notes[name] = _status_note(ledger, entry, built.stages)
     finally:
         store.close()
@@ -99,10 +108,10 @@ def orders_show(ctx: click.Context, number: str, flow: str | None) -> int:
         console.print(
             f"[bold]{j['flow']}[/bold] order {number} (pk {j['order_pk']}): "
             f"[bold]{j['state']}[/bold], attempts {j['attempts']}"
-            + (f", ERP ref {j['erp_ref']}" if j["erp_ref"] else "")
+            + (f", ERP ref {shown(j['erp_ref'])}" if j["erp_ref"] else "")
             + (f", written to {j['target_id']}" if j.get("target_id") else "")
-            + (f"\n  last error: {j['last_error']}" if j["last_error"] else "")
-            + (f"\n  now: {notes[j['flow']]}" if notes.get(j["flow"]) else "")
+            + (f"\n  last error: {shown(j['last_error'])}" if j["last_error"] else "")
+            + (f"\n  now: {shown(notes[j['flow']])}" if notes.get(j["flow"]) else "")
         )
     ev = Table(title="events")
     for col in ("at", "run", "state", "fact"):
@@ -111,7 +120,7 @@ def orders_show(ctx: click.Context, number: str, flow: str | None) -> int:
     for e in h["events"]:
         ev.add_row(
             _when(e["at"]), str(e["run_id"] or ""), e["state"], e.get("fact") or "",
-            e["message"] or "",
+            shown(e["message"] or ""),
         )  # fmt: skip
     console.print(ev)
     if h["deliveries"]:
@@ -122,7 +131,7 @@ def orders_show(ctx: click.Context, number: str, flow: str | None) -> int:
         for d in h["deliveries"]:
             dl.add_row(
                 _when(d["at"]), str(d["run_id"] or ""), d["kind"], d["connector"],
-                d["connector_id"] or "", d["note"] or "",
+                d["connector_id"] or "", shown(d["note"] or ""),
             )  # fmt: skip
         console.print(dl)
     if h["log"]:
@@ -131,7 +140,7 @@ def orders_show(ctx: click.Context, number: str, flow: str | None) -> int:
             lg.add_column(col, no_wrap=True)
         lg.add_column("value", overflow="fold")
         for r in h["log"]:
-            lg.add_row(_when(r["at"]), str(r["run_id"] or ""), r["key"], r["value"] or "")
+            lg.add_row(_when(r["at"]), str(r["run_id"] or ""), r["key"], shown(r["value"] or ""))
         console.print(lg)
     return 0
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
 from rich.console import Console
 
 from integrator import __version__
+from integrator.connectors.redact import scrub_urls
 from integrator.errors import ConfigurationError, FatalError, IntegratorError
 
 __all__ = ["cli", "main"]
@@ -105,20 +107,21 @@ def main(argv: list[str] | None = None) -> None:
         n = len(exc.issues)
         err.print(f"[red]configuration error{'s' if n != 1 else ''}[/red] ({n}):", markup=True)
         for issue in exc.issues:
-            err.print(f"  {issue}", markup=False)
+            err.print(scrub_urls(f"  {issue}"), markup=False)
         sys.exit(2)
     except FatalError as exc:
-        err.print(f"error: {exc}", markup=False)
+        err.print(scrub_urls(f"error: {exc}"), markup=False)
         sys.exit(1)
     except IntegratorError as exc:
-        err.print(f"error: {exc}", markup=False)
+        err.print(scrub_urls(f"error: {exc}"), markup=False)
         sys.exit(1)
-    except Exception as exc:
-        if debug:
-            raise
+    except Exception as exc:  # noqa: BLE001  # the entry point: every bug ends here
+        if debug:  # the traceback, as text (no local variables), its URLs' credentials masked
+            err.print(scrub_urls(traceback.format_exc()), markup=False)
+            sys.exit(1)
         err.print(
-            f"internal error: {type(exc).__name__}: {exc}\n"
-            "run again with --debug for the traceback, and please report it",
+            scrub_urls(f"internal error: {type(exc).__name__}: {exc}")
+            + "\nrun again with --debug for the traceback, and please report it",
             markup=False,
         )
         sys.exit(1)

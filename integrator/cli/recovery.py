@@ -25,7 +25,7 @@ from integrator.cli.common import (
     state_store,
 )
 from integrator.cli.workbench import read_json
-from integrator.connectors.redact import Redactor
+from integrator.connectors.redact import Redactor, known_secrets, scrub_urls
 from integrator.pipeline import run_flow
 from integrator.pipeline.project import Project, policy_for
 from integrator.state import Fact, Ledger, LedgerError, State, Store
@@ -65,7 +65,7 @@ def _ledger(project: Project, store: Store, flow: str) -> Ledger:
             f"flow {flow!r} is in the state store but not in {project.app.flows_dir}: "
             "restore its file to act on its orders"
         )
-    return Ledger(store, flow, policy_for(project.app, built), Redactor(project.app.secrets))
+    return Ledger(store, flow, policy_for(project.app, built), Redactor(known_secrets(project.app)))
 
 
 @contextmanager
@@ -128,7 +128,7 @@ def quarantine_cmd(ctx: click.Context, flow: str | None) -> int:
             r.updated_at.isoformat(timespec="seconds") if r.updated_at else "",
             str(r.attempts),
             r.error_kind or "",
-            r.last_error or "",
+            scrub_urls(r.last_error or ""),  # stored scrubbed; a second net for URLs
         )
     console.print(table)
     for r in sending:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from integrator.cli.common import console
+from integrator.connectors.redact import known_secrets
 from integrator.errors import ConfigurationError
 from integrator.logs import configure_logging
 from integrator.pipeline import SourceStage, load_project
@@ -26,7 +27,7 @@ def validate_cmd(ctx: click.Context) -> int:
         Path(ctx.obj["config"]), strict=False, state_url=ctx.obj["state"], collect=True
     )
     configure_logging(
-        project.app.log_level, secrets=project.app.secrets, tracebacks=ctx.obj["debug"]
+        project.app.log_level, secrets=known_secrets(project.app), tracebacks=ctx.obj["debug"]
     )
     for w in project.warnings:
         console.print(f"warning: {w}", markup=False)

@@ -148,7 +148,9 @@ class RunContext:
     def plan_to(self, ex: Exchange, connector: str, method: str, url: str, body: Any) -> None:
         """Record a request a dry run would send, to ``url`` through ``connector``."""
         self.planned.append(
-            PlannedRequest(ex.number, connector, method, url, self.redactor.redact(body))
+            PlannedRequest(
+                ex.number, connector, method, self.redactor.scrub(url), self.redactor.redact(body)
+            )
         )
 
     # ------------------------------------------------------------ run log

@@ -12,7 +12,7 @@ from pathlib import Path
 from integrator.config.load import load_app, load_flows, read_app
 from integrator.config.model import AppConfig, FlowConfig
 from integrator.connectors.http import Connector
-from integrator.connectors.redact import Redactor
+from integrator.connectors.redact import Redactor, known_secrets
 from integrator.connectors.resolve import resolve_connector
 from integrator.errors import ConfigIssue, ConfigurationError
 from integrator.metrics import Metrics
@@ -193,7 +193,7 @@ def _run(
 ) -> tuple[RunResult, RunContext]:
     """``run_flow`` once the store is open: connectors, the run context, the lock, the run."""
     app, flow = project.app, built.config
-    redactor = Redactor(app.secrets)
+    redactor = Redactor(known_secrets(app))
     pool = flow.concurrency * 4 + 4
     source = connector_for(app, flow.source, redactor, pool, metrics)
     try:

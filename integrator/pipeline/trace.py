@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from integrator.connectors.redact import Redactor
+from integrator.connectors.redact import Redactor, known_secrets
 from integrator.errors import OrderError
 from integrator.pipeline.context import Mode, PlannedRequest, RunContext
 from integrator.pipeline.exchange import Exchange
@@ -66,10 +66,11 @@ class FlowTrace:
     attributes: dict[str, str] = field(default_factory=dict)  # every attribute at the end
     state: str = ""  # the ledger's state for the order at the end
     error: str | None = None
+    redactor: Redactor | None = field(default=None, repr=False)  # masks what is printed
 
     def as_dict(self) -> dict[str, Any]:
-        """For printing."""
-        return {
+        """For printing: masked (the fields keep what the flow made, for golden tests)."""
+        out = {
             "stages": [s.as_dict() for s in self.stages],
             "erp_request": self.request,
             "erp_response": self.response,
@@ -78,6 +79,7 @@ class FlowTrace:
             "state": self.state,
             "error": self.error,
         }
+        return out if self.redactor is None else dict(self.redactor.redact(out))
 
 
 def _snapshot(value: Any) -> Any:
@@ -101,7 +103,7 @@ def trace_flow(
     """Run ``order`` through ``built`` in trace mode. The write's answer: ``response`` with
     ``status`` (recorded), else ``answer(request)``, else an empty object."""
     app, flow = project.app, built.config
-    redactor = Redactor(app.secrets)
+    redactor = Redactor(known_secrets(app))
 
     def answer_for(ex: Exchange) -> tuple[Any, int]:
         if response is not None:
@@ -120,7 +122,7 @@ def trace_flow(
         scripts=ScriptPool(size=1, memory_mb=flow.script_memory_mb),
         trace_answer=answer_for,
     )
-    trace = FlowTrace()
+    trace = FlowTrace(redactor=redactor)
     seen = 0
     mapping: list[Any] = [None]  # the mapping data as the last stage left it
 

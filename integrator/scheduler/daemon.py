@@ -33,6 +33,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from integrator.connectors.redact import known_secrets
 from integrator.errors import ConfigurationError, FatalError
 from integrator.logs import learn_secrets
 from integrator.metrics import PrometheusMetrics
@@ -93,7 +94,7 @@ class Daemon:
     def load(self) -> None:
         """Load the project; keep the old config of any flow whose new one is invalid."""
         project = load_project(self.config, strict=False, state_url=self.state_url)
-        learn_secrets(project.app.secrets)  # the flow files' secrets too
+        learn_secrets(known_secrets(project.app))  # the flow files' and URLs' secrets too
         bad_files = {i.file for i in project.issues if i.severity == "error"}
         for issue in project.issues:
             log.error("config_issue", issue=str(issue))

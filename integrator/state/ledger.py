@@ -33,9 +33,10 @@ and a tripped circuit breaker are about the system: retried, never charged.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -454,15 +455,17 @@ class Ledger:
         text = self.redactor.scrub(message)
         if fields.get("last_error") is _MESSAGE:
             fields["last_error"] = text
+        # The request and the ERP's answer are what a resume uses: stored as they were, and
+        # masked only where they are shown. erp_ref is only ever shown: stored masked.
         if fact is F.WRITE_STARTED:
-            fields["request_json"] = self.redactor.redact_json(request)
+            fields["request_json"] = _stored_json(request)
             fields["repeatable"] = int(self.policy.safe_resend)  # this write, as sent
         if fact in (F.WRITE_STARTED, F.FOUND, F.RESOLVED_SENT):
             fields["target_id"] = self.policy.target_id or None  # the ERP that has it now
         if fact in (F.WRITE_ANSWERED, F.FOUND, F.RESOLVED_SENT) and response is not None:
-            fields["response_json"] = self.redactor.redact_json(response)
+            fields["response_json"] = _stored_json(response)
         if erp_ref is not None:
-            fields["erp_ref"] = erp_ref
+            fields["erp_ref"] = self.redactor.scrub(erp_ref)
         if t.pk is not None:
             fields.setdefault("order_pk", t.pk)
         change = Transition(new.value, text, now(), fields, fact.value)
@@ -479,7 +482,9 @@ class Ledger:
             change,
             earlier=t.pending,
             log={k: self.redactor.scrub(v) for k, v in log.items()} if log else None,
-            delivery=delivery,
+            delivery=replace(delivery, note=self.redactor.scrub(delivery.note))
+            if delivery is not None
+            else None,
             defer=fact in DEFERRED,
         )
         t.pending.clear()
@@ -603,6 +608,11 @@ class Ledger:
                 self.redactor.scrub(message),
                 fact.value if fact else "",
             )
+
+
+def _stored_json(value: Any) -> str:
+    """A request or answer as the store keeps it: exactly as it was (a resume uses it)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _backing_off(entry: JournalEntry) -> bool:

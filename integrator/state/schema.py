@@ -62,8 +62,8 @@ journal = _Table(
     Column("error_kind", String(20)),
     Column("last_error", Text),
     Column("erp_ref", String(200)),
-    Column("request_json", Text),  # redacted ERP request, kept from `sending` on
-    Column("response_json", Text),  # redacted ERP answer, kept from `sent` on
+    Column("request_json", Text),  # the ERP request as sent, kept from `sending` on
+    Column("response_json", Text),  # the ERP answer as received, kept from `sent` on
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("run_id", Integer, ForeignKey("runs.id")),
     Column("target_id", String(200)),  # the ConnectorId the write went to (v2)

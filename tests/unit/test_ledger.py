@@ -13,7 +13,7 @@ import pytest
 
 from integrator.connectors.redact import Redactor
 from integrator.errors import AmbiguousWriteError, PermanentError, RetriableError, SystemicError
-from integrator.state.journal import JournalEntry
+from integrator.state.journal import Delivery, JournalEntry
 from integrator.state.ledger import (
     TABLE,
     ErrorKind,
@@ -197,7 +197,8 @@ def test_light_facts_ride_on_the_next_durable_one(store: Store) -> None:
     lg.apply(t, F.WRITE_STARTED, "POST erp", request={"n": 1, "password": "s3cret-value"})
     e = store.journal.entry("f", "100")
     assert e is not None and e.state == "sending" and e.target_id == "erp-1"
-    assert e.request == {"n": 1, "password": "***"}  # redacted in the store
+    # a resume gives the request to check_response: stored as sent, masked where shown
+    assert e.request == {"n": 1, "password": "s3cret-value"}
     events = store.journal.history("100")["events"]
     assert [(x["state"], x["fact"]) for x in events] == [
         ("read", "read"), ("checked", "not_found"), ("sending", "write_started"),
@@ -215,6 +216,29 @@ def test_done_is_deferred_and_flushed(store: Store) -> None:
     e = store.journal.entry("f", "100")
     assert e is not None and e.state == "done" and e.response == {"id": "E1"}
     assert store.journal.history("100")["log"][0]["value"] == "the ***"
+
+
+def test_masking_never_changes_the_stored_answer_a_resume_uses(store: Store) -> None:
+    """A 4-character secret inside the ERP's reference (a Redactor built directly: validate
+    refuses such a configured secret, a login or channel.conf may still teach one): the
+    stored answer stays exact for the resume; only the shown reference and messages mask it."""
+    lg = Ledger(store, "f", POLICY, Redactor(["0000"]), run_id=1)
+    t = track(S.SENDING)
+    answer = {"id": "ERP-0000002", "lines": [{"line_id": "ERP-0000002-1"}]}
+    lg.apply(t, F.WRITE_ANSWERED, "201 ERP-0000002", response=answer)
+    lg.apply(t, F.MARKED, "marked", erp_ref="ERP-0000002")
+    note = "produced to Kafka u:0000@broker:9092"
+    lg.apply(t, F.EXPORTED, "exported", delivery=Delivery("export", "Kafka", "k", note))
+    lg.apply(t, F.DONE, "complete")
+    store.flush()
+    e = store.journal.entry("f", "100")
+    assert e is not None and e.response == answer  # what a resume writes back
+    assert e.erp_ref == "ERP-***002"  # only ever shown
+    history = store.journal.history("100")
+    assert [x["message"] for x in history["events"]] == [
+        "201 ERP-***002", "marked", "exported", "complete",
+    ]  # fmt: skip
+    assert [d["note"] for d in history["deliveries"]] == ["produced to Kafka u:***@broker:9092"]
 
 
 def test_a_dry_ledger_writes_nothing(store: Store) -> None:

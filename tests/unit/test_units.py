@@ -71,11 +71,12 @@ def test_redactor_masks_keys_and_values() -> None:
 
 
 def test_strip_channel_conf_learns_its_secrets() -> None:
-    """channel.conf secrets are masked in the order and scrubbed elsewhere afterwards."""
+    """channel.conf is masked whole (every value, any key; the shape kept); its secrets are
+    scrubbed elsewhere afterwards."""
     r = Redactor()
-    order = {"channel": {"conf": {"password": "chan-pass-1", "server": "https://x"}}}
+    order = {"channel": {"conf": {"password": "chan-pass-1", "server": "https://x", "n": 3}}}
     strip_channel_conf(order, r)
-    assert order["channel"]["conf"] == {"password": "***", "server": "https://x"}
+    assert order["channel"]["conf"] == {"password": "***", "server": "***", "n": "***"}
     assert r.scrub("copy of chan-pass-1") == "copy of ***"
 
 
