@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import logging
 import signal
 import threading
 import time
@@ -34,6 +35,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from integrator.errors import ConfigurationError, FatalError
+from integrator.logs import route_library_logs
 from integrator.metrics import PrometheusMetrics
 from integrator.pipeline.project import BuiltFlow, Project, load_project, run_flow
 from integrator.scheduler.schedule import Schedule
@@ -371,6 +373,9 @@ class Daemon:
         """Load, schedule, serve; returns at once. Events queued before a restart are run."""
         self.load()
         self._serve()
+        # APScheduler's warnings (a fire skipped or missed) are the daemon's own events
+        # already; its errors become JSON lines like the rest.
+        route_library_logs("apscheduler", "scheduler", level=logging.ERROR)
         self.scheduler.start()
         assert self.store is not None  # load()
         for name in self.store.pending.flows_waiting():

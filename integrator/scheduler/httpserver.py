@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -33,34 +32,12 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
+from integrator.logs import route_library_logs
 from integrator.scheduler.web import HttpLimits
 
 __all__ = ["WebServer"]
 
 log = structlog.get_logger("integrator.http")
-
-
-class _ToStructlog(logging.Handler):
-    """waitress's log records as structlog events (its queue-depth notes at debug level)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        level = logging.DEBUG if record.name == "waitress.queue" else record.levelno
-        fields: dict[str, Any] = {"message": record.getMessage()}
-        if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            fields["error"] = f"{type(exc).__name__}: {exc}"
-            if level >= logging.ERROR:
-                fields["exc_info"] = record.exc_info
-        log.log(level, "http_server", **fields)
-
-
-def route_waitress_logs() -> None:
-    """waitress logs through structlog, never to stderr by itself (idempotent)."""
-    logger = logging.getLogger("waitress")
-    if not any(isinstance(h, _ToStructlog) for h in logger.handlers):
-        logger.addHandler(_ToStructlog())
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
 
 
 class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type hints
@@ -181,7 +158,8 @@ class WebServer:
         self._tick = max(0.01, min(1.0, limits.request_seconds / 5, limits.idle_seconds / 5))
 
     def start(self) -> None:
-        route_waitress_logs()
+        # waitress's records as http_server events; its queue-depth notes at debug level
+        route_library_logs("waitress", "http_server", demoted=["waitress.queue"])
         limits = self.limits
         ipv6 = ":" in self.host
         adj = Adjustments(
