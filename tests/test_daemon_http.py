@@ -350,7 +350,7 @@ def test_a_failing_handler_is_a_500_and_a_log_line_never_stderr(
         "detail": "internal error; see the daemon's log"
     }
     assert "Traceback" not in answer.text and "fell over" not in answer.text
-    assert wrong.status_code == 405 and wrong.headers["Allow"] == "GET"
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "GET, HEAD"
     assert missing.status_code == 404
     failed = [e for e in logs if e["event"] == "http_handler_failed"]
     assert failed and failed[0]["error"] == "RuntimeError: the store fell over"
@@ -426,6 +426,8 @@ def test_the_daemon_under_hostile_clients(omnium_project: Project) -> None:
         assert huge_header.status_code == 431
         assert requests.get(d.url("/nope"), timeout=5).status_code == 404
         assert requests.get(d.url(events.decode()), timeout=5).status_code == 405
+        head = requests.head(d.url("/healthz"), timeout=5)
+        assert head.status_code == 200 and head.content == b""
         with drippers(port, 12, b"POST " + events + b" HTTP/1.1\r\nHost: x\r\nX-Slow: ") as drip:
             start = time.monotonic()
             health = requests.get(d.url("/healthz"), timeout=30)

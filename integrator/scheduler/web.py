@@ -181,8 +181,9 @@ class App:
             found = pattern.fullmatch(path)
             if found is None:
                 continue
-            if route_method != method:
-                allowed.append(route_method)
+            # HEAD is a GET whose body waitress does not send
+            if route_method != ("GET" if method == "HEAD" else method):
+                allowed += [route_method, "HEAD"] if route_method == "GET" else [route_method]
                 continue
             request = Request(method, path, Headers(environ), params=found.groupdict())
             if method in ("POST", "PUT", "PATCH"):
