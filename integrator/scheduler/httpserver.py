@@ -9,7 +9,9 @@ one header byte a second is never idle, and a few hundred of them keep every cha
 /healthz stops answering (slowloris). Filled here: each channel notes when the first byte of
 its current request arrived, and the server's maintenance (every ``cleanup_interval``) answers
 408 and closes any channel whose request has not arrived whole within ``request_seconds``.
-Blank lines do not count as a request, so dripping CRLFs does not restart the clock.
+Blank lines do not count as a request, so dripping CRLFs does not restart the clock. And at
+the connection limit a new client does not wait for that: the connection idle longest, or else
+the one whose request has been arriving longest, is shed (503) to make room.
 
 Nothing here prints: waitress's loggers go to structlog (``http_server`` events), socket
 errors of clients that hang up are not logged, tracebacks are never sent to clients.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -85,28 +88,36 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
             self.request_started = now if self.request is not None else None
         return result
 
-    def too_slow(self, seconds: float) -> None:
-        """On the event loop: answer 408 and close (the request was not whole in time)."""
+    def idle(self) -> bool:
+        """Nothing arriving, nothing being served, nothing left to send."""
+        return not (self.requests or self.request_started is not None or self.total_outbufs_len)
+
+    def drop(self, status: str | None, detail: str = "") -> bool:
+        """On the event loop: answer ``status`` and close (None: close without a word, as
+        for a keep-alive connection between requests); False when a request is being served
+        (the server's time, not the client's) or the channel is closing already."""
         with self.requests_lock:
             if self.requests or self.will_close or self.close_when_flushed:
-                return  # a request is being served: the server's time, not the client's
+                return False
             self.request_started = None
-            self.close_when_flushed = True  # received() takes nothing more
             if self.request is not None:
                 self.request.close()
                 self.request = None
-        body = json.dumps(
-            {"detail": f"the request did not arrive whole within {seconds:g} s"}
-        ).encode()
+            if status is None:
+                self.will_close = True
+                return True
+            self.close_when_flushed = True  # received() takes nothing more
+        body = json.dumps({"detail": detail}).encode()
         head = (
-            "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+            f"HTTP/1.1 {status}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         try:
             self.write_soon(head + body)
         except ClientDisconnected:
             self.will_close = True
-        log.info("http_request_too_slow", client=_peer(self.addr), seconds=seconds)
+        log.debug("http_client_dropped", client=_peer(self.addr), status=status)
+        return True
 
 
 def _peer(addr: Any) -> str:
@@ -114,18 +125,113 @@ def _peer(addr: Any) -> str:
 
 
 class _Server(TcpWSGIServer):  # type: ignore[misc]
+    """waitress's TCP server with the request deadline, and shedding at the connection limit:
+    rather than leaving a new client in the listen backlog until the slow ones time out, the
+    connection that has been idle longest, or else whose request has been arriving longest,
+    is closed to make room (not one younger than ``shed_after``). So a health check gets in
+    within moments however many clients drip, and a fast client is never the one shed."""
+
     channel_class = _Channel
     request_seconds = 10.0
+    shed_after = 0.25
+    report_every = 10.0  # seconds between two http_clients_dropped warnings
+    _shedding: Any = None  # the channel being closed to make room, until it is gone
+    _shed_at = 0.0
+    next_channel_cleanup: float  # waitress's
+    in_connection_overflow: bool  # waitress's
+    _reported = -1e9
+    _limit_reported = -1e9
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.dropped: dict[str, int] = {"too_slow": 0, "shed": 0}
+        super().__init__(*args, **kwargs)
+
+    def readable(self) -> bool:
+        """Asked on every turn of the loop: maintenance, then accept unless at the limit
+        (waitress's own version, with shedding and without a log line per transition)."""
+        now = time.time()
+        if now >= self.next_channel_cleanup:
+            self.next_channel_cleanup = now + self.adj.cleanup_interval
+            self.maintenance(now)
+        if not self.accepting:
+            return False
+        if len(self._map) < self.adj.connection_limit:
+            self.in_connection_overflow = False
+            return True
+        if not self.in_connection_overflow:
+            self.in_connection_overflow = True
+            mono = time.monotonic()
+            if mono - self._limit_reported >= self.report_every:
+                self._limit_reported = mono
+                log.warning("http_connection_limit", connections=len(self.active_channels))
+        self._shed()
+        return False
+
+    def _waiting(self) -> bool:
+        """A client waits in the listen backlog (the listening socket is readable)."""
+        pollster = select.poll()
+        pollster.register(self.socket.fileno(), select.POLLIN)
+        return bool(pollster.poll(0))
+
+    def _shed(self) -> None:
+        if not self._waiting():
+            return  # nobody to make room for
+        mono, wall = time.monotonic(), time.time()
+        shedding = self._shedding
+        if (
+            shedding is not None
+            and shedding._fileno in self.active_channels
+            and mono - self._shed_at < 1.0  # a client that does not take its 503 waits
+        ):
+            return  # one at a time: it closes on this turn of the loop
+        self._shedding = None
+        channels = list(self.active_channels.values())
+        idle = [c for c in channels if c.idle() and wall - c.last_activity >= self.shed_after]
+        status: str | None = None  # an idle connection is closed without a word
+        if idle:
+            victim = min(idle, key=lambda c: c.last_activity)
+        else:
+            status = "503 Service Unavailable"
+            slow = [
+                c
+                for c in channels
+                if not c.requests
+                and c.request_started is not None
+                and mono - c.request_started >= self.shed_after
+            ]
+            if not slow:
+                return
+            victim = min(slow, key=lambda c: c.request_started)
+        if victim.drop(status, "too many connections; try again"):
+            self._shedding, self._shed_at = victim, mono
+            self.dropped["shed"] += 1
+            self.pull_trigger()  # the loop turns again at once: close it, accept the next
 
     def maintenance(self, now: float) -> None:
         """Every ``cleanup_interval``: waitress closes idle channels, then this closes those
-        whose request is arriving too slowly."""
+        whose request is arriving too slowly, and reports what it dropped."""
         super().maintenance(now)
         cutoff = time.monotonic() - self.request_seconds
+        detail = f"the request did not arrive whole within {self.request_seconds:g} s"
         for channel in list(self.active_channels.values()):
             started = channel.request_started
-            if started is not None and started < cutoff:
-                channel.too_slow(self.request_seconds)
+            if (
+                started is not None
+                and started < cutoff
+                and channel.drop("408 Request Timeout", detail)
+            ):
+                self.dropped["too_slow"] += 1
+        mono = time.monotonic()
+        if any(self.dropped.values()) and mono - self._reported >= self.report_every:
+            self._reported = mono
+            log.warning(
+                "http_clients_dropped",
+                too_slow=self.dropped["too_slow"],
+                shed=self.dropped["shed"],
+                request_seconds=self.request_seconds,
+                connections=len(self.active_channels),
+            )
+            self.dropped = {"too_slow": 0, "shed": 0}
 
 
 class _Dispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]
@@ -191,6 +297,7 @@ class WebServer:
             wasyncore.close_all(self._map, ignore_all=True)
             raise
         server.request_seconds = limits.request_seconds
+        server.shed_after = min(0.25, max(0.05, limits.request_seconds / 10))
         dispatcher.set_thread_count(limits.threads)
         self._server, self._dispatcher = server, dispatcher
         self.port = int(server.effective_port)
