@@ -47,7 +47,9 @@ __all__ = ["COMMANDS"]
     type=click.IntRange(min=1, max=1000),
     default=100,
     show_default=True,
-    help="Open HTTP connections at most; more wait in the listen backlog.",
+    metavar="N",
+    help="Open HTTP connections at most. A client beyond them waits in the listen backlog "
+    "while the connection idle longest, or the slowest request, is closed to let it in.",
 )
 @click.option(
     "--grace",

@@ -278,7 +278,7 @@ class WebServer:
             backlog=limits.backlog,
             max_request_header_size=limits.max_header_bytes,
             max_request_body_size=limits.max_body_bytes + 1,  # waitress refuses >= this
-            inbuf_overflow=limits.max_body_bytes + 1,  # bodies stay in memory
+            inbuf_overflow=64 * 1024,  # a larger body waits in a temporary file
             ident="integrator",
             log_socket_errors=False,
             expose_tracebacks=False,
