@@ -309,10 +309,11 @@ def test_the_limit_of_drippers_leaves_health_answered_within_one_deadline() -> N
 
 
 def test_at_the_limit_the_longest_idle_connection_makes_room_without_a_word() -> None:
-    """Long bounds (30 s): only shedding can let the new client in quickly. The keep-alive
-    connection idle longest is closed silently (an answer nobody asked for would be read as
-    the answer to its next request); the others are kept."""
-    limits = HttpLimits(request_seconds=30, idle_seconds=30, connections=4)
+    """Idle connections are closed after 30 s: only shedding can let the new client in
+    sooner, once the idle ones have been idle for half a second. The one idle
+    longest is closed silently (an answer nobody asked for would be read as the answer to its
+    next request); the others are kept."""
+    limits = HttpLimits(request_seconds=4, idle_seconds=30, connections=4)
     with serving(limits=limits) as server:
         kept = [connect(server.port) for _ in range(4)]
         for s in kept:
@@ -324,7 +325,7 @@ def test_at_the_limit_the_longest_idle_connection_makes_room_without_a_word() ->
         start = time.monotonic()
         health = requests.get(f"http://127.0.0.1:{server.port}/healthz", timeout=10)
         took = time.monotonic() - start
-        assert health.status_code == 200 and took <= 0.25 + SLACK, took
+        assert health.status_code == 200 and 0.25 <= took <= 0.5 + SLACK, took
 
         def ended(s: socket.socket) -> bool:
             try:
@@ -485,11 +486,11 @@ def test_the_daemon_under_hostile_clients(omnium_project: Project) -> None:
         assert requests.get(d.url(events.decode()), timeout=5).status_code == 405
         head = requests.head(d.url("/healthz"), timeout=5)
         assert head.status_code == 200 and head.content == b""
-        with drippers(port, 12, b"POST " + events + b" HTTP/1.1\r\nHost: x\r\nX-Slow: ") as drip:
+        with drippers(port, 30, b"POST " + events + b" HTTP/1.1\r\nHost: x\r\nX-Slow: ") as drip:
             start = time.monotonic()
             health = requests.get(d.url("/healthz"), timeout=30)
             assert health.status_code == 200 and health.json()["ok"] is True
-            assert time.monotonic() - start <= 3 * DEADLINE + SLACK
+            assert time.monotonic() - start <= DEADLINE + SLACK  # within one deadline
             drip.all_closed(3 * DEADLINE + SLACK)
         with drippers(port, 2, b"POST " + events + b" HTTP/1.1\r\nContent-Length: 50\r\n\r\n"):
             pass  # closed by us mid-body: nothing to log, nothing queued
@@ -511,7 +512,7 @@ def test_a_burst_of_200_concurrent_events_is_accepted_and_queued(
     hourly(omnium_project)
     store = Store(f"sqlite:///{omnium_project.root / 'state' / 'omnium.db'}")
     try:
-        with store.locks.hold(FLOW), hostile_daemon(omnium_project, connections=100) as d:
+        with store.locks.hold(FLOW), daemon(omnium_project) as d:  # the default bounds
             url = d.url(f"/events/{FLOW}")
             barrier = threading.Barrier(200)
 
