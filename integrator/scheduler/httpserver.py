@@ -93,14 +93,18 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         return not (self.requests or self.request_started is not None or self.total_outbufs_len)
 
     def drop(self, status: str | None, detail: str = "") -> bool:
-        """On the event loop: answer ``status`` and close (None: close without a word, as
-        for a keep-alive connection between requests); False when a request is being served
-        (the server's time, not the client's) or the channel is closing already."""
+        """On the event loop: answer ``status`` and close (None, or nothing but blank lines
+        received: close without a word, as for a keep-alive connection between requests);
+        False when a request is being served (the server's time, not the client's) or the
+        channel is closing already."""
         with self.requests_lock:
             if self.requests or self.will_close or self.close_when_flushed:
                 return False
             self.request_started = None
-            if self.request is not None:
+            request = self.request
+            if request is None or (request.body_rcv is None and not request.header_plus.strip()):
+                status = None  # only blank lines so far: no request to answer
+            if request is not None:
                 self.request.close()
                 self.request = None
             if status is None:
