@@ -11,7 +11,7 @@ import structlog
 
 from integrator.connectors.redact import Redactor
 
-__all__ = ["configure_logging", "learn_secrets"]
+__all__ = ["configure_logging", "learn_secrets", "route_library_logs"]
 
 _redactor = Redactor()  # the one every log event passes; configure_logging teaches it
 
@@ -80,3 +80,41 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+class _LibraryRecords(logging.Handler):
+    """A library's stdlib log records as structlog events, so that they are JSON lines with
+    the rest and never written to stderr beside them (a line written by another writer can
+    split a JSON line in two)."""
+
+    def __init__(self, event: str, demoted: frozenset[str]) -> None:
+        super().__init__()
+        self.event, self.demoted = event, demoted
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = logging.DEBUG if record.name in self.demoted else record.levelno
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = str(record.msg)
+        fields: dict[str, Any] = {"message": message, "logger": record.name}
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            fields["error"] = f"{type(exc).__name__}: {exc}"
+            if level >= logging.ERROR:
+                fields["exc_info"] = record.exc_info
+        structlog.get_logger(record.name).log(level, self.event, **fields)
+
+
+def route_library_logs(
+    name: str, event: str, *, level: int = logging.INFO, demoted: Iterable[str] = ()
+) -> None:
+    """Send the stdlib logger ``name`` (and its children) to structlog as ``event`` events
+    from ``level`` on; records of the loggers in ``demoted`` at debug level. Idempotent."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        if isinstance(handler, _LibraryRecords):
+            logger.removeHandler(handler)
+    logger.addHandler(_LibraryRecords(event, frozenset(demoted)))
+    logger.propagate = False
+    logger.setLevel(level)

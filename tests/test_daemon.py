@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,9 @@ from integrator.sandbox import Sandbox, running_sandbox
 class DaemonProcess:
     """``integrator daemon`` in a subprocess; its JSON log lines collected as they come."""
 
-    def __init__(self, project: Project, grace: float = 20, watch: float = 0.3) -> None:
+    def __init__(
+        self, project: Project, grace: float = 20, watch: float = 0.3, args: Sequence[str] = ()
+    ) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [
@@ -42,6 +44,7 @@ class DaemonProcess:
                 str(watch),
                 "--grace",
                 str(grace),
+                *args,
             ],
             cwd=project.root,
             env={**os.environ, **project.env},
@@ -99,8 +102,10 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "") -> A
 
 
 @contextmanager
-def daemon(project: Project, grace: float = 20, watch: float = 0.3) -> Iterator[DaemonProcess]:
-    d = DaemonProcess(project, grace, watch)
+def daemon(
+    project: Project, grace: float = 20, watch: float = 0.3, args: Sequence[str] = ()
+) -> Iterator[DaemonProcess]:
+    d = DaemonProcess(project, grace, watch, args)
     try:
         wait_for(lambda: d.named("daemon_started") or d.proc.poll() is not None, 20, "start")
         assert d.proc.poll() is None, "".join(d.raw)

@@ -24,7 +24,33 @@ __all__ = ["COMMANDS"]
     default="127.0.0.1:9108",
     show_default=True,
     metavar="HOST:PORT",
-    help="Where /healthz and /metrics listen (port 0: any free port).",
+    help="Where /healthz, /metrics and /events listen (port 0: any free port). Loopback "
+    "only, unless --behind-proxy.",
+)
+@click.option(
+    "--behind-proxy",
+    is_flag=True,
+    help="Allow --http beyond loopback: a reverse proxy with TLS is in front of it "
+    "(deploy/Caddyfile, deploy/nginx.conf), or a container publishes the port on the "
+    "host's loopback only.",
+)
+@click.option(
+    "--http-timeout",
+    type=click.FloatRange(min=0.05, max=3600),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A request must arrive whole (headers and body) within this, else 408 and the "
+    "connection is closed; idle connections are closed after it too.",
+)
+@click.option(
+    "--http-connections",
+    type=click.IntRange(min=1, max=1000),
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="Open HTTP connections at most. A client beyond them waits in the listen backlog "
+    "while the connection idle longest, or the slowest request, is closed to let it in.",
 )
 @click.option(
     "--grace",
@@ -43,7 +69,14 @@ __all__ = ["COMMANDS"]
 @click.option("--console-logs", is_flag=True, help="Human-readable logs instead of JSON lines.")
 @click.pass_context
 def daemon_cmd(
-    ctx: click.Context, http: str, grace: float, watch: float, console_logs: bool
+    ctx: click.Context,
+    http: str,
+    behind_proxy: bool,
+    http_timeout: float,
+    http_connections: int,
+    grace: float,
+    watch: float,
+    console_logs: bool,
 ) -> int:
     """Run every flow in flows/ on its schedule until SIGTERM.
 
@@ -57,13 +90,18 @@ def daemon_cmd(
     \b
     GET /healthz   scheduler alive and state store reachable (200, else 503)
     GET /metrics   Prometheus: orders, stage latency, ERP status codes, runs, quarantine
+    POST /events/<flow>   an event subscription's webhook (the flow's secret header)
     """
     from integrator.config import load_app
     from integrator.scheduler.daemon import Daemon
+    from integrator.scheduler.web import HttpLimits, bind_refusal
 
     host, _, port = http.rpartition(":")
-    if not host or not port.isdigit():
+    if not host.strip("[]") or not port.isdigit() or int(port) > 65535:
         raise click.BadParameter(f"expected HOST:PORT, got {http!r}", param_hint="--http")
+    refusal = bind_refusal(host, behind_proxy)
+    if refusal is not None:
+        raise click.BadParameter(refusal, param_hint="--http")
     app = load_app(Path(ctx.obj["config"]), state_url=ctx.obj["state"])
     configure_logging(app.log_level, json=not console_logs, secrets=known_secrets(app))
     daemon = Daemon(
@@ -73,6 +111,12 @@ def daemon_cmd(
         grace_seconds=grace,
         watch_seconds=watch,
         state_url=ctx.obj["state"],
+        http_limits=HttpLimits(
+            request_seconds=http_timeout,
+            idle_seconds=http_timeout,
+            connections=http_connections,
+        ),
+        behind_proxy=behind_proxy,
     )
     daemon.install_signals()
     daemon.start()

@@ -9,7 +9,8 @@
   each run records its end; exit 0 (1 when the grace period ran out).
 - SIGHUP, or a changed ``config.yaml`` or file under ``flows/``: reload, checking first; a flow
   whose new config is invalid keeps running with its old config, and the daemon says why.
-- ``/healthz`` and ``/metrics`` on loopback.
+- HTTP (``integrator.scheduler.web``; served by waitress within ``HttpLimits``): ``/healthz``,
+  ``/metrics`` and ``POST /events/<flow>``, on loopback unless ``behind_proxy``.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import logging
 import signal
 import threading
 import time
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jmespath
 import structlog
@@ -35,22 +36,20 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from integrator.connectors.redact import known_secrets
 from integrator.errors import ConfigurationError, FatalError
-from integrator.logs import learn_secrets
+from integrator.logs import learn_secrets, route_library_logs
 from integrator.metrics import PrometheusMetrics
 from integrator.pipeline.project import BuiltFlow, Project, load_project, run_flow
 from integrator.scheduler.schedule import Schedule
+from integrator.scheduler.web import App, HttpLimits, bind_refusal
 from integrator.state.locks import FlowBusy
 from integrator.state.store import Store
+
+if TYPE_CHECKING:
+    from integrator.scheduler.httpserver import WebServer
 
 __all__ = ["Daemon"]
 
 log = structlog.get_logger("integrator.daemon")
-
-
-class _Server(ThreadingHTTPServer):
-    """http.server's default listen backlog (5) resets connections in a burst of events."""
-
-    request_queue_size = 128
 
 
 class Daemon:
@@ -66,9 +65,13 @@ class Daemon:
         watch_seconds: float = 2.0,
         max_parallel_flows: int = 8,
         state_url: str | None = None,
+        http_limits: HttpLimits | None = None,
+        behind_proxy: bool = False,
     ) -> None:
         self.config, self.state_url = config, state_url
         self.host, self.port = host, port
+        self.http_limits = http_limits or HttpLimits()
+        self.behind_proxy = behind_proxy
         self.grace_seconds, self.watch_seconds = grace_seconds, watch_seconds
         self.metrics = PrometheusMetrics()
         self.stopping = threading.Event()  # set: no new run, no new order
@@ -88,7 +91,7 @@ class Daemon:
             job_defaults={"max_instances": 1},
         )
         self.scheduler.add_listener(self._missed, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
-        self.http: ThreadingHTTPServer | None = None
+        self.http: WebServer | None = None
 
     # ------------------------------------------------------------ loading
     def load(self) -> None:
@@ -349,55 +352,32 @@ class Daemon:
         return alive and store_ok, {"scheduler": alive, "store": store_ok}
 
     def _serve(self) -> None:
-        daemon = self
+        """Listen for /healthz, /metrics and events (waitress, imported only now)."""
+        refusal = bind_refusal(self.host, self.behind_proxy)
+        if refusal is not None:
+            raise FatalError(f"--http {self.host}:{self.port}: {refusal}")
+        from integrator.scheduler.httpserver import WebServer
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    ok, detail = daemon.healthy()
-                    body = json.dumps({"ok": ok, **detail}).encode()
-                    self._send(200 if ok else 503, body, "application/json")
-                elif self.path == "/metrics":
-                    self._send(200, daemon.metrics.render(), "text/plain; version=0.0.4")
-                else:
-                    self._send(404, b'{"detail": "try /healthz or /metrics"}', "application/json")
-
-            def do_POST(self) -> None:
-                parts = self.path.strip("/").split("/")
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(min(length, 1 << 20)) if length else b""
-                if len(parts) == 2 and parts[0] == "events":
-                    code, answer = daemon.accept_event(parts[1], self.headers, body)
-                else:
-                    code, answer = 404, {"detail": "POST /events/<flow>"}
-                self._send(code, json.dumps(answer).encode(), "application/json")
-
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        server = WebServer(App(self, self.http_limits), self.host, self.port, self.http_limits)
         try:
-            self.http = _Server((self.host, self.port), Handler)
-        except OSError as exc:
+            server.start()
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise FatalError(
                 f"cannot listen on {self.host}:{self.port} for /healthz and /metrics: "
-                f"{exc.strerror}; choose another address with --http HOST:PORT"
+                f"{why}; choose another address with --http HOST:PORT"
             ) from None
-        self.http.daemon_threads = True
-        self.port = self.http.server_address[1]
-        threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
+        self.http = server
+        self.port = server.port
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Load, schedule, serve; returns at once. Events queued before a restart are run."""
         self.load()
         self._serve()
+        # APScheduler's warnings (a fire skipped or missed) are the daemon's own events
+        # already; its errors become JSON lines like the rest.
+        route_library_logs("apscheduler", "scheduler", level=logging.ERROR)
         self.scheduler.start()
         assert self.store is not None  # load()
         for name in self.store.pending.flows_waiting():
@@ -463,8 +443,7 @@ class Daemon:
             left = sorted(self._running)
         self.metrics.up.set(0)
         if self.http is not None:
-            self.http.shutdown()
-            self.http.server_close()
+            self.http.stop()
         if left:
             log.error("grace_period_over", flows=left, grace_seconds=self.grace_seconds)
             return 1

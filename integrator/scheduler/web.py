@@ -1,0 +1,212 @@
+"""The daemon's web application: a WSGI app with a JSON API (the console grows here).
+
+- ``GET /healthz``: the scheduler runs and the state store answers (200, else 503).
+- ``GET /metrics``: Prometheus text.
+- ``POST /events/<flow>``: an event subscription's webhook (``Daemon.accept_event``).
+
+The server that runs it, with its bounds, is ``integrator.scheduler.httpserver`` (waitress,
+imported only when the daemon starts serving). This module does not import waitress, so that
+``integrator --version`` and every other command start without it.
+"""
+
+from __future__ import annotations
+
+import http
+import ipaddress
+import json
+import re
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from integrator.scheduler.daemon import Daemon
+
+__all__ = ["App", "HttpLimits", "Request", "Response", "bind_refusal"]
+
+log = structlog.get_logger("integrator.http")
+
+StartResponse = Callable[..., Any]
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Bounds of the daemon's HTTP server (``--http-timeout``, ``--http-connections``).
+
+    ``request_seconds``: a request must arrive whole (request line, headers and body) within
+    this many seconds of its first byte, however steadily it drips; else 408 and the
+    connection is closed. ``idle_seconds``: a connection with nothing to do (a keep-alive
+    between requests, a client that connected and sent nothing, a response nobody reads) is
+    closed after this many seconds without progress. ``connections``: at most this many
+    open at once; the next ones wait in the listen backlog until one is closed.
+    """
+
+    request_seconds: float = 10.0
+    idle_seconds: float = 10.0
+    connections: int = 100
+    max_header_bytes: int = 64 * 1024
+    max_body_bytes: int = 1024 * 1024
+    threads: int = 4
+    backlog: int = 1024
+
+
+def bind_refusal(host: str, behind_proxy: bool) -> str | None:
+    """Why the daemon must not listen on ``host`` (None: it may). Plain HTTP carries the
+    events' secrets, so beyond loopback only with ``--behind-proxy``: the user says that a
+    reverse proxy terminates TLS in front of it (deploy/Caddyfile, deploy/nginx.conf)."""
+    if behind_proxy:
+        return None
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return None  # the bind itself fails with the resolver's message
+    addresses = {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos}
+    if addresses and all(a.is_loopback for a in addresses):
+        return None
+    return (
+        f"{host} is reachable from other machines, and the daemon speaks plain HTTP: the "
+        "event secrets would cross the network in clear text. Listen on loopback "
+        "(--http 127.0.0.1:9108) and put a reverse proxy with TLS in front of it "
+        "(deploy/Caddyfile or deploy/nginx.conf). If a proxy or a container's port mapping "
+        "already keeps it off the network, say so with --behind-proxy."
+    )
+
+
+class Headers(Mapping[str, str]):
+    """A request's headers from the WSGI environ, by their HTTP names, case-insensitive."""
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    @staticmethod
+    def _key(name: str) -> str:
+        key = name.upper().replace("-", "_")
+        return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
+
+    def __getitem__(self, name: str) -> str:
+        return str(self._environ[self._key(name)])
+
+    def __iter__(self) -> Any:
+        for key in self._environ:
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").title()
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                yield key.replace("_", "-").title()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: Headers
+    body: bytes = b""
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def json(cls, status: int, value: Any) -> Response:
+        return cls(status, json.dumps(value).encode())
+
+
+Handler = Callable[[Request], Response]
+
+
+class App:
+    """The WSGI application: a table of routes, JSON answers, and no exception that escapes
+    (a failing handler is logged here and answered 500; waitress never prints one)."""
+
+    def __init__(self, daemon: Daemon, limits: HttpLimits) -> None:
+        self.daemon, self.limits = daemon, limits
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
+            ("GET", re.compile(r"/healthz"), self.healthz),
+            ("GET", re.compile(r"/metrics"), self.metrics),
+            ("POST", re.compile(r"/events/(?P<flow>[^/]+)"), self.event),
+        ]
+
+    # ------------------------------------------------------------ routes
+    def healthz(self, _request: Request) -> Response:
+        ok, detail = self.daemon.healthy()
+        return Response.json(200 if ok else 503, {"ok": ok, **detail})
+
+    def metrics(self, _request: Request) -> Response:
+        return Response(200, self.daemon.metrics.render(), "text/plain; version=0.0.4")
+
+    def event(self, request: Request) -> Response:
+        code, answer = self.daemon.accept_event(
+            request.params["flow"], request.headers, request.body
+        )
+        return Response.json(code, answer)
+
+    # ------------------------------------------------------------- WSGI
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            response = self._dispatch(environ)
+        except Exception as exc:
+            log.exception(
+                "http_handler_failed",
+                method=environ.get("REQUEST_METHOD"),
+                path=environ.get("PATH_INFO"),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            response = Response.json(500, {"detail": "internal error; see the daemon's log"})
+        status = f"{response.status} {http.HTTPStatus(response.status).phrase}"
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            ("Cache-Control", "no-store"),
+            *response.headers,
+        ]
+        start_response(status, headers)
+        return [response.body]
+
+    def _dispatch(self, environ: dict[str, Any]) -> Response:
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        path = str(environ.get("PATH_INFO", "")) or "/"
+        allowed: list[str] = []
+        for route_method, pattern, handler in self.routes:
+            found = pattern.fullmatch(path)
+            if found is None:
+                continue
+            # HEAD is a GET whose body waitress does not send
+            if route_method != ("GET" if method == "HEAD" else method):
+                allowed += [route_method, "HEAD"] if route_method == "GET" else [route_method]
+                continue
+            request = Request(method, path, Headers(environ), params=found.groupdict())
+            if method in ("POST", "PUT", "PATCH"):
+                body = self._body(environ)
+                if isinstance(body, Response):
+                    return body
+                request.body = body
+            return handler(request)
+        if allowed:
+            answer = Response.json(405, {"detail": f"{path} takes {', '.join(allowed)}"})
+            answer.headers.append(("Allow", ", ".join(allowed)))
+            return answer
+        return Response.json(404, {"detail": "try GET /healthz, GET /metrics, POST /events/<flow>"})
+
+    def _body(self, environ: dict[str, Any]) -> bytes | Response:
+        """The whole body: waitress has buffered it, checked Content-Length (digits only, one
+        value) and the size limit; checked again here, so the app holds its own promise."""
+        text = str(environ.get("CONTENT_LENGTH") or "0")
+        if not text.isdigit():
+            return Response.json(400, {"detail": "Content-Length must be a number of bytes"})
+        length = int(text)
+        if length > self.limits.max_body_bytes:
+            return Response.json(
+                413, {"detail": f"the body is larger than {self.limits.max_body_bytes} bytes"}
+            )
+        return bytes(environ["wsgi.input"].read(length)) if length else b""
