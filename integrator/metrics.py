@@ -27,6 +27,10 @@ class Metrics:
     def oldest_unsent(self, flow: str, age_seconds: float) -> None:
         """The oldest unsent order a read saw is this old."""
 
+    def listed(self, flow: str, count: int) -> None:
+        """The source says its listing of this run holds ``count`` orders (the progress bar's
+        total); called once, when it says so."""
+
     def journal_states(self, flow: str, counts: dict[str, int]) -> None:
         """How many orders of ``flow`` are in each journal state."""
 

@@ -342,8 +342,9 @@ def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
         try:
             with interruptible(30.0) as intr, order_progress(True) as advance:
                 result, run = run_flow(
-                    project, flow, on_order=advance, store=store, stop=intr.event, grace=30.0
-                )
+                    project, flow, on_order=advance, metrics=advance.metrics, store=store,
+                    stop=intr.event, grace=30.0,
+                )  # fmt: skip
             print_summary(result, run)
             o, e = sb.omnitron.stats(), sb.erp.stats()
             console.print(
