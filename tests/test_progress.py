@@ -15,7 +15,7 @@ import termios
 import threading
 from dataclasses import dataclass
 
-from conftest import Project, faults
+from conftest import Project, fault_rule, faults
 
 from integrator.sandbox import Sandbox
 
@@ -142,3 +142,24 @@ def test_no_bar_and_no_capture_when_stderr_is_not_a_terminal(
     r = project.run("run-flow", "order_flow")
     assert r.code == 0, r.out + r.err
     assert "━" not in r.err and not BAR.search(r.err)
+
+
+def test_the_summary_counts_skipped_orders_by_reason(project: Project, sandbox: Sandbox) -> None:
+    listed = unsent_listed(sandbox)
+    refused = listed[1]
+    fault_rule(sandbox.erp.url, action="status", route="create", status=400, numbers=[refused])
+    r = project.run("run-flow", "order_flow")
+    assert r.code == 1 and project.state(refused) == "failed", r.out + r.err
+    assert "skipped:" not in r.out  # nothing was skipped: no line about it
+
+    # the next run: the refused order waits out its backoff; the list shows every row twice
+    new = sandbox.omnitron.add_orders(2)
+    fault_rule(sandbox.omnitron.url, action="duplicate_rows", route="list", count=1)
+    r = project.run("run-flow", "order_flow")
+    assert r.code == 0, r.out + r.err
+    assert [line for line in r.out.splitlines() if line.startswith("skipped:")] == [
+        f"skipped: backing off: 1 ({refused}): they failed lately and are tried again once "
+        "their backoff ends (integrator orders show NUMBER)",
+        f"skipped: listed twice in this run: 3 ({refused}, {new[0]}, {new[1]}): the source "
+        "listed them twice; each was processed once",
+    ], r.out

@@ -22,6 +22,7 @@ from integrator.config import load_app
 from integrator.connectors.redact import known_secrets
 from integrator.logs import configure_logging
 from integrator.pipeline import Outcome, Project, RunContext, RunResult, load_project
+from integrator.pipeline.runner import LISTED_TWICE
 from integrator.state import Store
 
 __all__ = [
@@ -240,6 +241,16 @@ def interruptible(grace: float) -> Iterator[Interrupt]:
             signal.signal(s, h)
 
 
+# What a skip reason (``runner.skip_category``) means for the person reading the summary.
+SKIP_HINTS = {
+    "quarantined": "they need a person: integrator quarantine (then replay, or resolve)",
+    "backing off": "they failed lately and are tried again once their backoff ends "
+    "(integrator orders show NUMBER)",
+    "settling": "a write to the ERP may still be in flight; a later run settles it",
+    LISTED_TWICE: "the source listed them twice; each was processed once",
+}
+
+
 def print_summary(result: RunResult, run: RunContext) -> None:
     """The summary table printed at the end of a run."""
     table = Table(title=f"{result.flow} — run {result.run_id or '(dry run)'}", show_header=True)
@@ -253,9 +264,11 @@ def print_summary(result: RunResult, run: RunContext) -> None:
         result.status.value,
     )
     console.print(table)
-    if result.skipped:
-        why = ", ".join(f"{reason}: {n}" for reason, n in sorted(result.skipped_by.items()))
-        console.print(f"skipped: {why}", markup=False)
+    for reason, n in sorted(result.skipped_by.items()):
+        some = result.skipped_examples.get(reason, [])
+        shown = ", ".join(some) + (", ..." if n > len(some) else "")
+        hint = SKIP_HINTS.get(reason, "integrator orders show NUMBER tells why")
+        console.print(f"skipped: {reason}: {n} ({shown}): {hint}", markup=False)
     if result.failures:
         fail = Table(title="failed orders", show_header=True)
         fail.add_column("order")

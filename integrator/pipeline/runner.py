@@ -88,6 +88,7 @@ class RunResult:
     internal_errors: int = 0
     failures: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
+    skipped_examples: dict[str, list[str]] = field(default_factory=dict)  # reason → 3 numbers
 
     @property
     def skipped(self) -> int:
@@ -359,8 +360,12 @@ class Runner:
     def _count(self, result: RunResult, outcome: Outcome) -> None:
         if outcome.status == "skipped":
             self.run.metrics.order(self.run.flow.name, "skipped")
+            why = skip_category(outcome.reason)
             with self._lock:
-                result.skipped_by[skip_category(outcome.reason)] += 1
+                result.skipped_by[why] += 1
+                examples = result.skipped_examples.setdefault(why, [])
+                if len(examples) < 3:
+                    examples.append(outcome.number)
         else:
             self.run.metrics.order(self.run.flow.name, outcome.status)
             with self._lock:
