@@ -136,7 +136,9 @@ def test_fault_command_sets_shows_and_clears(project: Project, sandbox: Sandbox)
     assert r.code == 0 and "20 ms added on create" in r.out, r.out + r.err
     assert table(sandbox.erp.url)["rules"] == []  # only --latency-ms: no rule
 
-    env = {"OMNITRON_URL": sandbox.omnitron.url, "ERP_URL": sandbox.erp.url}
+    dead = f"http://127.0.0.1:{free_port()}"  # a proxy from the environment is not used
+    env = {"OMNITRON_URL": sandbox.omnitron.url, "ERP_URL": sandbox.erp.url,
+           "HTTP_PROXY": dead, "http_proxy": dead, "NO_PROXY": "", "no_proxy": ""}  # fmt: skip
     r = project.run("sandbox", "fault", "show", "omnitron", "erp", env=env)
     assert r.code == 0, r.out + r.err
     assert "drop_before on patch_order" in r.out and "20 ms added on create" in r.out

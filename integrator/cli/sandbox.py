@@ -147,10 +147,12 @@ def _call(server: str, url: str, spec: dict[str, Any] | None) -> dict[str, Any]:
 
     where = f"{url}/_sandbox/faults"
     try:
-        if spec is None:
-            resp = requests.get(where, timeout=5)
-        else:
-            resp = requests.post(where, json=spec, timeout=5)
+        with requests.Session() as session:
+            session.trust_env = False  # a sandbox on this machine: no proxy from the environment
+            if spec is None:
+                resp = session.get(where, timeout=5)
+            else:
+                resp = session.post(where, json=spec, timeout=5)
     except requests.ConnectionError:
         raise FatalError(
             f"no {server} sandbox answers at {url}: start one with `integrator sandbox` (in "
