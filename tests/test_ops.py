@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from functools import partial
 
 import requests
 from conftest import Project, fault_rule, stats
-from test_daemon import daemon, every, wait_for
+from test_daemon import DaemonProcess, daemon, every, wait_for
 from test_order_flow import unsent
 
 from integrator.sandbox import Sandbox
@@ -47,22 +48,29 @@ def test_limit_counts_the_orders_processed_not_the_skipped_ones(
     stuck = numbers[:2]  # first in the list, and backing off after a failure
     for number in stuck:
         project.misbehave_for(number, 'raise ValueError("no ERP customer")')
-    first = project.run("run-flow", "order_flow", "--no-progress", "--limit", "2")
-    assert first.code == 1, first.out + first.err
+    for number in stuck:
+        first = project.run("run-flow", "order_flow", "--no-progress", "--order", number)
+        assert first.code == 1, first.out + first.err
     assert [project.state(n) for n in stuck] == ["failed", "failed"]
     assert stats(sandbox.erp.url)["received"] == 0
 
     r = project.run("run-flow", "order_flow", "--no-progress", "--limit", "3")
     assert r.code == 0, r.out + r.err
-    assert sorted(sandbox.erp.received) == sorted(numbers[2:5])  # the next three, not one
+    # Three orders processed, not one: the two stuck ones in front are skipped, not counted
+    # (which three is the workers' race).
+    assert len(sandbox.erp.received) == 3 and not set(stuck) & set(sandbox.erp.received)
     r = project.run("run-flow", "order_flow", "--no-progress", "--limit", "3")
     assert r.code == 0, r.out + r.err
-    assert sorted(sandbox.erp.received) == sorted(numbers[2:8])
+    assert len(sandbox.erp.received) == 6 and set(sandbox.erp.received) <= set(numbers[2:])
     skipped = project.sql("SELECT orders_skipped, orders_ok FROM runs ORDER BY id DESC LIMIT 1")
     assert skipped == [(2, 3)]
 
 
 # ------------------------------------------------------------------------------- daemon
+
+
+def _reloaded(d: DaemonProcess, n: int) -> bool:
+    return len(d.named("reloaded")) >= n
 
 
 def test_a_reload_keeps_the_timers_of_flows_that_did_not_change(
@@ -83,8 +91,7 @@ def test_a_reload_keeps_the_timers_of_flows_that_did_not_change(
         while not d.named("run_ended") and time.monotonic() < deadline:
             reloads += 1
             status.write_text(text.replace("  every: 5m\n", f"  every: {5 + reloads % 2}m\n"))
-            n = reloads
-            wait_for(lambda: len(d.named("reloaded")) >= n, 10, f"reload {n}")
+            wait_for(partial(_reloaded, d, reloads), 10, f"reload {reloads}")
         ran = [e for e in d.named("run_ended") if e["flow"] == "order_flow"]
         assert ran, f"order_flow never ran in {reloads} reloads"
         reloaded = d.named("reloaded")
@@ -104,7 +111,9 @@ def test_a_reload_keeps_the_timers_of_flows_that_did_not_change(
         status.unlink()
         wait_for(lambda: len(d.named("reloaded")) >= n + 1, 10, "the reload")
         last = d.named("reloaded")[-1]
-        assert last["timers_removed"] == ["order_status"] and "order_status" not in last["next_runs"]
+        assert (
+            last["timers_removed"] == ["order_status"] and "order_status" not in last["next_runs"]
+        )
         assert d.stop() == 0
 
 

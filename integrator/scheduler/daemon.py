@@ -156,7 +156,11 @@ class Daemon:
                 wanted[f"reconcile:{name}"] = (
                     self._reconcile_job, rs, name, f"reconcile {name}", True
                 )  # fmt: skip
-        changes: dict[str, list[str]] = {"timers_kept": [], "timers_reset": [], "timers_removed": []}
+        changes: dict[str, list[str]] = {
+            "timers_kept": [],
+            "timers_reset": [],
+            "timers_removed": [],
+        }
         for job in self.scheduler.get_jobs():
             if job.id.startswith(("flow:", "reconcile:")) and job.id not in wanted:
                 job.remove()
