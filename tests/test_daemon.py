@@ -146,7 +146,7 @@ def test_runs_on_schedule_with_health_and_metrics(project: Project, sandbox: San
         ] == len(numbers)
         assert m[("integrator_last_success_timestamp_seconds", flow)] > time.time() - 60
         assert m[("integrator_quarantined_orders", flow)] == 0
-        assert m[("integrator_oldest_unsent_order_age_seconds", flow)] > 0
+        assert m[("integrator_oldest_unsent_order_age_seconds", flow)] == 0  # backlog gone
         assert m[("integrator_scheduler_up", ())] == 1
         ended = d.named("run_ended")[0]
         assert ended["flow"] == "order_flow" and ended["level"] == "info"

@@ -295,8 +295,9 @@ class Connector:
             except RetriableError as exc:
                 unsafe = not idempotent and exc.reached and exc.status != 429
                 paused = exc.status == 429 and exc.retry_after is not None
+                held = 0.0  # how long the paused host holds the next try
                 if paused:  # the whole host waits, every flow's requests included
-                    self.limiter.pause(min(exc.retry_after or 0.0, cfg.retry_cap))
+                    held = self.limiter.pause(min(exc.retry_after or 0.0, cfg.retry_cap))
                 if attempt >= attempts or (unsafe and not retry_unsafe):
                     if unsafe:
                         ambiguous = AmbiguousWriteError(
@@ -311,8 +312,9 @@ class Connector:
                     delay = min(exc.retry_after, cfg.retry_cap)
                 else:
                     delay = backoff(attempt, cfg.retry_base, cfg.retry_cap)
+                # The wait logged is the one the next try will have: a paused host's included.
                 log.info("retrying", request=self.describe(method, self.url(path)), error=str(exc),
-                         attempt=attempt, delay=round(delay, 3))  # fmt: skip
+                         attempt=attempt, delay=round(max(delay, held), 3))  # fmt: skip
                 self._sleep(delay)
                 attempt += 1
 

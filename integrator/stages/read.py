@@ -156,8 +156,8 @@ class ReadStage(SourceStage):
                     oldest = placed
                 yield ref
             if len(results) < int(self.o["page_size"]) or not page.get("next"):
-                if oldest is not None:
-                    age = (dt.datetime.now(dt.UTC) - oldest).total_seconds()
+                if not only:  # the whole list was read: no unsent order left is an age of 0
+                    age = (dt.datetime.now(dt.UTC) - oldest).total_seconds() if oldest else 0.0
                     run.metrics.oldest_unsent(run.flow.name, max(age, 0.0))
                 return
             if cursor == before:
