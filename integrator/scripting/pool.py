@@ -118,9 +118,15 @@ class _Worker:
         self._writable.register(call_w, select.POLLOUT)
         self._open = {call_w, reply_r}
 
-    def idle_clean(self) -> bool:
-        """Nothing waits on the reply pipe of this idle worker (no stray bytes, no end)."""
-        return not self._readable.poll(0)
+    def idle_trouble(self) -> str | None:
+        """Why this idle worker cannot take a call: bytes on its reply pipe (something a
+        script left behind writes there) or the pipe's end (it died); None when it can."""
+        events = self._readable.poll(0)
+        if not events:
+            return None
+        if events[0][1] & select.POLLIN:
+            return "bytes outside a frame on its reply pipe while idle"
+        return "it ended while idle"
 
     def send(self, frame: bytes, deadline: float) -> None:
         """Write a call; _Timeout when the worker does not take it in time."""
@@ -155,11 +161,11 @@ class _Worker:
                 if not chunk:
                     raise EOFError
                 buf += chunk
+                if size < 0 and not MAGIC.startswith(bytes(buf[: len(MAGIC)])):
+                    raise _Broken("bytes outside a frame")  # not shown: they may be anything
             if size >= 0:
                 break
-            magic, got, size = HEADER.unpack_from(buf)
-            if magic != MAGIC:
-                raise _Broken(f"bytes outside a frame ({bytes(buf[:16])!r}...)")
+            _, got, size = HEADER.unpack_from(buf)  # the magic was checked as it came
             if got != call_id:
                 raise _Broken("a reply to another call than this one")
             if size > MAX_FRAME:
@@ -191,10 +197,8 @@ class _Worker:
     def stop(self) -> None:
         """End an idle worker: at the end of its call pipe it kills its own process group."""
         self.close_fds(replies=False)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
         self.kill()
 
     def close_fds(self, *, replies: bool = True) -> None:
@@ -210,20 +214,15 @@ def _checked(reply: Any) -> dict[str, Any]:
     if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
         raise _Broken("a reply without its fields")
     attributes = reply.get("attributes")
-    if not isinstance(attributes, dict) or not all(
-        isinstance(v, str) for v in attributes.values()
-    ):
+    if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
         raise _Broken("a reply whose attributes are not strings")
     entries = reply.get("log")
     if not isinstance(entries, list) or not all(
-        isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e)
-        for e in entries
+        isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e) for e in entries
     ):
         raise _Broken("a reply whose log is not (level, text) pairs")
     reply["log"] = [(level, text) for level, text in entries]
-    if not isinstance(reply.get("raw"), str | None) or not isinstance(
-        reply.get("error", ""), str
-    ):
+    if not isinstance(reply.get("raw"), str | None) or not isinstance(reply.get("error", ""), str):
         raise _Broken("a reply whose raw output or error is not text")
     return reply
 
@@ -245,9 +244,8 @@ class ScriptPool:
                 worker = self._idle.get_nowait()
             except queue.Empty:
                 break
-            if worker.idle_clean():
+            if self._usable(worker):
                 return worker
-            self._retire(worker)
         with self._lock:
             if self._workers < self.size:
                 self._workers += 1
@@ -262,20 +260,17 @@ class ScriptPool:
                     self._workers -= 1
                 raise
         worker = self._idle.get()
-        if worker.idle_clean():
-            return worker
-        self._retire(worker)
-        return self._acquire()
+        return worker if self._usable(worker) else self._acquire()
 
-    def _retire(self, worker: _Worker) -> None:
-        """An idle worker with bytes (or the end) on its reply pipe: something its scripts
-        left behind writes there. Nothing is lost, no call is waiting on it."""
+    def _usable(self, worker: _Worker) -> bool:
+        """An idle worker may take a call; if not, it is replaced (no call was waiting on it,
+        so nothing is lost)."""
+        trouble = worker.idle_trouble()
+        if trouble is None:
+            return True
         self._lose(worker)
-        log.warning(
-            "script_worker_replaced",
-            reason="bytes outside a frame on an idle worker's reply pipe (a process a script "
-            "left behind writes there)",
-        )
+        log.warning("script_worker_replaced", reason=trouble)
+        return False
 
     def _lose(self, worker: _Worker) -> int | None:
         code = worker.kill()
@@ -355,6 +350,8 @@ class ScriptPool:
             self._lose(worker)
         else:
             self._idle.put(worker)
+        if not reply["ok"] and SCRIPT_ERROR not in reply["attributes"]:
+            return _failure(attributes, reply.get("error") or "the call failed")  # not run
         return reply
 
     def close(self) -> None:

@@ -85,9 +85,9 @@ def encode(call_id: int, value: Any) -> bytes:
     return HEADER.pack(MAGIC, call_id, len(body)) + body
 
 
-def decode(body: bytes) -> Any:
+def decode(body: bytes | bytearray | memoryview) -> Any:
     """A frame's body; ValueError (UnicodeDecodeError included) or RecursionError."""
-    return _decoder.decode(body.decode("utf-8"))
+    return _decoder.decode(str(body, "utf-8"))
 
 
 def attribute_text(value: Any) -> str:
@@ -218,18 +218,22 @@ def answer(call_id: int, reply: dict[str, Any]) -> bytes:
     """The frame of a reply; a result that cannot cross (not JSON, too large) becomes the
     call's failure, named, with the script's attributes and log kept."""
     try:
-        out = _reply_of(reply)
-        return encode(call_id, out)
-    except (TypeError, ValueError, RecursionError) as exc:
+        return encode(call_id, _reply_of(reply))
+    except Exception as exc:  # noqa: BLE001 - whatever a result's objects raise
         detail = (
-            f"ValueError: the script's result cannot be sent back to the runner: {exc} "
-            f"({CROSSES})"
+            f"ValueError: the script's result cannot be sent back to the runner: {exc} ({CROSSES})"
         )
-    attributes = {str(k): attribute_text(v) for k, v in reply.get("attributes", {}).items()}
+    attributes = {str(k): _text(v) for k, v in reply.get("attributes", {}).items()}
     attributes[SCRIPT_ERROR] = detail
-    log = [[str(level), str(text)] for level, text in reply.get("log") or []]
-    failure = {"ok": False, "error": detail, "attributes": attributes, "log": log}
-    return encode(call_id, failure)
+    log = [[_text(level), _text(text)] for level, text in reply.get("log") or []]
+    return encode(call_id, {"ok": False, "error": detail, "attributes": attributes, "log": log})
+
+
+def _text(value: Any) -> str:
+    try:
+        return attribute_text(value)
+    except Exception:  # noqa: BLE001 - an object whose str() raises
+        return f"<{type(value).__name__} that cannot be shown>"
 
 
 # ------------------------------------------------------------------ the worker's side of the wire
@@ -262,7 +266,8 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _read_call(fd: int) -> tuple[int, dict[str, Any]] | None:
+def _read_call(fd: int) -> tuple[int, dict[str, Any] | None] | None:
+    """The next call (None as the call when its body cannot be read); None at the end."""
     header = _read_exact(fd, HEADER.size)
     if header is None:
         return None
@@ -272,10 +277,19 @@ def _read_call(fd: int) -> tuple[int, dict[str, Any]] | None:
     body = _read_exact(fd, size) if size else b""
     if body is None:
         raise ProtocolError("the runner's call ended mid-frame")
-    call = decode(body)
-    if not isinstance(call, dict):
-        raise ProtocolError("the runner's call is not an object")
-    return call_id, call
+    try:
+        call = decode(body)
+    except (ValueError, RecursionError):
+        return call_id, None
+    return call_id, call if isinstance(call, dict) else None
+
+
+_UNREADABLE = {
+    "ok": False,
+    "error": "ValueError: the worker could not read the order's data (JSON nested too deep?)",
+    "attributes": {},
+    "log": [],
+}
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -322,10 +336,10 @@ def main() -> None:
             if got is None:  # the pool closed us: what our scripts started ends with us
                 break
             call_id, call = got
-            frame = answer(call_id, handle(call))
+            reply = handle(call) if call is not None else _UNREADABLE
             if _not_the_worker():  # a script's fork returned into this loop: it never answers
                 os._exit(0)
-            _write_all(replies, frame)
+            _write_all(replies, answer(call_id, reply))
     except (OSError, ProtocolError, ValueError):
         pass  # the runner went away or broke the protocol: end as if closed
     finally:
