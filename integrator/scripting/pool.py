@@ -150,13 +150,12 @@ class _Worker:
         size = -1
         while True:
             while len(buf) < need:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._readable.poll(_ms(left)):
+                    raise _Timeout(partial=bool(buf))
                 try:
                     chunk = os.read(self.replies, max(need - len(buf), _CHUNK))
-                except BlockingIOError:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise _Timeout(partial=bool(buf)) from None
-                    self._readable.poll(_ms(left))
+                except BlockingIOError:  # woken without data (a spurious wake-up)
                     continue
                 if not chunk:
                     raise EOFError
