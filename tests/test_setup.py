@@ -3,132 +3,18 @@ cause named as such: through the real CLI, in a clean environment (no sandbox va
 
 from __future__ import annotations
 
-import ctypes
 import os
-import queue
-import signal
 import socket
 import stat
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import make_project
+from newcomer import Proc, clean_env, cli, sandbox_cmd
 
 from integrator.sandbox import SANDBOX_ENV, Sandbox
-from tests.conftest import Result, free_port, make_project
 
 VARS = ("OMNITRON_USERNAME", "OMNITRON_PASSWORD", "ERP_TOKEN")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a newcomer: none of the sandbox's variables, no INTEGRATOR_*."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in SANDBOX_ENV and not k.endswith("_URL") and not k.startswith("INTEGRATOR_")
-    }
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
-
-
-def _no_root_override() -> None:  # pragma: no cover - runs in the child before exec
-    """Drop root's power to ignore file modes (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so that
-    a permission problem is one for root too; a normal user has no such power anyway."""
-    if os.geteuid() == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
-        for cap in (1, 2):  # PR_CAPBSET_DROP = 24: gone from the bounding set at exec
-            if libc.prctl(24, cap, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
-def cli(root: Path, *args: str, env: dict[str, str] | None = None, as_user: bool = False) -> Result:
-    """``integrator ARGS`` in ``root``, in a clean environment."""
-    p = subprocess.run(
-        [sys.executable, "-m", "integrator", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env if env is not None else clean_env(),
-        preexec_fn=_no_root_override if as_user else None,
-    )
-    return Result(p.returncode, p.stdout, p.stderr)
-
-
-class Proc:
-    """A long-running ``integrator`` command whose output lines are waited for."""
-
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.p = subprocess.Popen(
-            [sys.executable, "-m", "integrator", *args],
-            cwd=root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env if env is not None else clean_env(),
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_line(self, text: str, timeout: float = 30) -> str:
-        """The first line holding ``text`` (fails at the end of the output)."""
-        while True:
-            line = self.lines.get(timeout=timeout)
-            if line is None:
-                raise AssertionError(f"{text!r} never came; output:\n{''.join(self.seen)}")
-            self.seen.append(line)
-            if text in line:
-                return line
-
-    def rest(self) -> str:
-        """Everything seen, and the rest once the process has ended."""
-        while (line := self.lines.get(timeout=30)) is not None:
-            self.seen.append(line)
-        return "".join(self.seen)
-
-    def stop(self) -> int:
-        """SIGINT (Ctrl-C), then its exit status; the pipe is closed."""
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGINT)
-        code = self.p.wait(timeout=30)
-        self.reader.join(timeout=30)
-        assert self.p.stdout is not None
-        self.p.stdout.close()
-        return code
-
-
-@contextmanager
-def sandbox_cmd(root: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[Proc]:
-    """``integrator sandbox`` on free ports, until it says how to stop it."""
-    ports = [str(free_port()) for _ in range(3)]
-    proc = Proc(
-        root,
-        "sandbox",
-        "--omnitron-port",
-        ports[0],
-        "--erp-port",
-        ports[1],
-        "--omnium-port",
-        ports[2],
-        *extra,
-        env=env,
-    )
-    try:
-        proc.wait_line("Ctrl-C stops.")
-        yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
@@ -151,8 +37,9 @@ def test_validate_without_env_says_start_the_sandbox_naming_the_variables(bare: 
 
 def test_sandbox_writes_env_and_validate_and_run_flow_need_no_exports(bare: Path) -> None:
     with sandbox_cmd(bare) as sb:
-        wrote = next(line for line in sb.seen if "wrote .env" in line)
-        assert "nothing to export" in wrote and "export " not in "".join(sb.seen)
+        wrote = sb.seen[-1]
+        assert wrote.startswith("wrote .env with the sandbox's values"), sb.seen
+        assert "nothing to export" in wrote
         env_file = bare / ".env"
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
         values = dict(
@@ -170,13 +57,15 @@ def test_sandbox_writes_env_and_validate_and_run_flow_need_no_exports(bare: Path
         assert r.code == 0, r
         assert "│        20 │      0 │" in r.out, r.out
     assert sb.p.returncode == 0
+    assert "export " not in sb.rest()
 
 
 def test_sandbox_never_overwrites_an_env_and_says_what_differs(bare: Path) -> None:
     mine = "# mine\nERP_URL=http://127.0.0.1:1\nOMNITRON_USERNAME=integrator\n"
     (bare / ".env").write_text(mine)
     with sandbox_cmd(bare) as sb:
-        out = "".join(sb.seen)
+        sb.wait_line("start the sandbox again")
+    out = sb.rest()
     assert ".env exists: kept as it is (never overwritten)" in out, out
     assert "ERP_URL is http://127.0.0.1:1 in .env; this sandbox serves http://127.0.0.1:" in out
     assert "OMNITRON_URL" not in out  # not set in .env: config.yaml's default, not a difference
@@ -186,7 +75,8 @@ def test_sandbox_never_overwrites_an_env_and_says_what_differs(bare: Path) -> No
 def test_sandbox_does_not_write_a_credential_taken_from_the_environment(bare: Path) -> None:
     env = clean_env(ERP_TOKEN="prod-token-never-on-disk")
     with sandbox_cmd(bare, env=env) as sb:
-        out = "".join(sb.seen)
+        pass
+    out = sb.rest()
     text = (bare / ".env").read_text()
     assert "prod-token-never-on-disk" not in text + out
     assert "ERP_TOKEN=" not in text and "# ERP_TOKEN: the sandbox uses the value in your" in text
@@ -194,7 +84,8 @@ def test_sandbox_does_not_write_a_credential_taken_from_the_environment(bare: Pa
 
 def test_sandbox_in_a_directory_without_config_writes_no_env(tmp_path: Path) -> None:
     with sandbox_cmd(tmp_path) as sb:
-        out = "".join(sb.seen)
+        sb.wait_line("export OMNIUM_EVENT_SECRET=")
+    out = sb.rest()
     assert "no config.yaml here: no .env written" in out and "export ERP_URL=" in out
     assert not (tmp_path / ".env").exists()
 
