@@ -59,7 +59,9 @@ def cli(root: Path, *args: str, env: dict[str, str] | None = None, as_user: bool
 class Proc:
     """A long-running ``integrator`` command whose output lines are waited for."""
 
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, *args: str, env: dict[str, str] | None = None, as_user: bool = False
+    ) -> None:
         self.p = subprocess.Popen(
             [sys.executable, "-m", "integrator", *args],
             cwd=root,
@@ -67,6 +69,7 @@ class Proc:
             stderr=subprocess.STDOUT,
             text=True,
             env=env if env is not None else clean_env(),
+            preexec_fn=_no_root_override if as_user else None,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
@@ -107,7 +110,9 @@ class Proc:
 
 
 @contextmanager
-def sandbox_cmd(root: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[Proc]:
+def sandbox_cmd(
+    root: Path, *extra: str, env: dict[str, str] | None = None, as_user: bool = False
+) -> Iterator[Proc]:
     """``integrator sandbox`` on free ports, until it says how to stop it."""
     ports = [str(free_port()) for _ in range(3)]
     proc = Proc(
@@ -121,6 +126,7 @@ def sandbox_cmd(root: Path, *extra: str, env: dict[str, str] | None = None) -> I
         ports[2],
         *extra,
         env=env,
+        as_user=as_user,
     )
     try:
         proc.wait_line(".env")  # what it did about .env: said once the servers are up

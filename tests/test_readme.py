@@ -28,13 +28,13 @@ from integrator.cli.main import cli as integrator_cli
 README = ROOT / "README.md"
 
 # "Using it" lines that are not run for real here, by command path, and why.
-NOT_RUN = {
+NOT_RUN: dict[tuple[str, ...], str] = {
     ("sandbox",): "started first, in the background (the others need it)",
     ("daemon",): "runs until SIGTERM (tests/test_daemon.py, tests/test_setup.py run it)",
     ("resolve",): "needs the ERP's answer in a file (tests/test_ledger_cases.py settles orders)",
 }
 # Lines that run for real and end otherwise than with exit status 0, and what they say.
-EXPECTED = {
+EXPECTED: dict[tuple[str, ...], tuple[int, str]] = {
     ("replay",): (1, "was not listed by the source"),  # the order was sent by run-flow above
 }
 

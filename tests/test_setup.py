@@ -90,6 +90,25 @@ def test_sandbox_in_a_directory_without_config_writes_no_env(tmp_path: Path) -> 
     assert not (tmp_path / ".env").exists()
 
 
+def test_sandbox_that_cannot_write_env_says_so_and_serves(bare: Path) -> None:
+    bare.chmod(0o555)
+    try:
+        with sandbox_cmd(bare, as_user=True) as sb:
+            said = sb.seen[-1]
+            sb.wait_line("export OMNIUM_EVENT_SECRET=")
+    finally:
+        bare.chmod(0o755)
+    assert said.startswith("cannot write .env: Permission denied; the sandbox runs anyway"), said
+    assert "export ERP_URL=http://127.0.0.1:" in sb.rest() and not (bare / ".env").exists()
+
+
+def test_validate_with_an_env_lacking_a_variable_says_add_it_there(bare: Path) -> None:
+    (bare / ".env").write_text("OMNITRON_USERNAME=integrator\nOMNITRON_PASSWORD=sandbox-pass\n")
+    r = cli(bare, "validate")
+    assert r.code == 2, r
+    assert "not set, in the environment or in .env: ERP_TOKEN; add them to .env" in r.err
+
+
 def test_the_environment_wins_over_env(bare: Path) -> None:
     (bare / ".env").write_text(
         "OMNITRON_USERNAME=integrator\nOMNITRON_PASSWORD=sandbox-pass\nERP_TOKEN=short\n"
