@@ -295,5 +295,6 @@ def test_a_busy_http_port_is_a_clear_error(project: Project) -> None:
         s.listen()
         port = s.getsockname()[1]
         r = project.run("daemon", "--http", f"127.0.0.1:{port}", timeout=30)
-    assert r.code == 1 and "cannot listen on" in r.err and "--http" in r.err
+    assert r.code == 2 and "cannot listen on" in r.err and "--http" in r.err
+    assert f"port {port} is in use by another process" in r.err and "internal error" not in r.err
     assert "Traceback" not in r.err

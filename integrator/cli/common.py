@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from integrator.cli.envfile import load_project_env
 from integrator.config import load_app
 from integrator.connectors.redact import known_secrets
 from integrator.logs import configure_logging
@@ -42,12 +43,14 @@ console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isat
 
 def state_store(ctx: click.Context) -> Store:
     """The state store of the project, without needing the connectors' secrets."""
+    load_project_env(ctx)
     app = load_app(Path(ctx.obj["config"]), need_secrets=False, state_url=ctx.obj["state"])
     return Store(app.state_url)
 
 
 def load(ctx: click.Context, *, strict: bool = True) -> Project:
     """Load the project named by ``--config`` and configure logging."""
+    load_project_env(ctx)
     project = load_project(Path(ctx.obj["config"]), strict=strict, state_url=ctx.obj["state"])
     configure_logging(
         project.app.log_level, secrets=known_secrets(project.app), tracebacks=ctx.obj["debug"]
@@ -58,6 +61,7 @@ def load(ctx: click.Context, *, strict: bool = True) -> Project:
 def load_lenient(ctx: click.Context) -> Project:
     """The project without its secrets, and with only the flows that load (one broken flow
     file must not keep a person from looking at, or settling, the orders of the others)."""
+    load_project_env(ctx)
     project = load_project(
         Path(ctx.obj["config"]), strict=False, need_secrets=False, state_url=ctx.obj["state"]
     )
@@ -69,6 +73,7 @@ def load_lenient(ctx: click.Context) -> Project:
 
 def load_quiet(ctx: click.Context) -> Project:
     """The project without its secrets (for commands that call no connector); logging on."""
+    load_project_env(ctx)
     project = load_project(Path(ctx.obj["config"]), need_secrets=False, state_url=ctx.obj["state"])
     configure_logging(
         project.app.log_level, secrets=known_secrets(project.app), tracebacks=ctx.obj["debug"]

@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from integrator.cli.common import console, load_lenient
+from integrator.cli.envfile import load_project_env
 from integrator.config import AppConfig, load_app
 from integrator.connectors.redact import Redactor, known_secrets
 from integrator.pipeline.project import policy_for
@@ -33,6 +34,7 @@ def _when(value: Any) -> str:
 @click.pass_context
 def runs_cmd(ctx: click.Context, flow: str | None, limit: int) -> int:
     """The latest runs, newest first, with their counts and status (times in UTC)."""
+    load_project_env(ctx)
     app = load_app(Path(ctx.obj["config"]), need_secrets=False, state_url=ctx.obj["state"])
     shown = Redactor(known_secrets(app)).scrub  # a second net over what runs stored scrubbed
     store = Store(app.state_url)

@@ -6,17 +6,19 @@ No traceback reaches the user unless ``--debug`` is given.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
 
 from integrator import __version__
 from integrator.connectors.redact import scrub_urls
-from integrator.errors import ConfigurationError, FatalError, IntegratorError
+from integrator.errors import ConfigurationError, FatalError, IntegratorError, UserError
 
 __all__ = ["cli", "main"]
 
@@ -108,6 +110,14 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"[red]configuration error{'s' if n != 1 else ''}[/red] ({n}):", markup=True)
         for issue in exc.issues:
             err.print(scrub_urls(f"  {issue}"), markup=False)
+        from integrator.cli.envfile import unset_hint
+
+        hint = unset_hint(exc.issues)
+        if hint:
+            err.print(scrub_urls(hint), markup=False)
+        sys.exit(2)
+    except UserError as exc:
+        err.print(scrub_urls(f"error: {exc}"), markup=False)
         sys.exit(2)
     except FatalError as exc:
         err.print(scrub_urls(f"error: {exc}"), markup=False)
@@ -115,13 +125,53 @@ def main(argv: list[str] | None = None) -> None:
     except IntegratorError as exc:
         err.print(scrub_urls(f"error: {exc}"), markup=False)
         sys.exit(1)
+    except OSError as exc:
+        said = user_os_error(exc)
+        if said is None:
+            _internal(exc, debug)
+        err.print(scrub_urls(f"error: {said}"), markup=False)
+        sys.exit(2)
     except Exception as exc:  # noqa: BLE001  # the entry point: every bug ends here
-        if debug:  # the traceback, as text (no local variables), its URLs' credentials masked
-            err.print(scrub_urls(traceback.format_exc()), markup=False)
-            sys.exit(1)
-        err.print(
-            scrub_urls(f"internal error: {type(exc).__name__}: {exc}")
-            + "\nrun again with --debug for the traceback, and please report it",
-            markup=False,
-        )
+        _internal(exc, debug)
+
+
+def _internal(exc: BaseException, debug: bool) -> NoReturn:
+    """A bug: "internal error" (the traceback with --debug), exit status 1."""
+    if debug:  # the traceback, as text (no local variables), its URLs' credentials masked
+        err.print(scrub_urls(traceback.format_exc()), markup=False)
         sys.exit(1)
+    err.print(
+        scrub_urls(f"internal error: {type(exc).__name__}: {exc}")
+        + "\nrun again with --debug for the traceback, and please report it",
+        markup=False,
+    )
+    sys.exit(1)
+
+
+def user_os_error(exc: OSError) -> str | None:
+    """What to say about an error of the file system or the network that the user caused
+    (a file missing or in the way, a permission, a full disk, a port in use), or None when
+    it is not one of those (then it is a bug)."""
+    name = exc.filename
+    where = str(name) if name is not None else ""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            "address already in use: another process listens on the port; stop it, or choose "
+            "another port"
+        )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left{' for ' + where if where else ''}: free some space, then run again"
+    if not where:
+        return None
+    what = {
+        errno.EACCES: "permission denied: the user running integrator cannot use it; fix its "
+        f"owner or mode (ls -ld {name}), or point integrator elsewhere (-c, --state)",
+        errno.EPERM: f"operation not permitted; fix its owner or mode (ls -ld {name})",
+        errno.ENOENT: "no such file or directory; check the path (paths in config.yaml and "
+        "flows are relative to the project's directory)",
+        errno.EEXIST: "exists, and is in the way (a file where a directory is needed?); move it",
+        errno.ENOTDIR: "a part of this path is a file, not a directory; move it",
+        errno.EISDIR: "is a directory; a file is needed here",
+        errno.EROFS: "is on a read-only file system; point integrator elsewhere (-c, --state)",
+    }.get(exc.errno or 0)
+    return None if what is None else f"{where}: {what}"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import socket
 import threading
+from pathlib import Path
 
 import click
 
 from integrator.cli.common import console, interruptible, load, order_progress, print_summary
+from integrator.errors import UserError
 from integrator.pipeline import run_flow
 from integrator.sandbox import SANDBOX_ENV, running_sandbox
 from integrator.state import Store
@@ -33,7 +37,9 @@ __all__ = ["COMMANDS"]
 @click.option(
     "--discounts-per-order", type=click.IntRange(min=0), help="Fixed discounts per order."
 )
+@click.pass_context
 def sandbox_cmd(
+    ctx: click.Context,
     orders: int,
     omnitron_port: int,
     erp_port: int,
@@ -46,23 +52,47 @@ def sandbox_cmd(
 
     Faults are injected at run time: POST /_sandbox/faults on either server; GET
     /_sandbox/stats tells what each holds.
+
+    Writes .env beside config.yaml with the sandbox's values (hosts, ports, its test
+    credentials) when there is none, so that validate and run-flow there need no exported
+    variable; an existing .env is never overwritten (and is read: the environment wins).
     """
-    with running_sandbox(
-        orders,
-        omnitron_port=omnitron_port,
-        erp_port=erp_port,
-        omnium_port=omnium_port,
-        seed=seed,
-        items_per_order=items_per_order,
-        discounts_per_order=discounts_per_order,
-    ) as sb:
+    from integrator.cli.envfile import load_project_env, sandbox_env_report
+
+    load_project_env(ctx)
+    ports = {"Omnitron": omnitron_port, "ERP": erp_port, "Omnium": omnium_port}
+    busy = [name for name, port in ports.items() if port and not _can_bind(port)]
+    if busy:
+        raise _port_error(busy, ports)
+    with contextlib.ExitStack() as stack:
+        try:
+            sb = stack.enter_context(
+                running_sandbox(
+                    orders,
+                    omnitron_port=omnitron_port,
+                    erp_port=erp_port,
+                    omnium_port=omnium_port,
+                    seed=seed,
+                    items_per_order=items_per_order,
+                    discounts_per_order=discounts_per_order,
+                )
+            )
+        except OSError as exc:
+            if exc.errno == errno.EACCES:
+                low = ", ".join(f"{p} (--{n.lower()}-port)" for n, p in ports.items() if p < 1024)
+                raise UserError(
+                    f"not allowed to listen on port {low or 'these ports'}: choose ports "
+                    "above 1023 (0: any free port)"
+                ) from None
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise _port_error(list(ports), ports) from None  # taken since the check above
         console.print(f"Omnitron sandbox: {sb.omnitron.url}  ({orders} orders)")
         console.print(f"ERP sandbox:      {sb.erp.url}")
         if sb.omnium is not None:
             console.print(f"Omnium sandbox:   {sb.omnium.url}  ({orders} orders)")
-        console.print("point the runner at them with:")
-        for k, v in sb.env().items():
-            console.print(f"  export {k}={v}", markup=False)
+        for line in sandbox_env_report(Path(ctx.obj["config"]), sb.env(), SANDBOX_ENV):
+            console.print(line, markup=False)
         console.print("Ctrl-C stops.")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
@@ -117,6 +147,27 @@ def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
             markup=False,
         )
     return 0 if result.status == "ok" else 1
+
+
+def _port_error(busy: list[str], ports: dict[str, int]) -> UserError:
+    """The ports the sandbox cannot listen on, named with the options that change them."""
+    named = ", ".join(f"{ports[n]} ({n}: --{n.lower()}-port)" for n in busy)
+    return UserError(
+        f"cannot listen on 127.0.0.1 port {named}: in use by another process. Is a sandbox "
+        "already running? Stop it (Ctrl-C in its terminal), or choose another port (0: any "
+        "free port)"
+    )
+
+
+def _can_bind(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (as the sandbox binds: SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return exc.errno != errno.EADDRINUSE
+    return True
 
 
 COMMANDS = [sandbox_cmd, demo_cmd]

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from integrator.cli.common import console
+from integrator.cli.envfile import load_project_env
 from integrator.connectors.redact import known_secrets
 from integrator.errors import ConfigurationError
 from integrator.logs import configure_logging
@@ -23,6 +24,7 @@ def validate_cmd(ctx: click.Context) -> int:
     Prints every error with its file, line and key, and warnings (such as unknown Jolt modify
     functions, which yield no value at run time). Exit status 2 when anything is wrong.
     """
+    load_project_env(ctx)
     project = load_project(
         Path(ctx.obj["config"]), strict=False, state_url=ctx.obj["state"], collect=True
     )

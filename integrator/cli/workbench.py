@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from integrator.config.yamlfile import decode_utf8
 from integrator.connectors.redact import Redactor, strip_channel_conf
 from integrator.errors import ConfigIssue, ConfigurationError, PermanentError
 from integrator.logs import configure_logging
@@ -24,7 +25,10 @@ SANDBOX_ERP_ID = "ERP-TEST-0000001"
 def read_json(path: Path, what: str) -> Any:
     """A JSON file, or a ConfigurationError naming the file, line and column."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text, problem = decode_utf8(path.read_bytes(), str(path))
+        if problem is not None:
+            raise ConfigurationError([ConfigIssue(str(path), what, problem.message, problem.line)])
+        return json.loads(text or "")
     except OSError as exc:
         raise ConfigurationError(
             [ConfigIssue(str(path), what, f"cannot read {path}: {exc.strerror}")]

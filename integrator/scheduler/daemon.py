@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hmac
 import json
 import logging
@@ -35,7 +36,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from integrator.connectors.redact import known_secrets
-from integrator.errors import ConfigurationError, FatalError
+from integrator.errors import ConfigurationError, FatalError, UserError
 from integrator.logs import learn_secrets, route_library_logs
 from integrator.metrics import PrometheusMetrics
 from integrator.pipeline.project import BuiltFlow, Project, load_project, run_flow
@@ -401,7 +402,9 @@ class Daemon:
             server.start()
         except (OSError, ValueError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise FatalError(
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                why = f"port {self.port} is in use by another process (another daemon?)"
+            raise UserError(
                 f"cannot listen on {self.host}:{self.port} for /healthz and /metrics: "
                 f"{why}; choose another address with --http HOST:PORT"
             ) from None
