@@ -16,11 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import ROOT, Project, Result, make_project, stats
 from pg import fresh_database
 from sqlalchemy import create_engine, inspect
+from sqlalchemy.exc import SQLAlchemyError
 
 from integrator.sandbox import Sandbox
+from integrator.state import Store
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -327,3 +330,22 @@ def test_a_dry_run_reads_a_store_whose_path_needs_quoting(
     assert r.code == 0, r.out + r.err
     assert "19 order(s) would be sent" in r.out and "no state store yet" not in r.out
     assert files(project.root) == before
+
+
+def test_a_read_only_store_refuses_writes_and_creates_nothing(tmp_path: Path) -> None:
+    """The store a dry run opens: none at all where no file is, and a write on one that
+    exists fails instead of landing (SQLite's read-only mode, not a convention)."""
+    url = f"sqlite:///{tmp_path / 'state' / 'integrator.db'}"
+    assert Store.open_read_only(url) is None
+    assert not (tmp_path / "state").exists()
+    Store(url).close()
+    before = files(tmp_path)
+    store = Store.open_read_only(url)
+    assert store is not None
+    try:
+        assert store.runs.latest(None, 5) == []
+        with pytest.raises(SQLAlchemyError, match="readonly database"):
+            store.runs.start("order_flow")
+    finally:
+        store.close()
+    assert files(tmp_path) == before
