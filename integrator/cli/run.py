@@ -6,8 +6,6 @@ import os
 import sys
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from integrator.cli.common import (
     console,
@@ -19,7 +17,6 @@ from integrator.cli.common import (
 )
 from integrator.connectors.redact import scrub_urls
 from integrator.pipeline import RunResult, run_flow
-from integrator.pipeline.runner import skip_category
 
 __all__ = ["COMMANDS"]
 
@@ -115,6 +112,11 @@ def _print_skips(result: RunResult) -> None:
     """A dry run: the orders a run would leave alone now, and why (the ledger's reasons)."""
     if not result.skips:
         return
+    from rich.table import Table
+    from rich.text import Text
+
+    from integrator.pipeline.runner import skip_category
+
     table = Table(title="orders a run would skip now", show_header=True)
     table.add_column("order", no_wrap=True)
     table.add_column("state", no_wrap=True)
