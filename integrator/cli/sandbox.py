@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
+import shlex
 import shutil
 import socket
+import sys
 import threading
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from integrator.cli.common import console, interruptible, load, order_progress, print_summary
 from integrator.errors import UserError
@@ -107,21 +111,29 @@ def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
     """Start the sandbox in-process, run the order flow once against it, print a summary.
 
     The sandbox's test credentials are put in the environment (only where unset), exactly as
-    real secrets would be passed.
+    real secrets would be passed. The demo keeps a state store of its own (state/demo/ beside
+    config.yaml), new on every demo; the commands it prints at the end look into it.
     """
     for k, v in SANDBOX_ENV.items():
         os.environ.setdefault(k, v)
     with running_sandbox(orders) as sb:
         os.environ.update({"OMNITRON_URL": sb.omnitron.url, "ERP_URL": sb.erp.url})
         project = load(ctx)
+        o0, e0 = sb.omnitron.stats(), sb.erp.stats()
+        console.print(f"sandbox: Omnitron {sb.omnitron.url}, ERP {sb.erp.url}", markup=False)
         console.print(
-            f"sandbox: Omnitron {sb.omnitron.url} ({sb.omnitron.stats()['unsent']} "
-            f"unsent orders), ERP {sb.erp.url}"
+            f"  Omnitron holds {o0['orders']} orders: {o0['unsent']} unsent (the flow sends "
+            f"these), {o0['sent']} seeded as already sent (delivered before the demo: the ERP "
+            f"holds them too, so it starts with {e0['orders']}), {o0['cancelled']} cancelled "
+            "(status 100: the flow reads status 400 only)",
+            markup=False,
         )
         # The demo's own state store, new on every demo: a fresh sandbox against an old
         # ledger would be another source and another ERP.
         folder = project.app.base_dir / "state" / "demo"
         shutil.rmtree(folder, ignore_errors=True)
+        # Its run logs too: its run ids start at 1 again, and must not append to the project's.
+        project.app = dataclasses.replace(project.app, log_dir=folder / "logs")
         url = f"sqlite:///{folder / 'integrator.db'}"
         store = Store(url)
         try:
@@ -132,20 +144,29 @@ def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
             print_summary(result, run)
             o, e = sb.omnitron.stats(), sb.erp.stats()
             console.print(
-                f"Omnitron: {o['sent']} sent, {o['unsent']} unsent; ERP: {e['orders']} "
-                f"orders, {e['duplicates']} duplicates"
+                f"Omnitron: {o['sent']} sent ({o['sent'] - o0['sent']} by this run + "
+                f"{o0['sent']} seeded as sent), {o['unsent']} unsent; ERP: {e['orders']} orders "
+                f"({e['orders'] - e0['orders']} written now + {e0['orders']} seeded), "
+                f"{e['duplicates']} duplicates",
+                markup=False,
             )
-            console.print(f"ledger: {store.journal.count_states(flow)}")
-            done = store.journal.in_state("done", flow, limit=1)
+            console.print(f"ledger: {store.journal.count_states(flow)}", markup=False)
+            tried = _order_to_try(store, flow)
         finally:
             store.close()
-        state = f"--state {url}"
-        console.print(
-            "next, on the demo's own store (kept until the next demo):\n"
-            f"  integrator {state} runs\n"
-            f"  integrator {state} orders show {done[0].order_number if done else 'NUMBER'}",
-            markup=False,
-        )
+    if tried is not None:
+        number, what = tried
+        console.print(f"an order to try: {number} ({what})", markup=False)
+    cmd = _invocation(ctx)
+    console.print(
+        "next, on the demo's own store (kept until the next demo; the sandbox stopped with "
+        "the demo):",
+        markup=False,
+    )
+    base = f"{cmd} --state {shlex.quote(url)}"
+    console.print(f"  {base} runs", markup=False)
+    if tried is not None:
+        console.print(f"  {base} orders show {shlex.quote(tried[0])}", markup=False)
     return 0 if result.status == "ok" else 1
 
 
@@ -168,6 +189,44 @@ def _can_bind(port: int) -> bool:
         except OSError as exc:
             return exc.errno != errno.EADDRINUSE
     return True
+
+
+def _order_to_try(store: Store, flow: str) -> tuple[str, str] | None:
+    """One order of the run worth looking at, and what happened to it: a done one (its ERP
+    reference), else one that failed or was held."""
+    done = store.journal.in_state("done", flow, limit=1)
+    if done:
+        ref = f" as {done[0].erp_ref}" if done[0].erp_ref else ""
+        return done[0].order_number, f"written to the ERP{ref}, then marked sent in Omnitron"
+    other = store.journal.in_state(("failed", "quarantined", "sent", "marked"), flow, limit=1)
+    if other:
+        return other[0].order_number, f"{other[0].state}: {other[0].last_error or ''}".rstrip(": ")
+    return None
+
+
+def _invocation(ctx: click.Context) -> str:
+    """The integrator command as the user ran it, to print commands that work as written:
+    ``.venv/bin/integrator`` when started that way, ``integrator`` when found on PATH,
+    ``python -m integrator`` with the same interpreter; and --config when one was given."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    name = Path(argv0).name
+    if name == "__main__.py":  # python -m integrator: the interpreter as it was typed
+        orig = list(getattr(sys, "orig_argv", []) or [sys.executable])
+        at = next(
+            (i for i in range(len(orig) - 1) if orig[i] == "-m" and orig[i + 1] == "integrator"),
+            None,
+        )
+        words = orig[: at + 2] if at is not None else [orig[0], "-m", "integrator"]
+    elif name.startswith("integrator"):
+        found = shutil.which(name)
+        same = found is not None and Path(found).resolve() == Path(argv0).resolve()
+        words = [name if same else argv0]
+    else:  # called from Python (a test runner, an embedding): the installed command
+        words = ["integrator"]
+    root = ctx.find_root()
+    if root.get_parameter_source("config") not in (ParameterSource.DEFAULT, None):
+        words += ["--config", str(root.params["config"])]
+    return shlex.join(words)
 
 
 COMMANDS = [sandbox_cmd, demo_cmd]

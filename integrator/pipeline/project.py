@@ -6,6 +6,7 @@ import dataclasses
 import threading
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,11 +159,14 @@ def run_flow(
     listing (none when ``listing`` is false: an event run), the run also takes the orders
     events queued (the daemon). Whatever happens,
     the run's end is recorded; a run whose process died is closed as interrupted by the next
-    run that takes the flow's lock.
+    run that takes the flow's lock. ``dry_run``: nothing is written, not even a state file or a
+    lock; the store (when one exists) is read, read-only, for where each order stands.
     """
     built = project.flow(name)
     own_store = store is None
-    store = store or Store(project.app.state_url)
+    if store is None:  # a dry run reads the store as it is, and creates none
+        url = project.app.state_url
+        store = Store.open_read_only(url) if dry_run else Store(url)
     try:
         return _run(
             project, built, store, dry_run=dry_run, limit=limit, only_order=only_order,
@@ -170,14 +174,14 @@ def run_flow(
             replay_by=replay_by, grace=grace, events=events, listing=listing,
         )  # fmt: skip
     finally:
-        if own_store:
+        if own_store and store is not None:
             store.close()
 
 
 def _run(
     project: Project,
     built: BuiltFlow,
-    store: Store,
+    store: Store | None,
     *,
     dry_run: bool,
     limit: int | None,
@@ -223,16 +227,19 @@ def _run(
         replay_by=replay_by,
         breaker=CircuitBreaker({c.name: c.circuit_breaker for c in reversed(app.connectors)}),
     )
+    # A dry run takes no lock (it writes nothing a run could collide with) and records nothing.
+    writes = None if dry_run else store
     try:
-        with run.connectors_open(), store.locks.hold(flow.name):
-            if not dry_run:
-                _history(project, store, built, ledger)
-                store.runs.close_abandoned(flow.name)
-                store.pending.release_abandoned(flow.name)
-                run.run_id = ledger.run_id = store.runs.start(flow.name)
+        with run.connectors_open(), writes.locks.hold(flow.name) if writes else nullcontext():
+            if writes is not None:
+                _history(project, writes, built, ledger)
+                writes.runs.close_abandoned(flow.name)
+                writes.pending.release_abandoned(flow.name)
+                run.run_id = ledger.run_id = writes.runs.start(flow.name)
             pending = None
-            if events and not dry_run and not only_order:
-                pending = lambda: store.pending.claim(flow.name, run.run_id)  # noqa: E731
+            if events and writes is not None and not only_order:
+                queue = writes.pending
+                pending = lambda: queue.claim(flow.name, run.run_id)  # noqa: E731
             result: RunResult | None = None
             escaped: BaseException | None = None
             try:
@@ -246,12 +253,12 @@ def _run(
                 raise
             finally:
                 run.close_log()
-                if not dry_run:
-                    _record_end(store, run, result, pending is not None, escaped)
+                if writes is not None:
+                    _record_end(writes, run, result, pending is not None, escaped)
             assert result is not None  # the runner returns, or its exception went up
-            if not dry_run:
+            if writes is not None:
                 metrics.run(flow.name, result.status)
-                metrics.journal_states(flow.name, store.journal.count_states(flow.name))
+                metrics.journal_states(flow.name, writes.journal.count_states(flow.name))
         return result, run
     finally:
         run.scripts.close()

@@ -87,6 +87,7 @@ class RunResult:
     abandoned: int = 0  # orders still in flight when the grace period ended
     internal_errors: int = 0
     failures: list[Outcome] = field(default_factory=list)
+    skips: list[Outcome] = field(default_factory=list)  # a dry run's: it says why, per order
     seconds: float = 0.0
 
     @property
@@ -361,6 +362,8 @@ class Runner:
             self.run.metrics.order(self.run.flow.name, "skipped")
             with self._lock:
                 result.skipped_by[skip_category(outcome.reason)] += 1
+                if self.run.mode is Mode.DRY_RUN:
+                    result.skips.append(outcome)
         else:
             self.run.metrics.order(self.run.flow.name, outcome.status)
             with self._lock:
