@@ -10,7 +10,8 @@ from integrator.cli.common import console
 from integrator.connectors.redact import known_secrets
 from integrator.errors import ConfigurationError
 from integrator.logs import configure_logging
-from integrator.pipeline import SourceStage, load_project
+from integrator.pipeline.project import load_project
+from integrator.pipeline.stage import SourceStage
 
 __all__ = ["COMMANDS"]
 
