@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from integrator import __version__
-from integrator.connectors.redact import scrub_urls
 from integrator.errors import ConfigurationError, FatalError, IntegratorError
 
 if TYPE_CHECKING:
@@ -117,6 +116,14 @@ class LazyGroup(click.Group):
                 rows.append((name, stub.get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def scrub_urls(text: str) -> str:
+    """URL credentials masked (``connectors.redact``, imported when an error is shown, so that
+    ``--version`` and ``--help`` do not load the configuration's modules)."""
+    from integrator.connectors.redact import scrub_urls as scrub
+
+    return scrub(text)
 
 
 class _LazyConsole:
