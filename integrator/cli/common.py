@@ -10,19 +10,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from integrator.cli.envfile import load_project_env
-from integrator.config import load_app
+from integrator.config.load import load_app
 from integrator.connectors.redact import known_secrets
 from integrator.logs import configure_logging
-from integrator.pipeline import Outcome, Project, RunContext, RunResult, load_project
-from integrator.state import Store
+from integrator.pipeline.project import load_project
+
+if TYPE_CHECKING:  # a run's modules load when a command needs them (a fast --help, validate)
+    from integrator.pipeline.context import RunContext
+    from integrator.pipeline.project import Project
+    from integrator.pipeline.runner import Outcome, RunResult
+    from integrator.state.store import Store
 
 __all__ = [
     "Interrupt",
@@ -43,6 +46,8 @@ console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isat
 
 def state_store(ctx: click.Context) -> Store:
     """The state store of the project, without needing the connectors' secrets."""
+    from integrator.state.store import Store
+
     load_project_env(ctx)
     app = load_app(Path(ctx.obj["config"]), need_secrets=False, state_url=ctx.obj["state"])
     return Store(app.state_url)
@@ -84,6 +89,14 @@ def load_quiet(ctx: click.Context) -> Project:
 @contextmanager
 def order_progress(enabled: bool) -> Iterator[Callable[[Outcome], None]]:
     """A progress bar on stderr (when it is a terminal) advanced once per order."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     err = Console(stderr=True)
     if not enabled or not err.is_terminal:
         yield lambda _o: None
@@ -150,6 +163,8 @@ def interruptible(grace: float) -> Iterator[Interrupt]:
 
 def print_summary(result: RunResult, run: RunContext) -> None:
     """The summary table printed at the end of a run."""
+    from rich.table import Table
+
     table = Table(title=f"{result.flow} — run {result.run_id or '(dry run)'}", show_header=True)
     for col in ("orders ok", "failed", "skipped", "seconds", "status"):
         table.add_column(col, justify="right")

@@ -11,7 +11,8 @@ from integrator.cli.envfile import load_project_env
 from integrator.connectors.redact import known_secrets
 from integrator.errors import ConfigurationError
 from integrator.logs import configure_logging
-from integrator.pipeline import SourceStage, load_project
+from integrator.pipeline.project import load_project
+from integrator.pipeline.stage import SourceStage
 
 __all__ = ["COMMANDS"]
 

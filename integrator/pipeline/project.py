@@ -9,23 +9,25 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from integrator.config.load import load_app, load_flows, read_app
 from integrator.config.model import AppConfig, FlowConfig
-from integrator.connectors.http import Connector
 from integrator.connectors.redact import Redactor, known_secrets
 from integrator.connectors.resolve import resolve_connector
 from integrator.errors import ConfigIssue, ConfigurationError
-from integrator.metrics import Metrics
 from integrator.pipeline.breaker import CircuitBreaker
-from integrator.pipeline.context import Mode, RunContext
 from integrator.pipeline.registry import build_stages
-from integrator.pipeline.runner import Outcome, Runner, RunResult
 from integrator.pipeline.stage import SourceStage, Stage
 from integrator.scripting.pool import ScriptPool
 from integrator.state.ledger import Ledger, Policy
-from integrator.state.runs import RunStatus
-from integrator.state.store import Store
+
+if TYPE_CHECKING:  # a run's modules (requests, SQLAlchemy, Prometheus) load when a flow runs
+    from integrator.connectors.http import Connector
+    from integrator.metrics import Metrics
+    from integrator.pipeline.context import RunContext
+    from integrator.pipeline.runner import Outcome, RunResult
+    from integrator.state.store import Store
 
 __all__ = ["BuiltFlow", "Project", "load_project", "policy_for", "run_flow"]
 
@@ -109,6 +111,8 @@ def connector_for(
     app: AppConfig, name: str, redactor: Redactor, pool: int, metrics: Metrics | None = None
 ) -> Connector:
     """Build the connector ``name`` (validated at load, so it exists)."""
+    from integrator.connectors.http import Connector
+
     cfg = resolve_connector(app.connectors, name)
     if cfg is None:
         raise ConfigurationError(
@@ -162,6 +166,9 @@ def run_flow(
     run that takes the flow's lock. ``dry_run``: nothing is written, not even a state file or a
     lock; the store (when one exists) is read, read-only, for where each order stands.
     """
+    from integrator.metrics import Metrics
+    from integrator.state.store import Store
+
     built = project.flow(name)
     own_store = store is None
     if store is None:  # a dry run reads the store as it is, and creates none
@@ -196,6 +203,9 @@ def _run(
     listing: bool,
 ) -> tuple[RunResult, RunContext]:
     """``run_flow`` once the store is open: connectors, the run context, the lock, the run."""
+    from integrator.pipeline.context import Mode, RunContext
+    from integrator.pipeline.runner import Runner
+
     app, flow = project.app, built.config
     redactor = Redactor(known_secrets(app))
     pool = flow.concurrency * 4 + 4
@@ -310,6 +320,8 @@ def _record_end(
 ) -> None:
     """Write the run's end (a second signal ends it interrupted, anything else that escaped
     failed); give back the event orders it claimed unless it handled them."""
+    from integrator.state.runs import RunStatus
+
     name = run.flow.name
     if result is None:
         if isinstance(escaped, KeyboardInterrupt):
