@@ -38,15 +38,12 @@ import threading
 import time
 from typing import Any
 
-import structlog
-
 from integrator.scripting.worker import CROSSES, HEADER, MAGIC, MAX_FRAME, SCRIPT_ERROR
 from integrator.scripting.worker import decode as decode_frame
 from integrator.scripting.worker import encode as encode_frame
 
 __all__ = ["DEFAULT_MEMORY_MB", "DEFAULT_TIMEOUT", "REPLY_MARGIN", "ScriptPool"]
 
-log = structlog.get_logger("integrator.script")
 
 DEFAULT_TIMEOUT = 300.0  # seconds, as Akinon Integrator
 DEFAULT_MEMORY_MB = 1024
@@ -268,7 +265,9 @@ class ScriptPool:
         if trouble is None:
             return True
         self._lose(worker)
-        log.warning("script_worker_replaced", reason=trouble)
+        import structlog  # only when a worker is replaced: test-script starts without it
+
+        structlog.get_logger("integrator.script").warning("script_worker_replaced", reason=trouble)
         return False
 
     def _lose(self, worker: _Worker) -> int | None:
