@@ -4,6 +4,8 @@
 
     IntegratorError
      ├── ConfigurationError      bad config/flow/script/spec: fix the files (exit status 2)
+     ├── UserError               the user's doing, outside the files: a port in use, a file
+     │                           missing or unreadable (exit status 2)
      ├── FatalError              the run cannot go on (store unreachable, source unreadable)
      │    └── SystemicError      the system, not the order: the run stops, no order charged
      │         ├── AuthenticationError  401/403 after a fresh login, a refused login
@@ -36,6 +38,7 @@ __all__ = [
     "SkipOrder",
     "SystemicError",
     "UnreadableAnswer",
+    "UserError",
 ]
 
 
@@ -70,6 +73,12 @@ class ConfigurationError(IntegratorError):
 
     def __str__(self) -> str:
         return "\n".join(str(i) for i in self.issues) or "invalid configuration"
+
+
+class UserError(IntegratorError):
+    """Something the user caused and can fix, outside the configuration's content: a port in
+    use, a file missing, unreadable or not UTF-8. The message says what to do (exit status 2;
+    only real bugs are "internal errors")."""
 
 
 class FatalError(IntegratorError):

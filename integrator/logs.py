@@ -1,13 +1,21 @@
-"""structlog configured in one place: console for the CLI, JSON lines for the daemon."""
+"""structlog configured in one place: console for the CLI, JSON lines for the daemon.
+
+structlog (with the rich and asyncio modules it loads) is a third of the start of a command that
+logs nothing, such as ``validate``: ``configure_logging`` applies the configuration at once when
+structlog is loaded, and otherwise when it is first imported, by anyone (a one-shot import
+hook), so that no event is ever rendered by an unconfigured structlog, past the redactor.
+"""
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping, Sequence
+from types import ModuleType
 from typing import Any
-
-import structlog
 
 from integrator.connectors.redact import Redactor
 
@@ -50,8 +58,27 @@ def configure_logging(
 ) -> None:
     """Route structlog to stderr; every event passes the redactor first (known secrets, URL
     credentials, secret-named keys). Tracebacks: in JSON (the daemon's logs, as a field), on
-    the console only with ``tracebacks`` (--debug); as plain text, without local variables."""
+    the console only with ``tracebacks`` (--debug); as plain text, without local variables.
+    Applied now if structlog is loaded, else when it is first imported."""
+    global _settings
     learn_secrets(secrets)
+    level_no = logging.getLevelNamesMapping()[level.upper()]  # a bad level fails here, now
+    _settings = {"level": level_no, "json": json, "tracebacks": tracebacks}
+    if "structlog" in sys.modules:
+        _apply()
+    elif not any(isinstance(f, _ConfigureOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ConfigureOnImport())
+
+
+_settings: dict[str, Any] | None = None  # the last configure_logging's, until structlog loads
+
+
+def _apply() -> None:
+    import structlog
+
+    if _settings is None:
+        return
+    json, tracebacks = _settings["json"], _settings["tracebacks"]
     # A traceback is rendered to text before the redactor sees it, never by the console
     # renderer afterwards: rich's tracebacks show every frame's local variables (headers,
     # tokens, connection settings), and would print them past the redactor.
@@ -74,12 +101,43 @@ def configure_logging(
             _redacting(_redactor),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(_settings["level"]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+class _ConfigureOnImport(importlib.abc.MetaPathFinder):
+    """Applies the pending configuration as soon as the module ``structlog`` has run, before
+    its importer gets it; then leaves ``sys.meta_path``."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None = None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "structlog":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+
+        class Configuring(importlib.abc.Loader):
+            def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: ModuleType) -> None:
+                module.__loader__ = loader  # the module keeps its own loader
+                if module.__spec__ is not None:
+                    module.__spec__.loader = loader
+                loader.exec_module(module)
+                _apply()
+
+        spec.loader = Configuring()
+        return spec
 
 
 class _LibraryRecords(logging.Handler):
@@ -103,6 +161,8 @@ class _LibraryRecords(logging.Handler):
             fields["error"] = f"{type(exc).__name__}: {exc}"
             if level >= logging.ERROR:
                 fields["exc_info"] = record.exc_info
+        import structlog
+
         structlog.get_logger(record.name).log(level, self.event, **fields)
 
 

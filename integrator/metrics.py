@@ -25,7 +25,8 @@ class Metrics:
         """A run ended: ok, partial, failed or skipped (another holds the flow's lock)."""
 
     def oldest_unsent(self, flow: str, age_seconds: float) -> None:
-        """The oldest unsent order a read saw is this old."""
+        """The oldest unsent order a whole read of the source saw is this old (0: it saw
+        none, the backlog is gone)."""
 
     def listed(self, flow: str, count: int) -> None:
         """The source says its listing of this run holds ``count`` orders (the progress bar's
@@ -72,7 +73,7 @@ class PrometheusMetrics(Metrics):
         )
         self.oldest = Gauge(
             "integrator_oldest_unsent_order_age_seconds",
-            "Age of the oldest unsent order the last read saw",
+            "Age of the oldest unsent order the last read of the source saw (0: none left)",
             ["flow"],
             registry=r,
         )

@@ -146,7 +146,7 @@ def test_runs_on_schedule_with_health_and_metrics(project: Project, sandbox: San
         ] == len(numbers)
         assert m[("integrator_last_success_timestamp_seconds", flow)] > time.time() - 60
         assert m[("integrator_quarantined_orders", flow)] == 0
-        assert m[("integrator_oldest_unsent_order_age_seconds", flow)] > 0
+        assert m[("integrator_oldest_unsent_order_age_seconds", flow)] == 0  # backlog gone
         assert m[("integrator_scheduler_up", ())] == 1
         ended = d.named("run_ended")[0]
         assert ended["flow"] == "order_flow" and ended["level"] == "info"
@@ -295,5 +295,6 @@ def test_a_busy_http_port_is_a_clear_error(project: Project) -> None:
         s.listen()
         port = s.getsockname()[1]
         r = project.run("daemon", "--http", f"127.0.0.1:{port}", timeout=30)
-    assert r.code == 1 and "cannot listen on" in r.err and "--http" in r.err
+    assert r.code == 2 and "cannot listen on" in r.err and "--http" in r.err
+    assert f"port {port} is in use by another process" in r.err and "internal error" not in r.err
     assert "Traceback" not in r.err

@@ -200,7 +200,7 @@ def test_dry_run_prints_requests_and_writes_nothing(project: Project, sandbox: S
     assert f'"order_number": "{number}"' in r.out
     assert stats(sandbox.erp.url)["received"] == 0
     assert stats(sandbox.omnitron.url)["patches"] == 0
-    assert project.sql("SELECT COUNT(*) FROM journal") == [(0,)]
+    assert not (project.root / "state").exists()  # no store, no lock: nothing written
 
 
 def test_limit_processes_at_most_n_orders(project: Project, sandbox: Sandbox) -> None:

@@ -153,7 +153,7 @@ def test_fault_command_refused_rule_changes_nothing(project: Project, sandbox: S
     erp = ("--url", sandbox.erp.url)
     assert project.run("sandbox", "fault", "erp", "--status", "502", *erp).code == 0
     r = project.run("sandbox", "fault", "erp", "--action", "explode", "--route", "crate", *erp)
-    assert r.code == 1, r.out + r.err
+    assert r.code == 2, r.out + r.err  # the user's to fix
     assert "refused the faults (nothing changed)" in r.err
     assert "expected one of body, drop_after_commit" in r.err
     assert "'crate' is not a route here" in r.err and "create" in r.err
@@ -165,7 +165,7 @@ def test_fault_command_finds_the_sandbox_or_says_how(project: Project, sandbox: 
     port = free_port()
     # the sandbox's port option, given before `fault`, wins over $ERP_URL
     r = project.run("sandbox", "--erp-port", str(port), "fault", "show", "erp")
-    assert r.code == 1
+    assert r.code == 2
     assert f"no erp sandbox answers at http://127.0.0.1:{port}" in r.err
     assert "start one with `integrator sandbox`" in r.err and "Traceback" not in r.err
     # $ERP_URL on this machine (as the sandbox's .env has it) is used
@@ -179,7 +179,7 @@ def test_fault_command_finds_the_sandbox_or_says_how(project: Project, sandbox: 
     assert "example.invalid" not in r.out + r.err and f"127.0.0.1:{port}" in r.err
     # an address that is not a sandbox's
     r = project.run("sandbox", "fault", "erp", "--url", f"{sandbox.erp.url}/api")
-    assert r.code == 1 and "is not a sandbox erp (it answered 404" in r.err, r.out + r.err
+    assert r.code == 2 and "is not a sandbox erp (it answered 404" in r.err, r.out + r.err
 
 
 def test_sandbox_help_documents_the_body_and_every_route(project: Project) -> None:

@@ -11,19 +11,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from integrator.config import load_app
+from integrator.cli.envfile import load_project_env
+from integrator.config.load import load_app
 from integrator.connectors.redact import known_secrets
 from integrator.logs import configure_logging
-from integrator.pipeline import Outcome, Project, RunContext, RunResult, load_project
-from integrator.pipeline.runner import LISTED_TWICE
-from integrator.state import Store
+from integrator.pipeline.project import load_project
+
+if TYPE_CHECKING:  # a run's modules load when a command needs them (a fast --help, validate)
+    from rich.progress import Progress
+
+    from integrator.metrics import Metrics
+    from integrator.pipeline.context import RunContext
+    from integrator.pipeline.project import Project
+    from integrator.pipeline.runner import Outcome, RunResult
+    from integrator.state.store import Store
 
 __all__ = [
     "Interrupt",
@@ -45,12 +51,16 @@ console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isat
 
 def state_store(ctx: click.Context) -> Store:
     """The state store of the project, without needing the connectors' secrets."""
+    from integrator.state.store import Store
+
+    load_project_env(ctx)
     app = load_app(Path(ctx.obj["config"]), need_secrets=False, state_url=ctx.obj["state"])
     return Store(app.state_url)
 
 
 def load(ctx: click.Context, *, strict: bool = True) -> Project:
     """Load the project named by ``--config`` and configure logging."""
+    load_project_env(ctx)
     project = load_project(Path(ctx.obj["config"]), strict=strict, state_url=ctx.obj["state"])
     configure_logging(
         project.app.log_level, secrets=known_secrets(project.app), tracebacks=ctx.obj["debug"]
@@ -61,6 +71,7 @@ def load(ctx: click.Context, *, strict: bool = True) -> Project:
 def load_lenient(ctx: click.Context) -> Project:
     """The project without its secrets, and with only the flows that load (one broken flow
     file must not keep a person from looking at, or settling, the orders of the others)."""
+    load_project_env(ctx)
     project = load_project(
         Path(ctx.obj["config"]), strict=False, need_secrets=False, state_url=ctx.obj["state"]
     )
@@ -72,6 +83,7 @@ def load_lenient(ctx: click.Context) -> Project:
 
 def load_quiet(ctx: click.Context) -> Project:
     """The project without its secrets (for commands that call no connector); logging on."""
+    load_project_env(ctx)
     project = load_project(Path(ctx.obj["config"]), need_secrets=False, state_url=ctx.obj["state"])
     configure_logging(
         project.app.log_level, secrets=known_secrets(project.app), tracebacks=ctx.obj["debug"]
@@ -177,6 +189,14 @@ def order_progress(enabled: bool, limit: int | None = None) -> Iterator[OrderPro
     if not enabled or not sys.stderr.isatty():
         yield OrderProgress()
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     # The bar writes to the terminal through a descriptor of its own; fd 2 becomes the pipe.
     tty = os.fdopen(os.dup(2), "w", encoding="utf-8", errors="replace", closefd=True)
     err = Console(file=tty, highlight=False)
@@ -241,18 +261,24 @@ def interruptible(grace: float) -> Iterator[Interrupt]:
             signal.signal(s, h)
 
 
-# What a skip reason (``runner.skip_category``) means for the person reading the summary.
-SKIP_HINTS = {
-    "quarantined": "they need a person: integrator quarantine (then replay, or resolve)",
-    "backing off": "they failed lately and are tried again once their backoff ends "
-    "(integrator orders show NUMBER)",
-    "settling": "a write to the ERP may still be in flight; a later run settles it",
-    LISTED_TWICE: "the source listed them twice; each was processed once",
-}
+def _skip_hint(reason: str) -> str:
+    """What a skip reason (``runner.skip_category``) means for the person reading the summary."""
+    from integrator.pipeline.runner import LISTED_TWICE
+
+    hints = {
+        "quarantined": "they need a person: integrator quarantine (then replay, or resolve)",
+        "backing off": "they failed lately and are tried again once their backoff ends "
+        "(integrator orders show NUMBER)",
+        "settling": "a write to the ERP may still be in flight; a later run settles it",
+        LISTED_TWICE: "the source listed them twice; each was processed once",
+    }
+    return hints.get(reason, "integrator orders show NUMBER tells why")
 
 
 def print_summary(result: RunResult, run: RunContext) -> None:
     """The summary table printed at the end of a run."""
+    from rich.table import Table
+
     table = Table(title=f"{result.flow} — run {result.run_id or '(dry run)'}", show_header=True)
     for col in ("orders ok", "failed", "skipped", "seconds", "status"):
         table.add_column(col, justify="right")
@@ -267,7 +293,7 @@ def print_summary(result: RunResult, run: RunContext) -> None:
     for reason, n in sorted(result.skipped_by.items()):
         some = result.skipped_examples.get(reason, [])
         shown = ", ".join(some) + (", ..." if n > len(some) else "")
-        hint = SKIP_HINTS.get(reason, "integrator orders show NUMBER tells why")
+        hint = _skip_hint(reason)
         console.print(f"skipped: {reason}: {n} ({shown}): {hint}", markup=False)
     if result.failures:
         fail = Table(title="failed orders", show_header=True)

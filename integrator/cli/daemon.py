@@ -67,6 +67,14 @@ __all__ = ["COMMANDS"]
     help="Seconds between checks of config.yaml and flows/ for changes.",
 )
 @click.option("--console-logs", is_flag=True, help="Human-readable logs instead of JSON lines.")
+@click.option(
+    "--env-file",
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Read variables from this .env file (NAME=value lines; the environment wins), once "
+    "at start. The daemon reads no .env unless told, so that a forgotten one never fills in "
+    "production variables.",
+)
 @click.pass_context
 def daemon_cmd(
     ctx: click.Context,
@@ -77,6 +85,7 @@ def daemon_cmd(
     grace: float,
     watch: float,
     console_logs: bool,
+    env_file: Path | None,
 ) -> int:
     """Run every flow in flows/ on its schedule until SIGTERM.
 
@@ -92,6 +101,7 @@ def daemon_cmd(
     GET /metrics   Prometheus: orders, stage latency, ERP status codes, runs, quarantine
     POST /events/<flow>   an event subscription's webhook (the flow's secret header)
     """
+    from integrator.cli.envfile import load_env_file
     from integrator.config import load_app
     from integrator.scheduler.daemon import Daemon
     from integrator.scheduler.web import HttpLimits, bind_refusal
@@ -102,6 +112,7 @@ def daemon_cmd(
     refusal = bind_refusal(host, behind_proxy)
     if refusal is not None:
         raise click.BadParameter(refusal, param_hint="--http")
+    load_env_file(ctx, env_file)
     app = load_app(Path(ctx.obj["config"]), state_url=ctx.obj["state"])
     configure_logging(app.log_level, json=not console_logs, secrets=known_secrets(app))
     daemon = Daemon(

@@ -11,7 +11,8 @@ import click
 from rich.table import Table
 
 from integrator.cli.common import console, load_lenient
-from integrator.config import load_app
+from integrator.cli.envfile import load_project_env
+from integrator.config import AppConfig, load_app
 from integrator.connectors.redact import Redactor, known_secrets
 from integrator.pipeline.project import policy_for
 from integrator.state import Ledger, State, Store
@@ -33,6 +34,7 @@ def _when(value: Any) -> str:
 @click.pass_context
 def runs_cmd(ctx: click.Context, flow: str | None, limit: int) -> int:
     """The latest runs, newest first, with their counts and status (times in UTC)."""
+    load_project_env(ctx)
     app = load_app(Path(ctx.obj["config"]), need_secrets=False, state_url=ctx.obj["state"])
     shown = Redactor(known_secrets(app)).scrub  # a second net over what runs stored scrubbed
     store = Store(app.state_url)
@@ -42,8 +44,13 @@ def runs_cmd(ctx: click.Context, flow: str | None, limit: int) -> int:
     finally:
         store.close()
     if flow and not rows and flow not in known:
-        names = ", ".join(sorted(known)) or "none"
-        raise click.UsageError(f"no runs of a flow named {flow!r}; flows with runs: {names}")
+        defined = _defined_flows(app)
+        if flow not in defined:
+            names = ", ".join(sorted(set(defined) | set(known))) or "none"
+            raise click.UsageError(
+                f"no flow named {flow!r}; known flows: {names} (`integrator flows` lists the "
+                "project's flows)"
+            )
     table = Table(title="runs")
     for col in ("id", "flow", "started", "ended", "status", "ok", "failed", "skipped"):
         table.add_column(col, no_wrap=True)
@@ -66,8 +73,16 @@ def runs_cmd(ctx: click.Context, flow: str | None, limit: int) -> int:
         )
     console.print(table)
     if not rows:
-        console.print("no runs yet: integrator run-flow FLOW")
+        name = flow or "FLOW"
+        console.print(f"no runs{f' of {flow}' if flow else ''} yet: integrator run-flow {name}")
     return 0
+
+
+def _defined_flows(app: AppConfig) -> list[str]:
+    """The names of the flows the project's flow files define (the readable ones)."""
+    from integrator.config.load import load_flows
+
+    return [f.name for f in load_flows(app, [], need_secrets=False)]
 
 
 @click.group("orders")

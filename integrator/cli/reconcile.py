@@ -30,7 +30,11 @@ def _since(value: str | None) -> dt.datetime | None:
 
 @click.command("reconcile")
 @click.argument("flow")
-@click.option("--since", help="Only orders placed (OMS) and created (ERP) since this date.")
+@click.option(
+    "--since",
+    help="Only orders placed since this date (UTC unless it says otherwise), on both sides: "
+    "an order placed before it and created in the ERP after it is left out.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option(
     "--sync", is_flag=True, help="Stock flows: run the flow now for the entries that differ."
@@ -61,6 +65,7 @@ def reconcile_cmd(
                     "since": result.since,
                     "oms_sent": result.oms_sent,
                     "erp_orders": result.erp_orders,
+                    "outside_window": result.outside_window,
                     "missing_in_erp": result.missing_in_erp,
                     "not_marked_in_oms": result.not_marked_in_oms,
                     "unknown_to_oms": result.unknown_to_oms,
@@ -77,8 +82,13 @@ def reconcile_cmd(
         return _synced(ctx, project, result) if sync else (1 if result.differences else 0)
     console.print(
         f"{result.flow}: {result.oms_sent} order(s) sent in the OMS, {result.erp_orders} in the "
-        f"ERP" + (f", since {result.since}" if result.since else "")
+        f"ERP" + (f", placed since {result.since} UTC" if result.since else "")
     )
+    if result.outside_window:
+        console.print(
+            f"{result.outside_window} order(s) placed before {result.since} UTC and created in "
+            "the ERP after it: outside the window, not compared"
+        )
     table = Table(title="differences")
     for col in ("order", "what", "OMS", "ERP"):
         table.add_column(col)

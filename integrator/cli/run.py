@@ -15,7 +15,8 @@ from integrator.cli.common import (
     print_plan,
     print_summary,
 )
-from integrator.pipeline import run_flow
+from integrator.connectors.redact import scrub_urls
+from integrator.pipeline import RunResult, run_flow
 
 __all__ = ["COMMANDS"]
 
@@ -25,8 +26,10 @@ __all__ = ["COMMANDS"]
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Read and query-check, run scripts and mappings, then print the requests it "
-    "would send to the ERP and to Omnitron; writes nothing, records nothing.",
+    help="Read and query-check, run scripts and mappings, then print every request it "
+    "would send to the ERP and to Omnitron (values only the ERP's answer gives are "
+    "placeholders) and why it would skip an order; writes nothing, not even a state file or "
+    "a lock.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Process at most N orders.")
 @click.option("--order", "order", metavar="NUMBER", help="Process only this order number.")
@@ -74,12 +77,24 @@ def run_flow_cmd(
         )
     if dry_run:
         print_plan(run)
+        _print_skips(result)
+        why = ", ".join(f"{reason}: {n}" for reason, n in sorted(result.skipped_by.items()))
         console.print(
             f"dry run: {result.ok} order(s) would be sent, {result.failed} failed "
-            f"before the write, {result.skipped} skipped; nothing was written",
+            f"before the write, {result.skipped} skipped{f' ({why})' if why else ''}; "
+            "nothing was written",
             style="dim",
+            markup=False,
         )
-        if result.failures:
+        if run.store is None:
+            console.print(
+                f"no state store yet ({scrub_urls(project.app.state_url)}): every order listed "
+                "counts as "
+                "new; the first run creates it",
+                style="dim",
+                markup=False,
+            )
+        if result.failures or result.error:
             print_summary(result, run)
     else:
         print_summary(result, run)
@@ -93,6 +108,38 @@ def run_flow_cmd(
         sys.stdout.flush()
         os._exit(code)
     return code
+
+
+def _print_skips(result: RunResult) -> None:
+    """A dry run: the orders a run would leave alone now, and why (the ledger's reasons)."""
+    if not result.skips:
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from integrator.pipeline.runner import skip_category
+
+    table = Table(title="orders a run would skip now", show_header=True)
+    table.add_column("order", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("why", overflow="fold")
+    for o in sorted(result.skips, key=lambda o: o.number):
+        table.add_row(Text(o.number), Text(o.state), Text(o.reason))
+    console.print(table)
+    kinds = {skip_category(o.reason) for o in result.skips}
+    if "quarantined" in kinds:
+        console.print(
+            "quarantined orders wait for a person: integrator orders show NUMBER, then "
+            "integrator replay NUMBER (or integrator resolve NUMBER)",
+            style="dim",
+            markup=False,
+        )
+    if kinds & {"backing off", "settling"}:
+        console.print(
+            "orders backing off or settling are taken by the first run after that time",
+            style="dim",
+            markup=False,
+        )
 
 
 COMMANDS = [run_flow_cmd]

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import os
+import shlex
 import shutil
+import socket
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import click
+from click.core import ParameterSource
 
 from integrator.cli.common import console, interruptible, load, order_progress, print_summary
-from integrator.errors import FatalError
+from integrator.errors import UserError
 from integrator.pipeline import run_flow
 from integrator.sandbox import SANDBOX_ENV, running_sandbox
 from integrator.state import Store
@@ -84,25 +91,49 @@ def sandbox_cmd(
 
     Faults are set while it runs, from another terminal: `integrator sandbox fault --help`,
     or POST /_sandbox/faults on a server (below); GET /_sandbox/stats tells what each holds.
+
+    Writes .env beside config.yaml with the sandbox's values (hosts, ports, its test
+    credentials) when there is none, so that validate and run-flow there need no exported
+    variable; an existing .env is never overwritten (and is read: the environment wins).
     """
     if ctx.invoked_subcommand is not None:  # `sandbox fault ...`: talks to a running one
         return 0
-    with running_sandbox(
-        orders,
-        omnitron_port=omnitron_port,
-        erp_port=erp_port,
-        omnium_port=omnium_port,
-        seed=seed,
-        items_per_order=items_per_order,
-        discounts_per_order=discounts_per_order,
-    ) as sb:
+    from integrator.cli.envfile import load_project_env, sandbox_env_report
+
+    load_project_env(ctx)
+    ports = {"Omnitron": omnitron_port, "ERP": erp_port, "Omnium": omnium_port}
+    busy = [name for name, port in ports.items() if port and not _can_bind(port)]
+    if busy:
+        raise _port_error(busy, ports)
+    with contextlib.ExitStack() as stack:
+        try:
+            sb = stack.enter_context(
+                running_sandbox(
+                    orders,
+                    omnitron_port=omnitron_port,
+                    erp_port=erp_port,
+                    omnium_port=omnium_port,
+                    seed=seed,
+                    items_per_order=items_per_order,
+                    discounts_per_order=discounts_per_order,
+                )
+            )
+        except OSError as exc:
+            if exc.errno == errno.EACCES:
+                low = ", ".join(f"{p} (--{n.lower()}-port)" for n, p in ports.items() if p < 1024)
+                raise UserError(
+                    f"not allowed to listen on port {low or 'these ports'}: choose ports "
+                    "above 1023 (0: any free port)"
+                ) from None
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise _port_error(list(ports), ports) from None  # taken since the check above
         console.print(f"Omnitron sandbox: {sb.omnitron.url}  ({orders} orders)")
         console.print(f"ERP sandbox:      {sb.erp.url}")
         if sb.omnium is not None:
             console.print(f"Omnium sandbox:   {sb.omnium.url}  ({orders} orders)")
-        console.print("point the runner at them with:")
-        for k, v in sb.env().items():
-            console.print(f"  export {k}={v}", markup=False)
+        for line in sandbox_env_report(Path(ctx.obj["config"]), sb.env(), SANDBOX_ENV):
+            console.print(line, markup=False)
         console.print("Ctrl-C stops.")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
@@ -125,13 +156,16 @@ def _sandbox_url(ctx: click.Context, server: str, url: str | None) -> str:
     $ERP_URL (etc., as .env has it) when it names this machine; else the default port."""
     if url:
         return url.rstrip("/")
+    from integrator.cli.envfile import load_project_env
+
+    load_project_env(ctx)  # the sandbox's .env names its servers
     variable, option, default = _SERVERS[server]
     sandbox_ctx: click.Context | None = ctx
     while sandbox_ctx is not None and sandbox_ctx.command is not sandbox_cmd:
         sandbox_ctx = sandbox_ctx.parent
     if (
         sandbox_ctx is not None
-        and sandbox_ctx.get_parameter_source(option) is click.core.ParameterSource.COMMANDLINE
+        and sandbox_ctx.get_parameter_source(option) is ParameterSource.COMMANDLINE
     ):
         return f"http://127.0.0.1:{sandbox_ctx.params[option]}"
     from_env = os.environ.get(variable, "")
@@ -141,7 +175,7 @@ def _sandbox_url(ctx: click.Context, server: str, url: str | None) -> str:
 
 
 def _call(server: str, url: str, spec: dict[str, Any] | None) -> dict[str, Any]:
-    """GET (``spec`` None) or POST the faults of the sandbox at ``url``; FatalError says what
+    """GET (``spec`` None) or POST the faults of the sandbox at ``url``; UserError says what
     went wrong and what to do."""
     import requests
 
@@ -154,24 +188,24 @@ def _call(server: str, url: str, spec: dict[str, Any] | None) -> dict[str, Any]:
             else:
                 resp = session.post(where, json=spec, timeout=5)
     except requests.ConnectionError:
-        raise FatalError(
+        raise UserError(
             f"no {server} sandbox answers at {url}: start one with `integrator sandbox` (in "
             "another terminal), or give its address with --url"
         ) from None
     except requests.RequestException as exc:
-        raise FatalError(f"the {server} sandbox at {url}: {type(exc).__name__}") from None
+        raise UserError(f"the {server} sandbox at {url}: {type(exc).__name__}") from None
     try:
         answer = resp.json()
     except ValueError:
         answer = None
     if resp.status_code == 400 and isinstance(answer, dict):
         problems = answer.get("problems") or [answer.get("detail", "")]
-        raise FatalError(
+        raise UserError(
             f"the {server} sandbox refused the faults (nothing changed):\n  "
             + "\n  ".join(str(p) for p in problems)
         )
     if resp.status_code != 200 or not isinstance(answer, dict):
-        raise FatalError(
+        raise UserError(
             f"{url} is not a sandbox {server} (it answered {resp.status_code} to "
             "/_sandbox/faults): give a sandbox's address with --url"
         )
@@ -282,7 +316,7 @@ def _each(ctx: click.Context, servers: tuple[str, ...], spec: dict[str, Any] | N
         address = _sandbox_url(ctx, server, None)
         try:
             table = _call(server, address, spec)
-        except FatalError:
+        except UserError:
             if named:
                 raise
             console.print(f"{server} ({address}): not running", markup=False)
@@ -290,7 +324,7 @@ def _each(ctx: click.Context, servers: tuple[str, ...], spec: dict[str, Any] | N
         answered += 1
         _show(server, address, table)
     if not answered:
-        raise FatalError(
+        raise UserError(
             "no sandbox answers on this machine: start one with `integrator sandbox` (in "
             "another terminal)"
         )
@@ -324,21 +358,29 @@ def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
     """Start the sandbox in-process, run the order flow once against it, print a summary.
 
     The sandbox's test credentials are put in the environment (only where unset), exactly as
-    real secrets would be passed.
+    real secrets would be passed. The demo keeps a state store of its own (state/demo/ beside
+    config.yaml), new on every demo; the commands it prints at the end look into it.
     """
     for k, v in SANDBOX_ENV.items():
         os.environ.setdefault(k, v)
     with running_sandbox(orders) as sb:
         os.environ.update({"OMNITRON_URL": sb.omnitron.url, "ERP_URL": sb.erp.url})
         project = load(ctx)
+        o0, e0 = sb.omnitron.stats(), sb.erp.stats()
+        console.print(f"sandbox: Omnitron {sb.omnitron.url}, ERP {sb.erp.url}", markup=False)
         console.print(
-            f"sandbox: Omnitron {sb.omnitron.url} ({sb.omnitron.stats()['unsent']} "
-            f"unsent orders), ERP {sb.erp.url}"
+            f"  Omnitron holds {o0['orders']} orders: {o0['unsent']} unsent (the flow sends "
+            f"these), {o0['sent']} seeded as already sent (delivered before the demo: the ERP "
+            f"holds them too, so it starts with {e0['orders']}), {o0['cancelled']} cancelled "
+            "(status 100: the flow reads status 400 only)",
+            markup=False,
         )
         # The demo's own state store, new on every demo: a fresh sandbox against an old
         # ledger would be another source and another ERP.
         folder = project.app.base_dir / "state" / "demo"
         shutil.rmtree(folder, ignore_errors=True)
+        # Its run logs too: its run ids start at 1 again, and must not append to the project's.
+        project.app = dataclasses.replace(project.app, log_dir=folder / "logs")
         url = f"sqlite:///{folder / 'integrator.db'}"
         store = Store(url)
         try:
@@ -350,21 +392,89 @@ def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
             print_summary(result, run)
             o, e = sb.omnitron.stats(), sb.erp.stats()
             console.print(
-                f"Omnitron: {o['sent']} sent, {o['unsent']} unsent; ERP: {e['orders']} "
-                f"orders, {e['duplicates']} duplicates"
+                f"Omnitron: {o['sent']} sent ({o['sent'] - o0['sent']} by this run + "
+                f"{o0['sent']} seeded as sent), {o['unsent']} unsent; ERP: {e['orders']} orders "
+                f"({e['orders'] - e0['orders']} written now + {e0['orders']} seeded), "
+                f"{e['duplicates']} duplicates",
+                markup=False,
             )
-            console.print(f"ledger: {store.journal.count_states(flow)}")
-            done = store.journal.in_state("done", flow, limit=1)
+            console.print(f"ledger: {store.journal.count_states(flow)}", markup=False)
+            tried = _order_to_try(store, flow)
         finally:
             store.close()
-        state = f"--state {url}"
-        console.print(
-            "next, on the demo's own store (kept until the next demo):\n"
-            f"  integrator {state} runs\n"
-            f"  integrator {state} orders show {done[0].order_number if done else 'NUMBER'}",
-            markup=False,
-        )
+    if tried is not None:
+        number, what = tried
+        console.print(f"an order to try: {number} ({what})", markup=False)
+    cmd = _invocation(ctx)
+    console.print(
+        "next, on the demo's own store (kept until the next demo; the sandbox stopped with "
+        "the demo):",
+        markup=False,
+    )
+    base = f"{cmd} --state {shlex.quote(url)}"
+    console.print(f"  {base} runs", markup=False)
+    if tried is not None:
+        console.print(f"  {base} orders show {shlex.quote(tried[0])}", markup=False)
     return 0 if result.status == "ok" else 1
+
+
+def _port_error(busy: list[str], ports: dict[str, int]) -> UserError:
+    """The ports the sandbox cannot listen on, named with the options that change them."""
+    named = ", ".join(f"{ports[n]} ({n}: --{n.lower()}-port)" for n in busy)
+    return UserError(
+        f"cannot listen on 127.0.0.1 port {named}: in use by another process. Is a sandbox "
+        "already running? Stop it (Ctrl-C in its terminal), or choose another port (0: any "
+        "free port)"
+    )
+
+
+def _can_bind(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (as the sandbox binds: SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return exc.errno != errno.EADDRINUSE
+    return True
+
+
+def _order_to_try(store: Store, flow: str) -> tuple[str, str] | None:
+    """One order of the run worth looking at, and what happened to it: a done one (its ERP
+    reference), else one that failed or was held."""
+    done = store.journal.in_state("done", flow, limit=1)
+    if done:
+        ref = f" as {done[0].erp_ref}" if done[0].erp_ref else ""
+        return done[0].order_number, f"written to the ERP{ref}, then marked sent in Omnitron"
+    other = store.journal.in_state(("failed", "quarantined", "sent", "marked"), flow, limit=1)
+    if other:
+        return other[0].order_number, f"{other[0].state}: {other[0].last_error or ''}".rstrip(": ")
+    return None
+
+
+def _invocation(ctx: click.Context) -> str:
+    """The integrator command as the user ran it, to print commands that work as written:
+    ``.venv/bin/integrator`` when started that way, ``integrator`` when found on PATH,
+    ``python -m integrator`` with the same interpreter; and --config when one was given."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    name = Path(argv0).name
+    if name == "__main__.py":  # python -m integrator: the interpreter as it was typed
+        orig = list(getattr(sys, "orig_argv", []) or [sys.executable])
+        at = next(
+            (i for i in range(len(orig) - 1) if orig[i] == "-m" and orig[i + 1] == "integrator"),
+            None,
+        )
+        words = orig[: at + 2] if at is not None else [orig[0], "-m", "integrator"]
+    elif name.startswith("integrator"):
+        found = shutil.which(name)
+        same = found is not None and Path(found).resolve() == Path(argv0).resolve()
+        words = [name if same else argv0]
+    else:  # called from Python (a test runner, an embedding): the installed command
+        words = ["integrator"]
+    root = ctx.find_root()
+    if root.get_parameter_source("config") not in (ParameterSource.DEFAULT, None):
+        words += ["--config", str(root.params["config"])]
+    return shlex.join(words)
 
 
 COMMANDS = [sandbox_cmd, demo_cmd]

@@ -7,10 +7,12 @@ from pathlib import Path
 import click
 
 from integrator.cli.common import console
+from integrator.cli.envfile import load_project_env
 from integrator.connectors.redact import known_secrets
 from integrator.errors import ConfigurationError
 from integrator.logs import configure_logging
-from integrator.pipeline import SourceStage, load_project
+from integrator.pipeline.project import load_project
+from integrator.pipeline.stage import SourceStage
 
 __all__ = ["COMMANDS"]
 
@@ -23,6 +25,7 @@ def validate_cmd(ctx: click.Context) -> int:
     Prints every error with its file, line and key, and warnings (such as unknown Jolt modify
     functions, which yield no value at run time). Exit status 2 when anything is wrong.
     """
+    load_project_env(ctx)
     project = load_project(
         Path(ctx.obj["config"]), strict=False, state_url=ctx.obj["state"], collect=True
     )

@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
+from integrator.config.yamlfile import decode_utf8
 from integrator.connectors.redact import Redactor, strip_channel_conf
 from integrator.errors import ConfigIssue, ConfigurationError, PermanentError
 from integrator.logs import configure_logging
-from integrator.mapping import MappingSpecError, apply_chain
 from integrator.scripting import SCRIPT_ERROR, ScriptPool, load_script
 from integrator.scripting.pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 
@@ -24,7 +24,10 @@ SANDBOX_ERP_ID = "ERP-TEST-0000001"
 def read_json(path: Path, what: str) -> Any:
     """A JSON file, or a ConfigurationError naming the file, line and column."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text, problem = decode_utf8(path.read_bytes(), str(path))
+        if problem is not None:
+            raise ConfigurationError([ConfigIssue(str(path), what, problem.message, problem.line)])
+        return json.loads(text or "")
     except OSError as exc:
         raise ConfigurationError(
             [ConfigIssue(str(path), what, f"cannot read {path}: {exc.strerror}")]
@@ -151,6 +154,8 @@ def test_mapping_cmd(spec: Path, input_file: Path, context_file: Path | None) ->
     Example:
       integrator test-mapping flows/specs/order_to_erp.json --input order.json
     """
+    from integrator.mapping.jolt import MappingSpecError, apply_chain
+
     chain = read_json(spec, "spec")
     data = read_json(input_file, "--input")
     context = read_json(context_file, "--context") if context_file else None

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from integrator.config.load import load_app, load_flow, load_flows
-from integrator.config.model import AppConfig, ConnectorConfig, FlowConfig, StageSpec, TokenLogin
+from typing import TYPE_CHECKING
+
+from integrator._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from integrator.config.load import load_app, load_flow, load_flows
+    from integrator.config.model import (
+        AppConfig,
+        ConnectorConfig,
+        FlowConfig,
+        StageSpec,
+        TokenLogin,
+    )
 
 __all__ = [
     "AppConfig",
@@ -15,3 +26,17 @@ __all__ = [
     "load_flow",
     "load_flows",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "AppConfig": "model",
+        "ConnectorConfig": "model",
+        "FlowConfig": "model",
+        "StageSpec": "model",
+        "TokenLogin": "model",
+        "load_app": "load",
+        "load_flow": "load",
+        "load_flows": "load",
+    },
+)

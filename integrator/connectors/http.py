@@ -7,7 +7,6 @@ query string, so no credential can leak through them.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -17,6 +16,7 @@ import structlog
 
 from integrator.config.model import ConnectorConfig
 from integrator.connectors.auth import Auth, LoginRefused, build_auth
+from integrator.connectors.bodies import json_bytes, parse_json
 from integrator.connectors.limits import backoff, limiter_for, retry_after_seconds
 from integrator.connectors.redact import Redactor
 from integrator.connectors.transport import MAX_ANSWER_BYTES, LeanAdapter, prepare
@@ -26,7 +26,6 @@ from integrator.errors import (
     OrderError,
     PermanentError,
     RetriableError,
-    UnreadableAnswer,
 )
 from integrator.metrics import Metrics
 
@@ -40,112 +39,6 @@ _MAX_ERROR_BODY = 200
 MAX_BODY_BYTES = MAX_ANSWER_BYTES  # a connector's MaxAnswerBytes by default
 MAX_REDIRECTS = 5  # a GET follows at most this many, all within its own scheme, host and port
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})  # any other method's redirect: a write's
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite(text: str) -> float:
-    """A JSON number as a float; one too large for a float (1e999999) is refused, not inf."""
-    value = float(text)
-    if value in (_INF, -_INF):
-        raise ValueError("a number too large for a float")
-    return value
-
-
-_INF = float("inf")
-
-
-def parse_json(resp: requests.Response, what: str, connector: str = "") -> Any:
-    """The JSON body of ``resp``; an UnreadableAnswer (a retriable failure of the server,
-    tagged with ``connector`` for the circuit breaker) when the transport could not read it
-    (too large, cut short, past the deadline, a broken gzip), or it is not UTF-8, not JSON
-    (NaN and Infinity included), has a number too large (1e999999, a 5000-digit integer), or
-    is nested too deep."""
-    why = getattr(resp, "unreadable", "")
-    if not why:
-        if not resp.content:
-            return None
-        try:
-            return json.loads(
-                resp.content.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite
-            )
-        except UnicodeDecodeError:
-            why = "a body that is not UTF-8"
-        except RecursionError:
-            why = "JSON nested too deep to read"
-        except ValueError as error:  # not JSON, NaN/Infinity, a number too long to convert
-            ctype = resp.headers.get("Content-Type", "unknown content type")
-            text = str(error)
-            if "digits" in text or "too large" in text:
-                why = f"a body that is not JSON it can use: a number too large ({ctype})"
-            elif "is not JSON" in text:
-                why = f"a body that is not JSON: {text.split(' is not')[0]} ({ctype})"
-            else:
-                why = f"a body that is not JSON ({ctype})"
-    exc = UnreadableAnswer(
-        f"{what} answered {resp.status_code} with {why}", status=resp.status_code
-    )
-    exc.connector, exc.failure = connector, "unreadable answer"
-    raise exc
-
-
-def json_bytes(value: Any, what: str) -> bytes:
-    """``value`` as a JSON request body; a PermanentError naming ``what`` and the first key
-    path that JSON cannot carry (NaN, Infinity, a set, bytes, any other object), before
-    anything is sent."""
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (ValueError, TypeError, RecursionError):
-        found = _not_json(value, "$", 0)
-        where, why = found if found is not None else ("$", "a value JSON cannot carry")
-        raise PermanentError(
-            f"{what}: the request body is not JSON: {why} at {where}; fix the mapping or "
-            "script that builds it. Nothing was sent"
-        ) from None
-
-
-_MAX_DEPTH = 500
-
-
-def _not_json(value: Any, path: str, depth: int) -> tuple[str, str] | None:
-    """(key path, what is wrong) of the first value in ``value`` that JSON cannot carry."""
-    if depth > _MAX_DEPTH:
-        return path, f"nesting deeper than {_MAX_DEPTH} levels (or a circular reference)"
-    if value is None or isinstance(value, bool | int):
-        return None
-    if isinstance(value, float):
-        if value != value:
-            return path, "NaN (JSON has no NaN)"
-        if value in (_INF, -_INF):
-            return path, "Infinity (JSON has no Infinity)"
-        return None
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path, "a string with a lone surrogate (not UTF-8)"
-        return None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str | int | float | bool) and k is not None:
-                return path, f"a key of type {type(k).__name__} ({str(k)[:40]!r})"
-            key = str(k)
-            sub = f"{path}.{key}" if key.isidentifier() else f"{path}[{key!r}]"
-            if isinstance(k, float) and (k != k or k in (_INF, -_INF)):
-                return sub, "a NaN or Infinity key"
-            found = _not_json(v, sub, depth + 1)
-            if found is not None:
-                return found
-        return None
-    if isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            found = _not_json(v, f"{path}[{i}]", depth + 1)
-            if found is not None:
-                return found
-        return None
-    return path, f"a {type(value).__name__}, which JSON cannot carry"
 
 
 class Connector:
@@ -295,8 +188,9 @@ class Connector:
             except RetriableError as exc:
                 unsafe = not idempotent and exc.reached and exc.status != 429
                 paused = exc.status == 429 and exc.retry_after is not None
+                held = 0.0  # how long the paused host holds the next try
                 if paused:  # the whole host waits, every flow's requests included
-                    self.limiter.pause(min(exc.retry_after or 0.0, cfg.retry_cap))
+                    held = self.limiter.pause(min(exc.retry_after or 0.0, cfg.retry_cap))
                 if attempt >= attempts or (unsafe and not retry_unsafe):
                     if unsafe:
                         ambiguous = AmbiguousWriteError(
@@ -311,8 +205,9 @@ class Connector:
                     delay = min(exc.retry_after, cfg.retry_cap)
                 else:
                     delay = backoff(attempt, cfg.retry_base, cfg.retry_cap)
+                # The wait logged is the one the next try will have: a paused host's included.
                 log.info("retrying", request=self.describe(method, self.url(path)), error=str(exc),
-                         attempt=attempt, delay=round(delay, 3))  # fmt: skip
+                         attempt=attempt, delay=round(max(delay, held), 3))  # fmt: skip
                 self._sleep(delay)
                 attempt += 1
 

@@ -58,10 +58,13 @@ class HostLimiter:
         with self._sem:
             yield
 
-    def pause(self, seconds: float) -> None:
-        """Hold back every request to this host for ``seconds`` (after a 429)."""
+    def pause(self, seconds: float) -> float:
+        """Hold back every request to this host for ``seconds`` (after a 429). Returns how long
+        the host is paused from now (longer when an earlier pause lasts longer)."""
         with self._lock:
-            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+            now = time.monotonic()
+            self._paused_until = max(self._paused_until, now + seconds)
+            return self._paused_until - now
 
 
 _limiters: dict[str, HostLimiter] = {}

@@ -15,12 +15,13 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from integrator.connectors.http import Connector
 from integrator.errors import PermanentError
+
+if TYPE_CHECKING:
+    from integrator.connectors.http import Connector
 
 __all__ = [
     "BUILTIN",
@@ -150,6 +151,8 @@ def find_exporter(name: str) -> type[Exporter] | None:
     if name in BUILTIN:
         cls = _load(BUILTIN[name])
     else:
+        from importlib.metadata import entry_points  # only for a name that is not built in
+
         ep = next((e for e in entry_points(group=ENTRY_POINT_GROUP) if e.name == name), None)
         cls = ep.load() if ep is not None else None
     if isinstance(cls, type) and issubclass(cls, Exporter):

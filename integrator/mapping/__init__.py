@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from integrator.mapping.jolt import JoltMapping, MappingSpecError, apply_chain, spec_warnings
-from integrator.mapping.paths import compile_path, render, render_json, select
+from typing import TYPE_CHECKING
+
+from integrator._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from integrator.mapping.jolt import JoltMapping, MappingSpecError, apply_chain, spec_warnings
+    from integrator.mapping.paths import compile_path, render, render_json, select
 
 __all__ = [
     "JoltMapping",
@@ -15,3 +20,17 @@ __all__ = [
     "select",
     "spec_warnings",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "JoltMapping": "jolt",
+        "MappingSpecError": "jolt",
+        "apply_chain": "jolt",
+        "spec_warnings": "jolt",
+        "compile_path": "paths",
+        "render": "paths",
+        "render_json": "paths",
+        "select": "paths",
+    },
+)

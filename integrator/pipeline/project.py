@@ -6,25 +6,28 @@ import dataclasses
 import threading
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from integrator.config.load import load_app, load_flows, read_app
 from integrator.config.model import AppConfig, FlowConfig
-from integrator.connectors.http import Connector
 from integrator.connectors.redact import Redactor, known_secrets
 from integrator.connectors.resolve import resolve_connector
 from integrator.errors import ConfigIssue, ConfigurationError
-from integrator.metrics import Metrics
 from integrator.pipeline.breaker import CircuitBreaker
-from integrator.pipeline.context import Mode, RunContext
 from integrator.pipeline.registry import build_stages
-from integrator.pipeline.runner import Outcome, Runner, RunResult
 from integrator.pipeline.stage import SourceStage, Stage
 from integrator.scripting.pool import ScriptPool
 from integrator.state.ledger import Ledger, Policy
-from integrator.state.runs import RunStatus
-from integrator.state.store import Store
+
+if TYPE_CHECKING:  # a run's modules (requests, SQLAlchemy, Prometheus) load when a flow runs
+    from integrator.connectors.http import Connector
+    from integrator.metrics import Metrics
+    from integrator.pipeline.context import RunContext
+    from integrator.pipeline.runner import Outcome, RunResult
+    from integrator.state.store import Store
 
 __all__ = ["BuiltFlow", "Project", "load_project", "policy_for", "run_flow"]
 
@@ -108,6 +111,8 @@ def connector_for(
     app: AppConfig, name: str, redactor: Redactor, pool: int, metrics: Metrics | None = None
 ) -> Connector:
     """Build the connector ``name`` (validated at load, so it exists)."""
+    from integrator.connectors.http import Connector
+
     cfg = resolve_connector(app.connectors, name)
     if cfg is None:
         raise ConfigurationError(
@@ -158,11 +163,17 @@ def run_flow(
     listing (none when ``listing`` is false: an event run), the run also takes the orders
     events queued (the daemon). Whatever happens,
     the run's end is recorded; a run whose process died is closed as interrupted by the next
-    run that takes the flow's lock.
+    run that takes the flow's lock. ``dry_run``: nothing is written, not even a state file or a
+    lock; the store (when one exists) is read, read-only, for where each order stands.
     """
+    from integrator.metrics import Metrics
+    from integrator.state.store import Store
+
     built = project.flow(name)
     own_store = store is None
-    store = store or Store(project.app.state_url)
+    if store is None:  # a dry run reads the store as it is, and creates none
+        url = project.app.state_url
+        store = Store.open_read_only(url) if dry_run else Store(url)
     try:
         return _run(
             project, built, store, dry_run=dry_run, limit=limit, only_order=only_order,
@@ -170,14 +181,14 @@ def run_flow(
             replay_by=replay_by, grace=grace, events=events, listing=listing,
         )  # fmt: skip
     finally:
-        if own_store:
+        if own_store and store is not None:
             store.close()
 
 
 def _run(
     project: Project,
     built: BuiltFlow,
-    store: Store,
+    store: Store | None,
     *,
     dry_run: bool,
     limit: int | None,
@@ -192,6 +203,9 @@ def _run(
     listing: bool,
 ) -> tuple[RunResult, RunContext]:
     """``run_flow`` once the store is open: connectors, the run context, the lock, the run."""
+    from integrator.pipeline.context import Mode, RunContext
+    from integrator.pipeline.runner import Runner
+
     app, flow = project.app, built.config
     redactor = Redactor(known_secrets(app))
     pool = flow.concurrency * 4 + 4
@@ -223,16 +237,19 @@ def _run(
         replay_by=replay_by,
         breaker=CircuitBreaker({c.name: c.circuit_breaker for c in reversed(app.connectors)}),
     )
+    # A dry run takes no lock (it writes nothing a run could collide with) and records nothing.
+    writes = None if dry_run else store
     try:
-        with run.connectors_open(), store.locks.hold(flow.name):
-            if not dry_run:
-                _history(project, store, built, ledger)
-                store.runs.close_abandoned(flow.name)
-                store.pending.release_abandoned(flow.name)
-                run.run_id = ledger.run_id = store.runs.start(flow.name)
+        with run.connectors_open(), writes.locks.hold(flow.name) if writes else nullcontext():
+            if writes is not None:
+                _history(project, writes, built, ledger)
+                writes.runs.close_abandoned(flow.name)
+                writes.pending.release_abandoned(flow.name)
+                run.run_id = ledger.run_id = writes.runs.start(flow.name)
             pending = None
-            if events and not dry_run and not only_order:
-                pending = lambda: store.pending.claim(flow.name, run.run_id)  # noqa: E731
+            if events and writes is not None and not only_order:
+                queue = writes.pending
+                pending = lambda: queue.claim(flow.name, run.run_id)  # noqa: E731
             result: RunResult | None = None
             escaped: BaseException | None = None
             try:
@@ -246,12 +263,12 @@ def _run(
                 raise
             finally:
                 run.close_log()
-                if not dry_run:
-                    _record_end(store, run, result, pending is not None, escaped)
+                if writes is not None:
+                    _record_end(writes, run, result, pending is not None, escaped)
             assert result is not None  # the runner returns, or its exception went up
-            if not dry_run:
+            if writes is not None:
                 metrics.run(flow.name, result.status)
-                metrics.journal_states(flow.name, store.journal.count_states(flow.name))
+                metrics.journal_states(flow.name, writes.journal.count_states(flow.name))
         return result, run
     finally:
         run.scripts.close()
@@ -303,6 +320,8 @@ def _record_end(
 ) -> None:
     """Write the run's end (a second signal ends it interrupted, anything else that escaped
     failed); give back the event orders it claimed unless it handled them."""
+    from integrator.state.runs import RunStatus
+
     name = run.flow.name
     if result is None:
         if isinstance(escaped, KeyboardInterrupt):

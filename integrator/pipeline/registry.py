@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 
 from integrator.config.checks import Options
 from integrator.config.model import AppConfig, FlowConfig, StageSpec
@@ -29,6 +28,8 @@ def find_stage(name: str) -> type[Stage]:
     builtins = builtin_stages()
     if name in builtins:
         return builtins[name]
+    from importlib.metadata import entry_points  # only for a name that is not built in
+
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return _checked(ep.load(), name)

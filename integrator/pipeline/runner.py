@@ -87,6 +87,7 @@ class RunResult:
     abandoned: int = 0  # orders still in flight when the grace period ended
     internal_errors: int = 0
     failures: list[Outcome] = field(default_factory=list)
+    skips: list[Outcome] = field(default_factory=list)  # a dry run's: it says why, per order
     seconds: float = 0.0
     skipped_examples: dict[str, list[str]] = field(default_factory=dict)  # reason → 3 numbers
 
@@ -366,6 +367,8 @@ class Runner:
                 examples = result.skipped_examples.setdefault(why, [])
                 if len(examples) < 3:
                     examples.append(outcome.number)
+                if self.run.mode is Mode.DRY_RUN:
+                    result.skips.append(outcome)
         else:
             self.run.metrics.order(self.run.flow.name, outcome.status)
             with self._lock:

@@ -6,13 +6,17 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from integrator.sandbox.auth import AuthRealm
-from integrator.sandbox.base import Faults, JsonServer
-from integrator.sandbox.erp import ErpSandbox
-from integrator.sandbox.omnitron import OmnitronSandbox
-from integrator.sandbox.omnium import OmniumSandbox
+from integrator._lazy import lazy_exports
 from integrator.sandbox.seed import CHANNEL_SECRET, seed_orders
+
+if TYPE_CHECKING:  # the servers (http.server) load when one starts: `validate` reads seed only
+    from integrator.sandbox.auth import AuthRealm
+    from integrator.sandbox.base import Faults, JsonServer
+    from integrator.sandbox.erp import ErpSandbox
+    from integrator.sandbox.omnitron import OmnitronSandbox
+    from integrator.sandbox.omnium import OmniumSandbox
 
 __all__ = [
     "CHANNEL_SECRET",
@@ -27,6 +31,18 @@ __all__ = [
     "running_sandbox",
     "seed_orders",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "AuthRealm": "auth",
+        "ErpSandbox": "erp",
+        "Faults": "base",
+        "JsonServer": "base",
+        "OmnitronSandbox": "omnitron",
+        "OmniumSandbox": "omnium",
+    },
+)
 
 # The sandbox's own credentials: public test values, handed to the runner through the
 # environment exactly as real secrets would be.
@@ -79,6 +95,11 @@ def running_sandbox(
     ``omnium_port`` (0: any free port) also starts the Omnium-like source with ``orders``
     orders.
     """
+    from integrator.sandbox.auth import AuthRealm
+    from integrator.sandbox.erp import ErpSandbox
+    from integrator.sandbox.omnitron import OmnitronSandbox
+    from integrator.sandbox.omnium import OmniumSandbox
+
     env = {k: os.environ.get(k, v) for k, v in SANDBOX_ENV.items()}
     omni = OmnitronSandbox(
         port=omnitron_port,

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hmac
 import json
 import logging
@@ -35,7 +36,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from integrator.connectors.redact import known_secrets
-from integrator.errors import ConfigurationError, FatalError
+from integrator.errors import ConfigurationError, FatalError, UserError
 from integrator.logs import learn_secrets, route_library_logs
 from integrator.metrics import PrometheusMetrics
 from integrator.pipeline.project import BuiltFlow, Project, load_project, run_flow
@@ -85,6 +86,8 @@ class Daemon:
         self.project: Project | None = None
         self.store: Store | None = None
         self._mtimes: dict[Path, float] = {}
+        # job id → the (schedule, coalesce) its timer was made for: a reload keeps equal ones
+        self._timers: dict[str, tuple[Schedule, bool]] = {}
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
             executors={"default": JobPool(max_workers=max_parallel_flows)},
@@ -94,8 +97,9 @@ class Daemon:
         self.http: WebServer | None = None
 
     # ------------------------------------------------------------ loading
-    def load(self) -> None:
-        """Load the project; keep the old config of any flow whose new one is invalid."""
+    def load(self) -> dict[str, list[str]]:
+        """Load the project; keep the old config of any flow whose new one is invalid. Returns
+        the timers kept, reset and removed."""
         project = load_project(self.config, strict=False, state_url=self.state_url)
         learn_secrets(known_secrets(project.app))  # the flow files' and URLs' secrets too
         bad_files = {i.file for i in project.issues if i.severity == "error"}
@@ -114,7 +118,7 @@ class Daemon:
         project.flows.update(flows)
         self.flows = flows
         self._mtimes = self._snapshot()
-        self._schedule()
+        return self._schedule()
 
     def _watched(self) -> list[Path]:
         assert self.project is not None
@@ -133,31 +137,67 @@ class Daemon:
                 continue
         return out
 
-    def _schedule(self) -> None:
-        for job in self.scheduler.get_jobs():
-            if job.id.startswith(("flow:", "reconcile:")):
-                job.remove()
+    def _schedule(self) -> dict[str, list[str]]:
+        """Timers for the flows' (and their reconciliations') cron and ``every`` schedules.
+
+        A timer whose schedule did not change is kept as it is: a reload (of any file) must not
+        restart an ``every: 1h`` timer, or a daemon reloaded more often than the interval would
+        never run the flow. The job reads the flow's current config when it fires, so a flow
+        whose stages changed and whose schedule did not runs the new stages on the old beat.
+        Returns the timers kept, reset (new or changed) and removed, by job name.
+        """
+        wanted: dict[str, tuple[Any, Schedule, str, str, bool]] = {}
         for name, built in sorted(self.flows.items()):
             s = built.config.schedule
-            if self._add(self._job, s, name, f"flow:{name}", name, s.coalesce):
-                log.info("flow_scheduled", flow=name, schedule=s.describe())
+            if s.kind in ("cron", "every"):
+                wanted[f"flow:{name}"] = (self._job, s, name, name, s.coalesce)
         for name, built in sorted(self.flows.items()):
             rs = built.config.reconcile.schedule if built.config.reconcile else None
-            if rs is not None and self._add(
-                self._reconcile_job, rs, name, f"reconcile:{name}", f"reconcile {name}", True
+            if rs is not None and rs.kind in ("cron", "every"):
+                wanted[f"reconcile:{name}"] = (
+                    self._reconcile_job, rs, name, f"reconcile {name}", True
+                )  # fmt: skip
+        changes: dict[str, list[str]] = {
+            "timers_kept": [],
+            "timers_reset": [],
+            "timers_removed": [],
+        }
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith(("flow:", "reconcile:")) and job.id not in wanted:
+                job.remove()
+                self._timers.pop(job.id, None)
+                changes["timers_removed"].append(str(job.name))
+        for job_id, (func, s, flow, label, coalesce) in wanted.items():
+            if (
+                self._timers.get(job_id) == (s, coalesce)
+                and self.scheduler.get_job(job_id) is not None
             ):
-                log.info("reconcile_scheduled", flow=name, schedule=rs.describe())
+                changes["timers_kept"].append(label)
+                continue
+            self._add(func, s, flow, job_id, label, coalesce)
+            self._timers[job_id] = (s, coalesce)
+            changes["timers_reset"].append(label)
+            event = "flow_scheduled" if job_id.startswith("flow:") else "reconcile_scheduled"
+            log.info(event, flow=flow, schedule=s.describe())
+        return changes
+
+    def next_runs(self) -> dict[str, str]:
+        """When each flow's (and reconciliation's) timer fires next, by job name (ISO 8601)."""
+        out: dict[str, str] = {}
+        for job in self.scheduler.get_jobs():
+            when = getattr(job, "next_run_time", None)  # unset before the scheduler starts
+            if job.id.startswith(("flow:", "reconcile:")) and when is not None:
+                out[str(job.name)] = when.isoformat()
+        return out
 
     def _add(
         self, func: Any, s: Schedule, flow: str, job_id: str, label: str, coalesce: bool
-    ) -> bool:
-        """A job for a cron or ``every`` schedule (others fire otherwise); False when none."""
+    ) -> None:
+        """The job of a cron or ``every`` schedule (others fire otherwise)."""
         if s.kind == "cron":
             trigger: Any = s.trigger()
-        elif s.kind == "every":
-            trigger = IntervalTrigger(seconds=s.every_seconds, timezone="UTC")
         else:
-            return False
+            trigger = IntervalTrigger(seconds=s.every_seconds, timezone="UTC")
         self.scheduler.add_job(
             func,
             trigger,
@@ -168,7 +208,6 @@ class Daemon:
             coalesce=coalesce,
             replace_existing=True,
         )
-        return True
 
     # -------------------------------------------------------------- runs
     def _job(self, name: str, *, listing: bool = True) -> str:
@@ -363,7 +402,9 @@ class Daemon:
             server.start()
         except (OSError, ValueError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise FatalError(
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                why = f"port {self.port} is in use by another process (another daemon?)"
+            raise UserError(
                 f"cannot listen on {self.host}:{self.port} for /healthz and /metrics: "
                 f"{why}; choose another address with --http HOST:PORT"
             ) from None
@@ -387,6 +428,7 @@ class Daemon:
         log.info(
             "daemon_started",
             flows=sorted(self.flows),
+            next_runs=self.next_runs(),
             http=f"http://{self.host}:{self.port}",
             state=self.store.safe_url if self.store else None,
         )
@@ -421,8 +463,8 @@ class Daemon:
 
     def _safe_reload(self) -> None:
         try:
-            self.load()
-            log.info("reloaded", flows=sorted(self.flows))
+            changes = self.load()
+            log.info("reloaded", flows=sorted(self.flows), **changes, next_runs=self.next_runs())
         except ConfigurationError as exc:
             self._mtimes = self._snapshot()  # do not retry until the files change again
             log.error("reload_refused", reason="config.yaml is invalid; the old flows go on")

@@ -19,17 +19,19 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger as _ApsCron
-from croniter import croniter
-
+from integrator._lazy import lazy_exports
 from integrator.errors import ConfigIssue
+
+if TYPE_CHECKING:  # APScheduler loads when a trigger is built (the daemon, `flows`)
+    from integrator.scheduler.cron import CronTrigger
 
 __all__ = ["CronTrigger", "Schedule", "parse_schedule"]
 
-ZERO = dt.timedelta(0)
+__getattr__ = lazy_exports("integrator.scheduler", {"CronTrigger": "cron"})
+
 _EVERY = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _KEYS = {
@@ -69,6 +71,8 @@ class Schedule:
 
     def trigger(self) -> CronTrigger:
         """The APScheduler trigger of a cron schedule."""
+        from integrator.scheduler.cron import CronTrigger
+
         return CronTrigger(self.cron, ZoneInfo(self.timezone))
 
     def next_times(self, n: int, after: dt.datetime | None = None) -> list[dt.datetime]:
@@ -129,6 +133,8 @@ def parse_schedule(
     common: dict[str, Any] = {"misfire_grace_seconds": grace, "coalesce": coalesce}
     kind = kinds[0]
     if kind == "cron":
+        from croniter import croniter
+
         expr, tz = raw["cron"], raw.get("timezone", "UTC")
         if not isinstance(expr, str) or len(expr.split()) != 5 or not croniter.is_valid(expr):
             bad(
@@ -157,35 +163,3 @@ def parse_schedule(
         bad("only_on_success", "expected true or false")
         only = True
     return Schedule("triggered_by", triggered_by=upstream, only_on_success=only, **common), issues
-
-
-class CronTrigger(_ApsCron):  # type: ignore[misc]  # APScheduler 3 ships no types
-    """APScheduler's cron trigger, with cron's rule for the repeated hour of a DST change.
-
-    When clocks go back, a wall time such as 02:30 happens twice. A job at fixed hours runs at
-    the first one only (APScheduler alone would run it twice); a job whose hour field is ``*``
-    keeps running in real time through both. When clocks go forward, a time in the gap runs
-    at the same instant just after the change (APScheduler's rule), so it is not skipped.
-    """
-
-    def __init__(self, expr: str, timezone: ZoneInfo) -> None:
-        fields = expr.split()
-        values = dict(zip(("minute", "hour", "day", "month", "day_of_week"), fields, strict=True))
-        super().__init__(timezone=timezone, **values)
-        self.every_hour = fields[1] == "*"
-
-    def get_next_fire_time(
-        self, previous_fire_time: dt.datetime | None, now: dt.datetime
-    ) -> dt.datetime | None:
-        """The next fire time, skipping the second pass through a repeated wall time."""
-        nxt: dt.datetime | None = super().get_next_fire_time(previous_fire_time, now)
-        while nxt is not None and not self.every_hour and _second_pass(nxt):
-            # Past the repeated hour: the wall clock no longer meets an ambiguous time.
-            after = nxt + (nxt.replace(fold=0).utcoffset() or ZERO) - (nxt.utcoffset() or ZERO)
-            nxt = super().get_next_fire_time(nxt, after + dt.timedelta(seconds=1))
-        return nxt
-
-
-def _second_pass(when: dt.datetime) -> bool:
-    """True for the later of two instants that share a wall time (fold=1 of an ambiguous time)."""
-    return when.fold == 1 and when.replace(fold=0).utcoffset() != when.utcoffset()

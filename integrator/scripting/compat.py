@@ -24,6 +24,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
+from integrator.scripting.worker import attribute_text
+
 __all__ = ["CompatResult", "attribute_text", "install_shims", "run_compat"]
 
 REL_SUCCESS = "success"
@@ -265,17 +267,6 @@ class ScriptLog:
         self._add("debug", msg, *args)
 
     trace = debug
-
-
-def attribute_text(value: Any) -> str:
-    """An attribute value as NiFi holds it: a string (None → "", booleans lower case)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 _SHIMS: dict[str, dict[str, Any]] = {

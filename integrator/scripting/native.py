@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from integrator.errors import ConfigIssue, PermanentError
 from integrator.scripting.compat import attribute_text
 from integrator.scripting.worker import ALIASES, SCRIPT_ERROR
@@ -28,8 +26,6 @@ if TYPE_CHECKING:
     from integrator.scripting.pool import ScriptPool
 
 __all__ = ["SCRIPT_ERROR", "Script", "as_mapping_data", "load_script", "syntax_message"]
-
-log = structlog.get_logger("integrator.script")
 
 # The arguments each entry point may declare.
 ENTRY_POINTS: dict[str, set[str]] = {
@@ -92,6 +88,9 @@ class Script:
             {str(k): attribute_text(v) for k, v in reply.get("attributes", {}).items()}
         )
         for level, message in reply.get("log") or []:
+            import structlog  # loaded when a script first logs (test-script starts without it)
+
+            log = structlog.get_logger("integrator.script")
             getattr(log, level if level in ("debug", "info", "warning", "error") else "info")(
                 "script_log", script=self.path.name, message=message
             )

@@ -20,7 +20,7 @@ from integrator.scripting.pool import DEFAULT_TIMEOUT
 if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
 
-__all__ = ["CheckResponseStage", "default_mapping_data"]
+__all__ = ["CheckResponseStage", "default_mapping_data", "placeholder_mapping_data"]
 
 DEFAULTS = {
     "reference_path": "id || results[0].id",
@@ -45,6 +45,32 @@ def default_mapping_data(response: Any, o: dict[str, str]) -> dict[str, Any]:
         pk, line_ref = select(o["line_pk_path"], line), select(o["line_ref_path"], line)
         if pk is not None and line_ref is not None:
             items.append({"pk": pk, "extra_field": {o["line_ref_key"]: line_ref}})
+    return {"order": {o["order_ref_key"]: ref}, "order_items": items}
+
+
+def placeholder_mapping_data(order: dict[str, Any], o: dict[str, str] | None) -> dict[str, Any]:
+    """What a dry run shows for the mapping data: the shape the built-in (options ``o``) or a
+    script (``o`` None) gives, with a placeholder for every value only the ERP's answer holds;
+    one entry per item of the order (the ERP's lines name them)."""
+    pks = [
+        item["pk"]
+        for item in order.get("orderitem_set") or []
+        if isinstance(item, dict) and "pk" in item
+    ]
+    if o is None:
+        value = "<from the ERP's answer: what check_response's script returns>"
+        return {"order_items": [{"pk": pk, "extra_field": value} for pk in pks]}
+    items = [
+        {
+            "pk": pk,
+            "extra_field": {
+                o["line_ref_key"]: f"<from the ERP's answer: {o['line_ref_path']} of its line "
+                f"whose {o['line_pk_path']} is {pk}>"
+            },
+        }
+        for pk in pks
+    ]
+    ref = f"<from the ERP's answer: {o['reference_path']}>"
     return {"order": {o["order_ref_key"]: ref}, "order_items": items}
 
 
@@ -89,6 +115,12 @@ class CheckResponseStage(Stage):
         if self.script is None:
             return {"script": None}
         return {"script": str(self.script.path), "runtime": self.script.runtime}
+
+    def plan(self, ex: Exchange) -> None:
+        """Dry run (the ERP was not asked): mapping data of the right shape, placeholders for
+        the ERP's values, so mark_sent shows every PATCH it would send."""
+        opts = self.options if self.script is None else None
+        ex.mapping_data = placeholder_mapping_data(ex.order, opts)
 
     def process(self, ex: Exchange) -> None:
         """Set ``ex.mapping_data``."""

@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
 from integrator.config.model import ConnectorConfig
-from integrator.connectors.http import Connector
 from integrator.connectors.resolve import resolve_connector
 from integrator.errors import OrderError, PermanentError
 from integrator.exporters import BUILTIN, Exporter, find_exporter
 from integrator.mapping.paths import select
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
-from integrator.state.journal import Delivery
+from integrator.state.entries import Delivery
 from integrator.state.ledger import Fact
 
 if TYPE_CHECKING:
@@ -133,6 +132,8 @@ class ExportStage(Stage):
         with self._lock:
             exporter = self._exporters.get(key)
             if exporter is None:
+                from integrator.connectors.http import Connector
+
                 conn = Connector(cfg, run.redactor, metrics=run.metrics)
                 try:
                     exporter = cls(conn)

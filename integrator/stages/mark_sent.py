@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING, Any
 from integrator.config.checks import Options
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
-from integrator.stages.check_response import DEFAULTS, default_mapping_data
+from integrator.stages.check_response import (
+    DEFAULTS,
+    default_mapping_data,
+    placeholder_mapping_data,
+)
 from integrator.state.ledger import Fact
 
 if TYPE_CHECKING:
@@ -65,15 +69,8 @@ class MarkSentStage(Stage):
         run = self.run
         assert run is not None  # set by open()
         data = ex.mapping_data
-        if data is None:
-            placeholder = "<from the ERP's answer (check_response)>"
-            data = {
-                "order_items": [
-                    {"pk": item["pk"], "extra_field": placeholder}
-                    for item in ex.order.get("orderitem_set") or []
-                    if isinstance(item, dict) and "pk" in item
-                ]
-            }
+        if data is None:  # no check_response stage in the flow: the built-in's shape
+            data = placeholder_mapping_data(ex.order, DEFAULTS)
         for path, body in self._patches(ex, data):
             run.plan(ex, run.source, "PATCH", path, body)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
-from integrator.connectors.http import parse_json
+from integrator.connectors.bodies import parse_json
 from integrator.errors import RetriableError
 from integrator.mapping.paths import compile_path, render, render_json, select
 from integrator.pipeline.exchange import Exchange

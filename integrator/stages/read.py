@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from integrator.config.checks import Options
-from integrator.connectors.http import Connector, parse_json
+from integrator.connectors.bodies import parse_json
 from integrator.connectors.redact import strip_channel_conf
 from integrator.errors import FatalError, OrderError, PermanentError
 from integrator.pipeline.exchange import Exchange
@@ -21,6 +21,7 @@ from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
 from integrator.stages.omnitron_shape import omnitron_samples
 
 if TYPE_CHECKING:
+    from integrator.connectors.http import Connector
     from integrator.pipeline.context import RunContext
 
 __all__ = ["ReadStage"]
@@ -164,8 +165,8 @@ class ReadStage(SourceStage):
                     oldest = placed
                 yield ref
             if len(results) < int(self.o["page_size"]) or not page.get("next"):
-                if oldest is not None:
-                    age = (dt.datetime.now(dt.UTC) - oldest).total_seconds()
+                if not only:  # the whole list was read: no unsent order left is an age of 0
+                    age = (dt.datetime.now(dt.UTC) - oldest).total_seconds() if oldest else 0.0
                     run.metrics.oldest_unsent(run.flow.name, max(age, 0.0))
                 return
             if cursor == before:

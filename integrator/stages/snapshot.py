@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 import jmespath
 
 from integrator.config.checks import Options
-from integrator.connectors.http import Connector, parse_json
+from integrator.connectors.bodies import parse_json
 from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, OrderRef, SourceStage, Stage
 from integrator.stages.watermark import MAX_PAGES, linked_pages, row_exchange
 
 if TYPE_CHECKING:
+    from integrator.connectors.http import Connector
     from integrator.pipeline.context import RunContext
 
 __all__ = ["SnapshotStage"]

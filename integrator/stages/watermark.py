@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from integrator.config.checks import Options
-from integrator.connectors.http import Connector, parse_json
+from integrator.connectors.bodies import parse_json
 from integrator.errors import FatalError, OrderError
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import OrderRef
 
 if TYPE_CHECKING:
+    from integrator.connectors.http import Connector
     from integrator.pipeline.context import RunContext
 
 __all__ = [

@@ -6,7 +6,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
-from integrator.connectors.http import json_bytes, parse_json
+from integrator.connectors.bodies import json_bytes, parse_json
 from integrator.errors import PermanentError, UnreadableAnswer
 from integrator.mapping.paths import render
 from integrator.pipeline.exchange import Exchange

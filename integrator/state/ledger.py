@@ -48,7 +48,7 @@ from integrator.errors import (
     SystemicError,
 )
 from integrator.state.clock import now
-from integrator.state.journal import Delivery, JournalEntry, Transition
+from integrator.state.entries import Delivery, JournalEntry, Transition
 
 if TYPE_CHECKING:
     from integrator.connectors.redact import Redactor

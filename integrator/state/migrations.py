@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from integrator.errors import FatalError
 from integrator.state.schema import deliveries, metadata, pending_events, schema_version
 
-__all__ = ["VERSION", "migrate"]
+__all__ = ["VERSION", "migrate", "stored_version"]
 
 Step = Callable[[Connection], None]
 
@@ -100,6 +100,12 @@ def _version(c: Connection) -> int | None:
         return 1
     found = c.execute(select(schema_version.c.version)).scalar()
     return int(found) if found is not None else 1
+
+
+def stored_version(engine: Engine) -> int | None:
+    """The store's schema version without changing anything (None: an empty database)."""
+    with engine.connect() as c:
+        return _version(c)
 
 
 def migrate(engine: Engine, lock_path: Path | None) -> int:

@@ -25,6 +25,7 @@ import re
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from integrator.errors import FatalError
 from integrator.state.journal import Journal
 from integrator.state.locks import FlowLocks
-from integrator.state.migrations import migrate
+from integrator.state.migrations import VERSION, migrate, stored_version
 from integrator.state.pending import PendingEvents
 from integrator.state.runs import Runs
 from integrator.state.watermarks import Watermarks
@@ -56,20 +57,33 @@ class StateStoreError(FatalError):
 class Store:
     """Typed access to the state database; safe to share between worker threads."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        """Open (and create, or migrate) the store at ``url``. ``read_only`` (a dry run, through
+        :meth:`open_read_only`): nothing is created, migrated or written; a write fails."""
         self.url = url
+        self.read_only = read_only
         self.is_sqlite = url.startswith("sqlite")
         self.path: Path | None = None
+        self._ro_uri: str | None = None  # SQLite read-only: the URI every connection opens
         if self.is_sqlite and url.startswith("sqlite:///"):
             self.path = Path(url[len("sqlite:///") :])
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if read_only:
+                self._ro_uri = _read_only_uri(self.path)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite)
+            self.engine: Engine = self._engine(url)
             if self.is_sqlite:
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-            self.found_version = migrate(
-                self.engine, self.path.with_name(self.path.name + ".migrate") if self.path else None
-            )
+                event.listen(
+                    self.engine, "connect", _sqlite_read_only if read_only else _sqlite_pragmas
+                )
+            if read_only:
+                self.found_version = _current_or_none(self.engine, self.safe_url)
+            else:
+                self.found_version = migrate(
+                    self.engine,
+                    self.path.with_name(self.path.name + ".migrate") if self.path else None,
+                )
         except SQLAlchemyError as exc:
             raise FatalError(
                 f"state store {self.safe_url} unreachable: {exc.__class__.__name__}: "
@@ -93,6 +107,36 @@ class Store:
         self.locks = FlowLocks(self)
         self.watermarks = Watermarks(self)
         self.pending = PendingEvents(self)
+
+    @classmethod
+    def open_read_only(cls, url: str) -> Store | None:
+        """The store as it stands, for a dry run: read-only, never created, migrated or locked.
+        None when there is none yet (no SQLite file, an empty database): nothing to read, so
+        every order the source lists is new."""
+        if url.startswith("sqlite") and (
+            not url.startswith("sqlite:///") or not Path(url[len("sqlite:///") :]).is_file()
+        ):
+            return None  # no file (or an in-memory database, new in every process)
+        store = cls(url, read_only=True)
+        if store.found_version == 0:
+            store.close()
+            return None
+        return store
+
+    def _engine(self, url: str) -> Engine:
+        if self._ro_uri is not None:
+            uri = self._ro_uri  # the file's URL for the dialect; connections from the URI
+            return create_engine(
+                url,
+                creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
+            )
+        if self.read_only and url.startswith("postgresql"):  # libpq: every transaction reads
+            return create_engine(
+                url,
+                pool_pre_ping=True,
+                connect_args={"options": "-c default_transaction_read_only=on"},
+            )
+        return create_engine(url, pool_pre_ping=not self.is_sqlite)
 
     @property
     def safe_url(self) -> str:
@@ -189,7 +233,12 @@ class Store:
             return None
         conn: sqlite3.Connection | None = getattr(self._reader, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if self._ro_uri is not None:
+                conn = sqlite3.connect(
+                    self._ro_uri, uri=True, isolation_level=None, check_same_thread=False
+                )
+            else:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=10000")
             self._reader.conn = conn
             with self._readers_lock:
@@ -279,6 +328,48 @@ class DriverSQL:
             return None
         at = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
         return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def _read_only_uri(path: Path) -> str:
+    """The SQLite URI that reads ``path`` and writes nothing beside it. SQLite reads a WAL
+    database through its ``-wal`` and ``-shm`` files and creates them when they are absent,
+    even read-only (and cannot remove them after): when they are absent, no connection has
+    the database open and every commit is in the file itself, so it is read ``immutable``
+    (no locks, no side files). A run that starts meanwhile writes to a WAL the dry run does
+    not see; should it checkpoint into the file while the dry run reads, the dry run may
+    stop with a store error (it writes nothing either way). When they exist, the dry run
+    reads through them like any reader."""
+    quoted = urllib.parse.quote(str(path.resolve()))
+    side = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    immutable = "" if any(p.exists() for p in side) else "&immutable=1"
+    return f"file:{quoted}?mode=ro{immutable}"
+
+
+def _current_or_none(engine: Engine, where: str) -> int:
+    """A read-only store's schema version (0: empty); one that is not this release's is
+    refused, since a dry run cannot migrate it."""
+    found = stored_version(engine)
+    if found is None:
+        return 0
+    if found > VERSION:
+        raise FatalError(
+            f"the state store {where} is at schema version {found}, written by a newer "
+            f"integrator (this one knows up to {VERSION}): upgrade integrator, or use another store"
+        )
+    if found < VERSION:
+        raise FatalError(
+            f"the state store {where} is at schema version {found}, older than this "
+            f"integrator's {VERSION}; a dry run writes nothing, so it does not migrate it: a run, "
+            "or any command that opens the store (`integrator runs`), migrates it first"
+        )
+    return found
+
+
+def _sqlite_read_only(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA query_only=ON")
+    cur.close()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
