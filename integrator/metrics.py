@@ -28,6 +28,10 @@ class Metrics:
         """The oldest unsent order a whole read of the source saw is this old (0: it saw
         none, the backlog is gone)."""
 
+    def listed(self, flow: str, count: int) -> None:
+        """The source says its listing of this run holds ``count`` orders (the progress bar's
+        total); called once, when it says so."""
+
     def journal_states(self, flow: str, counts: dict[str, int]) -> None:
         """How many orders of ``flow`` are in each journal state."""
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -22,6 +23,9 @@ from integrator.logs import configure_logging
 from integrator.pipeline.project import load_project
 
 if TYPE_CHECKING:  # a run's modules load when a command needs them (a fast --help, validate)
+    from rich.progress import Progress
+
+    from integrator.metrics import Metrics
     from integrator.pipeline.context import RunContext
     from integrator.pipeline.project import Project
     from integrator.pipeline.runner import Outcome, RunResult
@@ -29,6 +33,7 @@ if TYPE_CHECKING:  # a run's modules load when a command needs them (a fast --he
 
 __all__ = [
     "Interrupt",
+    "OrderProgress",
     "console",
     "interruptible",
     "load",
@@ -86,9 +91,104 @@ def load_quiet(ctx: click.Context) -> Project:
     return project
 
 
+class OrderProgress:
+    """What a run reports to the progress bar: called once per order (``advance``), and its
+    ``metrics`` take the number of orders the source says it will list (the bar's total)."""
+
+    def __init__(self, progress: Progress | None = None, limit: int | None = None) -> None:
+        from integrator.metrics import Metrics
+
+        self.progress, self.limit = progress, limit
+        self.task = progress.add_task("orders", total=None, failed=0) if progress else None
+        self.failed = self.done = 0
+        self.total: int | None = None
+        self._lock = threading.Lock()
+        bar = self
+
+        class _Listed(Metrics):
+            def listed(self, flow: str, count: int) -> None:
+                bar.expect(count)
+
+        self.metrics: Metrics = _Listed()
+
+    def expect(self, count: int) -> None:
+        """The source will list ``count`` orders (at most --limit of them are taken)."""
+        with self._lock:
+            total = count if self.limit is None else min(count, self.limit)
+            self.total = max(total, self.done)
+            if self.progress is not None and self.task is not None:
+                self.progress.update(self.task, total=self.total)
+                self.progress.refresh()
+
+    def __call__(self, o: Outcome) -> None:
+        with self._lock:
+            self.done += 1
+            self.failed += o.status == "failed"
+            if self.progress is None or self.task is None:
+                return
+            if self.total is not None and self.done > self.total:  # events queued more
+                self.total = self.done
+                self.progress.update(self.task, total=self.total)
+            self.progress.update(self.task, advance=1, failed=self.failed)
+
+
+class _Stderr:
+    """While the bar shows, whatever is written to file descriptor 2 (the log, warnings, what
+    scripts print, a library's own writes) goes into a pipe, and each line is printed above
+    the bar by its console: nothing lands on the bar's line."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.saved = -1
+        self.read = -1
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Stderr:
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self.thread = threading.Thread(target=self._pump, daemon=True, name="stderr-above-bar")
+        self.thread.start()
+        return self
+
+    def _pump(self) -> None:
+        from rich.text import Text
+
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(self.read, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:  # every writer closed it
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                text = Text.from_ansi(line.decode("utf-8", "replace").rstrip("\r"))
+                self.console.print(text, soft_wrap=True)
+        if pending:
+            self.console.print(Text.from_ansi(pending.decode("utf-8", "replace")), soft_wrap=True)
+
+    def __exit__(self, *_exc: object) -> None:
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)  # the pipe's last writer here: the pump reads to its end
+        os.close(self.saved)
+        if self.thread is not None:
+            self.thread.join(2.0)  # a process that outlived the run may still hold the pipe
+            if not self.thread.is_alive():
+                os.close(self.read)
+
+
 @contextmanager
-def order_progress(enabled: bool) -> Iterator[Callable[[Outcome], None]]:
-    """A progress bar on stderr (when it is a terminal) advanced once per order."""
+def order_progress(enabled: bool, limit: int | None = None) -> Iterator[OrderProgress]:
+    """A progress bar on stderr (when it is a terminal) advanced once per order; its total is
+    the count the source gives (``OrderProgress.metrics``). While it shows, lines written to
+    stderr are printed above it."""
+    if not enabled or not sys.stderr.isatty():
+        yield OrderProgress()
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -97,28 +197,28 @@ def order_progress(enabled: bool) -> Iterator[Callable[[Outcome], None]]:
         TimeElapsedColumn,
     )
 
-    err = Console(stderr=True)
-    if not enabled or not err.is_terminal:
-        yield lambda _o: None
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("failed {task.fields[failed]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("orders", total=None, failed=0)
-        failed = 0
-
-        def advance(o: Outcome) -> None:
-            nonlocal failed
-            failed += o.status == "failed"
-            progress.update(task, advance=1, failed=failed)
-
-        yield advance
+    # The bar writes to the terminal through a descriptor of its own; fd 2 becomes the pipe.
+    tty = os.fdopen(os.dup(2), "w", encoding="utf-8", errors="replace", closefd=True)
+    err = Console(file=tty, highlight=False)
+    redirect = _Stderr(err)
+    try:
+        with (
+            redirect,
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("failed {task.fields[failed]}"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+                redirect_stdout=sys.stdout.isatty(),
+            ) as progress,
+        ):
+            yield OrderProgress(progress, limit)
+    finally:
+        if redirect.thread is None or not redirect.thread.is_alive():
+            tty.close()
 
 
 class Interrupt:
@@ -161,6 +261,20 @@ def interruptible(grace: float) -> Iterator[Interrupt]:
             signal.signal(s, h)
 
 
+def _skip_hint(reason: str) -> str:
+    """What a skip reason (``runner.skip_category``) means for the person reading the summary."""
+    from integrator.pipeline.runner import LISTED_TWICE
+
+    hints = {
+        "quarantined": "they need a person: integrator quarantine (then replay, or resolve)",
+        "backing off": "they failed lately and are tried again once their backoff ends "
+        "(integrator orders show NUMBER)",
+        "settling": "a write to the ERP may still be in flight; a later run settles it",
+        LISTED_TWICE: "the source listed them twice; each was processed once",
+    }
+    return hints.get(reason, "integrator orders show NUMBER tells why")
+
+
 def print_summary(result: RunResult, run: RunContext) -> None:
     """The summary table printed at the end of a run."""
     from rich.table import Table
@@ -176,9 +290,11 @@ def print_summary(result: RunResult, run: RunContext) -> None:
         result.status.value,
     )
     console.print(table)
-    if result.skipped:
-        why = ", ".join(f"{reason}: {n}" for reason, n in sorted(result.skipped_by.items()))
-        console.print(f"skipped: {why}", markup=False)
+    for reason, n in sorted(result.skipped_by.items()):
+        some = result.skipped_examples.get(reason, [])
+        shown = ", ".join(some) + (", ..." if n > len(some) else "")
+        hint = _skip_hint(reason)
+        console.print(f"skipped: {reason}: {n} ({shown}): {hint}", markup=False)
     if result.failures:
         fail = Table(title="failed orders", show_header=True)
         fail.add_column("order")

@@ -61,7 +61,8 @@ def run_flow_cmd(
     2 on a configuration error, 130 after Ctrl-C (128 + the signal).
     """
     project = load(ctx)
-    with interruptible(grace) as intr, order_progress(not no_progress and not dry_run) as advance:
+    show = not no_progress and not dry_run
+    with interruptible(grace) as intr, order_progress(show, limit) as advance:
         result, run = run_flow(
             project,
             flow,
@@ -69,6 +70,7 @@ def run_flow_cmd(
             limit=limit,
             only_order=order,
             on_order=advance,
+            metrics=advance.metrics,  # the bar's total: the count the source gives
             stop=intr.event,
             grace=grace,
             events=True,  # orders the daemon's events queued are this run's too

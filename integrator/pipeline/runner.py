@@ -89,6 +89,7 @@ class RunResult:
     failures: list[Outcome] = field(default_factory=list)
     skips: list[Outcome] = field(default_factory=list)  # a dry run's: it says why, per order
     seconds: float = 0.0
+    skipped_examples: dict[str, list[str]] = field(default_factory=dict)  # reason → 3 numbers
 
     @property
     def skipped(self) -> int:
@@ -360,8 +361,12 @@ class Runner:
     def _count(self, result: RunResult, outcome: Outcome) -> None:
         if outcome.status == "skipped":
             self.run.metrics.order(self.run.flow.name, "skipped")
+            why = skip_category(outcome.reason)
             with self._lock:
-                result.skipped_by[skip_category(outcome.reason)] += 1
+                result.skipped_by[why] += 1
+                examples = result.skipped_examples.setdefault(why, [])
+                if len(examples) < 3:
+                    examples.append(outcome.number)
                 if self.run.mode is Mode.DRY_RUN:
                     result.skips.append(outcome)
         else:

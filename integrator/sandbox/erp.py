@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -62,6 +61,17 @@ class ErpSandbox(JsonServer):
     (``POST /jsonrpc`` → ``X-Session-Id``) or an SAP B1 session cookie (``POST /b1s/v1/Login``).
     """
 
+    # (method, route name, path pattern, handler method): the route names faults aim at
+    ROUTES = (
+        ("POST", "create", r"/api/orders/$", "create"),
+        ("GET", "query", r"/api/orders/$", "query"),
+        ("GET", "get", r"/api/orders/by-number/([^/]+)/$", "get"),
+        ("POST", "webhook", r"/webhooks/([^/]+)/$", "webhook"),
+        ("GET", "changes", r"/api/changes/(status|stock|returns)/$", "changes"),
+        ("GET", "stock", r"/api/stock/$", "stock_list"),
+    )
+    extra_routes = ("login", "auth_control", "control")  # besides the table's
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -79,14 +89,6 @@ class ErpSandbox(JsonServer):
         self.received: dict[str, int] = {}  # order number → creates
         self.idempotency: dict[str, dict[str, Any]] = {}
         self.replays = 0
-        self.table: list[tuple[str, str, re.Pattern[str], Route]] = [
-            ("POST", "create", re.compile(r"/api/orders/$"), self.create),
-            ("GET", "query", re.compile(r"/api/orders/$"), self.query),
-            ("GET", "get", re.compile(r"/api/orders/by-number/([^/]+)/$"), self.get),
-            ("POST", "webhook", re.compile(r"/webhooks/([^/]+)/$"), self.webhook),
-            ("GET", "changes", re.compile(r"/api/changes/(status|stock|returns)/$"), self.changes),
-            ("GET", "stock", re.compile(r"/api/stock/$"), self.stock_list),
-        ]
         # The ERP's stock: (sku, warehouse) → quantity on hand.
         self.stock: dict[tuple[str, str], int] = {
             (sku, wh): 10 for sku in ("SKU-100", "SKU-200", "SKU-300", "SKU-400")

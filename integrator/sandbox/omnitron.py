@@ -4,7 +4,6 @@ order detail, items, discount items, and the PATCHes that mark an order sent."""
 from __future__ import annotations
 
 import copy
-import re
 import secrets
 from typing import Any
 
@@ -39,6 +38,23 @@ _BULK_FIELDS = (
 class OmnitronSandbox(JsonServer):
     """Seeded with ``orders`` orders; ``username``/``password`` for the token login."""
 
+    # (method, route name, path pattern, handler method): the route names faults aim at
+    ROUTES = (
+        ("POST", "login", _P + r"auth/login/$", "login"),
+        ("GET", "list", _P + r"orders/$", "list_orders"),
+        ("GET", "detail", _P + r"orders_integration/(\d+)/detailed_integration/$", "detail"),
+        ("GET", "items", _P + r"order_items/$", "list_items"),
+        ("GET", "item_detail", _P + r"order_items/(\d+)/detailed_integration/$", "item_detail"),
+        ("GET", "discounts", _P + r"discount_items/$", "list_discounts"),
+        ("GET", "discount_detail", _P + r"discount_items/(\d+)/detailed_integration/$",
+         "discount_detail"),
+        ("GET", "get_order", _P + r"orders/(\d+)/$", "get_order"),
+        ("PATCH", "patch_order", _P + r"orders/(\d+)/$", "patch_order"),
+        ("PATCH", "patch_item", _P + r"order_items/(\d+)/$", "patch_item"),
+        ("PATCH", "bulk_status", _P + r"order_items/bulk_status_update/$", "bulk_status_update"),
+    )  # fmt: skip
+    extra_routes = ("control",)  # besides the table's: sandbox control
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -63,35 +79,6 @@ class OmnitronSandbox(JsonServer):
         )
         self.patches = 0
         self.bulk_updates: dict[int, int] = {}  # order item pk → bulk status updates
-        routes: list[tuple[str, str, str, Route]] = [
-            ("POST", "login", _P + r"auth/login/", self.login),
-            ("GET", "list", _P + r"orders/", self.list_orders),
-            ("GET", "detail", _P + r"orders_integration/(\d+)/detailed_integration/", self.detail),
-            ("GET", "items", _P + r"order_items/", self.list_items),
-            (
-                "GET",
-                "item_detail",
-                _P + r"order_items/(\d+)/detailed_integration/",
-                self.item_detail,
-            ),
-            ("GET", "discounts", _P + r"discount_items/", self.list_discounts),
-            (
-                "GET",
-                "discount_detail",
-                _P + r"discount_items/(\d+)/detailed_integration/",
-                self.discount_detail,
-            ),
-            ("GET", "get_order", _P + r"orders/(\d+)/", self.get_order),
-            ("PATCH", "patch_order", _P + r"orders/(\d+)/", self.patch_order),
-            ("PATCH", "patch_item", _P + r"order_items/(\d+)/", self.patch_item),
-            (
-                "PATCH",
-                "bulk_status",
-                _P + r"order_items/bulk_status_update/",
-                self.bulk_status_update,
-            ),
-        ]
-        self.table = [(m, n, re.compile(p + "$"), h) for m, n, p, h in routes]
 
     def add_orders(self, count: int) -> list[str]:
         """Seed ``count`` more unsent orders (pks after the last); returns their numbers."""

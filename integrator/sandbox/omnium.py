@@ -19,7 +19,6 @@ import copy
 import datetime as dt
 import hmac
 import random
-import re
 import secrets
 import threading
 from decimal import Decimal
@@ -88,6 +87,22 @@ def seed_omnium_orders(n: int, *, seed: int = 11) -> list[dict[str, Any]]:
 class OmniumSandbox(JsonServer):
     """Orders keyed by ``Id``; every call but the token needs ``Bearer <issued token>``."""
 
+    # (method, route name, path pattern, handler method): the route names faults aim at
+    ROUTES = (
+        ("POST", "search", r"/api/Orders/Search$", "search"),
+        ("POST", "scroll", r"/api/Orders/Scroll$", "scroll_start"),
+        ("GET", "scroll_next", r"/api/Orders/Scroll/([^/]+)$", "scroll_next"),
+        ("GET", "get", r"/api/Orders/([^/]+)$", "get"),
+        ("POST", "update_status", r"/api/Orders/([^/]+)/UpdateStatus$", "update_status"),
+        ("PATCH", "patch_order", r"/api/Orders/([^/]+)/PatchOrder$", "patch_order"),
+        ("POST", "create_return", r"/api/Orders/([^/]+)/CreateReturnOrder$", "create_return"),
+        ("GET", "returns", r"/api/Returns$", "returns_search"),
+        ("GET", "inventory", r"/api/Inventory$", "inventory_list"),
+        ("PUT", "inventory_upsert", r"/api/Inventory$", "inventory_upsert"),
+        ("POST", "inventory_change", r"/api/Inventory/InventoryChange$", "inventory_change"),
+    )
+    extra_routes = ("token", "control")  # besides the table's
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -108,23 +123,6 @@ class OmniumSandbox(JsonServer):
         self.deliveries: list[int] = []  # the subscriber's answers (status codes)
         self.updates: dict[str, int] = {}  # order id → UpdateStatus calls
         self.patches: dict[str, int] = {}
-        self.table: list[tuple[str, str, re.Pattern[str], Route]] = [
-            ("POST", "search", re.compile(r"/api/Orders/Search$"), self.search),
-            ("POST", "scroll", re.compile(r"/api/Orders/Scroll$"), self.scroll_start),
-            ("GET", "scroll_next", re.compile(r"/api/Orders/Scroll/([^/]+)$"), self.scroll_next),
-            ("GET", "get", re.compile(r"/api/Orders/([^/]+)$"), self.get),
-            ("POST", "update_status", re.compile(r"/api/Orders/([^/]+)/UpdateStatus$"),
-             self.update_status),
-            ("PATCH", "patch_order", re.compile(r"/api/Orders/([^/]+)/PatchOrder$"),
-             self.patch_order),
-            ("POST", "create_return", re.compile(r"/api/Orders/([^/]+)/CreateReturnOrder$"),
-             self.create_return),
-            ("GET", "returns", re.compile(r"/api/Returns$"), self.returns_search),
-            ("GET", "inventory", re.compile(r"/api/Inventory$"), self.inventory_list),
-            ("PUT", "inventory_upsert", re.compile(r"/api/Inventory$"), self.inventory_upsert),
-            ("POST", "inventory_change", re.compile(r"/api/Inventory/InventoryChange$"),
-             self.inventory_change),
-        ]  # fmt: skip
         # Stock per (sku, warehouse): ``inventory`` is what the ERP says is there,
         # ``reservedInventory`` what open orders hold (Omnium's own; no import may set it).
         self.stock: dict[tuple[str, str], dict[str, Any]] = {

@@ -102,7 +102,11 @@ class ReadStage(SourceStage):
         return int(self.o["page_size"])
 
     def iter_orders(self, run: RunContext, only: str | None = None) -> Iterator[OrderRef]:
-        """Yield every unsent, not cancelled order in pk order (``only``: that number)."""
+        """Yield every unsent, not cancelled order in pk order (``only``: that number).
+
+        The first page's ``count`` (the rows the query matches) goes to the run's metrics as
+        the size of the listing, unless ``only`` asks for one order (an event's)."""
+        counted = only is not None
         only = only or run.only_order
         params: dict[str, Any] = {
             "is_send": "false",
@@ -132,6 +136,10 @@ class ReadStage(SourceStage):
                     f"order list from {run.source.name}: expected "
                     "{'results': [...]} in the answer"
                 )
+            count = page.get("count")
+            if not counted and isinstance(count, int) and not isinstance(count, bool):
+                run.metrics.listed(run.flow.name, max(count, 0))
+            counted = True
             before = cursor
             for i, row in enumerate(results):
                 pk = _int_pk(row)
