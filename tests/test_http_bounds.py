@@ -404,6 +404,35 @@ def test_a_login_answered_with_a_redirect_is_refused(hostile: Hostile, elsewhere
     assert elsewhere.seen == []
 
 
+@pytest.mark.parametrize("interim", [b"102 Processing", b"103 Early Hints"])
+def test_an_interim_answer_is_not_taken_for_the_final_one(hostile: Hostile, interim: bytes) -> None:
+    """A 102/103 before the real answer: the write gets its own 201, and the next call on the
+    pooled connection its own answer, not the write's (http.client skips only 100)."""
+
+    def write(conn: socket.socket, seen: Seen, _: Hostile) -> None:
+        conn.sendall(b"HTTP/1.1 " + interim + b"\r\nLink: </x>; rel=preload\r\n\r\n")
+        time.sleep(0.1)  # the ERP still working: the real answer comes later
+        answer(conn, 201, b'{"id": "ERP-A"}')
+
+    hostile.routes["/api/orders/"] = write
+    hostile.routes["/check"] = lambda conn, seen, _: answer(conn, 200, b'{"results": []}')
+    c = connector(hostile.url)
+    resp = c.request("POST", "/api/orders/", json_body={"n": "A"}, idempotent=False)
+    assert (resp.status_code, resp.content) == (201, b'{"id": "ERP-A"}')
+    assert get_json(c, "/check?number=B") == {"results": []}
+
+
+def test_an_unasked_101_is_not_an_answer(hostile: Hostile) -> None:
+    hostile.routes["/"] = lambda conn, seen, _: conn.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"
+    )
+    c = connector(hostile.url)
+    with pytest.raises(AmbiguousWriteError, match="connection failed"):
+        c.request("POST", "/api/orders/", json_body={"n": 1}, idempotent=False)
+    with pytest.raises(RetriableError, match="connection failed"):
+        get_json(c, "/check")
+
+
 # ------------------------------------------------------------------ parsing
 @pytest.mark.parametrize(
     ("body", "why"),
