@@ -341,7 +341,7 @@ class Connector:
 
     def status_error(self, what: str, resp: requests.Response) -> OrderError:
         """The error class for a non-2xx answer, with a short, scrubbed body excerpt."""
-        excerpt = self.redactor.scrub(resp.text[:_MAX_ERROR_BODY].strip().replace("\n", " "))
+        excerpt = self.redactor.excerpt(resp.text, _MAX_ERROR_BODY).strip().replace("\n", " ")
         msg = f"{what} answered {resp.status_code}" + (f": {excerpt}" if excerpt else "")
         if resp.status_code in RETRIABLE_STATUS:
             exc = RetriableError(
