@@ -443,12 +443,22 @@ def test_an_unasked_101_is_not_an_answer(hostile: Hostile) -> None:
         (b'{"total": NaN}', "not JSON: NaN"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deep"),
         (b'{"a": "\xff"}', "not UTF-8"),
+        # valid JSON, not text: it crashed the run log and the store (every run, by one order)
+        (b'{"number": "\\ud800202611000005"}', "not UTF-8: a lone surrogate"),
+        (b'["\\udc80"]', "not UTF-8: a lone surrogate"),
     ],
 )
 def test_answers_that_cannot_be_read_over_the_wire(hostile: Hostile, body: bytes, why: str) -> None:
     hostile.routes["/"] = lambda conn, seen, _: answer(conn, 200, body)
     with pytest.raises(UnreadableAnswer, match=why):
         get_json(connector(hostile.url), "/api/orders/")
+
+
+def test_an_escaped_surrogate_pair_is_read(hostile: Hostile) -> None:
+    body = b'{"name": "\\ud83d\\ude00 \\u00e7", "path": "C:\\\\ud800"}'
+    hostile.routes["/"] = lambda conn, seen, _: answer(conn, 200, body)
+    found = get_json(connector(hostile.url), "/api/orders/")
+    assert found == {"name": "\U0001f600 \u00e7", "path": "C:\\ud800"}
 
 
 @pytest.mark.parametrize(
