@@ -427,10 +427,28 @@ def test_an_unasked_101_is_not_an_answer(hostile: Hostile) -> None:
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"
     )
     c = connector(hostile.url)
-    with pytest.raises(AmbiguousWriteError, match="connection failed"):
+    with pytest.raises(AmbiguousWriteError, match=r"connection failed.*101 Switching Protocols"):
         c.request("POST", "/api/orders/", json_body={"n": 1}, idempotent=False)
     with pytest.raises(RetriableError, match="connection failed"):
         get_json(c, "/check")
+
+
+@pytest.mark.parametrize(
+    ("head", "named"),
+    [
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n", "longer than 65,536 bytes"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 101, "more than 100 header lines"),
+        (b"<html>oops</html>\r\n", "no HTTP status line"),
+    ],
+)
+def test_an_answer_that_is_not_http_is_named_not_a_closed_connection(
+    hostile: Hostile, head: bytes, named: str
+) -> None:
+    hostile.routes["/"] = lambda conn, seen, _: conn.sendall(head + b"Content-Length: 2\r\n\r\n{}")
+    with pytest.raises(RetriableError, match="not HTTP it can read") as caught:
+        get_json(connector(hostile.url), "/api/orders/")
+    assert named in str(caught.value)
+    assert "remote end closed" not in str(caught.value)
 
 
 # ------------------------------------------------------------------ parsing

@@ -377,6 +377,8 @@ def _origin(url: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc.args[0]) if exc.args else type(exc).__name__
+    if "not HTTP it can read" in text:
+        return text.split("Connection aborted: ", 1)[-1]
     if "RemoteDisconnected" in text or "Connection aborted" in text:
         return "remote end closed the connection"
     if "Connection refused" in text:

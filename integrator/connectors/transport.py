@@ -630,5 +630,22 @@ def _mapped(
         return requests.ConnectionError(
             f"Connection aborted: RemoteDisconnected ({exc})", request=request
         )
+    if isinstance(exc, http.client.HTTPException):  # a status line or headers past reading
+        return requests.ConnectionError(
+            f"Connection aborted: an answer that is not HTTP it can read: {_not_http(exc)}",
+            request=request,
+        )
     return requests.ConnectionError(f"Connection aborted: {type(exc).__name__} ({exc})",
                                     request=request)  # fmt: skip
+
+
+def _not_http(exc: http.client.HTTPException) -> str:
+    """What was wrong with an answer's status line or headers, in a few words."""
+    if isinstance(exc, http.client.LineTooLong):
+        return f"a status or header line longer than {http.client._MAXLINE:,} bytes"  # type: ignore[attr-defined]
+    if isinstance(exc, http.client.BadStatusLine | http.client.UnknownProtocol):
+        return "no HTTP status line"
+    text = str(exc)
+    if "more than 100 headers" in text:
+        return "more than 100 header lines"
+    return text if type(exc) is http.client.HTTPException else type(exc).__name__
