@@ -185,6 +185,28 @@ def test_a_short_secret_is_refused_unless_secrets_are_not_needed(tmp_path: Path)
     assert issues == []
 
 
+def test_a_secret_used_where_the_key_is_not_a_secret_is_still_known(tmp_path: Path) -> None:
+    """A variable named like a secret, or a secret file, in a write path or a URL: the
+    redactor learns its value (a dry run showed it in the URL). Short values and names that
+    are a secret's place (TOKEN_URL) are not learned."""
+    text = """\
+        path: /api/orders/${ERP_CLIENT_SECRET}/
+        url: /q?n=1&k=${file:key.txt}
+        flag: ${USE_TOKEN}
+        login: ${OMNITRON_TOKEN_URL}
+        """
+    (tmp_path / "key.txt").write_text("file-held-key-123\n")
+    env = {
+        "ERP_CLIENT_SECRET": "sandbox-client-secret",
+        "USE_TOKEN": "true",
+        "OMNITRON_TOKEN_URL": "http://127.0.0.1:8701/token/",
+    }
+    data, issues, secrets = interp(tmp_path, text, env)
+    assert issues == []
+    assert data["path"] == "/api/orders/sandbox-client-secret/"  # used as it is
+    assert secrets == {"sandbox-client-secret", "file-held-key-123"}
+
+
 def test_a_secret_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     (tmp_path / "token.bin").write_bytes(b"\x80\x81secret-bytes")
     _data, issues, _secrets = interp(tmp_path, "BearerToken: ${file:token.bin}\n", {})

@@ -404,6 +404,53 @@ def test_a_login_answered_with_a_redirect_is_refused(hostile: Hostile, elsewhere
     assert elsewhere.seen == []
 
 
+@pytest.mark.parametrize("interim", [b"102 Processing", b"103 Early Hints"])
+def test_an_interim_answer_is_not_taken_for_the_final_one(hostile: Hostile, interim: bytes) -> None:
+    """A 102/103 before the real answer: the write gets its own 201, and the next call on the
+    pooled connection its own answer, not the write's (http.client skips only 100)."""
+
+    def write(conn: socket.socket, seen: Seen, _: Hostile) -> None:
+        conn.sendall(b"HTTP/1.1 " + interim + b"\r\nLink: </x>; rel=preload\r\n\r\n")
+        time.sleep(0.1)  # the ERP still working: the real answer comes later
+        answer(conn, 201, b'{"id": "ERP-A"}')
+
+    hostile.routes["/api/orders/"] = write
+    hostile.routes["/check"] = lambda conn, seen, _: answer(conn, 200, b'{"results": []}')
+    c = connector(hostile.url)
+    resp = c.request("POST", "/api/orders/", json_body={"n": "A"}, idempotent=False)
+    assert (resp.status_code, resp.content) == (201, b'{"id": "ERP-A"}')
+    assert get_json(c, "/check?number=B") == {"results": []}
+
+
+def test_an_unasked_101_is_not_an_answer(hostile: Hostile) -> None:
+    hostile.routes["/"] = lambda conn, seen, _: conn.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"
+    )
+    c = connector(hostile.url)
+    with pytest.raises(AmbiguousWriteError, match=r"connection failed.*101 Switching Protocols"):
+        c.request("POST", "/api/orders/", json_body={"n": 1}, idempotent=False)
+    with pytest.raises(RetriableError, match="connection failed"):
+        get_json(c, "/check")
+
+
+@pytest.mark.parametrize(
+    ("head", "named"),
+    [
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n", "longer than 65,536 bytes"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 101, "more than 100 header lines"),
+        (b"<html>oops</html>\r\n", "no HTTP status line"),
+    ],
+)
+def test_an_answer_that_is_not_http_is_named_not_a_closed_connection(
+    hostile: Hostile, head: bytes, named: str
+) -> None:
+    hostile.routes["/"] = lambda conn, seen, _: conn.sendall(head + b"Content-Length: 2\r\n\r\n{}")
+    with pytest.raises(RetriableError, match="not HTTP it can read") as caught:
+        get_json(connector(hostile.url), "/api/orders/")
+    assert named in str(caught.value)
+    assert "remote end closed" not in str(caught.value)
+
+
 # ------------------------------------------------------------------ parsing
 @pytest.mark.parametrize(
     ("body", "why"),
@@ -414,12 +461,22 @@ def test_a_login_answered_with_a_redirect_is_refused(hostile: Hostile, elsewhere
         (b'{"total": NaN}', "not JSON: NaN"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deep"),
         (b'{"a": "\xff"}', "not UTF-8"),
+        # valid JSON, not text: it crashed the run log and the store (every run, by one order)
+        (b'{"number": "\\ud800202611000005"}', "not UTF-8: a lone surrogate"),
+        (b'["\\udc80"]', "not UTF-8: a lone surrogate"),
     ],
 )
 def test_answers_that_cannot_be_read_over_the_wire(hostile: Hostile, body: bytes, why: str) -> None:
     hostile.routes["/"] = lambda conn, seen, _: answer(conn, 200, body)
     with pytest.raises(UnreadableAnswer, match=why):
         get_json(connector(hostile.url), "/api/orders/")
+
+
+def test_an_escaped_surrogate_pair_is_read(hostile: Hostile) -> None:
+    body = b'{"name": "\\ud83d\\ude00 \\u00e7", "path": "C:\\\\ud800"}'
+    hostile.routes["/"] = lambda conn, seen, _: answer(conn, 200, body)
+    found = get_json(connector(hostile.url), "/api/orders/")
+    assert found == {"name": "\U0001f600 \u00e7", "path": "C:\\ud800"}
 
 
 @pytest.mark.parametrize(

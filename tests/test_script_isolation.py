@@ -473,7 +473,7 @@ def test_data_that_is_not_json_is_refused_before_any_worker_runs(
 
 def test_what_crosses_as_json(pool: ScriptPool, tmp_path: Path) -> None:
     """Tuples arrive as lists, keys as strings; data and order stay one object (as in the
-    runner); non-ASCII and lone surrogates cross unchanged."""
+    runner); non-ASCII crosses unchanged."""
     path = write(
         tmp_path,
         "shapes.py",
@@ -483,11 +483,43 @@ def test_what_crosses_as_json(pool: ScriptPool, tmp_path: Path) -> None:
             return {"t": (1, 2), 3: "three", "tr": data["tr"], "s": data["s"]}
         """,
     )
-    order = {"number": "1", "tr": "Kad\u0131k\u00f6y \u011f\u00fc\u015f \u20ac", "s": "\ud800"}
+    order = {"number": "1", "tr": "Kad\u0131k\u00f6y \u011f\u00fc\u015f \u20ac", "s": "\U0001f600"}
     script_reply = call(pool, path, data=order, order=order)
     assert script_reply["ok"], script_reply
     assert script_reply["attributes"]["log.same"] == "true"
-    assert script_reply["result"] == {"t": [1, 2], "3": "three", "tr": order["tr"], "s": "\ud800"}
+    expected = {"t": [1, 2], "3": "three", "tr": order["tr"], "s": "\U0001f600"}
+    assert script_reply["result"] == expected
+
+
+@pytest.mark.parametrize("where", ["result", "attribute", "error"])
+def test_a_lone_surrogate_fails_its_call_and_never_reaches_the_runner(
+    pool: ScriptPool, tmp_path: Path, where: str
+) -> None:
+    """A lone surrogate is not UTF-8: the runner's log files and store cannot hold it (it
+    crashed every run that met the order). It fails its call, named, in either direction."""
+    path = write(
+        tmp_path,
+        "surrogate.py",
+        f"""
+        def process(data, attributes):
+            if {where!r} == "attribute":
+                attributes["log.evil"] = "\\ud800"
+            if {where!r} == "error":
+                attributes["log.evil"] = "\\ud800"
+                raise ValueError("bad \\udc80")
+            data["x"] = "\\ud800" if {where!r} == "result" else "ok"
+            return data
+        """,
+    )
+    reply = call(pool, path)
+    assert not reply["ok"]
+    json.dumps(reply, ensure_ascii=False).encode("utf-8")  # nothing in it the runner cannot hold
+    assert "surrogates not allowed" in reply["error"] or "\\udc80" in reply["error"]
+    assert pool.replaced == 0  # the worker is sound
+    refused = call(pool, write(tmp_path, "ok.py", "def process(data):\n    return data\n"),
+                   data={"number": "1", "s": "\ud800"})  # fmt: skip
+    assert not refused["ok"]
+    assert refused["error"].startswith("ValueError: the order's data cannot be given")
 
 
 def test_a_reply_under_another_id_kills_the_worker_and_fails_the_call(

@@ -7,11 +7,14 @@ import json
 import sqlite3
 
 import pytest
+import requests
 import structlog
 from conftest import Project, fault_rule, faults
 from test_daemon import daemon, every, wait_for
 from test_order_flow import unsent
 
+from integrator.config.model import ConnectorConfig
+from integrator.connectors import Connector
 from integrator.connectors.redact import Redactor, scrub_urls, strip_channel_conf, url_secrets
 from integrator.logs import configure_logging
 from integrator.sandbox import Sandbox
@@ -277,6 +280,29 @@ def test_the_redactor_masks_url_credentials_and_encoded_secrets() -> None:
     assert r.redact(clean) is clean
     assert url_secrets("https://u:p%40ss@h/x?token=t1&x=2") == ["p%40ss", "t1", "p@ss"]
     assert scrub_urls("error: https://u:pw@h/") == "error: https://u:***@h/"
+
+
+def test_an_echoed_secret_is_masked_escaped_and_never_shown_in_part() -> None:
+    """An ERP error echoing the request: the secret JSON-escaped (``\\u00e4``; ``\\/`` as
+    PHP writes it), and an error excerpt cut inside the secret shows none of it."""
+    token = "Zm9vYmFy/YmF6cXV4+c2VjcmV0dG9rZW4="
+    r = Redactor([token, "pässwört-geheim-1"])
+    php = json.dumps({"auth": f"Bearer {token}"}).replace("/", "\\/")
+    assert r.scrub(php) == '{"auth": "Bearer ***"}'
+    assert r.scrub(json.dumps({"pw": "pässwört-geheim-1"})) == '{"pw": "***"}'
+    cut = "x" * 190 + "Authorization: Bearer " + token + "y" * 5000
+    shown = r.excerpt(cut, 200)
+    assert len(shown) == 200
+    assert token[:4] not in shown
+    assert r.excerpt("short " + token, 200) == "short ***"
+    assert r.excerpt("a" * 5000, 200) == "a" * 200
+    answer = requests.Response()
+    answer.status_code, answer._content, answer.encoding = 400, cut.encode(), "utf-8"
+    erp = Connector(ConnectorConfig(name="erp", host="http://127.0.0.1:9"), r)
+    error = str(erp.status_error("GET erp:/x", answer))
+    erp.close()
+    assert "Bearer ***" in error or "Bearer" not in error
+    assert token[:4] not in error
 
 
 def test_channel_conf_masking_keeps_its_shape() -> None:

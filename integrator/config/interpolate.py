@@ -103,6 +103,15 @@ def interpolate(
                     )
                 )
                 return ""
+            if (
+                not secret
+                and len(out) >= MIN_SECRET
+                and (name.startswith("file:") or _holds_secret(name))
+            ):
+                # A value from a secret file, or a variable named like a secret
+                # (ERP_CLIENT_SECRET), under a key that is not (a write path, a URL): masked
+                # where shown all the same.
+                secrets.add(out)
             if secret and out:
                 secrets.add(out)
                 if len(out) < MIN_SECRET and not lenient:

@@ -6,6 +6,7 @@ and ``test-script`` start without it); ``http`` exports them too."""
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from integrator.errors import PermanentError, UnreadableAnswer
@@ -29,6 +30,8 @@ def _finite(text: str) -> float:
 
 
 _INF = float("inf")
+# A ``\\uD800``-``\\uDFFF`` escape: half of a surrogate pair, or a lone surrogate
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def parse_json(resp: requests.Response, what: str, connector: str = "") -> Any:
@@ -42,9 +45,16 @@ def parse_json(resp: requests.Response, what: str, connector: str = "") -> Any:
         if not resp.content:
             return None
         try:
-            return json.loads(
+            found = json.loads(
                 resp.content.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite
             )
+            if _SURROGATE_ESCAPE.search(resp.content):
+                # An escaped lone surrogate is valid JSON but not text: no log file, store or
+                # ERP body can hold it. Pairs (an emoji, escaped) pass.
+                json.dumps(found, ensure_ascii=False).encode("utf-8")
+            return found
+        except UnicodeEncodeError:
+            why = "a body that is not UTF-8: a lone surrogate escaped (\\ud800-\\udfff)"
         except UnicodeDecodeError:
             why = "a body that is not UTF-8"
         except RecursionError:

@@ -341,7 +341,7 @@ class Connector:
 
     def status_error(self, what: str, resp: requests.Response) -> OrderError:
         """The error class for a non-2xx answer, with a short, scrubbed body excerpt."""
-        excerpt = self.redactor.scrub(resp.text[:_MAX_ERROR_BODY].strip().replace("\n", " "))
+        excerpt = self.redactor.excerpt(resp.text, _MAX_ERROR_BODY).strip().replace("\n", " ")
         msg = f"{what} answered {resp.status_code}" + (f": {excerpt}" if excerpt else "")
         if resp.status_code in RETRIABLE_STATUS:
             exc = RetriableError(
@@ -377,6 +377,8 @@ def _origin(url: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc.args[0]) if exc.args else type(exc).__name__
+    if "not HTTP it can read" in text:
+        return text.split("Connection aborted: ", 1)[-1]
     if "RemoteDisconnected" in text or "Connection aborted" in text:
         return "remote end closed the connection"
     if "Connection refused" in text:

@@ -120,8 +120,14 @@ def known_secrets(app: AppConfig) -> set[str]:
 
 
 def _variants(secret: str) -> set[str]:
-    """A secret as it may appear: as is, and percent-encoded in a URL."""
-    return {secret, quote(secret, safe=""), quote_plus(secret, safe=""), quote(secret)}
+    """A secret as it may appear: as is, percent-encoded in a URL, and escaped inside a JSON
+    string in a text (an ERP's error echoing a request: non-ASCII as ``\\u00e4``, ``/`` as
+    ``\\/`` as PHP writes it)."""
+    found = {secret, quote(secret, safe=""), quote_plus(secret, safe=""), quote(secret)}
+    for ascii_only in (False, True):
+        escaped = json.dumps(secret, ensure_ascii=ascii_only)[1:-1]
+        found |= {escaped, escaped.replace("/", "\\/")}
+    return found
 
 
 class Redactor:
@@ -132,6 +138,7 @@ class Redactor:
         self._lock = threading.Lock()
         self._secrets: tuple[str, ...] = ()
         self._in_json: tuple[str, ...] = ()  # the secrets as they appear inside a JSON string
+        self._longest = 0  # the length of the longest
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
@@ -146,6 +153,19 @@ class Redactor:
             # Longest first, so a secret containing another is masked whole.
             self._secrets = tuple(sorted(merged, key=len, reverse=True))
             self._in_json = tuple(json.dumps(s, ensure_ascii=False)[1:-1] for s in self._secrets)
+            self._longest = len(self._secrets[0])
+
+    def excerpt(self, text: str, limit: int) -> str:
+        """The first ``limit`` characters of ``text``, scrubbed before the cut: a secret that
+        the cut would split is masked whole, never shown in part."""
+        margin = max(self._longest, 1024)  # past any known secret and most URL credentials
+        window = limit + margin
+        while True:
+            shown = self.scrub(text[:window])
+            # What the window cut off is in its last ``margin`` characters: beyond ``limit``.
+            if window >= len(text) or len(shown) >= limit + margin:
+                return shown[:limit]
+            window *= 2
 
     def scrub(self, text: str) -> str:
         """``text`` with every known secret value and URL credential replaced by the mask."""

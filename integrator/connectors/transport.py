@@ -136,6 +136,26 @@ class _Raw:
         self._original_response = original
 
 
+class _Final(http.client.HTTPResponse):
+    """A response that is the server's final answer: interim ``1xx`` answers (``102
+    Processing``, ``103 Early Hints``) are skipped, as ``http.client`` skips only ``100``.
+
+    Taken as final, an interim answer would end the call with no body while the real answer
+    is still on its way, and the connection, back in the pool, would hand that answer to the
+    next call: a duplicate check reading another order's write. A ``101`` (never asked for)
+    is not an answer this client can read.
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if status == 101:
+                raise http.client.HTTPException("answered 101 Switching Protocols, never asked for")
+            if not 100 < status < 200:
+                return version, status, reason
+            http.client._read_headers(self.fp)  # type: ignore[attr-defined]  # bounded lines
+
+
 class _Expired(TimeoutError):
     """The call's deadline passed before a socket operation could start."""
 
@@ -181,7 +201,7 @@ class _Deadlined(http.client.HTTPConnection):
     def response_class(  # type: ignore[override]  # getresponse() calls self.response_class(...)
         self, sock: socket.socket, debuglevel: int = 0, method: str | None = None
     ) -> http.client.HTTPResponse:
-        return http.client.HTTPResponse(_Wire(sock, self), debuglevel, method=method)  # type: ignore[arg-type]
+        return _Final(_Wire(sock, self), debuglevel, method=method)  # type: ignore[arg-type]
 
     def connect(self) -> None:
         """TCP (its connect timeout never past the deadline), TCP_NODELAY, and a proxy's
@@ -610,5 +630,22 @@ def _mapped(
         return requests.ConnectionError(
             f"Connection aborted: RemoteDisconnected ({exc})", request=request
         )
+    if isinstance(exc, http.client.HTTPException):  # a status line or headers past reading
+        return requests.ConnectionError(
+            f"Connection aborted: an answer that is not HTTP it can read: {_not_http(exc)}",
+            request=request,
+        )
     return requests.ConnectionError(f"Connection aborted: {type(exc).__name__} ({exc})",
                                     request=request)  # fmt: skip
+
+
+def _not_http(exc: http.client.HTTPException) -> str:
+    """What was wrong with an answer's status line or headers, in a few words."""
+    if isinstance(exc, http.client.LineTooLong):
+        return f"a status or header line longer than {http.client._MAXLINE:,} bytes"  # type: ignore[attr-defined]
+    if isinstance(exc, http.client.BadStatusLine | http.client.UnknownProtocol):
+        return "no HTTP status line"
+    text = str(exc)
+    if "more than 100 headers" in text:
+        return "more than 100 header lines"
+    return text if type(exc) is http.client.HTTPException else type(exc).__name__

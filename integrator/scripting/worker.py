@@ -66,7 +66,9 @@ class ProtocolError(Exception):
     """A frame that breaks the wire's rules."""
 
 
-_encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+# Not ASCII-escaped: a lone surrogate ("\\ud800") must fail the UTF-8 encoding of its frame.
+# Escaped, it would cross and reach the runner's log files and store, which cannot hold it.
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _no_constant(name: str) -> Any:
@@ -79,7 +81,7 @@ _decoder = json.JSONDecoder(parse_constant=_no_constant)
 def encode(call_id: int, value: Any) -> bytes:
     """One frame: TypeError, ValueError or RecursionError when ``value`` is not JSON (or
     the frame would be larger than MAX_FRAME)."""
-    body = _encoder.encode(value).encode("ascii")
+    body = _encoder.encode(value).encode("utf-8")  # UnicodeEncodeError: a lone surrogate
     if len(body) > MAX_FRAME:
         raise ValueError(f"{len(body):,} bytes of JSON, more than the {MAX_FRAME:,} allowed")
     return HEADER.pack(MAGIC, call_id, len(body)) + body
@@ -224,16 +226,19 @@ def answer(call_id: int, reply: dict[str, Any]) -> bytes:
             f"ValueError: the script's result cannot be sent back to the runner: {exc} ({CROSSES})"
         )
     attributes = {str(k): _text(v) for k, v in reply.get("attributes", {}).items()}
+    detail = _text(detail)
     attributes[SCRIPT_ERROR] = detail
     log = [[_text(level), _text(text)] for level, text in reply.get("log") or []]
     return encode(call_id, {"ok": False, "error": detail, "attributes": attributes, "log": log})
 
 
 def _text(value: Any) -> str:
+    """A text that can cross whatever it holds (a lone surrogate shown as ``\\ud800``)."""
     try:
-        return attribute_text(value)
+        text = attribute_text(value)
     except Exception:  # noqa: BLE001 - an object whose str() raises
         return f"<{type(value).__name__} that cannot be shown>"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # ------------------------------------------------------------------ the worker's side of the wire
