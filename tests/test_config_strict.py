@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project, fault_rule, make_project, stats
-from test_order_flow import unsent
+from support import Project, fault_rule, make_project, stats, unsent
 
 from integrator.config.checks import Options
 from integrator.config.interpolate import interpolate

@@ -8,9 +8,8 @@ import sqlite3
 
 import pytest
 import structlog
-from conftest import Project, fault_rule, faults
-from test_daemon import daemon, every, wait_for
-from test_order_flow import unsent
+from support import Project, fault_rule, faults, unsent, wait_for
+from support.daemon import daemon, every
 
 from integrator.connectors.redact import Redactor, scrub_urls, strip_channel_conf, url_secrets
 from integrator.logs import configure_logging

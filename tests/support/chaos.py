@@ -10,7 +10,7 @@ bounded by time and by runs; a bound that is hit fails the test with the figures
 ``poison`` orders are refused by the ERP with a 400 on every write: they are the only ones
 that may end quarantined.
 
-With ``hostile`` (the default) a misbehaving proxy (``tests/hostile/proxy.py``) stands in front
+With ``hostile`` (the default) a misbehaving proxy (``support/proxy.py``) stands in front
 of each server. Before every run of the kill phase, up to two of ``HOSTILE_FAULTS`` are armed
 at random, each for the next one or two matching requests after a random number of them:
 drips, bodies without end, bombs, answers that cannot be read, redirects after a write (to the
@@ -38,10 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-from hostile.proxy import HostileProxy, Rule
-
 from integrator.sandbox import Sandbox
+from support import faults, stats, unsent
+from support.proxy import HostileProxy, Rule
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,15 +179,6 @@ def fault_table(poison: list[str], seed: int) -> tuple[dict[str, Any], dict[str,
     return erp, omni
 
 
-def _configure(url: str, spec: dict[str, Any]) -> None:
-    requests.post(f"{url}/_sandbox/faults", json=spec, timeout=5).raise_for_status()
-
-
-def _stats(url: str) -> dict[str, Any]:
-    data: dict[str, Any] = requests.get(f"{url}/_sandbox/stats", timeout=5).json()
-    return data
-
-
 class Tripwire:
     """Counts the calls the sandbox serves, by (server, route), and wakes whoever waits."""
 
@@ -251,11 +241,11 @@ def run_chaos(
     started = time.monotonic()
     deadline = started + max_seconds
     max_runs = max_runs if max_runs is not None else 4 * kills + 50
-    numbers = _unsent(sb)
+    numbers = unsent(sb)
     poisoned = rng.sample(numbers, poison)
     erp_faults, omni_faults = fault_table(poisoned, seed)
-    _configure(sb.erp.url, erp_faults)
-    _configure(sb.omnitron.url, omni_faults)
+    faults(sb.erp.url, erp_faults)
+    faults(sb.omnitron.url, omni_faults)
     report = Report()
     wire = Tripwire(sb)
     # Spread the kills over the backlog: about one per (orders / kills) writes.
@@ -301,10 +291,10 @@ def run_chaos(
             report.runs += 1
         report.orders = len(numbers)
         report.faults = (
-            _stats(sb.erp.url)["faults_injected"] + _stats(sb.omnitron.url)["faults_injected"]
+            stats(sb.erp.url)["faults_injected"] + stats(sb.omnitron.url)["faults_injected"]
         )
-        _configure(sb.erp.url, {})
-        _configure(sb.omnitron.url, {})
+        faults(sb.erp.url, {})
+        faults(sb.omnitron.url, {})
         # One more run without faults: it settles, from the source, the rows the last kills
         # left at `sent` (the source no longer lists those orders).
         if not _run(cmd, root, full_env, 120):
@@ -405,14 +395,6 @@ def _bound(report: Report, started: float, max_seconds: float, max_runs: int, ki
     )
 
 
-def _unsent(sb: Sandbox) -> list[str]:
-    return [
-        o["number"]
-        for o in sorted(sb.omnitron.orders.values(), key=lambda o: o["pk"])
-        if not o["is_send"] and o["status"] == "400"
-    ]
-
-
 def _rows(root: Path, query: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(root / "state" / "integrator.db") as c:
         return list(c.execute(query))
@@ -472,3 +454,8 @@ def _check(
     report.unended_runs = [
         int(i) for (i,) in _rows(root, "SELECT id FROM runs WHERE status='running'")
     ]
+
+
+def seeded(count: int) -> int:
+    """How many orders to seed for ``count`` unsent ones (about 10 % are sent or cancelled)."""
+    return int(count / 0.85) + 10
