@@ -197,7 +197,8 @@ KAFKA = """  - Name: Kafka
 @pytest.mark.services
 def test_kafka_round_trip_keyed_by_order_id(project: Project, sandbox: Sandbox) -> None:
     from confluent_kafka import Consumer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     bootstrap = broker("kafka")
     topic = f"orders-{uuid.uuid4().hex[:8]}"
@@ -228,7 +229,9 @@ def test_kafka_round_trip_keyed_by_order_id(project: Project, sandbox: Sandbox) 
     while len(got) < len(numbers) and time.monotonic() < deadline:
         m = consumer.poll(0.5)
         if m is not None and m.error() is None:
-            got[m.key().decode()] = json.loads(m.value())
+            key, value = m.key(), m.value()
+            assert key is not None and value is not None
+            got[key.decode()] = json.loads(value)
     consumer.close()
     assert got == expected_events(sandbox, numbers)  # keyed by the order id
 

@@ -166,7 +166,7 @@ def test_two_daemons_on_postgresql_share_flows_without_overlap(tmp_path: Path) -
                     )
                 )
             ]
-            states = dict(
+            states: dict[str, int] = dict(
                 c.execute(text("SELECT state, COUNT(*) FROM journal GROUP BY state")).all()
             )
         engine.dispose()

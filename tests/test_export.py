@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from support import Project, assert_exactly_once, fault_rule, stats, unsent
 
@@ -10,7 +12,7 @@ from integrator.connectors.resolve import resolve_connector
 from integrator.sandbox import Sandbox
 
 
-def c(name: str, cid: str, **kw: tuple[str, ...]) -> ConnectorConfig:
+def c(name: str, cid: str, **kw: Any) -> ConnectorConfig:
     return ConnectorConfig(name=name, host="http://x.test", connector_id=cid, **kw)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from support import Project, assert_exactly_once, fault_rule, faults, make_project, stats, unsent
@@ -33,7 +34,7 @@ def test_happy_path_delivers_every_order_once(project: Project, sandbox: Sandbox
     assert again.code == 0 and stats(sandbox.erp.url)["received"] == len(numbers)
 
 
-def test_250_orders_page_size_50_one_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_250_orders_page_size_50_one_run(tmp_path: Path) -> None:
     """No order is skipped while earlier ones are marked sent during the run."""
     with running_sandbox(280) as sb:
         numbers = unsent(sb)
@@ -297,7 +298,7 @@ def test_permanent_failures_back_off_then_quarantine(project: Project, sandbox: 
 
 
 @pytest.mark.services
-def test_ledger_on_postgresql(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_ledger_on_postgresql(tmp_path: Path) -> None:
     """The ledger on a real PostgreSQL server: a lost PATCH after the write, then a resume."""
     with running_sandbox(25) as sb, fresh_database() as url:
         numbers = unsent(sb)

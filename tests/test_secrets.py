@@ -207,8 +207,8 @@ def test_channel_conf_is_masked_whole_as_an_object_or_a_json_string(
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 0, r.out + r.err
     shown = project.run("orders", "show", numbers[0])
-    payloads = {n: sandbox.erp.payload(n) for n in numbers[:2]}
-    assert all(p is not None for p in payloads.values())
+    payloads = {n: p for n in numbers[:2] if (p := sandbox.erp.payload(n)) is not None}
+    assert len(payloads) == 2
     # the shape is kept: a JSON string stays one, an object stays one
     assert '"sifre": "***"' in payloads[numbers[0]]["source"]
     assert "'sifre': '***'" in payloads[numbers[1]]["source"]

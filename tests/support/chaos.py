@@ -25,6 +25,7 @@ they would quarantine good orders. tests/hostile covers them one by one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import resource
@@ -47,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Where a kill may land (server, route), with weights: after the ERP committed a write (its
 # answer not yet read), after Omnitron took a PATCH (the deferred `done` not yet stored), after
 # an item PATCH, or while orders are being read.
-KILL_POINTS = (
+KILL_POINTS: tuple[tuple[tuple[str, str], int], ...] = (
     (("erp", "create"), 5),
     (("omnitron", "patch_order"), 3),
     (("omnitron", "patch_item"), 1),
@@ -186,7 +187,7 @@ class Tripwire:
         self.cond = threading.Condition()
         self.counts: dict[tuple[str, str], int] = {}
         for server, name in ((sb.erp, "erp"), (sb.omnitron, "omnitron")):
-            server.watchers.append(lambda route, name=name: self._seen(name, route))
+            server.watchers.append(functools.partial(self._seen, name))
 
     def _seen(self, server: str, route: str) -> None:
         with self.cond:
@@ -264,8 +265,7 @@ def run_chaos(
             if _remaining(sb, root, numbers, poisoned) < LOW_WATER:
                 numbers += sb.omnitron.add_orders(LOW_WATER * 2)
                 report.added += LOW_WATER * 2
-            points, weights = zip(*KILL_POINTS, strict=True)
-            point = rng.choices(points, weights)[0]
+            point = rng.choices([p for p, _ in KILL_POINTS], [w for _, w in KILL_POINTS])[0]
             target = wire.count(point) + rng.randint(1, spread)
             if proxies is not None:
                 proxies.arm()
