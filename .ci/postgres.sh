@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Throw-away PostgreSQL cluster in a temp dir on 127.0.0.1 (not the Debian
-# "main" cluster, which stays untouched). Used by .ci/run and by the tests (tests/pg.py).
+# "main" cluster, which stays untouched). Used by .ci/run and by the tests
+# (tests/support/services.py).
 #
+#   postgres.sh [start|status|stop]   start (the default) is a no-op when it runs already;
+#                                     status exits 0 when it runs; stop waits until it is down
 #   PG_BASE [${TMPDIR:-/tmp}/integrator-services/pg]   PG_PORT [54329]
 #   PG_PASSWORD [postgres-secret]        PG_FRESH=1  wipe + re-initdb
 #
@@ -11,6 +14,22 @@ set -euo pipefail
 BASE=${PG_BASE:-${TMPDIR:-/tmp}/integrator-services/pg}
 PORT=${PG_PORT:-54329}
 PASSWORD=${PG_PASSWORD:-postgres-secret}
+as_pg() { runuser -u postgres -- "$@"; }   # initdb/postgres refuse to run as root
+case ${1:-start} in
+    start) ;;
+    status|stop)
+        PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+        if [ -z "$PGBIN" ] || [ ! -f "$BASE/data/PG_VERSION" ]; then   # never set up here
+            [ "$1" = stop ] && exit 0 || exit 1
+        fi
+        [ "$1" = status ] && exec runuser -u postgres -- "$PGBIN/pg_ctl" -D "$BASE/data" status >/dev/null
+        if as_pg "$PGBIN/pg_ctl" -D "$BASE/data" status >/dev/null 2>&1; then
+            as_pg "$PGBIN/pg_ctl" -D "$BASE/data" -m fast -w -t 60 stop >/dev/null
+            echo "[postgres] stopped"
+        fi
+        exit 0 ;;
+    *) echo "usage: $0 [start|status|stop]" >&2; exit 2 ;;
+esac
 t0=$(date +%s)
 if ! ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     echo "[postgres] apt-get install postgresql ..."
@@ -19,7 +38,6 @@ if ! ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 echo "[postgres] install ok ($(( $(date +%s) - t0 ))s), using $PGBIN"
-as_pg() { runuser -u postgres -- "$@"; }   # initdb/postgres refuse to run as root
 
 if [ "${PG_FRESH:-0}" = 1 ] && [ -d "$BASE/data" ]; then
     as_pg "$PGBIN/pg_ctl" -D "$BASE/data" -m immediate stop >/dev/null 2>&1 || true
@@ -49,4 +67,4 @@ else
 fi
 echo "[postgres] DSN: host=127.0.0.1 port=$PORT user=postgres password=$PASSWORD dbname=postgres"
 echo "[postgres]      postgresql://postgres:$PASSWORD@127.0.0.1:$PORT/postgres   (socket dir: $BASE)"
-echo "[postgres] stop with: runuser -u postgres -- $PGBIN/pg_ctl -D $BASE/data -m fast stop"
+echo "[postgres] stop with: bash $0 stop"

@@ -1,130 +1,32 @@
-"""Shared fixtures: a project copied to a temp dir, the sandbox servers, and a CLI runner
-that starts the real ``integrator`` command in a subprocess."""
+"""Shared fixtures: the sandbox servers and a project wired to them, the Omnium sandboxes and a
+project of the Omnium flow. The helpers they use are in ``support``: tests import those from
+there, never from this file or from each other.
+
+The ``services`` marker: a test marked with it may use the real PostgreSQL server and message
+brokers; any other test that asks for one fails (the plugin ``support.services``), so the
+offline lane (``pytest -m "not services"``) never starts them."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
-from integrator.sandbox import Sandbox, running_sandbox
+pytest.register_assert_rewrite("support")  # its checks fail with pytest's detailed messages
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import Project, make_project  # noqa: E402
+from support.omnium import make_omnium_project  # noqa: E402
 
+from integrator.sandbox import (  # noqa: E402
+    SANDBOX_ENV,
+    ErpSandbox,
+    OmniumSandbox,
+    Sandbox,
+    running_sandbox,
+)
 
-@dataclass
-class Result:
-    """A finished CLI call."""
-
-    code: int
-    out: str
-    err: str
-
-
-@dataclass
-class Project:
-    """A copy of the repository's config, flows and scripts in a temp dir."""
-
-    root: Path
-    env: dict[str, str]
-
-    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Result:
-        """Run ``integrator ARGS`` in the project directory, in a subprocess."""
-        p = subprocess.run(
-            [sys.executable, "-m", "integrator", *args],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **self.env, **(env or {})},
-        )
-        return Result(p.returncode, p.stdout, p.stderr)
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        """Start ``integrator ARGS`` without waiting."""
-        return subprocess.Popen(
-            [sys.executable, "-m", "integrator", *args],
-            cwd=self.root,
-            env={**os.environ, **self.env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-
-    def flow(self, name: str = "order_flow") -> Path:
-        """The path of a flow file."""
-        return self.root / "flows" / f"{name}.yaml"
-
-    def edit_flow(self, old: str, new: str, name: str = "order_flow") -> None:
-        """Replace text in a flow file (the test fails if ``old`` is absent)."""
-        path = self.flow(name)
-        text = path.read_text()
-        assert old in text, f"{old!r} not in {path}"
-        path.write_text(text.replace(old, new))
-
-    def misbehave_for(self, number: str, *lines: str) -> None:
-        """Make scripts/enrich_order.py run ``lines`` for order ``number`` only."""
-        script = self.root / "scripts" / "enrich_order.py"
-        anchor = '    lines = data.get("orderitem_set", [])'
-        text = script.read_text()
-        assert anchor in text
-        body = "".join(f"        {line}\n" for line in lines)
-        script.write_text(
-            text.replace(anchor, f'    if data["number"] == "{number}":\n{body}{anchor}')
-        )
-
-    def forward_channel_conf(self) -> None:
-        """Make scripts/enrich_order.py try to leak channel.conf to the ERP, a log attribute
-        and stdout (the read stage must have masked it already)."""
-        script = self.root / "scripts" / "enrich_order.py"
-        script.write_text(
-            script.read_text().replace(
-                "    return data",
-                "    data['source_system'] = str(data['channel'])\n"
-                "    attributes['log.channel'] = str(data['channel'])\n"
-                "    print('script sees', data['channel'])\n"
-                "    return data",
-            )
-        )
-
-    def use_state_url(self, url: str) -> None:
-        """Point config.yaml's state store at ``url`` (through the environment)."""
-        self.env["INTEGRATOR_STATE_URL"] = url
-        cfg = self.root / "config.yaml"
-        text = cfg.read_text()
-        assert "url: sqlite:///state/integrator.db" in text
-        cfg.write_text(
-            text.replace("url: sqlite:///state/integrator.db", "url: ${INTEGRATOR_STATE_URL}")
-        )
-
-    def sql(self, query: str) -> list[tuple[Any, ...]]:
-        """Rows from the project's SQLite state store."""
-        import sqlite3
-
-        with sqlite3.connect(self.root / "state" / "integrator.db") as c:
-            return list(c.execute(query))
-
-    def state(self, number: str) -> str:
-        """The journal state of an order."""
-        rows = self.sql(f"SELECT state FROM journal WHERE order_number = '{number}'")
-        return str(rows[0][0]) if rows else "absent"
-
-
-def make_project(tmp_path: Path, env: dict[str, str]) -> Project:
-    """Copy config.yaml, flows/ and scripts/ into ``tmp_path``."""
-    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
-    shutil.copytree(ROOT / "flows", tmp_path / "flows")
-    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
-    return Project(tmp_path, env)
+pytest_plugins = ["support.services"]  # the services gate
 
 
 @pytest.fixture
@@ -140,28 +42,21 @@ def project(tmp_path: Path, sandbox: Sandbox) -> Project:
     return make_project(tmp_path, sandbox.env())
 
 
-def faults(url: str, spec: dict[str, Any]) -> None:
-    """Configure a sandbox server's faults over HTTP."""
-    requests.post(f"{url}/_sandbox/faults", data=json.dumps(spec), timeout=5).raise_for_status()
+@pytest.fixture
+def servers() -> Iterator[tuple[OmniumSandbox, ErpSandbox]]:
+    """The Omnium-like sandbox (250 orders) and the ERP sandbox."""
+    omnium = OmniumSandbox(
+        orders=250,
+        client_id=SANDBOX_ENV["OMNIUM_CLIENT_ID"],
+        client_secret=SANDBOX_ENV["OMNIUM_CLIENT_SECRET"],
+    ).start()
+    erp = ErpSandbox(token=SANDBOX_ENV["ERP_TOKEN"]).start()
+    yield omnium, erp
+    omnium.stop()
+    erp.stop()
 
 
-def fault_rule(url: str, **rule: Any) -> None:
-    """Give a sandbox server one fault rule (and no other faults)."""
-    faults(url, {"rules": [rule]})
-
-
-def stats(url: str) -> dict[str, Any]:
-    """A sandbox server's stats over HTTP."""
-    resp = requests.get(f"{url}/_sandbox/stats", timeout=5)
-    resp.raise_for_status()
-    data: dict[str, Any] = resp.json()
-    return data
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def omnium_project(tmp_path: Path, servers: tuple[OmniumSandbox, ErpSandbox]) -> Project:
+    """A project of ``flows/omnium`` wired to ``servers``."""
+    return make_omnium_project(tmp_path, *servers)

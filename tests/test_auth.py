@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import stats
+from support import stats
 
 from integrator.config import load_app
 from integrator.connectors import Connector, LoginRefused, Redactor

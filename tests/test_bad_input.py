@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import Project, fault_rule, faults, stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_order_flow import assert_exactly_once, unsent
+from support import Project, assert_exactly_once, fault_rule, faults, stats, unsent
 
 from integrator.connectors.http import parse_json
 from integrator.errors import PermanentError, UnreadableAnswer

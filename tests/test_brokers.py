@@ -11,10 +11,8 @@ import uuid
 from typing import Any
 
 import pytest
-from brokers import broker
-from conftest import Project, fault_rule, stats
-from test_export import events
-from test_order_flow import assert_exactly_once, unsent
+from support import Project, assert_exactly_once, fault_rule, stats, unsent
+from support.services import broker
 
 from integrator.config.model import ConnectorConfig
 from integrator.connectors import Connector, Redactor
@@ -82,6 +80,7 @@ RABBIT = """  - Name: RabbitMQ
 """
 
 
+@pytest.mark.services
 def test_rabbitmq_round_trip_confirmed_after_the_order_is_readable(
     project: Project, sandbox: Sandbox
 ) -> None:
@@ -103,9 +102,10 @@ def test_rabbitmq_round_trip_confirmed_after_the_order_is_readable(
     assert all(p.delivery_mode == 2 and p.content_type == "application/json" for p, _ in got)
     assert sorted(p.message_id for p, _ in got) == sorted(numbers)
     assert stats(sandbox.omnitron.url)["calls"]["get_order"] == len(numbers)  # read back first
-    assert AMQP_PASSWORD not in " ".join(events(project, "Exported"))
+    assert AMQP_PASSWORD not in " ".join(project.events("Exported"))
 
 
+@pytest.mark.services
 def test_a_retried_order_is_not_exported_twice_and_an_unreadable_one_not_at_all(
     project: Project, sandbox: Sandbox
 ) -> None:
@@ -125,7 +125,7 @@ def test_a_retried_order_is_not_exported_twice_and_an_unreadable_one_not_at_all(
         sandbox.omnitron.url, action="status", route="get_order", status=404, numbers=[unreadable]
     )
     assert project.run("run-flow", "order_flow", "--no-progress").code == 1
-    warning = next(m for m in events(project, "OrderExportError"))
+    warning = next(m for m in project.events("OrderExportError"))
     assert "not readable from the source yet" in warning and "no message sent" in warning
     fault_rule(sandbox.erp.url, action="status", route="create", status=200, count=0)
     r = project.run("run-flow", "order_flow", "--no-progress")
@@ -161,6 +161,7 @@ AZURE = """  - Name: AzureStorageQueue
 """
 
 
+@pytest.mark.services
 def test_azure_storage_queue_round_trip(project: Project, sandbox: Sandbox) -> None:
     from azure.storage.queue import QueueClient
 
@@ -181,7 +182,7 @@ def test_azure_storage_queue_round_trip(project: Project, sandbox: Sandbox) -> N
     assert {m["EntityId"]: m for m in got} == expected_events(sandbox, numbers)
     assert len(got) == len(numbers)
     key = cs.split("AccountKey=")[1].split(";")[0]
-    assert key not in r.out + r.err and all(key not in m for m in events(project, "Exported"))
+    assert key not in r.out + r.err and all(key not in m for m in project.events("Exported"))
 
 
 # ---------------------------------------------------------------------------- Kafka
@@ -193,9 +194,11 @@ KAFKA = """  - Name: Kafka
 """
 
 
+@pytest.mark.services
 def test_kafka_round_trip_keyed_by_order_id(project: Project, sandbox: Sandbox) -> None:
     from confluent_kafka import Consumer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     bootstrap = broker("kafka")
     topic = f"orders-{uuid.uuid4().hex[:8]}"
@@ -226,7 +229,9 @@ def test_kafka_round_trip_keyed_by_order_id(project: Project, sandbox: Sandbox) 
     while len(got) < len(numbers) and time.monotonic() < deadline:
         m = consumer.poll(0.5)
         if m is not None and m.error() is None:
-            got[m.key().decode()] = json.loads(m.value())
+            key, value = m.key(), m.value()
+            assert key is not None and value is not None
+            got[key.decode()] = json.loads(value)
     consumer.close()
     assert got == expected_events(sandbox, numbers)  # keyed by the order id
 

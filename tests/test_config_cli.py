@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 
-from conftest import Project
+from support import Project
 
 from integrator.sandbox import CHANNEL_SECRET, Sandbox
 

@@ -13,12 +13,12 @@ import sys
 import textwrap
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project, fault_rule, make_project, stats
-from test_order_flow import unsent
+from support import Project, fault_rule, make_project, stats, unsent
 
 from integrator.config.checks import Options
 from integrator.config.interpolate import interpolate
@@ -339,6 +339,14 @@ def flow_edit(name: str, old: str, new: str) -> Any:
     return apply
 
 
+def both(*edits: Callable[[Project], None]) -> Callable[[Project], None]:
+    def apply(p: Project) -> None:
+        for e in edits:
+            e(p)
+
+    return apply
+
+
 def config_edit(old: str, new: str) -> Any:
     def apply(p: Project) -> None:
         edit(p.root / "config.yaml", old, new)
@@ -418,9 +426,9 @@ REFUSALS = {
         "[schedule.triggered_by]: no flow named 'order_flw'",
     ),
     "triggered_by in a circle": (
-        lambda p: (
-            edit(p.flow("order_status"), "  every: 5m", "  triggered_by: order_flow"),
-            edit(p.flow(), '  cron: "*/5 * * * *"', "  triggered_by: order_status"),
+        both(
+            flow_edit("order_status", "  every: 5m", "  triggered_by: order_flow"),
+            flow_edit("order_flow", '  cron: "*/5 * * * *"', "  triggered_by: order_status"),
         ),
         "flows trigger each other in a circle (order_flow → order_status → order_flow)",
     ),

@@ -3,121 +3,27 @@
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from conftest import Project, fault_rule, faults, free_port, make_project, stats
-from pg import fresh_database
-from prometheus_client.parser import text_string_to_metric_families
-from test_order_flow import assert_exactly_once, unsent
+from support import (
+    Project,
+    assert_exactly_once,
+    fault_rule,
+    faults,
+    make_project,
+    stats,
+    unsent,
+    wait_for,
+)
+from support.daemon import daemon, every
+from support.services import fresh_database
 
 from integrator.sandbox import Sandbox, running_sandbox
-
-
-class DaemonProcess:
-    """``integrator daemon`` in a subprocess; its JSON log lines collected as they come."""
-
-    def __init__(
-        self, project: Project, grace: float = 20, watch: float = 0.3, args: Sequence[str] = ()
-    ) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "integrator",
-                "daemon",
-                "--http",
-                f"127.0.0.1:{self.port}",
-                "--watch",
-                str(watch),
-                "--grace",
-                str(grace),
-                *args,
-            ],
-            cwd=project.root,
-            env={**os.environ, **project.env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.events: list[dict[str, Any]] = []
-        self.raw: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.raw.append(line)
-            with suppress(ValueError):
-                self.events.append(json.loads(line))
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in list(self.events) if e.get("event") == event]
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = requests.get(self.url("/metrics"), timeout=5).text
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
-        if self.proc.stderr is not None:
-            time.sleep(0.1)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}")
-
-
-@contextmanager
-def daemon(
-    project: Project, grace: float = 20, watch: float = 0.3, args: Sequence[str] = ()
-) -> Iterator[DaemonProcess]:
-    d = DaemonProcess(project, grace, watch, args)
-    try:
-        wait_for(lambda: d.named("daemon_started") or d.proc.poll() is not None, 20, "start")
-        assert d.proc.poll() is None, "".join(d.raw)
-        yield d
-    finally:
-        d.kill()
-        if d.proc.stderr is not None:
-            d.proc.stderr.close()
-
-
-def every(project: Project, interval: str = "1s") -> None:
-    project.edit_flow('  cron: "*/5 * * * *"\n  timezone: Europe/Istanbul', f"  every: {interval}")
 
 
 def test_runs_on_schedule_with_health_and_metrics(project: Project, sandbox: Sandbox) -> None:
@@ -233,6 +139,7 @@ def test_two_daemons_on_sqlite_never_overlap(project: Project, sandbox: Sandbox)
     )
 
 
+@pytest.mark.services
 def test_two_daemons_on_postgresql_share_flows_without_overlap(tmp_path: Path) -> None:
     with running_sandbox(25) as sb, fresh_database() as url:
         numbers = unsent(sb)
@@ -259,7 +166,7 @@ def test_two_daemons_on_postgresql_share_flows_without_overlap(tmp_path: Path) -
                     )
                 )
             ]
-            states = dict(
+            states: dict[str, int] = dict(
                 c.execute(text("SELECT state, COUNT(*) FROM journal GROUP BY state")).all()
             )
         engine.dispose()

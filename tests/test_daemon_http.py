@@ -28,16 +28,14 @@ from typing import Any
 import pytest
 import requests
 import structlog
-from conftest import Project, free_port
-from test_daemon import daemon, wait_for
-from test_omnium import FLOW, omnium_project, servers
+from support import Project, free_port, wait_for
+from support.daemon import daemon
+from support.omnium import FLOW
 
 from integrator.sandbox import SANDBOX_ENV
 from integrator.scheduler.httpserver import WebServer
 from integrator.scheduler.web import App, HttpLimits
 from integrator.state import Store
-
-__all__ = ["omnium_project", "servers"]  # fixtures, used by name
 
 DEADLINE = 0.5  # request_seconds and idle_seconds of every server here
 SLACK = 1.5  # scheduling noise on a loaded machine; the bound stays far below "forever"

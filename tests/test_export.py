@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from conftest import Project, fault_rule, stats
-from test_order_flow import assert_exactly_once, unsent
+from support import Project, assert_exactly_once, fault_rule, stats, unsent
 
 from integrator.config.model import ConnectorConfig
 from integrator.connectors.resolve import resolve_connector
 from integrator.sandbox import Sandbox
 
 
-def c(name: str, cid: str, **kw: tuple[str, ...]) -> ConnectorConfig:
+def c(name: str, cid: str, **kw: Any) -> ConnectorConfig:
     return ConnectorConfig(name=name, host="http://x.test", connector_id=cid, **kw)
 
 
@@ -63,13 +64,6 @@ def with_exports(project: Project, *steps: str, before_write: bool = False) -> N
     project.edit_flow(anchor, block + anchor)
 
 
-def events(project: Project, state: str) -> list[str]:
-    """Messages of the events labelled ``state`` (a note) or reporting that fact (lower case:
-    an export is the ledger's fact ``exported``)."""
-    q = f"SELECT message FROM events WHERE state = '{state}' OR fact = '{state.lower()}'"
-    return [m for (m,) in project.sql(q)]
-
-
 def test_export_success_and_a_non_critical_failure(project: Project, sandbox: Sandbox) -> None:
     """Two steps: the first exports, the second's exporter is missing (StopOnError false)."""
     numbers = unsent(sandbox)
@@ -82,8 +76,8 @@ def test_export_success_and_a_non_critical_failure(project: Project, sandbox: Sa
     received = sandbox.erp.webhooks["partner"]
     assert sorted(b["number"] for b in received) == sorted(numbers)
     assert all("***" in str(b["channel"]["conf"]) for b in received)  # masked, as everywhere
-    assert len(events(project, "Exported")) == len(numbers)
-    warnings = events(project, "OrderExportError")
+    assert len(project.events("Exported")) == len(numbers)
+    warnings = project.events("OrderExportError")
     assert len(warnings) == len(numbers)
     assert all("exporter not found: 'Fulfilment'" in w for w in warnings)
 
@@ -106,11 +100,11 @@ def test_stop_on_error_by_outcome(
     if fails:
         fault_rule(sandbox.erp.url, action="status", route="webhook", status=400, numbers=[bad])
     r = project.run("run-flow", "order_flow", "--no-progress")
-    failures = events(project, "OrderExportError")
+    failures = project.events("OrderExportError")
     if not fails:
         assert r.code == 0 and not failures
         assert_exactly_once(sandbox, numbers)
-        assert len(events(project, "Exported")) == len(numbers)
+        assert len(project.events("Exported")) == len(numbers)
         assert stats(sandbox.erp.url)["webhooks"]["partner"] == len(numbers)
         return
     (message,) = failures
@@ -132,4 +126,4 @@ def test_test_mode_skips_exports(project: Project, sandbox: Sandbox) -> None:
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 0, r.out + r.err
     assert "partner" not in sandbox.erp.webhooks
-    assert all(m.endswith("skipped (test mode)") for m in events(project, "Exported"))
+    assert all(m.endswith("skipped (test mode)") for m in project.events("Exported"))

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import Project, fault_rule, faults, stats
-from test_order_flow import assert_exactly_once, unsent
+from support import Project, assert_exactly_once, fault_rule, faults, stats, unsent
 
 from integrator.config.model import ConnectorConfig, TokenLogin
 from integrator.connectors import Connector, Redactor

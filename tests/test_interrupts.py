@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Project, stats
-from test_order_flow import assert_exactly_once, unsent
+from support import Project, assert_exactly_once, stats, unsent
 
 from integrator.sandbox import Sandbox
 

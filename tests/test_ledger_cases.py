@@ -14,8 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import Project, fault_rule, faults, make_project, stats
-from test_order_flow import unsent
+from support import Project, fault_rule, faults, make_project, stats, unsent
 
 from integrator.sandbox import Sandbox, running_sandbox
 from integrator.state import Store

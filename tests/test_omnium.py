@@ -4,47 +4,19 @@ watermark is saved, the write-back, and the Scroll API over 12,000 orders."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
-from conftest import ROOT, Project, fault_rule, stats
+from support import Project, fault_rule, stats
+from support.omnium import FLOW, assert_once, new_numbers
 
 from integrator.config.model import ConnectorConfig
 from integrator.connectors import Connector, Redactor
 from integrator.sandbox import SANDBOX_ENV, ErpSandbox, OmniumSandbox
 from integrator.stages.omnium import OmniumReadStage
 from integrator.state.store import Store
-
-FLOW = "omnium_order_flow"
-
-
-@pytest.fixture
-def servers() -> Iterator[tuple[OmniumSandbox, ErpSandbox]]:
-    omnium = OmniumSandbox(
-        orders=250,
-        client_id=SANDBOX_ENV["OMNIUM_CLIENT_ID"],
-        client_secret=SANDBOX_ENV["OMNIUM_CLIENT_SECRET"],
-    ).start()
-    erp = ErpSandbox(token=SANDBOX_ENV["ERP_TOKEN"]).start()
-    yield omnium, erp
-    omnium.stop()
-    erp.stop()
-
-
-@pytest.fixture
-def omnium_project(tmp_path: Path, servers: tuple[OmniumSandbox, ErpSandbox]) -> Project:
-    shutil.copytree(ROOT / "flows" / "omnium", tmp_path, dirs_exist_ok=True)
-    omnium, erp = servers
-    return Project(tmp_path, {**SANDBOX_ENV, "OMNIUM_URL": omnium.url, "ERP_URL": erp.url})
-
-
-def new_numbers(omnium: OmniumSandbox) -> list[str]:
-    return sorted(o["OrderNumber"] for o in omnium.orders.values() if o["Status"] == "New")
 
 
 def run(project: Project) -> None:
@@ -56,11 +28,6 @@ def watermark(project: Project) -> str | None:
     with sqlite3.connect(project.root / "state" / "omnium.db") as c:
         row = c.execute("SELECT value FROM watermarks WHERE flow = ?", (FLOW,)).fetchone()
     return None if row is None else str(row[0])
-
-
-def assert_once(erp: ErpSandbox, numbers: list[str]) -> None:
-    assert sorted(erp.received) == sorted(numbers)
-    assert all(c == 1 for c in erp.received.values()), stats(erp.url)["duplicate_numbers"]
 
 
 def test_new_orders_delivered_once_and_written_back(

@@ -7,14 +7,12 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from conftest import Project, stats
-from test_daemon import daemon, wait_for
-from test_omnium import FLOW, assert_once, new_numbers, omnium_project, servers
+from support import Project, stats, wait_for
+from support.daemon import daemon
+from support.omnium import FLOW, assert_once, new_numbers
 
 from integrator.sandbox import SANDBOX_ENV, ErpSandbox, OmniumSandbox
 from integrator.state import Store
-
-__all__ = ["omnium_project", "servers"]  # fixtures, used by name
 
 HEADER = "X-Omnium-Secret"
 

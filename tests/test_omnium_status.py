@@ -4,12 +4,9 @@ with tracking, a partial shipment then the back-order's own shipment, each chang
 from __future__ import annotations
 
 import requests
-from conftest import Project, stats
-from test_omnium import omnium_project, servers
+from support import Project, stats
 
 from integrator.sandbox import ErpSandbox, OmniumSandbox
-
-__all__ = ["omnium_project", "servers"]  # fixtures, used by name
 
 
 def test_partial_shipment_then_back_order_with_tracking(

@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
-from conftest import Project, fault_rule, faults, make_project, stats
-from pg import fresh_database
+import pytest
+from support import Project, assert_exactly_once, fault_rule, faults, make_project, stats, unsent
+from support.services import fresh_database
 
 from integrator.sandbox import Sandbox, running_sandbox
-
-
-def unsent(sb: Sandbox) -> list[str]:
-    """Numbers of the orders the flow should deliver."""
-    return [
-        o["number"]
-        for o in sorted(sb.omnitron.orders.values(), key=lambda o: o["pk"])
-        if not o["is_send"] and o["status"] == "400"
-    ]
-
-
-def assert_exactly_once(sb: Sandbox, numbers: list[str]) -> None:
-    """Every order in the ERP once and marked sent in Omnitron."""
-    erp = stats(sb.erp.url)
-    assert erp["duplicates"] == 0, erp["duplicate_numbers"]
-    assert sorted(sb.erp.received) == sorted(numbers)
-    assert all(sb.erp.received[n] == 1 for n in numbers)
-    assert stats(sb.omnitron.url)["unsent"] == 0
 
 
 def test_happy_path_delivers_every_order_once(project: Project, sandbox: Sandbox) -> None:
@@ -50,7 +34,7 @@ def test_happy_path_delivers_every_order_once(project: Project, sandbox: Sandbox
     assert again.code == 0 and stats(sandbox.erp.url)["received"] == len(numbers)
 
 
-def test_250_orders_page_size_50_one_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_250_orders_page_size_50_one_run(tmp_path: Path) -> None:
     """No order is skipped while earlier ones are marked sent during the run."""
     with running_sandbox(280) as sb:
         numbers = unsent(sb)
@@ -313,7 +297,8 @@ def test_permanent_failures_back_off_then_quarantine(project: Project, sandbox: 
     assert any(m.startswith("replayed by ") and m.endswith(" (was quarantined)") for m in events)
 
 
-def test_ledger_on_postgresql(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.services
+def test_ledger_on_postgresql(tmp_path: Path) -> None:
     """The ledger on a real PostgreSQL server: a lost PATCH after the write, then a resume."""
     with running_sandbox(25) as sb, fresh_database() as url:
         numbers = unsent(sb)

@@ -9,8 +9,7 @@ import sqlite3
 from typing import Any
 
 import requests
-from conftest import Project, stats
-from test_order_flow import unsent
+from support import Project, stats, unsent
 
 from integrator.sandbox import Sandbox
 

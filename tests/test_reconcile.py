@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import requests
-from conftest import Project
-from test_order_flow import unsent
+from support import Project, unsent
 
 from integrator.sandbox import Sandbox
 
@@ -55,7 +54,8 @@ def test_agreement_then_every_kind_of_planted_difference(
 def test_the_daemon_reconciles_on_schedule_and_reports_metrics(
     project: Project, sandbox: Sandbox
 ) -> None:
-    from test_daemon import daemon, wait_for
+    from support import wait_for
+    from support.daemon import daemon
 
     missing = next(o for o in sandbox.omnitron.orders.values() if o["status"] != "400")
     missing["is_send"] = True

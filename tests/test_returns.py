@@ -6,12 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from conftest import Project, fault_rule
-from test_omnium import omnium_project, servers
+from support import Project, fault_rule
 
 from integrator.sandbox import ErpSandbox, OmniumSandbox
-
-__all__ = ["omnium_project", "servers"]  # fixtures, used by name
 
 
 def register(erp: ErpSandbox, *returns: dict[str, Any]) -> None:

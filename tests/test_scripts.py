@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Project, make_project, stats
-from test_order_flow import assert_exactly_once, unsent
+from support import ROOT, Project, assert_exactly_once, make_project, stats, unsent
 
 from integrator.sandbox import Sandbox
 from integrator.scripting import ScriptPool, load_script

@@ -9,9 +9,8 @@ import sqlite3
 import pytest
 import requests
 import structlog
-from conftest import Project, fault_rule, faults
-from test_daemon import daemon, every, wait_for
-from test_order_flow import unsent
+from support import Project, fault_rule, faults, unsent, wait_for
+from support.daemon import daemon, every
 
 from integrator.config.model import ConnectorConfig
 from integrator.connectors import Connector
@@ -211,8 +210,8 @@ def test_channel_conf_is_masked_whole_as_an_object_or_a_json_string(
     r = project.run("run-flow", "order_flow", "--no-progress")
     assert r.code == 0, r.out + r.err
     shown = project.run("orders", "show", numbers[0])
-    payloads = {n: sandbox.erp.payload(n) for n in numbers[:2]}
-    assert all(p is not None for p in payloads.values())
+    payloads = {n: p for n in numbers[:2] if (p := sandbox.erp.payload(n)) is not None}
+    assert len(payloads) == 2
     # the shape is kept: a JSON string stays one, an object stays one
     assert '"sifre": "***"' in payloads[numbers[0]]["source"]
     assert "'sifre': '***'" in payloads[numbers[1]]["source"]

@@ -8,12 +8,9 @@ import json
 import sqlite3
 
 import requests
-from conftest import Project, fault_rule
-from test_omnium import omnium_project, servers
+from support import Project, fault_rule
 
 from integrator.sandbox import ErpSandbox, OmniumSandbox
-
-__all__ = ["omnium_project", "servers"]  # fixtures, used by name
 
 
 def run(project: Project, flow: str, code: int = 0) -> None:

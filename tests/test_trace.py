@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import ROOT, Project, make_project, stats
+from support import ROOT, Project, make_project, stats
 
 from integrator.sandbox import running_sandbox
 

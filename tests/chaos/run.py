@@ -15,17 +15,12 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for support
 
-from conftest import make_project  # noqa: E402
-from harness import prepare, run_chaos  # noqa: E402
+from support import make_project
+from support.chaos import prepare, run_chaos, seeded
 
-from integrator.sandbox import running_sandbox  # noqa: E402
-
-
-def seeded(unsent: int) -> int:
-    """How many orders to seed for ``unsent`` unsent ones (about 10 % are sent or cancelled)."""
-    return int(unsent / 0.85) + 10
+from integrator.sandbox import running_sandbox
 
 
 def _stop(signum: int, _frame: FrameType | None) -> None:

@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_project
-from harness import prepare, run_chaos
-from run import seeded
+from support import make_project
+from support.chaos import prepare, run_chaos, seeded
 
 from integrator.sandbox import running_sandbox
 

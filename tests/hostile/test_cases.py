@@ -1,7 +1,7 @@
 """One test per hostile case, through the real CLI: the proxy misbehaves for one order (or the
-login, or the listing), then a clean run. Every test makes the same checks (conftest.Hostile
-.check): nothing sent twice, nothing lost, the run ends by itself within its bound, memory
-stays bounded, the user is told clearly.
+login, or the listing), then a clean run. Every test makes the same checks
+(``support.hostile.Hostile.check``): nothing sent twice, nothing lost, the run ends by itself
+within its bound, memory stays bounded, the user is told clearly.
 
 The keywords the output must contain: a deadline says "within", a size "bytes", a redirect
 "redirect", an answer that cannot be read "answered" (with the connector's name).
@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from hostile.conftest import Case, Hostile
+from support.hostile import Case, Hostile
 
 DEADLINE, SIZE, REDIRECT, UNREADABLE = ("within",), ("bytes",), ("redirect",), ("answered",)
 

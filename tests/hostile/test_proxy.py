@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.proxy import HUGE_DIGITS, HUGE_LENGTH, HostileProxy, Rule, gzip_bomb
 
-from hostile.proxy import HUGE_DIGITS, HUGE_LENGTH, HostileProxy, Rule, gzip_bomb
 from integrator.sandbox import Sandbox, running_sandbox
 
 AUTH = {"Authorization": "Bearer sandbox-erp-token"}

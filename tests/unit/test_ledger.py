@@ -45,7 +45,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def ledger(store: Store | None = None, **policy: object) -> Ledger:
-    p = Policy(**{**POLICY.__dict__, **policy})  # type: ignore[arg-type]  # test overrides
+    p = Policy(**{**POLICY.__dict__, **policy})
     return Ledger(store, "f", p, Redactor(["s3cret-value"]), run_id=1)
 
 

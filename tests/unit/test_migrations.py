@@ -11,8 +11,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from pg import fresh_database
 from sqlalchemy import create_engine, insert, text
+from support.services import fresh_database
 
 from integrator.connectors.redact import Redactor
 from integrator.errors import FatalError
@@ -111,6 +111,7 @@ def test_a_sqlite_store_of_0_1_0_is_migrated(tmp_path: Path) -> None:
         again.close()
 
 
+@pytest.mark.services
 def test_a_postgresql_store_of_0_1_0_is_migrated() -> None:
     with fresh_database() as url:
         postgres_v1(url)

@@ -27,7 +27,9 @@ class Script(BaseAdapter):
         self.in_flight = self.peak = 0
         self.lock = threading.Lock()
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         with self.lock:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
@@ -68,7 +70,7 @@ def conn(adapter: BaseAdapter, host: str = "http://erp.test", **config: Any) -> 
     config.setdefault("retry_base", 0.01)
     c = Connector(ConnectorConfig(name="erp", host=host, **config), Redactor([]))
     c.session.mount("http://", adapter)
-    c._sleep = SLEPT.append
+    c._sleep = lambda seconds: SLEPT.append(float(seconds))
     return c
 
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from pg import fresh_database
+from support.services import fresh_database
 
 from integrator.errors import FatalError
 from integrator.state.clock import now
@@ -22,7 +22,7 @@ from integrator.state.runs import RunStatus
 from integrator.state.store import Store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """The same tests on SQLite and on a real PostgreSQL server."""
     if request.param == "sqlite":

@@ -87,7 +87,9 @@ class FakeAdapter(BaseAdapter):
         super().__init__()
         self.exc, self.status, self.body = exc, status, body
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         if self.exc is not None:
             raise self.exc
         resp = requests.Response()

@@ -10,7 +10,7 @@ bounded by time and by runs; a bound that is hit fails the test with the figures
 ``poison`` orders are refused by the ERP with a 400 on every write: they are the only ones
 that may end quarantined.
 
-With ``hostile`` (the default) a misbehaving proxy (``tests/hostile/proxy.py``) stands in front
+With ``hostile`` (the default) a misbehaving proxy (``support/proxy.py``) stands in front
 of each server. Before every run of the kill phase, up to two of ``HOSTILE_FAULTS`` are armed
 at random, each for the next one or two matching requests after a random number of them:
 drips, bodies without end, bombs, answers that cannot be read, redirects after a write (to the
@@ -25,6 +25,7 @@ they would quarantine good orders. tests/hostile covers them one by one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import resource
@@ -38,17 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-from hostile.proxy import HostileProxy, Rule
-
 from integrator.sandbox import Sandbox
+from support import faults, stats, unsent
+from support.proxy import HostileProxy, Rule
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # Where a kill may land (server, route), with weights: after the ERP committed a write (its
 # answer not yet read), after Omnitron took a PATCH (the deferred `done` not yet stored), after
 # an item PATCH, or while orders are being read.
-KILL_POINTS = (
+KILL_POINTS: tuple[tuple[tuple[str, str], int], ...] = (
     (("erp", "create"), 5),
     (("omnitron", "patch_order"), 3),
     (("omnitron", "patch_item"), 1),
@@ -180,15 +180,6 @@ def fault_table(poison: list[str], seed: int) -> tuple[dict[str, Any], dict[str,
     return erp, omni
 
 
-def _configure(url: str, spec: dict[str, Any]) -> None:
-    requests.post(f"{url}/_sandbox/faults", json=spec, timeout=5).raise_for_status()
-
-
-def _stats(url: str) -> dict[str, Any]:
-    data: dict[str, Any] = requests.get(f"{url}/_sandbox/stats", timeout=5).json()
-    return data
-
-
 class Tripwire:
     """Counts the calls the sandbox serves, by (server, route), and wakes whoever waits."""
 
@@ -196,7 +187,7 @@ class Tripwire:
         self.cond = threading.Condition()
         self.counts: dict[tuple[str, str], int] = {}
         for server, name in ((sb.erp, "erp"), (sb.omnitron, "omnitron")):
-            server.watchers.append(lambda route, name=name: self._seen(name, route))
+            server.watchers.append(functools.partial(self._seen, name))
 
     def _seen(self, server: str, route: str) -> None:
         with self.cond:
@@ -251,11 +242,11 @@ def run_chaos(
     started = time.monotonic()
     deadline = started + max_seconds
     max_runs = max_runs if max_runs is not None else 4 * kills + 50
-    numbers = _unsent(sb)
+    numbers = unsent(sb)
     poisoned = rng.sample(numbers, poison)
     erp_faults, omni_faults = fault_table(poisoned, seed)
-    _configure(sb.erp.url, erp_faults)
-    _configure(sb.omnitron.url, omni_faults)
+    faults(sb.erp.url, erp_faults)
+    faults(sb.omnitron.url, omni_faults)
     report = Report()
     wire = Tripwire(sb)
     # Spread the kills over the backlog: about one per (orders / kills) writes.
@@ -274,8 +265,7 @@ def run_chaos(
             if _remaining(sb, root, numbers, poisoned) < LOW_WATER:
                 numbers += sb.omnitron.add_orders(LOW_WATER * 2)
                 report.added += LOW_WATER * 2
-            points, weights = zip(*KILL_POINTS, strict=True)
-            point = rng.choices(points, weights)[0]
+            point = rng.choices([p for p, _ in KILL_POINTS], [w for _, w in KILL_POINTS])[0]
             target = wire.count(point) + rng.randint(1, spread)
             if proxies is not None:
                 proxies.arm()
@@ -301,10 +291,10 @@ def run_chaos(
             report.runs += 1
         report.orders = len(numbers)
         report.faults = (
-            _stats(sb.erp.url)["faults_injected"] + _stats(sb.omnitron.url)["faults_injected"]
+            stats(sb.erp.url)["faults_injected"] + stats(sb.omnitron.url)["faults_injected"]
         )
-        _configure(sb.erp.url, {})
-        _configure(sb.omnitron.url, {})
+        faults(sb.erp.url, {})
+        faults(sb.omnitron.url, {})
         # One more run without faults: it settles, from the source, the rows the last kills
         # left at `sent` (the source no longer lists those orders).
         if not _run(cmd, root, full_env, 120):
@@ -405,14 +395,6 @@ def _bound(report: Report, started: float, max_seconds: float, max_runs: int, ki
     )
 
 
-def _unsent(sb: Sandbox) -> list[str]:
-    return [
-        o["number"]
-        for o in sorted(sb.omnitron.orders.values(), key=lambda o: o["pk"])
-        if not o["is_send"] and o["status"] == "400"
-    ]
-
-
 def _rows(root: Path, query: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(root / "state" / "integrator.db") as c:
         return list(c.execute(query))
@@ -472,3 +454,8 @@ def _check(
     report.unended_runs = [
         int(i) for (i,) in _rows(root, "SELECT id FROM runs WHERE status='running'")
     ]
+
+
+def seeded(count: int) -> int:
+    """How many orders to seed for ``count`` unsent ones (about 10 % are sent or cancelled)."""
+    return int(count / 0.85) + 10
