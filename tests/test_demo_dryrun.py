@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Project, Result, make_project, stats
-from pg import fresh_database
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
+from support import ROOT, Project, Result, make_project, stats
+from support.services import fresh_database
 
 from integrator.sandbox import Sandbox
 from integrator.state import Store
@@ -287,6 +287,7 @@ def test_a_dry_run_does_not_migrate_an_older_store(project: Project, sandbox: Sa
     assert stats(sandbox.erp.url)["received"] == 0
 
 
+@pytest.mark.services
 def test_a_dry_run_on_an_empty_postgresql_database_creates_no_table(
     project: Project, sandbox: Sandbox
 ) -> None:

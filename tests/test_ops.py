@@ -9,9 +9,8 @@ import time
 from functools import partial
 
 import requests
-from conftest import Project, fault_rule, stats
-from test_daemon import DaemonProcess, daemon, every, wait_for
-from test_order_flow import unsent
+from support import Project, fault_rule, stats, unsent, wait_for
+from support.daemon import DaemonProcess, daemon, every
 
 from integrator.sandbox import Sandbox
 

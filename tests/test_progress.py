@@ -15,7 +15,7 @@ import termios
 import threading
 from dataclasses import dataclass
 
-from conftest import Project, fault_rule, faults
+from support import Project, fault_rule, faults
 
 from integrator.sandbox import Sandbox
 

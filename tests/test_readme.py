@@ -20,8 +20,8 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import ROOT, free_port, make_project
-from newcomer import Proc, cli
+from support import ROOT, free_port, make_project
+from support.newcomer import Proc, cli
 
 from integrator.cli.main import cli as integrator_cli
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import Project, free_port
+from support import Project, free_port
 
 from integrator.sandbox import ErpSandbox, OmnitronSandbox, OmniumSandbox, Sandbox, running_sandbox
 

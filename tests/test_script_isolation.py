@@ -21,9 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Project, stats
-from test_order_flow import unsent
-from test_scripts import call, write
+from support import Project, stats, unsent
+from support.scripts import call, write
 
 from integrator.sandbox import Sandbox
 from integrator.scripting import ScriptPool

@@ -5,21 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support import ROOT, Project, assert_exactly_once, make_project, stats, unsent
+from support.scripts import ORDER, call, write
 
 from integrator.sandbox import Sandbox
 from integrator.scripting import ScriptPool, load_script
-
-ORDER = {
-    "number": "1001",
-    "orderitem_set": [{"pk": 1, "price": "10.50"}, {"pk": 2, "price": "4.50"}],
-}
 
 
 @pytest.fixture
@@ -27,34 +21,6 @@ def pool() -> Iterator[ScriptPool]:
     p = ScriptPool(size=1, memory_mb=256)
     yield p
     p.close()
-
-
-def write(tmp_path: Path, name: str, body: str) -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(body).lstrip())
-    return path
-
-
-def call(
-    pool: ScriptPool,
-    path: Path,
-    attrs: dict[str, str] | None = None,
-    entry: str = "process",
-    timeout: float = 30,
-    **args: Any,
-) -> dict[str, Any]:
-    script, issues = load_script(path, entry, str(path), "script", timeout)
-    assert script is not None, issues
-    if not args:
-        args = {"data": ORDER, "order": ORDER}
-    return pool.call(
-        path=str(path),
-        entry=entry,
-        runtime=script.runtime,
-        args=args,
-        attributes=attrs or {},
-        timeout=timeout,
-    )
 
 
 def test_compat_transform_callback_as_in_the_akinon_docs(pool: ScriptPool) -> None:

@@ -9,8 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import make_project
-from newcomer import Proc, clean_env, cli, sandbox_cmd
+from support import make_project
+from support.newcomer import Proc, clean_env, cli, sandbox_cmd
 
 from integrator.sandbox import SANDBOX_ENV, Sandbox
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import Project, make_project
+from support import Project, make_project
 
 from integrator.sandbox import SANDBOX_ENV
 

@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import Result, free_port
-
 from integrator.sandbox import SANDBOX_ENV
+from support import Result, free_port
 
 __all__ = ["Proc", "clean_env", "cli", "sandbox_cmd"]
 
