@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import selectors
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 import structlog
-from support import Project, free_port, wait_for
+from support import Project, free_port, fresh_python, wait_for
 from support.daemon import daemon
 from support.omnium import FLOW
 
@@ -436,9 +434,7 @@ def test_the_cli_does_not_import_waitress_until_the_daemon_serves() -> None:
         "assert r.exit_code == 0, r.output\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'waitress'))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = fresh_python(code)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 

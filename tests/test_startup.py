@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 import pytest
-from support import Project, make_project
+from support import Project, fresh_python, make_project
 
 from integrator.sandbox import SANDBOX_ENV
 
@@ -90,9 +90,7 @@ def test_help_imports_no_command_module(offline: Project) -> None:
         "assert r.exit_code == 0, r.output\n"
         "print(sorted(m for m in sys.modules if m.startswith('integrator.cli.')))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = fresh_python(code)
     assert out.stdout.strip() == "['integrator.cli.main']", out.stdout + out.stderr
 
 
@@ -167,9 +165,7 @@ def test_lazy_help_is_the_help_of_the_loaded_commands() -> None:
         "assert 'validate' in lazy and 'test-script' in lazy, lazy\n"
         "print('same' if lazy == eager else lazy + '\\n----\\n' + eager)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = fresh_python(code)
     assert out.stdout.strip() == "same", out.stdout + out.stderr
 
 
@@ -250,9 +246,7 @@ def test_logging_configured_before_structlog_loads_applies_when_it_does() -> Non
         "log.info('not shown')\n"
         "log.warning('shown', note='has late-Secret-123 in it', password='pw-1')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = fresh_python(code)
     assert out.stdout == ""
     assert "shown" in out.stderr and "not shown" not in out.stderr, out.stderr
     assert "late-Secret-123" not in out.stderr and "pw-1" not in out.stderr, out.stderr

@@ -165,6 +165,13 @@ def stats(url: str) -> dict[str, Any]:
     return data
 
 
+def fresh_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a new interpreter (nothing imported yet), which must exit 0."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     import socket
