@@ -5,6 +5,7 @@ light submodule (``integrator.connectors.redact``) does not import its heavy sib
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,8 @@ def lazy_exports(package: str, names: Mapping[str, str]) -> Callable[[str], Any]
         module = names.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{module}"), name)
+        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        setattr(sys.modules[package], name, value)  # found directly from now on
+        return value
 
     return __getattr__
