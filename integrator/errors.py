@@ -30,11 +30,13 @@ __all__ = [
     "CircuitOpen",
     "ConfigIssue",
     "ConfigurationError",
+    "ErpRefused",
     "FatalError",
     "IntegratorError",
     "OrderError",
     "PermanentError",
     "RetriableError",
+    "SessionExpired",
     "SkipOrder",
     "SystemicError",
     "UnreadableAnswer",
@@ -154,6 +156,15 @@ class PermanentError(OrderError):
     """A failure that will repeat until something changes: back off, then quarantine."""
 
     kind = "permanent"
+
+
+class ErpRefused(PermanentError):
+    """The ERP's answer says no by the stage's answer rules (or a SOAP client Fault): nothing
+    was created, so a resend is safe; its message holds the ERP's own words."""
+
+
+class SessionExpired(PermanentError):
+    """The ERP's answer says the session is gone (an answer rule): log in again, once."""
 
 
 class SkipOrder(IntegratorError):

@@ -237,20 +237,20 @@ ORDER = {
 
 
 def test_template_values_defaults_and_failures() -> None:
-    from integrator.mapping.paths import TemplateError, render, render_json
+    from integrator.mapping.expr import Scope, TemplateError, render, render_value, url_escape
 
-    attrs = {"erp.reference": "ERP-1"}
-    assert render("/o/${_order.number}", ORDER, attrs, url=True) == "/o/A%261"
-    assert render("${_order.items[-1].sku}/${erp.reference}", ORDER, attrs) == "S2/ERP-1"
-    assert render("${_order.extra.note}", ORDER, attrs) == ""  # an empty string is a value
+    sc = Scope(ORDER, {"erp.reference": "ERP-1"})
+    assert render("/o/${_order.number}", sc, escape=url_escape) == "/o/A%261"
+    assert render("${_order.items[-1].sku}/${erp.reference}", sc) == "S2/ERP-1"
+    assert render("${_order.extra.note}", sc) == ""  # an empty string is a value
     # Absent or null: the default, when there is one (`:-` empty, or a text)...
-    assert render("x${_order.nope:-}y", ORDER, attrs) == "xy"
-    assert render("${_order.cargo:-N/A}", ORDER, attrs, url=True) == "N%2FA"
-    assert render("${_order.cargo.name:-none}", ORDER, attrs) == "none"  # null on the way
-    assert render("${_order.items[5].sku:-none}", ORDER, attrs) == "none"
-    assert render("${missing:-d}", ORDER, attrs) == "d"
-    assert render_json({"n": "${_order.items[0].tags}"}, ORDER, attrs) == {"n": []}
-    assert render_json("${_order.cargo:-}", ORDER, attrs) == ""
+    assert render("x${_order.nope:-}y", sc) == "xy"
+    assert render("${_order.cargo:-N/A}", sc, escape=url_escape) == "N%2FA"
+    assert render("${_order.cargo.name:-none}", sc) == "none"  # null on the way
+    assert render("${_order.items[5].sku:-none}", sc) == "none"
+    assert render("${missing:-d}", sc) == "d"
+    assert render_value({"n": "${_order.items[0].tags}"}, sc) == {"n": []}
+    assert render_value("${_order.cargo:-}", sc) == ""
     # ... else the order fails, naming the variable.
     for template, what in [
         ("/o/${_order.nope}", "${_order.nope} is absent from the order"),
@@ -261,12 +261,12 @@ def test_template_values_defaults_and_failures() -> None:
         ("${erp.nope}", "${erp.nope} is not an attribute"),
     ]:
         with pytest.raises(TemplateError) as err:
-            render(template, ORDER, attrs)
+            render(template, sc)
         assert what in str(err.value) and "${" in str(err.value)
         with pytest.raises(TemplateError):
-            render_json({"body": [template]}, ORDER, attrs)
+            render_value({"body": [template]}, sc)
     # `:-` inside brackets is a slice, not a default.
-    assert render("${_order.items[::-1] | [0].sku}", ORDER, attrs) == "S2"
+    assert render("${_order.items[::-1] | [0].sku}", sc) == "S2"
 
 
 def test_shape_check_accepts_a_path_of_any_known_sample() -> None:
@@ -481,7 +481,7 @@ REFUSALS = {
     ),
     "a path that does not compile": (
         flow_edit("order_flow", "number=${_order.number}", "number=${_order.number[}"),
-        "[stages[2].query_check.url]: ${_order.number[}: invalid path 'number['",
+        "[stages[2].query_check.url]: ${_order.number[}: invalid expression '_order.number[': incomplete",
     ),
 }
 

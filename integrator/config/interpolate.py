@@ -1,7 +1,9 @@
 """``${VAR}`` interpolation from the environment and files, remembering which values are secret.
 
 Forms: ``${VAR}`` (must be set), ``${VAR:-default}``, ``${file:/path/to/secret}`` (file content,
-stripped). Values interpolated into secret-bearing keys are collected so the redactor can
+stripped). Every other ``${…}`` is a run-time expression (:mod:`integrator.mapping.expr`): the
+names of its roots (``_order``, ``vars``, ``login``, ``connector``, ``data``, ``attributes``)
+are never environment variables. Values interpolated into secret-bearing keys are collected so the redactor can
 scrub them from every log line, stored record and error message. A secret-bearing key is one
 whose name looks like a secret (:func:`is_secret_key`), or the ``Value`` of a ``{Key, Value}``
 pair whose ``Key`` does (``Properties: [{Key: X-Api-Key, Value: ${KEY}}]``).
@@ -26,7 +28,13 @@ __all__ = ["MIN_SECRET", "SECRET_KEY_RE", "interpolate", "is_secret_key"]
 
 MIN_SECRET = 8  # characters
 
-_REF = re.compile(r"\$\{(?!_order\.)([A-Za-z_][A-Za-z0-9_]*|file:[^}]+)(?::-([^}]*))?\}")
+# ``${NAME}``, ``${NAME:-default}``, ``${file:PATH}``: resolved at load. A run-time root
+# (``${data}``, ``${vars.x}``, ``${_order.x}``…) and any other expression are left for run time
+# (:mod:`integrator.mapping.expr` states the rule).
+_REF = re.compile(
+    r"\$\{(?!(?:_order|vars|login|connector|data|attributes)\b)"
+    r"([A-Za-z_][A-Za-z0-9_]*|file:[^}]+)(?::-([^}]*))?\}"
+)
 SECRET_KEY_RE = re.compile(
     r"(password|passwd|secret|token|auth_token|authorization|api[_-]?key|private[_-]?key"
     r"|connection[_-]?string|account[_-]?key|shared[_-]?access[_-]?key)",

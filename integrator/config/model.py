@@ -139,6 +139,7 @@ class FlowConfig:
     reconcile: ReconcileSettings | None = None
     renamed_from: tuple[str, ...] = ()  # earlier names: their history is this flow's
     new_history: bool = False  # not a rename of a flow whose history the store holds
+    vars: dict[str, Any] = field(default_factory=dict)  # constants: the flow's over config.yaml's
     secrets: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     doc: YamlDoc | None = field(default=None, compare=False, repr=False)
 
@@ -156,6 +157,7 @@ class AppConfig:
     connectors: tuple[ConnectorConfig, ...]
     secrets: frozenset[str] = frozenset()
     market_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group → markets
+    vars: dict[str, Any] = field(default_factory=dict)  # project-wide constants
 
     def groups_of(self, market: str) -> list[str]:
         """The market groups ``market`` belongs to, in config order."""

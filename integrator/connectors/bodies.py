@@ -14,7 +14,7 @@ from integrator.errors import PermanentError, UnreadableAnswer
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["json_bytes", "parse_json"]
+__all__ = ["answer_of", "encode_body", "json_bytes", "parse_answer", "parse_json"]
 
 
 def _no_constant(name: str) -> Any:
@@ -30,6 +30,7 @@ def _finite(text: str) -> float:
 
 
 _INF = float("inf")
+_ANSWER = "_integrator_answer"  # where a response keeps its parsed answer
 # A ``\\uD800``-``\\uDFFF`` escape: half of a surrogate pair, or a lone surrogate
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -73,6 +74,28 @@ def parse_json(resp: requests.Response, what: str, connector: str = "") -> Any:
     )
     exc.connector, exc.failure = connector, "unreadable answer"
     raise exc
+
+
+def parse_answer(resp: requests.Response, what: str, connector: str = "") -> Any:
+    """The answer of ``resp``: XML for XML content types, else JSON (:func:`parse_json`)."""
+    return parse_json(resp, what, connector)
+
+
+def answer_of(resp: requests.Response, what: str, connector: str = "") -> Any:
+    """The parsed answer of ``resp`` (JSON, or XML by its content type), read once."""
+    found = getattr(resp, _ANSWER, _ANSWER)
+    if found is _ANSWER:
+        found = parse_answer(resp, what, connector)
+        setattr(resp, _ANSWER, found)
+    return found
+
+
+def encode_body(value: Any, content_type: str, what: str) -> bytes:
+    """``value`` as the body of a request of ``content_type``: text as it is (UTF-8), else
+    JSON."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return json_bytes(value, what)
 
 
 def json_bytes(value: Any, what: str) -> bytes:

@@ -7,7 +7,10 @@ query string, so no credential can leak through them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -15,27 +18,32 @@ import requests
 import structlog
 
 from integrator.config.model import ConnectorConfig
+from integrator.connectors.answers import AnswerRules, Outcome
 from integrator.connectors.auth import Auth, LoginRefused, build_auth
-from integrator.connectors.bodies import json_bytes, parse_json
+from integrator.connectors.bodies import answer_of, json_bytes, parse_json
 from integrator.connectors.limits import backoff, limiter_for, retry_after_seconds
 from integrator.connectors.redact import Redactor
 from integrator.connectors.transport import MAX_ANSWER_BYTES, LeanAdapter, prepare
 from integrator.errors import (
     AmbiguousWriteError,
     AuthenticationError,
+    ErpRefused,
     OrderError,
     PermanentError,
     RetriableError,
+    SessionExpired,
+    UnreadableAnswer,
 )
 from integrator.metrics import Metrics
 
-__all__ = ["Connector", "json_bytes", "parse_json"]
+__all__ = ["Connector", "answer_of", "json_bytes", "parse_json"]
 
 log = structlog.get_logger("integrator.http")
 
 RETRIABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})
 _MAX_ERROR_BODY = 200
+_MAX_ERP_MESSAGE = 300  # characters of the ERP's own message an error keeps
 MAX_BODY_BYTES = MAX_ANSWER_BYTES  # a connector's MaxAnswerBytes by default
 MAX_REDIRECTS = 5  # a GET follows at most this many, all within its own scheme, host and port
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})  # any other method's redirect: a write's
@@ -85,6 +93,26 @@ class Connector:
     def name(self) -> str:
         """The connector's Name."""
         return self.config.name
+
+    @functools.cached_property
+    def fields(self) -> dict[str, Any]:
+        """What expressions read as ``connector``: its names, Host, Username, Password and
+        Properties by key (the Password is a known secret: masked wherever it is shown)."""
+        cfg = self.config
+        return {
+            "Name": cfg.name,
+            "ConnectorId": cfg.connector_id,
+            "Host": cfg.host,
+            "Username": cfg.username,
+            "Password": cfg.password,
+            "Properties": dict(cfg.properties),
+        }
+
+    def login_answer(self) -> Any:
+        """The answer of the connector's login (logging in first when needed); None when it
+        does not log in by a call whose answer is kept."""
+        self.auth.current()
+        return getattr(self.auth, "answer", None)
 
     def url(self, path: str) -> str:
         """An absolute URL for ``path`` (absolute URLs pass through)."""
@@ -146,7 +174,9 @@ class Connector:
         retry_unsafe: bool = False,
         ok_status: frozenset[int] = frozenset(),
         headers: dict[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | Callable[[], bytes] | None = None,
+        content_type: str = "application/json",
+        answer: AnswerRules | None = None,
     ) -> requests.Response:
         """Send one request, retried by the connector's policy; raise an OrderError subclass.
 
@@ -156,7 +186,15 @@ class Connector:
         ``retry_unsafe`` (an idempotency key makes a repeat harmless). A non-idempotent
         request that may have reached the server and is not retried raises
         AmbiguousWriteError. ``ok_status``: non-2xx codes the caller handles itself. ``body``:
-        a JSON body already encoded (:func:`json_bytes`), instead of ``json_body``.
+        a body already encoded (:func:`json_bytes`), instead of ``json_body``, of type
+        ``content_type``; a callable is asked for the body on each try (a body holding the
+        login's session is made again after a new login).
+
+        ``answer``: the stage's answer rules (:mod:`integrator.connectors.answers`), which
+        read the answer (JSON or XML; :func:`answer_of` gives it to the caller): refused →
+        ErpRefused; session expired → log in again once and repeat (AuthenticationError
+        when the new session is refused too); may have landed → a retriable failure that
+        reached the ERP (a write that cannot be repeated: AmbiguousWriteError).
 
         Redirects: a GET follows up to 5 within its own scheme, host and port; one to another
         host is a retriable failure of the server; any other method's redirect means the write
@@ -172,11 +210,22 @@ class Connector:
         while True:
             auth_headers, generation = self.auth.current()  # LoginRefused: the run stops
             try:
-                return self._attempt(
-                    method, path, body, params, ok_status, {**auth_headers, **(headers or {})}
+                payload = body() if callable(body) else body
+                resp = self._attempt(
+                    method,
+                    path,
+                    payload,
+                    params,
+                    ok_status,
+                    {**auth_headers, **(headers or {})},
+                    content_type,
+                    answer,
                 )
+                if answer is not None:
+                    self._judge(method, path, resp, answer)
+                return resp
             except PermanentError as exc:
-                if exc.status not in AUTH_STATUS:
+                if exc.status not in AUTH_STATUS and not isinstance(exc, SessionExpired):
                     raise
                 if relogged or not self.auth.refreshable:
                     raise self._refused(exc, relogged) from None
@@ -238,6 +287,8 @@ class Connector:
         params: dict[str, Any] | None,
         ok_status: frozenset[int],
         headers: dict[str, str] | None,
+        content_type: str = "application/json",
+        answer: AnswerRules | None = None,
     ) -> requests.Response:
         """One try (with the redirects a GET may follow, all within the Timeout), its failure
         mapped to an error class."""
@@ -245,7 +296,7 @@ class Connector:
         what = self.describe(method, url)
         headers = dict(headers or {})
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         timeout = self.config.timeout
         deadline = time.monotonic() + timeout
         hops = 0
@@ -264,7 +315,44 @@ class Connector:
                 )
         if resp.ok or status in ok_status:
             return resp
+        if answer is not None and resp.content:
+            # A SOAP 1.1 Fault comes with a 500: the rules read it before the status code
+            # does; an error page they cannot read leaves it to the status code.
+            with contextlib.suppress(UnreadableAnswer):
+                self._judge(method, path, resp, answer)
         raise self.status_error(what, resp)
+
+    def _judge(self, method: str, path: str, resp: requests.Response, rules: AnswerRules) -> None:
+        """Apply the answer rules to ``resp`` (its parsed answer kept for :func:`answer_of`);
+        raise what the verdict means. A 2xx answer that cannot be read is left to the caller
+        (a write records it as sent)."""
+        what = self.describe(method, self.url(path))
+        try:
+            data = answer_of(resp, what, self.name)
+        except UnreadableAnswer:
+            if resp.ok:
+                return
+            raise
+        verdict = rules.judge(data, resp.status_code)
+        if verdict is None or verdict.outcome is Outcome.OK:
+            return
+        said = self.redactor.scrub(verdict.message)[:_MAX_ERP_MESSAGE]
+        said = f": {said}" if said else ""
+        status = resp.status_code
+        if verdict.outcome is Outcome.SESSION_EXPIRED:
+            raise SessionExpired(
+                f"{what} answered {status}, a session that expired ({verdict.rule}){said}",
+                status=status,
+            )
+        if verdict.outcome is Outcome.REFUSED:
+            raise ErpRefused(
+                f"{what} answered {status}: the ERP said no ({verdict.rule}){said}", status=status
+            )
+        raise RetriableError(
+            f"{what} answered {status}, an answer that does not say whether it was done "
+            f"({verdict.rule}){said}",
+            status=status,
+        )
 
     def _send(
         self,

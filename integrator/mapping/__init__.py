@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 from integrator._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from integrator.mapping.expr import render, render_value
     from integrator.mapping.jolt import JoltMapping, MappingSpecError, apply_chain, spec_warnings
-    from integrator.mapping.paths import compile_path, render, render_json, select
+    from integrator.mapping.paths import compile_path, select
 
 __all__ = [
     "JoltMapping",
@@ -16,7 +17,7 @@ __all__ = [
     "apply_chain",
     "compile_path",
     "render",
-    "render_json",
+    "render_value",
     "select",
     "spec_warnings",
 ]
@@ -29,8 +30,8 @@ __getattr__ = lazy_exports(
         "apply_chain": "jolt",
         "spec_warnings": "jolt",
         "compile_path": "paths",
-        "render": "paths",
-        "render_json": "paths",
+        "render": "expr",
+        "render_value": "expr",
         "select": "paths",
     },
 )

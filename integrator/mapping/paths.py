@@ -1,51 +1,17 @@
-"""Path selectors (JMESPath, or JSONPath when prefixed with ``$``) and ``${...}`` templates.
+"""Path selectors: JMESPath, or JSONPath when prefixed with ``$``.
 
-Templates: ``${_order.PATH}`` takes a value from the order document, ``${name}`` an attribute.
-A value that is not there fails the order (a :class:`TemplateError`, before anything is sent)
-unless the placeholder gives a default after ``:-``:
-
-=========================  ===============================  =================================
-placeholder                the value is absent / null       the value is there
-=========================  ===============================  =================================
-``${_order.x}``            the order fails, naming ``x``    the value
-``${_order.x:-}``          empty                            the value
-``${_order.x:-N/A}``       ``N/A``                          the value
-=========================  ===============================  =================================
-
-"Absent" is a key that the document does not have, or an index past the end of a list; a
-path that meets an explicit null on the way (``cargo.name`` with ``cargo: null``) is null.
-Paths with functions, projections or ``||`` cannot tell absent from null: no value is null.
+Templates (``${…}``) and the expression language are :mod:`integrator.mapping.expr`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import re
-from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 import jmespath
 from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
-from integrator.errors import PermanentError
-
-__all__ = [
-    "ABSENT",
-    "ORDER_PREFIX",
-    "Placeholder",
-    "TemplateError",
-    "compile_path",
-    "placeholders",
-    "render",
-    "render_json",
-    "select",
-    "simple_steps",
-]
-
-_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
-ORDER_PREFIX = "_order."
+__all__ = ["ABSENT", "compile_path", "lookup", "select", "simple_steps"]
 
 
 class _Absent:
@@ -56,11 +22,6 @@ class _Absent:
 
 
 ABSENT: Any = _Absent()
-
-
-class TemplateError(PermanentError):
-    """A placeholder without a value and without a default: the order fails before anything
-    is sent (a fixed flow or document is needed, so it backs off like a mapping error)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -134,100 +95,3 @@ def lookup(path: str, data: Any) -> Any:
                 return ABSENT
             data = data[step]
     return data
-
-
-class Placeholder:
-    """One ``${...}``: its expression and its default (None: no ``:-``)."""
-
-    __slots__ = ("default", "expr", "text")
-
-    def __init__(self, inner: str) -> None:
-        self.text = inner
-        cut = _default_cut(inner)
-        if cut is None:
-            self.expr, self.default = inner.strip(), None
-        else:
-            self.expr, self.default = inner[:cut].strip(), inner[cut + 2 :]
-
-    @property
-    def order_path(self) -> str | None:
-        """The path in the order document (``${_order.PATH}``), or None for an attribute."""
-        return self.expr[len(ORDER_PREFIX) :] if self.expr.startswith(ORDER_PREFIX) else None
-
-    def value(self, order: Any, attributes: Mapping[str, str]) -> Any:
-        """The value, the default, or a TemplateError."""
-        path = self.order_path
-        if path is None:
-            value = attributes.get(self.expr, ABSENT)
-        else:
-            try:
-                value = lookup(path, order)
-            except ValueError as exc:  # validate refuses it; a custom stage may not have
-                raise TemplateError(f"${{{self.text}}}: {exc}") from None
-        if value is ABSENT or value is None:
-            if self.default is not None:
-                return self.default
-            what = "absent from the order" if path is not None else "not an attribute"
-            if value is None:
-                what = "null in the order"
-            raise TemplateError(
-                f"${{{self.text}}} is {what}, and the template gives no default; nothing "
-                f"was sent. Fix the flow, or write ${{{self.expr}:-}} (empty) or "
-                f"${{{self.expr}:-text}} for a default"
-            )
-        return value
-
-
-def _default_cut(inner: str) -> int | None:
-    """Where ``:-`` starts, outside brackets and quotes (``a[::-1]`` has none)."""
-    depth, quote_char = 0, ""
-    for i, ch in enumerate(inner):
-        if quote_char:
-            if ch == quote_char:
-                quote_char = ""
-        elif ch in "'\"`":
-            quote_char = ch
-        elif ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        elif depth == 0 and inner.startswith(":-", i):
-            return i
-    return None
-
-
-def placeholders(template: str) -> list[Placeholder]:
-    """Every ``${...}`` of ``template``, in order."""
-    return [Placeholder(m.group(1)) for m in _PLACEHOLDER.finditer(template)]
-
-
-def render(template: str, order: Any, attributes: Mapping[str, str], *, url: bool = False) -> str:
-    """``${_order.number}`` from the order document, ``${name}`` from the attributes.
-
-    ``url``: the template is a URL or a path, and each value is percent-encoded, so that a
-    value holding ``&``, ``#``, ``+``, ``/`` or ``?`` stays one value (an order number
-    ``A&part=2`` must not ask the ERP about order ``A``). A value that is absent or null
-    without a default raises :class:`TemplateError`.
-    """
-
-    def sub(m: re.Match[str]) -> str:
-        value = Placeholder(m.group(1)).value(order, attributes)
-        text = value if isinstance(value, str) else json.dumps(value)
-        return quote(text, safe="") if url else text
-
-    return _PLACEHOLDER.sub(sub, template)
-
-
-def render_json(template: Any, order: Any, attributes: Mapping[str, str]) -> Any:
-    """Render every string in a JSON template; a string that is one placeholder keeps its type
-    (its default is a string)."""
-    if isinstance(template, dict):
-        return {k: render_json(v, order, attributes) for k, v in template.items()}
-    if isinstance(template, list):
-        return [render_json(v, order, attributes) for v in template]
-    if isinstance(template, str):
-        m = _PLACEHOLDER.fullmatch(template)
-        if m:
-            return Placeholder(m.group(1)).value(order, attributes)
-        return render(template, order, attributes)
-    return template

@@ -19,6 +19,7 @@ import structlog
 from integrator.config.model import AppConfig, FlowConfig
 from integrator.connectors.http import Connector
 from integrator.connectors.redact import Redactor
+from integrator.mapping.expr import PLANNED, Scope
 from integrator.metrics import Metrics
 from integrator.pipeline.breaker import CircuitBreaker
 from integrator.pipeline.exchange import Exchange
@@ -109,6 +110,22 @@ class RunContext:
         if error is not None:
             raise error
         return first + rest
+
+    def scope(self, ex: Exchange, connector: Connector) -> Scope:
+        """What the ``${…}`` expressions of a stage calling ``connector`` read for ``ex``: the
+        order, its attributes, the flow's constants, the connector's fields, the payload
+        (``data``) and the login's answer (in a trace, where nothing logs in, a note)."""
+        login: Any = PLANNED if self.mode is Mode.TRACE else connector.login_answer
+        return Scope(
+            ex.order,
+            ex.attributes,
+            {
+                "vars": self.flow.vars,
+                "connector": connector.fields,
+                "data": ex.data,
+                "login": login,
+            },
+        )
 
     # ------------------------------------------------------------- ledger
     def event(self, ex: Exchange | None, label: str, message: str) -> None:

@@ -1,6 +1,7 @@
 """Checks of a whole flow once its stages are built: their order, from the capabilities the
-stages declare (never from their names), the ``${_order.…}`` templates of their options against
-the documents whose shape is known, and ``settle_seconds`` against the target's Timeout."""
+stages declare (never from their names), the run-time ``${…}`` expressions of their options
+(they compile, call known functions, name declared constants; ``${_order.…}`` paths against
+the documents whose shape is known), and ``settle_seconds`` against the target's Timeout."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from integrator.config.model import AppConfig, FlowConfig, StageSpec
 from integrator.config.yamlfile import YamlDoc, join_key
 from integrator.connectors.resolve import resolve_connector
 from integrator.errors import ConfigIssue
-from integrator.mapping.paths import placeholders, simple_steps
+from integrator.mapping.expr import check_expression, placeholders
+from integrator.mapping.paths import simple_steps
 from integrator.pipeline.stage import SourceStage, Stage
 
 __all__ = ["check_flow", "golden_orders", "shape_has"]
@@ -148,9 +150,15 @@ def _templates(
         known.append("the source's reference shape")
     if golden:
         known.append(f"{len(golden)} golden case(s) in {Path(golden[0][0]).parent}")
+    target = resolve_connector(app.connectors, flow.target)
+    login = target is not None and target.token_login is not None
     for spec, _stage in built:
         for key, text in _strings(spec.options, spec.key):
             for ph in placeholders(text):
+                problem = check_expression(ph.text, known_vars=flow.vars, login=login)
+                if problem is not None:
+                    issues.append(doc.issue(key, f"${{{ph.text}}}: {problem}"))
+                    continue
                 path = ph.order_path
                 if path is None:
                     continue

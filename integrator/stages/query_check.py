@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
-from integrator.connectors.bodies import parse_json
+from integrator.connectors.answers import AnswerRules, read_rules
+from integrator.connectors.bodies import answer_of
 from integrator.errors import RetriableError
-from integrator.mapping.paths import compile_path, render, render_json, select
+from integrator.mapping.paths import compile_path, select
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
+from integrator.stages.request import RequestTemplate, read_request
 from integrator.state.ledger import Fact
 
 if TYPE_CHECKING:
@@ -43,6 +45,9 @@ class QueryCheckStage(Stage):
         "url",
         "method",
         "body",
+        "content_type",
+        "headers",
+        "answer",
         "response_path",
         "response_path_value",
         "failure_status_codes",
@@ -51,73 +56,75 @@ class QueryCheckStage(Stage):
 
     def __init__(
         self,
-        url: str,
-        method: str,
-        body: Any,
+        request: RequestTemplate,
         response_path: str,
         response_path_value: str | None,
         failure: set[int],
         not_found: set[int],
+        rules: AnswerRules,
     ) -> None:
-        self.url, self.method, self.body = url, method, body
+        self.request = request
         self.response_path, self.response_path_value = response_path, response_path_value
         self.failure, self.not_found = failure, not_found
+        self.rules = rules
         self.run: RunContext | None = None
 
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
-        """URL template, method, body template, response path and the status code lists."""
+        """The request (URL, method, body, headers), the found test, the status code lists
+        and the answer rules."""
         value = opts.data.get("response_path_value")
         failure: list[int] = opts.get("failure_status_codes", list, [], check=_codes)
         not_found: list[int] = opts.get("not_found_status_codes", list, [404], check=_codes)
         return cls(
-            url=opts.get("url", str, "", required=True),
-            method=opts.get(
-                "method",
-                str,
-                "GET",
-                check=lambda m: (
-                    None
-                    if m.upper() in METHODS
-                    else f"expected one of {', '.join(sorted(METHODS))}"
-                ),
-            ).upper(),
-            body=opts.data.get("body"),
+            request=read_request(
+                opts,
+                url_key="url",
+                url_default=None,
+                methods=METHODS,
+                method_default="GET",
+                body_default=None,
+            ),
             response_path=opts.get("response_path", str, "", required=True, check=_path_ok),
             response_path_value=None if value is None else str(value),
             failure=set(failure),
             not_found=set(not_found),
+            rules=read_rules(opts),
         )
 
     def open(self, run: RunContext) -> None:
         """Keep the run."""
         self.run = run
 
-    def _request(self, ex: Exchange) -> tuple[str, Any]:
-        return (
-            render(self.url, ex.order, ex.attributes, url=True),
-            None if self.body is None else render_json(self.body, ex.order, ex.attributes),
-        )
-
     def plan(self, ex: Exchange) -> None:
         """Trace: the query it would send; the order counts as not found."""
         run = self.run
         assert run is not None  # set by open()
-        url, body = self._request(ex)
-        run.plan(ex, run.target, self.method, url, body)
+        scope = run.scope(ex, run.target)
+        run.plan(ex, run.target, self.request.method, self.request.render_url(scope),
+                 self.request.value(scope)[0])  # fmt: skip
         ex.attributes["query_check.found"] = "false"
         run.ledger.apply(ex.track, Fact.NOT_FOUND, "trace: the ERP was not asked")
 
     def process(self, ex: Exchange) -> None:
-        """Query the ERP; set ``ex.resume`` when the order is there."""
+        """Query the ERP; set ``ex.resume`` when the order is there. An answer its rules call
+        an error fails the order (retried later): it is never "not found"."""
         run = self.run
         assert run is not None  # set by open()
-        url, body = self._request(ex)
-        conn = run.target
+        conn, req = run.target, self.request
+        scope = run.scope(ex, conn)
+        url = req.render_url(scope)
+        what = conn.describe(req.method, conn.url(url))
+        body, ctype = req.encoded(scope, what)
         resp = conn.request(
-            self.method, url, json_body=body, ok_status=frozenset(self.failure | self.not_found)
+            req.method,
+            url,
+            body=body,
+            content_type=ctype,
+            headers=req.render_headers(scope),
+            ok_status=frozenset(self.failure | self.not_found),
+            answer=self.rules,
         )
-        what = conn.describe(self.method, conn.url(url))
         if resp.status_code in self.failure:
             exc = RetriableError(
                 f"query_check {what} answered {resp.status_code}, listed in "
@@ -131,7 +138,7 @@ class QueryCheckStage(Stage):
         found = False
         answer: Any = None
         if resp.status_code not in self.not_found:
-            answer = parse_json(resp, what, conn.name)
+            answer = answer_of(resp, what, conn.name)
             value = select(self.response_path, answer)
             if self.response_path_value is None:
                 found = value not in (None, "", [], {}, False, 0)
@@ -139,6 +146,9 @@ class QueryCheckStage(Stage):
                 found = _as_text(value) == self.response_path_value
         ex.attributes["query_check.found"] = "true" if found else "false"
         if found:
+            ref = self.rules.reference(answer)
+            if ref is not None:
+                ex.attributes["erp.id"] = ref
             ex.response, ex.resume = answer, True
             run.ledger.apply(
                 ex.track,

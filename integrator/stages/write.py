@@ -6,11 +6,12 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
-from integrator.connectors.bodies import json_bytes, parse_json
+from integrator.connectors.answers import NO_RULES, AnswerRules, read_rules
+from integrator.connectors.bodies import answer_of
 from integrator.errors import PermanentError, UnreadableAnswer
-from integrator.mapping.paths import render
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
+from integrator.stages.request import RequestTemplate, read_request
 from integrator.state.ledger import Fact
 
 if TYPE_CHECKING:
@@ -25,19 +26,33 @@ def idempotency_key(flow: str, number: str) -> str:
 
 
 class WriteStage(Stage):
-    """2xx = written. The answer (merged over the request body) becomes the data."""
+    """2xx (and the answer rules' ok) = written. The answer (merged over the request body)
+    becomes the data."""
 
     name = "write"
-    allowed = {"path", "method", "idempotency_header", "idempotent"}
+    allowed = {
+        "path",
+        "method",
+        "body",
+        "content_type",
+        "headers",
+        "answer",
+        "idempotency_header",
+        "idempotent",
+    }
     writes = True
     delivers = True
     side_effects = True
     calls_out = True
 
     def __init__(
-        self, path: str, method: str, idempotency_header: str, idempotent: bool = False
+        self,
+        request: RequestTemplate,
+        idempotency_header: str = "",
+        idempotent: bool = False,
+        rules: AnswerRules = NO_RULES,
     ) -> None:
-        self.path, self.method, self.idempotency_header = path, method, idempotency_header
+        self.request, self.idempotency_header, self.rules = request, idempotency_header, rules
         # A repeat is harmless: the request carries an idempotency key, or it sets state
         # (``idempotent: true``, e.g. a status PATCH), so an ambiguous write is simply resent.
         self.repeatable = bool(idempotency_header) or idempotent
@@ -45,19 +60,19 @@ class WriteStage(Stage):
 
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
-        """URL path (a template), method, optional idempotency header."""
+        """The request (path, method, body, headers), idempotency, and the answer rules."""
         return cls(
-            path=opts.get("path", str, "/api/orders/"),
-            method=opts.get(
-                "method",
-                str,
-                "POST",
-                check=lambda m: (
-                    None if m.upper() in {"POST", "PUT", "PATCH"} else "expected POST, PUT or PATCH"
-                ),
-            ).upper(),
+            request=read_request(
+                opts,
+                url_key="path",
+                url_default="/api/orders/",
+                methods={"POST", "PUT", "PATCH"},
+                method_default="POST",
+                body_default="${data}",
+            ),
             idempotency_header=opts.get("idempotency_header", str, ""),
             idempotent=opts.get("idempotent", bool, False),
+            rules=read_rules(opts),
         )
 
     def open(self, run: RunContext) -> None:
@@ -66,14 +81,11 @@ class WriteStage(Stage):
 
     def plan(self, ex: Exchange) -> None:
         """Dry run: record the request."""
-        assert self.run is not None  # set by open()
-        self.run.plan(
-            ex,
-            self.run.target,
-            self.method,
-            render(self.path, ex.order, ex.attributes, url=True),
-            ex.data,
-        )
+        run = self.run
+        assert run is not None  # set by open()
+        scope = run.scope(ex, run.target)
+        run.plan(ex, run.target, self.request.method, self.request.render_url(scope),
+                 self.request.value(scope)[0])  # fmt: skip
 
     def accept(self, ex: Exchange, answer: Any, status: int) -> None:
         """Take the ERP's answer: it becomes the response, merged over the request as data."""
@@ -89,30 +101,34 @@ class WriteStage(Stage):
         before the call and `sent` after it; a failure is classified by the runner)."""
         run = self.run
         assert run is not None  # set by open()
-        conn = run.target
-        path = render(self.path, ex.order, ex.attributes, url=True)
-        headers: dict[str, str] = {}
+        conn, req = run.target, self.request
+        scope = run.scope(ex, conn)
+        path = req.render_url(scope)
+        headers = req.render_headers(scope)
         if self.idempotency_header:
             headers[self.idempotency_header] = idempotency_key(run.flow.name, ex.number)
-        # Checked before `sending` is recorded: a body JSON cannot carry (NaN, a set, bytes)
-        # fails the order here, charged like a mapping error, and nothing is sent.
-        what = conn.describe(self.method, conn.url(path))
-        body = json_bytes(ex.data, what) if ex.data is not None else None
+        # Rendered and checked before `sending` is recorded: a template without its value, or a
+        # body JSON cannot carry (NaN, a set, bytes), fails the order here, charged like a
+        # mapping error, and nothing is sent.
+        what = conn.describe(req.method, conn.url(path))
+        body, ctype = req.encoded(scope, what)
         ex.request = ex.data
         ex.settle = False  # an earlier ambiguous write is settled: this is a new one
         run.ledger.apply(
-            ex.track, Fact.WRITE_STARTED, f"{self.method} {conn.name}:{path}", request=ex.request
+            ex.track, Fact.WRITE_STARTED, f"{req.method} {conn.name}:{path}", request=ex.request
         )
         resp = conn.request(
-            self.method,
+            req.method,
             path,
             body=body,
+            content_type=ctype,
             idempotent=False,
             retry_unsafe=self.repeatable,  # a key, or a state-setting write: a repeat is harmless
             headers=headers,
+            answer=self.rules,
         )
         try:
-            answer: Any = parse_json(resp, what)
+            answer: Any = answer_of(resp, what, conn.name)
         except UnreadableAnswer as exc:
             # 2xx: the ERP took the order; its answer is unusable. Record it as sent, so it is
             # never written again, and fail the order for a person to look at.
@@ -129,9 +145,12 @@ class WriteStage(Stage):
                 stage=self.name,
             ) from None
         self.accept(ex, answer, resp.status_code)
+        ref = self.rules.reference(answer)
+        if ref is not None:
+            ex.attributes["erp.id"] = ref
         run.ledger.apply(
             ex.track,
             Fact.WRITE_ANSWERED,
-            f"{conn.name} answered {resp.status_code}",
+            f"{conn.name} answered {resp.status_code}" + (f": ERP reference {ref}" if ref else ""),
             response=ex.response,
         )

@@ -14,7 +14,8 @@ from requests.adapters import BaseAdapter
 from integrator.config.model import ConnectorConfig
 from integrator.connectors import Connector, Redactor, strip_channel_conf
 from integrator.errors import AmbiguousWriteError, PermanentError, RetriableError
-from integrator.mapping import MappingSpecError, apply_chain, render, render_json, select
+from integrator.mapping import MappingSpecError, apply_chain, render, render_value, select
+from integrator.mapping.expr import Scope
 
 HERE = Path(__file__).resolve().parents[1]
 
@@ -56,8 +57,8 @@ def test_select_jmespath_and_jsonpath() -> None:
 def test_templates() -> None:
     """${_order.x} from the order, ${name} from attributes; a whole placeholder keeps its type."""
     order = {"number": "1001", "pk": 7}
-    assert render("/q?n=${_order.number}", order, {}) == "/q?n=1001"
-    assert render_json({"id": "${_order.pk}", "s": "n-${tag}"}, order, {"tag": "x"}) == {
+    assert render("/q?n=${_order.number}", Scope(order)) == "/q?n=1001"
+    assert render_value({"id": "${_order.pk}", "s": "n-${tag}"}, Scope(order, {"tag": "x"})) == {
         "id": 7,
         "s": "n-x",
     }

@@ -1,0 +1,139 @@
+"""A stage's request to its connector, as configured: a URL or path template, headers, a body
+template and its content type. query_check and write build theirs here, so both take the same
+options and render them by the same rule (:mod:`integrator.mapping.expr`).
+
+Options: ``body`` (a JSON template, or a text template such as an XML envelope; a write without
+one sends the payload, ``${data}``), ``content_type`` (``json``, ``xml``, ``form``, or any media
+type such as ``application/soap+xml``), ``headers`` (name → template, e.g. ``SOAPAction``).
+Values are percent-encoded in the URL and XML-escaped in an XML template. A payload that a
+script made text is sent as it is; the script may name its type in attribute
+``write.content_type``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from integrator.config.checks import Options
+from integrator.connectors.bodies import encode_body
+from integrator.mapping.expr import Scope, render, render_value, url_escape
+
+__all__ = ["CONTENT_TYPES", "RequestTemplate", "is_xml", "read_request"]
+
+CONTENT_TYPES = {
+    "json": "application/json",
+    "xml": "application/xml",
+    "form": "application/x-www-form-urlencoded",
+}
+_DATA = "${data}"
+
+
+def is_xml(content_type: str) -> bool:
+    """An XML media type: ``*/xml`` or ``*+xml`` (parameters ignored)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media.endswith("/xml") or media.endswith("+xml")
+
+
+def _media(value: str) -> str | None:
+    if value in CONTENT_TYPES or "/" in value:
+        return None
+    return f"expected {', '.join(CONTENT_TYPES)} or a media type such as application/soap+xml"
+
+
+@dataclass(frozen=True)
+class RequestTemplate:
+    """What a stage sends: method, URL template, headers, body template, content type."""
+
+    method: str
+    url: str
+    body: Any = _DATA  # a JSON template (dict, list), a text template (str), or None
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def render_url(self, scope: Scope) -> str:
+        """The URL or path, each value percent-encoded."""
+        return render(self.url, scope, escape=url_escape)
+
+    def render_headers(self, scope: Scope) -> dict[str, str]:
+        """The configured headers, rendered."""
+        return {k: render(v, scope) for k, v in self.headers}
+
+    def value(self, scope: Scope) -> tuple[Any, str]:
+        """The body as a value (not yet bytes) and its content type."""
+        ctype = self.content_type
+        if self.body == _DATA:  # the payload itself (the hot path: no template to walk)
+            value = scope.roots.get("data")
+            if isinstance(value, str):
+                # A script made the payload text (an XML document): sent as it is, its type
+                # from the script when it named one.
+                ctype = str(scope.attributes.get("write.content_type") or ctype)
+            return value, ctype
+        if isinstance(self.body, str):
+            escape = _xml_escape() if is_xml(ctype) else None
+            return render(self.body, scope, escape=escape), ctype
+        return render_value(self.body, scope), ctype
+
+    def encoded(self, scope: Scope, what: str) -> tuple[Callable[[], bytes] | bytes | None, str]:
+        """The body's bytes (or, when the body reads the login's answer, a callable that
+        renders them on each try: a new login gives a new session) and its content type."""
+        if _reads_login(self.body):
+
+            def make() -> bytes:
+                value, ctype = self.value(scope)
+                return encode_body(value, ctype, what)
+
+            return make, self.content_type
+        value, ctype = self.value(scope)
+        return (None if value is None else encode_body(value, ctype, what)), ctype
+
+
+def _reads_login(template: Any) -> bool:
+    if isinstance(template, str):
+        return "login" in template and "${" in template
+    if isinstance(template, dict):
+        return any(_reads_login(v) for v in template.values())
+    if isinstance(template, list):
+        return any(_reads_login(v) for v in template)
+    return False
+
+
+def _xml_escape() -> Callable[[str], str]:
+    from integrator.connectors.xmlbody import xml_escape  # only for XML templates
+
+    return xml_escape
+
+
+def read_request(
+    opts: Options,
+    *,
+    url_key: str,
+    url_default: str | None,
+    methods: set[str],
+    method_default: str,
+    body_default: Any,
+) -> RequestTemplate:
+    """The request options of a stage (their problems reported through ``opts``)."""
+    headers = opts.get("headers", dict, {})
+    for k, v in headers.items():
+        if not isinstance(v, str | int | float) or isinstance(v, bool):
+            opts.error("headers", f"header {k!r}: expected a text value (a template)")
+    body = opts.data.get("body", body_default)
+    if body is not None and not isinstance(body, dict | list | str):
+        opts.error("body", "expected a JSON template (a mapping or a list) or a text template")
+    ctype = opts.get("content_type", str, "json", check=_media)
+    return RequestTemplate(
+        method=opts.get(
+            "method",
+            str,
+            method_default,
+            check=lambda m: (
+                None if m.upper() in methods else f"expected one of {', '.join(sorted(methods))}"
+            ),
+        ).upper(),
+        url=opts.get(url_key, str, url_default or "", required=url_default is None),
+        body=body,
+        content_type=CONTENT_TYPES.get(ctype, ctype),
+        headers=tuple((str(k), str(v)) for k, v in headers.items()),
+    )
