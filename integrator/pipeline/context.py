@@ -27,7 +27,7 @@ from integrator.scripting.pool import ScriptPool
 from integrator.state.ledger import Ledger
 from integrator.state.store import Store
 
-__all__ = ["Mode", "PlannedRequest", "RunContext"]
+__all__ = ["Mode", "PlannedRequest", "RunContext", "stage_scope"]
 
 T = TypeVar("T")
 
@@ -54,6 +54,23 @@ class PlannedRequest:
     method: str
     url: str
     body: Any
+
+
+def stage_scope(
+    flow: FlowConfig,
+    connector: Connector,
+    order: Any,
+    attributes: dict[str, str],
+    data: Any,
+    *,
+    trace: bool = False,
+) -> Scope:
+    """What the ``${…}`` expressions of ``flow``'s stages calling ``connector`` read: the
+    order, its attributes, the flow's constants, the connector's fields, the payload
+    (``data``) and the login's answer (in a trace, where nothing logs in, a note)."""
+    login: Any = PLANNED if trace else connector.login_answer
+    roots = {"vars": flow.vars, "connector": connector.fields, "data": data, "login": login}
+    return Scope(order, attributes, roots)
 
 
 @dataclass

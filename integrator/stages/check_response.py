@@ -32,9 +32,13 @@ DEFAULTS = {
 }
 
 
-def default_mapping_data(response: Any, o: dict[str, str]) -> dict[str, Any]:
-    """The built-in: the ERP's order id, and per line the ERP line id keyed by Omnitron pk."""
-    ref = select(o["reference_path"], response)
+def default_mapping_data(
+    response: Any, o: dict[str, str], reference: str | None = None
+) -> dict[str, Any]:
+    """The built-in: the ERP's order id, and per line the ERP line id keyed by Omnitron pk.
+    ``reference``: the id an answer rule's ``id_path`` already read (attribute ``erp.id``),
+    used unless ``reference_path`` is set."""
+    ref = reference if reference is not None else select(o["reference_path"], response)
     if ref in (None, ""):
         raise PermanentError(
             f"check_response: no ERP reference at {o['reference_path']!r} in the "
@@ -80,8 +84,12 @@ class CheckResponseStage(Stage):
     name = "check_response"
     allowed = {"script", "timeout", *DEFAULTS}
 
-    def __init__(self, script: Script | None, options: dict[str, str]) -> None:
+    def __init__(
+        self, script: Script | None, options: dict[str, str], explicit_ref: bool = False
+    ) -> None:
         self.script, self.options = script, options
+        # reference_path written in the flow wins over the write's answer rule (``id_path``)
+        self.explicit_ref = explicit_ref
         self.run: RunContext | None = None
 
     def open(self, run: RunContext) -> None:
@@ -108,7 +116,11 @@ class CheckResponseStage(Stage):
                 timeout,
             )
             opts.issues.extend(issues)
-        return cls(script, {k: opts.get(k, str, v) for k, v in DEFAULTS.items()})
+        return cls(
+            script,
+            {k: opts.get(k, str, v) for k, v in DEFAULTS.items()},
+            explicit_ref="reference_path" in opts.data,
+        )
 
     def describe(self) -> dict[str, Any]:
         """The script and its runtime, or the built-in."""
@@ -125,7 +137,8 @@ class CheckResponseStage(Stage):
     def process(self, ex: Exchange) -> None:
         """Set ``ex.mapping_data``."""
         if self.script is None:
-            data = default_mapping_data(ex.response, self.options)
+            found = None if self.explicit_ref else ex.attributes.get("erp.id")
+            data = default_mapping_data(ex.response, self.options, found)
         else:
             assert self.run is not None  # open()
             result, raw = self.script.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
@@ -15,9 +16,11 @@ from integrator.stages.request import RequestTemplate, read_request
 from integrator.state.ledger import Fact
 
 if TYPE_CHECKING:
+    from integrator.connectors.http import Connector
+    from integrator.mapping.expr import Scope
     from integrator.pipeline.context import RunContext
 
-__all__ = ["QueryCheckStage"]
+__all__ = ["Answer", "QueryCheckStage"]
 
 METHODS = {"GET", "POST", "PUT"}
 
@@ -33,6 +36,17 @@ def _path_ok(v: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What query_check learnt: found or not, the answer, the request and its status."""
+
+    found: bool
+    answer: Any
+    what: str  # ``POST erp:/jsonrpc``
+    status: int
+    reference: str | None = None  # the answer rules' id_path, when found
 
 
 class QueryCheckStage(Stage):
@@ -106,13 +120,11 @@ class QueryCheckStage(Stage):
         ex.attributes["query_check.found"] = "false"
         run.ledger.apply(ex.track, Fact.NOT_FOUND, "trace: the ERP was not asked")
 
-    def process(self, ex: Exchange) -> None:
-        """Query the ERP; set ``ex.resume`` when the order is there. An answer its rules call
-        an error fails the order (retried later): it is never "not found"."""
-        run = self.run
-        assert run is not None  # set by open()
-        conn, req = run.target, self.request
-        scope = run.scope(ex, conn)
+    def ask(self, conn: Connector, scope: Scope) -> Answer:
+        """Ask ``conn`` whether it has the order the ``scope`` is about (reconcile asks this
+        too, order by order). An answer its rules call an error raises: it is never "not
+        found"."""
+        req = self.request
         url = req.render_url(scope)
         what = conn.describe(req.method, conn.url(url))
         body, ctype = req.encoded(scope, what)
@@ -135,31 +147,37 @@ class QueryCheckStage(Stage):
             if resp.status_code >= 500:  # the ERP, not the order: the circuit breaker counts it
                 exc.connector, exc.failure = conn.name, f"{resp.status_code // 100}xx"
             raise exc
-        found = False
-        answer: Any = None
-        if resp.status_code not in self.not_found:
-            answer = answer_of(resp, what, conn.name)
-            value = select(self.response_path, answer)
-            if self.response_path_value is None:
-                found = value not in (None, "", [], {}, False, 0)
-            else:
-                found = _as_text(value) == self.response_path_value
-        ex.attributes["query_check.found"] = "true" if found else "false"
-        if found:
-            ref = self.rules.reference(answer)
-            if ref is not None:
-                ex.attributes["erp.id"] = ref
-            ex.response, ex.resume = answer, True
+        if resp.status_code in self.not_found:
+            return Answer(False, None, what, resp.status_code)
+        answer = answer_of(resp, what, conn.name)
+        value = select(self.response_path, answer)
+        if self.response_path_value is None:
+            found = value not in (None, "", [], {}, False, 0)
+        else:
+            found = _as_text(value) == self.response_path_value
+        ref = self.rules.reference(answer) if found else None
+        return Answer(found, answer, what, resp.status_code, ref)
+
+    def process(self, ex: Exchange) -> None:
+        """Query the ERP; set ``ex.resume`` when the order is there."""
+        run = self.run
+        assert run is not None  # set by open()
+        got = self.ask(run.target, run.scope(ex, run.target))
+        ex.attributes["query_check.found"] = "true" if got.found else "false"
+        if got.found:
+            if got.reference is not None:
+                ex.attributes["erp.id"] = got.reference
+            ex.response, ex.resume = got.answer, True
             run.ledger.apply(
                 ex.track,
                 Fact.FOUND,
-                f"found in the ERP by query_check ({what}); not written again",
-                response=answer,
+                f"found in the ERP by query_check ({got.what}); not written again",
+                response=got.answer,
             )
         else:
             note = "journal said sending; " if ex.settle else ""
             run.ledger.apply(
-                ex.track, Fact.NOT_FOUND, f"{note}not in the ERP ({what} → {resp.status_code})"
+                ex.track, Fact.NOT_FOUND, f"{note}not in the ERP ({got.what} → {got.status})"
             )
 
 
