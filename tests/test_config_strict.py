@@ -481,7 +481,8 @@ REFUSALS = {
     ),
     "a path that does not compile": (
         flow_edit("order_flow", "number=${_order.number}", "number=${_order.number[}"),
-        "[stages[2].query_check.url]: ${_order.number[}: invalid expression '_order.number[': incomplete",
+        "[stages[2].query_check.url]: ${_order.number[}: invalid expression "
+        "'_order.number[': incomplete",
     ),
 }
 
