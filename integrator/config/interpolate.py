@@ -6,7 +6,8 @@ names of its roots (``_order``, ``vars``, ``login``, ``connector``, ``data``, ``
 are never environment variables. Values interpolated into secret-bearing keys are collected
 so the redactor can scrub them from every log line, stored record and error message. A
 secret-bearing key is one whose name looks like a secret (:func:`is_secret_key`), or the
-``Value`` of a ``{Key, Value}`` pair whose ``Key`` does (``Properties: [{Key: X-Api-Key, Value: ${KEY}}]``).
+``Value`` of a ``{Key, Value}`` pair whose ``Key`` does
+(``Properties: [{Key: X-Api-Key, Value: ${KEY}}]``).
 
 Refused, as issues: a default on a secret (``${TOKEN:-abc}``: a secret nobody set must not
 quietly become a known value), and a secret shorter than :data:`MIN_SECRET` characters (too
