@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -230,8 +231,7 @@ def reconcile(project: Project, name: str, since: dt.datetime | None = None) -> 
         raise _issue(
             flow,
             "stages",
-            "reconcile needs an Omnitron `read` stage (orders) or a `stock_snapshot` "
-            "stage (stock)",
+            "reconcile needs an Omnitron `read` stage (orders) or a `stock_snapshot` stage (stock)",
         )
     mode = settings.mode(s.name for s in flow.stages)
     if mode is None:
@@ -428,8 +428,8 @@ def _ask_each(
         try:
             order, attrs = document(row)
             scope = stage_scope(flow, target, order, attrs, order)
-            with limiter.slot():
-                got = check.ask(target, scope)
+            _turn(limiter, target.limiter)
+            got = check.ask(target, scope)
         except SystemicError as exc:  # credentials refused, a breaker: every order would fail
             stop.set()
             with lock:
@@ -481,6 +481,19 @@ def _ask_each(
     result.amount_mismatches.sort()
     result.could_not_ask.sort()
     return result
+
+
+def _turn(own: HostLimiter, host: HostLimiter) -> None:
+    """Wait for a question's turn: reconcile's rate, and no start while a 429 holds the host
+    (a turn taken during the pause is taken again after it, so the questions waiting do not
+    all start at once when it ends)."""
+    while True:
+        with own.slot():
+            pass
+        left = host.pause_left()
+        if left <= 0:
+            return
+        time.sleep(left)
 
 
 def _ledger(project: Project, built: BuiltFlow, redactor: Redactor) -> Any:
