@@ -156,6 +156,22 @@ def test_the_workbench_takes_a_flows_constants(project: Project) -> None:
     assert "no flow named 'nope'" in r.err and "order_flow" in r.err, r.err
 
 
+def test_an_unset_variable_in_a_constant_is_an_error_even_without_credentials(
+    project: Project,
+) -> None:
+    """test-flow needs no credentials (unset secrets are tolerated), but a constant left empty
+    by an unset variable would change the payload silently: it is an error there too."""
+    project.edit_flow("stages:\n", "vars:\n  region: ${REGION}\nstages:\n")
+    order = project.root / "flows" / "tests" / "order_flow" / "with_discount.order.json"
+    r = project.run("test-flow", "order_flow", "--order", str(order))
+    assert r.code == 2, r.out + r.err
+    line = project.flow().read_text().splitlines().index("  region: ${REGION}") + 1
+    assert f"order_flow.yaml:{line} [vars.region]: environment variable REGION is not set" in r.err
+    r = project.run("test-flow", "order_flow", "--order", str(order), env={"REGION": "tr"})
+    assert r.code == 0, r.out + r.err
+    assert json.loads(r.out)["attributes"]["vars.region"] == "tr"
+
+
 @pytest.mark.parametrize(
     ("where", "text", "key", "below", "says"),
     [  # `below`: lines below `vars:` where the problem is reported

@@ -350,6 +350,26 @@ _SECRETS_STAY = (
 )
 
 
+def _strict_vars(
+    doc: YamlDoc,
+    data: Any,
+    env: Mapping[str, str],
+    issues: list[ConfigIssue],
+    secrets: set[str],
+    base: Path,
+) -> Any:
+    """``data`` with its ``vars`` interpolated strictly, for a lenient load (``need_secrets=False``:
+    test-flow, the store's commands): a constant is no credential, and one left empty by an
+    unset variable would change what is sent without a word."""
+    if not isinstance(doc.data, dict) or "vars" not in doc.data or not isinstance(data, dict):
+        return data
+    found: list[ConfigIssue] = []
+    part = interpolate(YamlDoc(doc.file, {"vars": doc.data["vars"]}, doc.lines), env, found,
+                       secrets, base)  # fmt: skip
+    issues.extend(i for i in found if i not in issues)  # the lenient pass found some already
+    return {**data, "vars": part["vars"]}
+
+
 def _vars(doc: YamlDoc, o: Options, secrets: Collection[str]) -> dict[str, Any]:
     """``vars:``: constants, NAME → text, a number, true/false, null, a list or a mapping.
 
@@ -507,6 +527,8 @@ def read_app(
     base = path.resolve().parent
     secrets: set[str] = set()
     data = interpolate(doc, env, issues, secrets, base, lenient=not need_secrets)
+    if not need_secrets:
+        data = _strict_vars(doc, data, env, issues, secrets, base)
     o = Options(data, doc, "", issues, _APP_KEYS)
     state = Options(o.data.get("state"), doc, "state", issues, {"url"})
     log = Options(o.data.get("logging"), doc, "logging", issues, {"level", "dir"})
@@ -596,6 +618,8 @@ def load_flow(
         return None
     secrets: set[str] = set()  # header tokens, webhook secrets...: the redactor learns them
     data = interpolate(doc, os.environ, issues, secrets, app.base_dir, lenient=not need_secrets)
+    if not need_secrets:
+        data = _strict_vars(doc, data, os.environ, issues, secrets, app.base_dir)
     o = Options(data, doc, "", issues, _FLOW_KEYS)
     names = {c.name for c in app.connectors}
 
