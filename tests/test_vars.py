@@ -26,6 +26,7 @@ import json
 def process(data, attributes):
     seen = {k: v for k, v in attributes.items() if k.startswith("vars.")}
     data["source_system"] = json.dumps(seen, sort_keys=True)
+    attributes["vars.warehouse"] = "changed by a script"  # this order's alone
     attributes["log.region"] = attributes.get("vars.region", "absent")
     return data
 """
@@ -75,8 +76,8 @@ SEEN = {
 
 
 def check_payload(body: dict[str, object], number: str) -> None:
-    assert json.loads(str(body["source"])) == SEEN
-    assert body["warehouse"] == "W-FLOW"
+    assert json.loads(str(body["source"])) == SEEN  # no other order's script changed them
+    assert body["warehouse"] == "W-FLOW"  # ^vars: the constants, whatever a script did
     assert body["payment_days"] == 30
     assert body["channel"] == f"WEB-{number}"
     assert body["first_tag"] == "gift"
@@ -84,9 +85,9 @@ def check_payload(body: dict[str, object], number: str) -> None:
 
 def test_a_run_gives_the_constants_to_scripts_and_jolt(project: Project, sandbox: Sandbox) -> None:
     with_constants(project)
-    r = project.run("run-flow", "order_flow", "--limit", "2", "--no-progress")
+    r = project.run("run-flow", "order_flow", "--limit", "6", "--no-progress")
     assert r.code == 0, r.out + r.err
-    assert len(sandbox.erp.received) == 2
+    assert len(sandbox.erp.received) == 6
     for number in sandbox.erp.received:
         body = sandbox.erp.payload(number)
         assert body is not None
@@ -111,13 +112,15 @@ def test_a_dry_run_and_test_flow_use_the_constants(project: Project, sandbox: Sa
     order = project.root / "flows" / "tests" / "order_flow" / "with_discount.order.json"
     number = json.loads(order.read_text())["number"]
     r = project.run("test-flow", "order_flow", "--order", str(order),
-                    "--attr", "vars.warehouse=FROM-ATTR")  # fmt: skip
+                    "--attr", "vars.channel_code=FROM-ATTR")  # fmt: skip
     assert r.code == 0, r.out + r.err
     trace = json.loads(r.out)
     assert {k: v for k, v in trace["attributes"].items() if k.startswith("vars.")} == {
         **SEEN,
-        "vars.warehouse": "FROM-ATTR",  # a recorded attribute wins over the constant
+        "vars.channel_code": "FROM-ATTR",  # a recorded attribute wins over the constant
+        "vars.warehouse": "changed by a script",
     }
+    assert json.loads(trace["erp_request"]["source"])["vars.channel_code"] == "FROM-ATTR"
     assert trace["erp_request"]["warehouse"] == "W-FLOW"  # Jolt's context: the constants
     assert trace["erp_request"]["channel"] == f"WEB-{number}"
 
@@ -190,6 +193,8 @@ def test_an_unset_variable_in_a_constant_is_an_error_even_without_credentials(
         ("flow", "vars:\n  at: 2026-11-01 10:00:00\n", "vars.at", 1, "quote it"),
         ("flow", "vars:\n  m: {1: x}\n", "vars.m.1", 1, "quote it"),
         ("flow", "vars:\n  x: 1\n  x: 2\n", "vars.x", 2, "duplicate key"),
+        ("flow", "vars:\n  n: 'A-${_order.number}'\n", "vars.n", 1, "resolved at run time"),
+        ("config", "vars:\n  a: x\n  b: ['${vars.a}']\n", "vars.b[0]", 2, "never in a constant"),
     ],
 )
 def test_validate_refuses_bad_constants(
@@ -285,3 +290,18 @@ def test_var_attributes_are_text_or_json() -> None:
         "vars.l": '[1,"a"]',
         "vars.m": '{"k":[true]}',
     }
+
+
+def test_a_jolt_output_never_shares_the_constants(tmp_path: Path) -> None:
+    """jolt-py copies what it takes from the context: a later stage changing the output (a
+    list, a mapping taken from ^vars) changes neither the constants nor the next order's."""
+    from integrator.mapping.jolt import JoltMapping
+
+    constants: dict[str, Any] = {"tags": ["a"], "terms": {"days": 30}}
+    spec = [{"operation": "modify-overwrite-beta", "spec": {"t": "^vars.tags", "m": "^vars.terms"}}]
+    mapping = JoltMapping(spec)
+    first = mapping.apply({}, {"vars": constants})
+    first["t"].append("changed")
+    first["m"]["days"] = 0
+    assert constants == {"tags": ["a"], "terms": {"days": 30}}
+    assert mapping.apply({}, {"vars": constants}) == {"t": ["a"], "m": {"days": 30}}

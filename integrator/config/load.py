@@ -465,6 +465,17 @@ def _constant(
                 doc.issue(key, f"the value comes from {', '.join(refs)}, a secret; {_SECRETS_STAY}")
             )
             return False, None
+        if "${" in value:
+            issues.append(
+                doc.issue(
+                    key,
+                    "a constant is resolved when the project is loaded, from ${ENV_VAR}, "
+                    "${ENV_VAR:-default} and ${file:path}; ${_order.…} and ${vars.…} are "
+                    "resolved at run time where they are written (a template), never in a "
+                    "constant: write the text out, or use them in the template",
+                )
+            )
+            return False, None
         if any(s in value for s in secrets if len(s) >= MIN_SECRET):
             issues.append(
                 doc.issue(key, f"the value holds a secret of this project; {_SECRETS_STAY}")
