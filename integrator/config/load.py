@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from integrator.config.checks import Options
-from integrator.config.interpolate import interpolate, is_secret_key
+from integrator.config.interpolate import (
+    MIN_SECRET,
+    interpolate,
+    is_secret_key,
+    secret_references,
+)
 from integrator.config.model import (
     AppConfig,
     ConnectorConfig,
@@ -24,9 +32,9 @@ from integrator.config.yamlfile import YamlDoc, join_key, read_yaml
 from integrator.errors import ConfigIssue, ConfigurationError
 from integrator.scheduler.schedule import Schedule, parse_schedule
 
-__all__ = ["load_app", "load_flow", "load_flows", "read_app"]
+__all__ = ["VAR_NAME", "flow_constants", "load_app", "load_flow", "load_flows", "read_app"]
 
-_APP_KEYS = {"state", "logging", "connectors", "flows_dir", "market_groups"}
+_APP_KEYS = {"state", "logging", "connectors", "flows_dir", "market_groups", "vars"}
 _CONNECTOR_KEYS = {
     "Name",
     "ConnectorId",
@@ -77,6 +85,7 @@ _FLOW_KEYS = {
     "stages",
     "renamed_from",
     "new_history",
+    "vars",
 }
 _SECRET_FIELDS = ("BearerToken", "Password", "ClientAppSecret", "ConnectionString")
 _AUTH_KINDS = ("BearerToken", "TokenLogin", "CookieLogin", "ClientAppId")
@@ -333,6 +342,165 @@ def _oauth(o: Options) -> dict[str, str]:
     }
 
 
+VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRETS_STAY = (
+    "secrets stay in connectors: put it in a connector's Password, BearerToken, "
+    "ClientAppSecret or ConnectionString (from ${ENV_VAR} or ${file:path}), or in a "
+    "Properties or CustomHeaders entry of the connector"
+)
+
+
+def _strict_vars(
+    doc: YamlDoc,
+    data: Any,
+    env: Mapping[str, str],
+    issues: list[ConfigIssue],
+    secrets: set[str],
+    base: Path,
+) -> Any:
+    """``data`` with its ``vars`` interpolated strictly, for a lenient load (``need_secrets=False``:
+    test-flow, the store's commands): a constant is no credential, and one left empty by an
+    unset variable would change what is sent without a word."""
+    if not isinstance(doc.data, dict) or "vars" not in doc.data or not isinstance(data, dict):
+        return data
+    found: list[ConfigIssue] = []
+    part = interpolate(YamlDoc(doc.file, {"vars": doc.data["vars"]}, doc.lines), env, found,
+                       secrets, base)  # fmt: skip
+    issues.extend(i for i in found if i not in issues)  # the lenient pass found some already
+    return {**data, "vars": part["vars"]}
+
+
+def _vars(doc: YamlDoc, o: Options, secrets: Collection[str]) -> dict[str, Any]:
+    """``vars:``: constants, NAME → text, a number, true/false, null, a list or a mapping.
+
+    NAME is ``[A-Za-z_][A-Za-z0-9_]*`` (``vars.NAME`` in templates, scripts and Jolt). Secrets
+    stay in connectors: a name that looks like a secret, at any depth, a value from
+    ``${file:...}`` or from a variable named like a secret, and a value holding a secret this
+    project knows, are refused."""
+    data = o.get("vars", dict, {})
+    raw = doc.data.get("vars") if isinstance(doc.data, dict) else None
+    key = o.sub("vars")
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        sub = join_key(key, str(name))
+        if not isinstance(name, str) or not VAR_NAME.fullmatch(name):
+            o.issues.append(
+                doc.issue(
+                    sub,
+                    f"{name!r} is not a constant's name: use letters, digits and _, not "
+                    "starting with a digit (it is written vars.NAME in templates, scripts "
+                    "and Jolt specs)",
+                )
+            )
+            continue
+        if _secret_named(doc, sub, name, o.issues):
+            continue
+        item = raw.get(name) if isinstance(raw, dict) else None
+        ok, out[name] = _constant(doc, sub, value, item, secrets, o.issues)
+        if not ok:
+            del out[name]
+    return out
+
+
+def _secret_named(doc: YamlDoc, key: str, name: str, issues: list[ConfigIssue]) -> bool:
+    if not is_secret_key(name):
+        return False
+    issues.append(
+        doc.issue(
+            key,
+            f"{name!r} is named like a secret; {_SECRETS_STAY}. Not a secret? Rename it "
+            "(what is named with password, secret, token, api_key... is masked where shown)",
+        )
+    )
+    return True
+
+
+def _constant(
+    doc: YamlDoc,
+    key: str,
+    value: Any,
+    raw: Any,
+    secrets: Collection[str],
+    issues: list[ConfigIssue],
+) -> tuple[bool, Any]:
+    """``value`` as JSON-like data, or (False, None) with the issue recorded. ``raw``: the
+    same node before interpolation (where a value came from)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        good = True
+        for k, v in value.items():
+            sub = join_key(key, str(k))
+            if not isinstance(k, str):
+                issues.append(
+                    doc.issue(sub, f"key {k!r} is {type(k).__name__}, not text: quote it "
+                              f"('{k}': ...), as JSON keys are text")
+                )  # fmt: skip
+                good = False
+                continue
+            if _secret_named(doc, sub, k, issues):
+                good = False
+                continue
+            ok, out[k] = _constant(
+                doc, sub, v, raw.get(k) if isinstance(raw, dict) else None, secrets, issues
+            )
+            good = good and ok
+        return good, out
+    if isinstance(value, list):
+        items = [
+            _constant(
+                doc,
+                join_key(key, i),
+                v,
+                raw[i] if isinstance(raw, list) and i < len(raw) else None,
+                secrets,
+                issues,
+            )
+            for i, v in enumerate(value)
+        ]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if isinstance(value, str):
+        refs = secret_references(raw) if isinstance(raw, str) else []
+        if refs:
+            issues.append(
+                doc.issue(key, f"the value comes from {', '.join(refs)}, a secret; {_SECRETS_STAY}")
+            )
+            return False, None
+        if "${" in value:
+            issues.append(
+                doc.issue(
+                    key,
+                    "a constant is resolved when the project is loaded, from ${ENV_VAR}, "
+                    "${ENV_VAR:-default} and ${file:path}; ${_order.…} and ${vars.…} are "
+                    "resolved at run time where they are written (a template), never in a "
+                    "constant: write the text out, or use them in the template",
+                )
+            )
+            return False, None
+        if any(s in value for s in secrets if len(s) >= MIN_SECRET):
+            issues.append(
+                doc.issue(key, f"the value holds a secret of this project; {_SECRETS_STAY}")
+            )
+            return False, None
+        return True, value
+    if value is None or isinstance(value, bool | int):
+        return True, value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return True, value
+        issues.append(doc.issue(key, f"expected a finite number, got {value!r}"))
+        return False, None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return True, value.isoformat()  # YAML reads 2026-11-01 as a date: the same text
+    issues.append(
+        doc.issue(
+            key,
+            f"YAML reads this as {type(value).__name__}; a constant is text, a number, "
+            "true/false, null, a list or a mapping: quote it to keep it as text",
+        )
+    )
+    return False, None
+
+
 def load_app(
     path: Path,
     env: Mapping[str, str] | None = None,
@@ -370,6 +538,8 @@ def read_app(
     base = path.resolve().parent
     secrets: set[str] = set()
     data = interpolate(doc, env, issues, secrets, base, lenient=not need_secrets)
+    if not need_secrets:
+        data = _strict_vars(doc, data, env, issues, secrets, base)
     o = Options(data, doc, "", issues, _APP_KEYS)
     state = Options(o.data.get("state"), doc, "state", issues, {"url"})
     log = Options(o.data.get("logging"), doc, "logging", issues, {"level", "dir"})
@@ -416,6 +586,7 @@ def read_app(
     log_dir = base / log.get("dir", str, "logs")
     flows_dir = base / o.get("flows_dir", str, "flows")
     return AppConfig(
+        vars=_vars(doc, o, secrets),
         market_groups=groups,
         file=str(path),
         base_dir=base,
@@ -458,6 +629,8 @@ def load_flow(
         return None
     secrets: set[str] = set()  # header tokens, webhook secrets...: the redactor learns them
     data = interpolate(doc, os.environ, issues, secrets, app.base_dir, lenient=not need_secrets)
+    if not need_secrets:
+        data = _strict_vars(doc, data, os.environ, issues, secrets, app.base_dir)
     o = Options(data, doc, "", issues, _FLOW_KEYS)
     names = {c.name for c in app.connectors}
 
@@ -511,6 +684,7 @@ def load_flow(
         reconcile=_reconcile(o, doc, issues),
         renamed_from=tuple(str(n) for n in _names(o.get("renamed_from", list, []))),
         new_history=o.get("new_history", bool, False),
+        vars={**app.vars, **_vars(doc, o, app.secrets | secrets)},
         secrets=frozenset(secrets),
         doc=doc,
     )
@@ -630,3 +804,38 @@ def _upstream(flow: FlowConfig, flows: Mapping[str, FlowConfig], issues: list[Co
             "give one of them a cron or every schedule"
         )
     issues.append(ConfigIssue(flow.file, key, msg, flow.doc.line(key) if flow.doc else None))
+
+
+def _about_vars(key: str) -> bool:
+    return key in ("", "vars") or key.startswith(("vars.", "vars["))
+
+
+def flow_constants(path: Path, flow: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The constants of ``flow`` (a flow's name, or its file) in the project of config.yaml
+    ``path``, for the workbench. Only what they come from is checked (the files' YAML, their
+    ``vars``): a stage of the flow being fixed, or an unset connector secret, does not stop
+    ``test-script --flow``. ConfigurationError for those problems or an unknown flow."""
+    issues: list[ConfigIssue] = []
+    app = read_app(path, issues, env)
+    problems = [i for i in issues if i.severity == "error" and _about_vars(i.key)]
+    if app is None or problems:
+        raise ConfigurationError(problems or issues)
+    found: list[ConfigIssue] = []
+    flows = load_flows(app, found)
+    wanted = Path(flow).resolve() if flow.endswith((".yaml", ".yml")) else None
+    match = [f for f in flows if f.name == flow or Path(f.file).resolve() == wanted]
+    if not match:
+        names = ", ".join(sorted(f.name for f in flows)) or "none"
+        unreadable = [i for i in found if i.key == "" and i.severity == "error"]
+        raise ConfigurationError(
+            [
+                ConfigIssue(str(app.flows_dir), "", f"no flow named {flow!r}; flows: {names}"),
+                *unreadable,
+            ]
+        )
+    problems = [
+        i for i in found if i.file == match[0].file and i.severity == "error" and _about_vars(i.key)
+    ]
+    if problems:
+        raise ConfigurationError(problems)
+    return match[0].vars
