@@ -85,7 +85,10 @@ def _url_check(value: str) -> str | None:
 
 
 def _clear_secret(doc: YamlDoc, raw: Any, key: str, issues: list[ConfigIssue]) -> None:
-    """Secrets come from ${ENV} or ${file:...}; a literal in the YAML is refused."""
+    """Secrets come from ${ENV} or ${file:...}; a literal in the YAML is refused (a number
+    too: ``BearerToken: 123456789`` is read as one, and sent as the token)."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        raw = str(raw)
     if isinstance(raw, str) and raw and "${" not in raw:
         issues.append(
             doc.issue(
