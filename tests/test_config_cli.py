@@ -147,7 +147,7 @@ def test_secrets_never_leak(project: Project, sandbox: Sandbox) -> None:
 # Four queue connectors, each lacking what its exporter needs (config.yaml lines 50 to 65).
 QUEUES_LACKING = """  - Name: RabbitMQ
     Host: amqp://127.0.0.1:5672/%2F
-    Properties: [{Key: Exchange2, Value: x}]
+    Properties: [{Key: queue, Value: orders}]
   - Name: AzureStorageQueue
     Host: http://127.0.0.1:10001/devstoreaccount1
     Properties:
@@ -191,7 +191,8 @@ def test_validate_reports_what_each_queue_exporter_lacks(tmp_path: Path) -> None
     rabbit, azq, sb, kafka = 2, 3, 4, 5  # connectors[i], after omnitron and erp
     expected = [
         f"config.yaml:{first + 2} [connectors[{rabbit}].Properties]: RabbitMQ: set the Queue "
-        "property (the queue to publish to, or Exchange and RoutingKey)",
+        "property (the queue to publish to, or Exchange and RoutingKey); found 'queue': "
+        "property keys are case-sensitive",
         f"config.yaml:{first + 5} [connectors[{azq}].Properties]: AzureStorageQueue: set the "
         "QueueName property (the queue to send to, lowercase)",
         f"config.yaml:{first + 3} [connectors[{azq}].ConnectionString]: AzureStorageQueue: "

@@ -70,14 +70,20 @@ class ExporterOptions:
     host_schemes: tuple[str, ...] = ()
 
 
+def missing(cfg: ConnectorConfig, key: str, what: str) -> Problem:
+    """Property ``key`` is not set: say what it is for, and point at a key spelled another way
+    (``queue`` for ``Queue``: property keys are case-sensitive)."""
+    typo = next(
+        (k for k, _v in cfg.properties if k != key and k.casefold() == key.casefold()), None
+    )
+    hint = f"; found {typo!r}: property keys are case-sensitive" if typo else ""
+    return Problem("Properties", f"set the {key} property ({what}){hint}")
+
+
 def check_options(options: ExporterOptions, cfg: ConnectorConfig) -> list[Problem]:
     """The checks every exporter shares, by its declared ``options``."""
     props = dict(cfg.properties)
-    found = [
-        Problem("Properties", f"set the {key} property ({what})")
-        for key, what in options.required
-        if not props.get(key)
-    ]
+    found = [missing(cfg, key, what) for key, what in options.required if not props.get(key)]
     message = props.get("Message", "Event")
     if "Message" in options.properties and message not in MESSAGES:
         found.append(

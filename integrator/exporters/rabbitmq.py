@@ -15,7 +15,14 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from integrator.errors import PermanentError, RetriableError
-from integrator.exporters import Exporter, ExporterOptions, Problem, check_options, require
+from integrator.exporters import (
+    Exporter,
+    ExporterOptions,
+    Problem,
+    check_options,
+    missing,
+    require,
+)
 
 if TYPE_CHECKING:  # validate reads OPTIONS and check(): neither pika nor requests
     from integrator.config.model import ConnectorConfig
@@ -35,11 +42,7 @@ def check(cfg: ConnectorConfig) -> list[Problem]:
     props = dict(cfg.properties)
     if not (props.get("RoutingKey") or props.get("Queue")) and not props.get("Exchange"):
         found.insert(
-            0,
-            Problem(
-                "Properties",
-                "set the Queue property (the queue to publish to, or Exchange and RoutingKey)",
-            ),
+            0, missing(cfg, "Queue", "the queue to publish to, or Exchange and RoutingKey")
         )
     return found
 
