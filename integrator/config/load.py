@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from integrator.config.checks import Options
@@ -21,37 +21,27 @@ from integrator.config.interpolate import (
 from integrator.config.model import (
     AppConfig,
     ConnectorConfig,
-    CookieLogin,
     EventSettings,
     FlowConfig,
     ReconcileSettings,
     StageSpec,
-    TokenLogin,
 )
 from integrator.config.yamlfile import YamlDoc, join_key, read_yaml
 from integrator.errors import ConfigIssue, ConfigurationError
 from integrator.scheduler.schedule import Schedule, parse_schedule
 
+if TYPE_CHECKING:
+    from integrator.connectors.auth import AuthConfig, Kind
+
 __all__ = ["VAR_NAME", "flow_constants", "load_app", "load_flow", "load_flows", "read_app"]
 
 _APP_KEYS = {"state", "logging", "connectors", "flows_dir", "market_groups", "vars"}
+# A connector's own options; each auth kind adds those it owns (connectors/auth/<kind>.py).
 _CONNECTOR_KEYS = {
     "Name",
     "ConnectorId",
     "DisplayName",
     "Host",
-    "BearerToken",
-    "Username",
-    "Password",
-    "TokenLogin",
-    "CookieLogin",
-    "ClientAppId",
-    "ClientAppSecret",
-    "TokenUrl",
-    "TenantUrl",
-    "OAuthTenant",
-    "OAuthScope",
-    "OAuthResource",
     "ConnectionString",
     "Timeout",
     "MaxAnswerBytes",
@@ -87,8 +77,7 @@ _FLOW_KEYS = {
     "new_history",
     "vars",
 }
-_SECRET_FIELDS = ("BearerToken", "Password", "ClientAppSecret", "ConnectionString")
-_AUTH_KINDS = ("BearerToken", "TokenLogin", "CookieLogin", "ClientAppId")
+_SECRET_FIELDS = ("ConnectionString",)  # and the auth kinds' secrets
 
 
 _SCHEMES = ("http", "https", "amqp", "amqps", "kafka")
@@ -105,7 +94,10 @@ def _url_check(value: str) -> str | None:
 
 
 def _clear_secret(doc: YamlDoc, raw: Any, key: str, issues: list[ConfigIssue]) -> None:
-    """Secrets come from ${ENV} or ${file:...}; a literal in the YAML is refused."""
+    """Secrets come from ${ENV} or ${file:...}; a literal in the YAML is refused (a number
+    too: ``BearerToken: 123456789`` is read as one, and sent as the token)."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        raw = str(raw)
     if isinstance(raw, str) and raw and "${" not in raw:
         issues.append(
             doc.issue(
@@ -118,18 +110,18 @@ def _clear_secret(doc: YamlDoc, raw: Any, key: str, issues: list[ConfigIssue]) -
 def _connector(
     doc: YamlDoc, raw: dict[str, Any], data: Any, key: str, issues: list[ConfigIssue]
 ) -> ConnectorConfig | None:
-    o = Options(data, doc, key, issues, _CONNECTOR_KEYS)
-    for name in _SECRET_FIELDS:
+    from integrator.connectors import auth as auth_kinds  # light: no requests until a call
+
+    kinds = auth_kinds.kinds()
+    allowed = _CONNECTOR_KEYS.union(*(k.keys for k in kinds))
+    o = Options(data, doc, key, issues, allowed)
+    secret_keys = [*_SECRET_FIELDS, *sorted(set().union(*(k.secrets for k in kinds)))]
+    for name in secret_keys:
         _clear_secret(doc, raw.get(name) if isinstance(raw, dict) else None, o.sub(name), issues)
     name = o.get("Name", str, "", required=True)
     connection_string = o.get("ConnectionString", str, "")
     host = o.get("Host", str, "", required=not connection_string, check=_url_check)
-    kinds = [k for k in _AUTH_KINDS if o.data.get(k) not in (None, "")]
-    if len(kinds) > 1:
-        o.error(kinds[1], f"a connector has one way to log in; {' and '.join(kinds)} are both set")
-    token_login = _token_login(o, raw)
-    cookie_login = _cookie_login(o, raw)
-    oauth = _oauth(o)
+    auth = _auth(o, raw, kinds)
     headers: list[tuple[str, str]] = []
     properties: list[tuple[str, str]] = []
     props = o.get("Properties", list, [])
@@ -203,13 +195,10 @@ def _connector(
         host=host.rstrip("/"),
         connector_id=o.get("ConnectorId", str, ""),
         display_name=o.get("DisplayName", str, ""),
-        bearer_token=o.get("BearerToken", str, ""),
+        auth=auth,
         username=o.get("Username", str, ""),
         password=o.get("Password", str, ""),
-        token_login=token_login,
-        cookie_login=cookie_login,
         connection_string=connection_string,
-        **oauth,
         timeout=o.get("Timeout", float, 30.0, check=positive),
         max_answer_bytes=o.get(
             "MaxAnswerBytes",
@@ -223,123 +212,25 @@ def _connector(
         enabled_for_market_groups=markets["EnabledForMarketGroups"],
         disabled_for_market_groups=markets["DisabledForMarketGroups"],
         properties=tuple(properties),
+        key=key,
+        doc=doc,
     )
 
 
-def _token_login(o: Options, raw: Any) -> TokenLogin | None:
-    """``TokenLogin``: Omnitron's login, or a JSON-RPC session login with a ``Body``."""
-    if o.data.get("TokenLogin") is None:
+def _auth(o: Options, raw: Any, kinds: list[Kind]) -> AuthConfig | None:
+    """The connector's auth kind: the one whose option is set (one at most), else a fallback
+    (basic auth when Username is set); every kind checks its options."""
+    chosen = [k for k in kinds if k.selector and o.data.get(k.selector) not in (None, "")]
+    if len(chosen) > 1:
+        names = " and ".join(k.selector for k in chosen)
+        o.error(chosen[1].selector, f"a connector has one way to log in; {names} are both set")
+    configs = {k.name: k.read(o, raw) for k in kinds}
+    for k in chosen:
+        if configs[k.name] is not None:
+            return configs[k.name]
+    if chosen:
         return None
-    t = Options(
-        o.data["TokenLogin"],
-        o.doc,
-        o.sub("TokenLogin"),
-        o.issues,
-        {"Path", "TokenPath", "Header", "HeaderFormat", "Method", "Body", "ExpiresPath"},
-    )
-    tl = TokenLogin(
-        path=t.get("Path", str, "", required=True),
-        token_path=t.get("TokenPath", str, "key"),
-        header=t.get("Header", str, "Authorization"),
-        header_format=t.get("HeaderFormat", str, "Token {token}"),
-        method=t.get("Method", str, "POST").upper(),
-        body=t.data.get("Body"),
-        expires_path=t.get("ExpiresPath", str, ""),
-    )
-    if "{token}" not in tl.header_format:
-        t.error("HeaderFormat", "must contain {token}, e.g. 'Token {token}'")
-    if tl.body is not None and not isinstance(tl.body, dict | list):
-        t.error("Body", "expected a JSON object template, e.g. {login: '{username}', ...}")
-    _credentials_used(o, t, tl.body, _raw_body(raw, "TokenLogin"))
-    return tl
-
-
-def _cookie_login(o: Options, raw: Any) -> CookieLogin | None:
-    """``CookieLogin``: SAP Business One's Service Layer session (``POST /Login``)."""
-    if o.data.get("CookieLogin") is None:
-        return None
-    t = Options(
-        o.data["CookieLogin"],
-        o.doc,
-        o.sub("CookieLogin"),
-        o.issues,
-        {"Path", "Method", "Body", "TimeoutPath"},
-    )
-    cl = CookieLogin(
-        path=t.get("Path", str, "/Login"),
-        body=t.get("Body", dict, {}, required=True),
-        method=t.get("Method", str, "POST").upper(),
-        timeout_path=t.get("TimeoutPath", str, "SessionTimeout"),
-    )
-    _credentials_used(o, t, cl.body, _raw_body(raw, "CookieLogin"))
-    return cl
-
-
-def _raw_body(raw: Any, kind: str) -> object:
-    login = raw.get(kind) if isinstance(raw, dict) else None
-    return login.get("Body") if isinstance(login, dict) else None
-
-
-def _credentials_used(o: Options, t: Options, body: object, raw_body: object) -> None:
-    """A login body takes the password from ``{password}`` or ${ENV}; a literal is refused."""
-    if body is None:
-        return
-    for k, v in _walk(raw_body):
-        if (
-            is_secret_key(k)
-            and isinstance(v, str)
-            and v
-            and "{password}" not in v
-            and "${" not in v
-        ):
-            t.error(
-                "Body",
-                f"{k!r} must be '{{password}}' (filled from the connector's Password, which "
-                "comes from ${ENV_VAR}), not a value written in the YAML",
-            )
-    if "{password}" in repr(body) and not o.data.get("Password"):
-        o.error("Password", "the login body uses {password}: set Password: ${ENV_VAR}")
-
-
-def _walk(node: object) -> list[tuple[str, object]]:
-    if isinstance(node, dict):
-        out: list[tuple[str, object]] = []
-        for k, v in node.items():
-            out.append((str(k), v))
-            out += _walk(v)
-        return out
-    if isinstance(node, list):
-        return [kv for v in node for kv in _walk(v)]
-    return []
-
-
-def _oauth(o: Options) -> dict[str, str]:
-    """OAuth2 client credentials: ``ClientAppId``, ``ClientAppSecret``, ``TokenUrl``.
-
-    ``TenantUrl`` (an authority, Omnium's name) with ``OAuthTenant`` gives
-    ``{TenantUrl}/{OAuthTenant}/oauth2/token`` when no ``TokenUrl`` is set.
-    """
-    app_id = o.get("ClientAppId", str, "")
-    secret = o.get("ClientAppSecret", str, "")
-    token_url = o.get("TokenUrl", str, "")
-    tenant_url = o.get("TenantUrl", str, "")
-    tenant = o.get("OAuthTenant", str, "")
-    if not token_url and tenant_url:
-        token_url = tenant_url.rstrip("/") + (f"/{tenant}/oauth2/token" if tenant else "")
-    if app_id or secret:
-        if not app_id:
-            o.error("ClientAppId", "OAuth2 needs ClientAppId with ClientAppSecret")
-        if not secret:
-            o.error("ClientAppSecret", "OAuth2 needs ClientAppSecret: ${ENV_VAR}")
-        if not token_url:
-            o.error("TokenUrl", "OAuth2 needs TokenUrl, the token endpoint (or TenantUrl)")
-    return {
-        "client_app_id": app_id,
-        "client_app_secret": secret,
-        "token_url": token_url,
-        "oauth_scope": o.get("OAuthScope", str, ""),
-        "oauth_resource": o.get("OAuthResource", str, ""),
-    }
+    return next((c for k in kinds if not k.selector and (c := configs[k.name]) is not None), None)
 
 
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
