@@ -35,6 +35,7 @@ CATALOGUE = frozenset(PRODUCT_CODES)
 # the development machine (2 cores, CPython 3.11, OpenSSL) one check costs about 50 ms of CPU
 # (measured by tests/test_sandbox_erps.py, which asserts it costs at least 20 ms).
 PBKDF2_ITERATIONS = 90_000
+AMOUNT_LIMIT = Decimal(10) ** 12
 
 
 class Password:
@@ -116,14 +117,15 @@ class Sessions:
 
 
 def amount(value: Any) -> Decimal | None:
-    """A finite amount from a number or a numeric text (never a bool); None when not one."""
+    """An amount from a number or a numeric text (never a bool), below 10¹² in size; None when
+    not one (``1e999999`` included: an ERP's amount fields are bounded)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         return None
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation:
         return None
-    return number if number.is_finite() else None
+    return number if number.is_finite() and abs(number) < AMOUNT_LIMIT else None
 
 
 class OrderBook:
@@ -136,9 +138,18 @@ class OrderBook:
         self.created: dict[str, int] = {}  # reference → creates
         self.next_line = 1
 
-    def add(self, ref: str, order: dict[str, Any], lines: list[dict[str, Any]]) -> dict[str, Any]:
-        """Store a new order (a duplicate reference included); ``order`` gets its ``id``, each
-        line its ``id`` (a number) and ``line_id`` (``<name>-<n>``), and it its ``name``. The stored record is returned."""
+    def add(
+        self,
+        ref: str,
+        order: dict[str, Any],
+        lines: list[dict[str, Any]],
+        *,
+        counted: bool = True,
+    ) -> dict[str, Any]:
+        """Store a new order (a duplicate reference included); ``order`` gets its ``id`` and
+        ``name``, each line its ``id`` (a number) and ``line_id`` (``<name>-<n>``). The stored
+        record is returned. ``counted``: False for an order the ERP held before the sandbox
+        started (not a create it received)."""
         with self.lock:
             order = {**order, "id": len(self.orders) + 1}
             order["name"] = self.name_format.format(order["id"])
@@ -148,7 +159,8 @@ class OrderBook:
                 order["lines"].append({**line, "id": self.next_line, "line_id": line_id})
                 self.next_line += 1
             self.orders.append(order)
-            self.created[ref] = self.created.get(ref, 0) + 1
+            if counted:
+                self.created[ref] = self.created.get(ref, 0) + 1
             return order
 
     def find(self, match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
@@ -160,6 +172,7 @@ class OrderBook:
             dups = sorted(n for n, c in self.created.items() if c > 1)
             return {
                 "orders": len(self.orders),
+                "preloaded": len(self.orders) - sum(self.created.values()),
                 "received": sum(self.created.values()),
                 "duplicates": len(dups),
                 "duplicate_numbers": dups,

@@ -105,6 +105,12 @@ class _Refusal(Exception):
         self.name, self.message = name, message
 
 
+def _shown(value: Any) -> str:
+    """A value the caller sent, for a message: its repr, cut at 120 characters."""
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _user_error(message: str) -> _Refusal:
     return _Refusal("odoo.exceptions.UserError", message)
 
@@ -222,9 +228,13 @@ class JsonRpcErpSandbox(JsonServer):
         if req.path != "/jsonrpc":
             return None
         if req.method != "POST":
-            return "call", lambda _r, _a: Response(
-                405, {"detail": "/jsonrpc: POST a JSON-RPC 2.0 envelope"}, {"Allow": "POST"}
-            ), []
+            return (
+                "call",
+                lambda _r, _a: Response(
+                    405, {"detail": "/jsonrpc: POST a JSON-RPC 2.0 envelope"}, {"Allow": "POST"}
+                ),
+                [],
+            )
         call = _envelope(req.raw)
         if call.error is not None or call.service not in ("common", "object"):
             name = "call"
@@ -271,7 +281,7 @@ class JsonRpcErpSandbox(JsonServer):
             if call.method not in ("login", "session_login"):
                 raise _Refusal(
                     "builtins.NameError",
-                    f"method {call.method!r} is not available on service 'common' "
+                    f"method {_shown(call.method)} is not available on service 'common' "
                     "(login, session_login, version)",
                 )
             if req.fault == "app_error":
@@ -280,7 +290,7 @@ class JsonRpcErpSandbox(JsonServer):
         if call.service != "object":
             raise _Refusal(
                 "builtins.NameError",
-                f"service {call.service!r} is not available here (common, object)",
+                f"service {_shown(call.service)} is not available here (common, object)",
             )
         if call.method == "execute_kw":
             model, method, args, kwargs = self._execute_kw(call.args)
@@ -289,7 +299,7 @@ class JsonRpcErpSandbox(JsonServer):
         else:
             raise _Refusal(
                 "builtins.NameError",
-                f"method {call.method!r} is not available on service 'object' "
+                f"method {_shown(call.method)} is not available on service 'object' "
                 "(execute_kw with a password, execute with a session)",
             )
         with self.counts_lock:
@@ -319,8 +329,7 @@ class JsonRpcErpSandbox(JsonServer):
         """common.login → uid or false; common.session_login → [uid, key] or AccessDenied."""
         if len(call.args) != 3:
             raise _type_error(
-                f"{call.method}() takes 3 arguments (db, login, password), "
-                f"{len(call.args)} given"
+                f"{call.method}() takes 3 arguments (db, login, password), {len(call.args)} given"
             )
         db, login, password = call.args
         self._check_db(db)
@@ -349,9 +358,7 @@ class JsonRpcErpSandbox(JsonServer):
             raise _Refusal("odoo.exceptions.AccessDenied", "Access Denied")
         return self._target(args[3:])
 
-    def _execute(
-        self, req: Request, args: list[Any]
-    ) -> tuple[str, str, list[Any], dict[str, Any]]:
+    def _execute(self, req: Request, args: list[Any]) -> tuple[str, str, list[Any], dict[str, Any]]:
         """(model, method, args[, kwargs]) with ``Authorization: Session base64(login:uid:key)``."""
         key, who = _session_of(req.headers.get("authorization", ""))
         if not self.sessions.check(key, who):  # a header that is not one: key "" (never issued)
@@ -412,7 +419,7 @@ class JsonRpcErpSandbox(JsonServer):
             raise _type_error("fields is a list of field names")
         unknown = [f for f in fields if f not in READ_FIELDS]
         if unknown:
-            raise _value_error(f"Invalid field {unknown[0]!r} on model {MODEL!r}")
+            raise _value_error(f"Invalid field {_shown(unknown[0])} on model {MODEL!r}")
         return [self._read(r, ["id", *fields]) for r in rows]
 
     @staticmethod
@@ -430,23 +437,23 @@ class JsonRpcErpSandbox(JsonServer):
 
     def _search(self, domain: Any, bound: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(domain, list):
-            raise _value_error(f"Invalid domain {domain!r}: expected a list of leaves")
+            raise _value_error(f"Invalid domain {_shown(domain)}: expected a list of leaves")
         tests: list[Callable[[dict[str, Any]], bool]] = []
         for leaf in domain:
             if leaf == "&":
                 continue
             if not (isinstance(leaf, list) and len(leaf) == 3 and isinstance(leaf[0], str)):
                 raise _value_error(
-                    f"Invalid leaf {leaf!r}: expected [field, operator, value] (the sandbox "
+                    f"Invalid leaf {_shown(leaf)}: expected [field, operator, value] (the sandbox "
                     "knows AND only)"
                 )
             fname, op, value = leaf
             if fname not in DOMAIN_FIELDS:
-                raise _value_error(f"Invalid field {MODEL}.{fname} in leaf {leaf!r}")
+                raise _value_error(f"Invalid field {MODEL}.{fname} in leaf {_shown(leaf)}")
             if op == "in" and not isinstance(value, list):
-                raise _value_error(f"Invalid leaf {leaf!r}: 'in' takes a list")
+                raise _value_error(f"Invalid leaf {_shown(leaf)}: 'in' takes a list")
             if op not in ("=", "!=", "in"):
-                raise _value_error(f"Invalid leaf {leaf!r}: operators =, != and in")
+                raise _value_error(f"Invalid leaf {_shown(leaf)}: operators =, != and in")
             tests.append(_leaf_test(fname, op, value))
         offset, limit = bound.get("offset") or 0, bound.get("limit")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -463,14 +470,14 @@ class JsonRpcErpSandbox(JsonServer):
         ids = [self.book.add(ref, order, lines)["id"] for ref, order, lines in checked]
         return ids if many else ids[0]
 
-    def _check_vals(
-        self, vals: Any
-    ) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    def _check_vals(self, vals: Any) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
         if not isinstance(vals, dict):
-            raise _value_error(f"create() takes the new record's values as an object: {vals!r}")
+            raise _value_error(
+                f"create() takes the new record's values as an object: {_shown(vals)}"
+            )
         unknown = sorted(set(vals) - CREATE_FIELDS)
         if unknown:
-            raise _value_error(f"Invalid field {unknown[0]!r} on model {MODEL!r}")
+            raise _value_error(f"Invalid field {_shown(unknown[0])} on model {MODEL!r}")
         ref = vals.get("client_order_ref")
         if not isinstance(ref, str) or not ref:
             raise _Refusal(
@@ -479,7 +486,7 @@ class JsonRpcErpSandbox(JsonServer):
             )
         email = vals.get("partner_email")
         if email is not None and not isinstance(email, str):
-            raise _value_error(f"partner_email is text: {email!r}")
+            raise _value_error(f"partner_email is text: {_shown(email)}")
         raw_lines = vals.get("order_line") or []
         if not isinstance(raw_lines, list):
             raise _value_error("order_line is a list of lines")
@@ -488,7 +495,7 @@ class JsonRpcErpSandbox(JsonServer):
         if "amount_total" in vals and vals["amount_total"] is not None:
             total = amount(vals["amount_total"])
             if total is None:
-                raise _value_error(f"amount_total is a number: {vals['amount_total']!r}")
+                raise _value_error(f"amount_total is a number: {_shown(vals['amount_total'])}")
         else:
             total = sum((Decimal(str(x["qty"])) * Decimal(str(x["price"])) for x in lines),
                         Decimal(0))  # fmt: skip
@@ -508,15 +515,17 @@ class JsonRpcErpSandbox(JsonServer):
             raise _value_error(f"order_line[{i}]: a line is an object or [0, 0, {{...}}]")
         unknown = sorted(set(raw) - LINE_FIELDS)
         if unknown:
-            raise _value_error(f"Invalid field {unknown[0]!r} on model 'sale.order.line'")
+            raise _value_error(f"Invalid field {_shown(unknown[0])} on model 'sale.order.line'")
         code = raw.get("product_code")
         if not isinstance(code, str) or code not in CATALOGUE:
-            raise _user_error(f"Unknown product: {code}")
+            raise _user_error(f"Unknown product: {code if isinstance(code, str) else _shown(code)}")
         qty, price = amount(raw.get("qty", 1)), amount(raw.get("price"))
         if qty is None or qty <= 0:
-            raise _value_error(f"order_line[{i}].qty: a number above 0, got {raw.get('qty')!r}")
+            raise _value_error(
+                f"order_line[{i}].qty: a number above 0, got {_shown(raw.get('qty'))}"
+            )
         if price is None:
-            raise _value_error(f"order_line[{i}].price: a number, got {raw.get('price')!r}")
+            raise _value_error(f"order_line[{i}].price: a number, got {_shown(raw.get('price'))}")
         ext = raw.get("external_id")
         if ext is not None and (isinstance(ext, bool) or not isinstance(ext, str | int)):
             raise _value_error(f"order_line[{i}].external_id: text or a number")
@@ -526,6 +535,13 @@ class JsonRpcErpSandbox(JsonServer):
             "price": float(price),
             "external_id": False if ext is None else ext,
         }
+
+    def preload(self, ref: str, total: str) -> None:
+        """An order the ERP already holds (delivered before the sandbox started); not counted
+        as created."""
+        order = {"client_order_ref": ref, "partner_email": False,
+                 "amount_total": float(Decimal(total))}  # fmt: skip
+        self.book.add(ref, order, [], counted=False)
 
     # ------------------------------------------------------------------ what tests read
     def stats(self) -> dict[str, Any]:

@@ -188,8 +188,10 @@ def _parse(req: Request) -> _Call:
         fault = _Fault(True, "ACTION_MISMATCH", f"the action {action!r} does not match the "
                        f"operation {operation} (expected {soap_action(operation)!r})")  # fmt: skip
         return _Call(version, fault=fault)
-    number = _text(_child(ops[0], "Order"), "Number") if operation == "CreateOrder" else (
-        _text(ops[0], "Number") if operation == "FindOrder" else None
+    number = (
+        _text(_child(ops[0], "Order"), "Number")
+        if operation == "CreateOrder"
+        else (_text(ops[0], "Number") if operation == "FindOrder" else None)
     )
     return _Call(version, operation, ops[0], header, number)
 
@@ -273,9 +275,13 @@ class SoapErpSandbox(JsonServer):
         if req.path != "/soap":
             return None
         if req.method != "POST":
-            return "envelope", lambda _r, _a: Response(
-                405, {"detail": "/soap: POST a SOAP envelope"}, {"Allow": "POST"}
-            ), []
+            return (
+                "envelope",
+                lambda _r, _a: Response(
+                    405, {"detail": "/soap: POST a SOAP envelope"}, {"Allow": "POST"}
+                ),
+                [],
+            )
         call = _parse(req)
         name = OPERATIONS.get(call.operation, "envelope")
         return name, lambda r, _a: self.serve(r, call, name), [call.number or ""]
@@ -350,7 +356,7 @@ class SoapErpSandbox(JsonServer):
         number = _text(order_el, "Number")
         if not number:
             raise _Fault(True, "INVALID_ORDER", "Order/Number is required")
-        lines = []
+        lines: list[dict[str, Any]] = []
         lines_el = _child(order_el, "Lines")
         for i, line_el in enumerate(lines_el if lines_el is not None else []):
             if _local(line_el) not in ((NS, "Line"), ("", "Line")):
@@ -388,6 +394,11 @@ class SoapErpSandbox(JsonServer):
             f'<CreateOrderResponse xmlns="{NS}">{_element("OrderId", rec["name"])}'
             f"{_lines_xml(rec)}</CreateOrderResponse>"
         )
+
+    def preload(self, number: str, total: str) -> None:
+        """An order the ERP already holds (delivered before the sandbox started); not counted
+        as created."""
+        self.book.add(number, {"number": number, "email": "", "total": total}, [], counted=False)
 
     def stats(self) -> dict[str, Any]:
         """Orders (and duplicates), logins, calls per operation, password and session checks."""
