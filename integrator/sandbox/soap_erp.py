@@ -68,10 +68,13 @@ def soap_action(operation: str) -> str:
 class _Fault(Exception):
     """A SOAP Fault to answer: the client's (Client/Sender) or the server's."""
 
-    def __init__(self, client: bool, code: str, message: str, kind: str = "") -> None:
+    def __init__(
+        self, client: bool, code: str, message: str, kind: str = "", status: int = 0
+    ) -> None:
         super().__init__(message)
         self.client, self.code, self.message = client, code, message
         self.kind = kind  # VersionMismatch instead of Client/Server
+        self.status = status  # instead of the version's (415 for a body that is not SOAP)
 
 
 @dataclass
@@ -139,7 +142,7 @@ def _parse(req: Request) -> _Call:
         fault = _Fault(
             True, "UNSUPPORTED_MEDIA_TYPE",
             f"Content-Type {req.headers.get('content-type', '(none)')!r}: SOAP 1.1 is sent as "
-            "text/xml (with a SOAPAction header), SOAP 1.2 as application/soap+xml",
+            "text/xml (with a SOAPAction header), SOAP 1.2 as application/soap+xml", status=415,
         )  # fmt: skip
         return _Call("1.1", fault=fault)
     if version == "1.1" and action is None:
@@ -227,7 +230,9 @@ def fault_answer(version: str, fault: _Fault) -> Response:
         )
         status = 400 if code == "Sender" else 500
     return Response(
-        status, raw=_envelope(version, body), headers={"Content-Type": CONTENT_TYPES[version]}
+        fault.status or status,
+        raw=_envelope(version, body),
+        headers={"Content-Type": CONTENT_TYPES[version]},
     )
 
 
