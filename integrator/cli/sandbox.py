@@ -108,8 +108,10 @@ def sandbox_cmd(
     items_per_order: int | None,
     discounts_per_order: int | None,
 ) -> int:
-    """Serve a sandbox Omnitron, ERP (REST, JSON-RPC and SOAP) and Omnium on 127.0.0.1 until
-    Ctrl-C.
+    """Serve a sandbox Omnitron, ERP and Omnium on 127.0.0.1 until Ctrl-C.
+
+    The ERP comes in three kinds: REST (--erp-port), JSON-RPC, Odoo-like (--jsonrpc-erp-port,
+    POST /jsonrpc) and SOAP 1.1/1.2 (--soap-erp-port, POST /soap).
 
     Faults are set while it runs, from another terminal: `integrator sandbox fault --help`,
     or POST /_sandbox/faults on a server (below); GET /_sandbox/stats tells what each holds.
