@@ -23,9 +23,11 @@ import pytest
 import requests
 from support import Project, assert_exactly_once, fault_rule, faults, stats, unsent
 
-from integrator.config.model import ConnectorConfig, TokenLogin
+from integrator.config.model import ConnectorConfig
 from integrator.connectors import Connector, Redactor
 from integrator.connectors.auth import LoginRefused
+from integrator.connectors.auth.bearer import Bearer
+from integrator.connectors.auth.token_login import TokenLogin
 from integrator.connectors.http import parse_json
 from integrator.errors import AmbiguousWriteError, PermanentError, RetriableError, UnreadableAnswer
 from integrator.sandbox import Sandbox
@@ -338,7 +340,7 @@ def test_a_gzip_answer_inside_the_cap_is_read(hostile: Hostile) -> None:
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_a_get_follows_redirects_within_its_host(hostile: Hostile, status: int) -> None:
     hostile.routes["/old/"] = redirect(status, lambda s: s.path.replace("/old/", "/new/"))
-    c = connector(hostile.url, bearer_token="tok-123456789")
+    c = connector(hostile.url, auth=Bearer("tok-123456789"))
     assert get_json(c, "/old/orders/?page=2") == {
         "ok": True,
         "path": "/new/orders/?page=2",
@@ -351,7 +353,7 @@ def test_a_get_does_not_follow_a_redirect_to_another_host(
     hostile: Hostile, elsewhere: Hostile
 ) -> None:
     hostile.routes["/"] = redirect(302, lambda s: elsewhere.url + "/steal?x=1")
-    c = connector(hostile.url, bearer_token="tok-123456789", retry_attempts=2, retry_base=0.01)
+    c = connector(hostile.url, auth=Bearer("tok-123456789"), retry_attempts=2, retry_base=0.01)
     with pytest.raises(RetriableError) as caught:
         get_json(c, "/api/orders/")
     msg = str(caught.value)
@@ -392,7 +394,7 @@ def test_a_login_answered_with_a_redirect_is_refused(hostile: Hostile, elsewhere
         hostile.url,
         username="user",
         password="pa55word-secret",
-        token_login=TokenLogin(path="/api/i1/auth/login/"),
+        auth=TokenLogin(path="/api/i1/auth/login/"),
     )
     with pytest.raises(
         LoginRefused, match=r"answered 307, a redirect to http://127\.0\.0\.2:"

@@ -14,6 +14,7 @@ from support.omnium import FLOW, assert_once, new_numbers
 
 from integrator.config.model import ConnectorConfig
 from integrator.connectors import Connector, Redactor
+from integrator.connectors.auth.oauth2 import OAuth2
 from integrator.sandbox import SANDBOX_ENV, ErpSandbox, OmniumSandbox
 from integrator.stages.omnium import OmniumReadStage
 from integrator.state.store import Store
@@ -124,9 +125,9 @@ def test_scroll_reads_12000_orders_once_each(tmp_path: Path) -> None:
     cfg = ConnectorConfig(
         name="omnium",
         host=omnium.url,
-        client_app_id=SANDBOX_ENV["OMNIUM_CLIENT_ID"],
-        client_app_secret=SANDBOX_ENV["OMNIUM_CLIENT_SECRET"],
-        token_url="/api/Token",
+        auth=OAuth2(
+            SANDBOX_ENV["OMNIUM_CLIENT_ID"], SANDBOX_ENV["OMNIUM_CLIENT_SECRET"], "/api/Token"
+        ),
     )
     conn = Connector(cfg, Redactor())
     try:

@@ -154,11 +154,12 @@ def test_using_it_runs_for_real_without_exported_variables(tmp_path: Path) -> No
     project = make_project(tmp_path, {}).root
     using = section("Using it")
     line = next(cmd for cmd in using if parse(cmd[1:]) == ("sandbox",))
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(free_port()) for _ in range(5)]
     sb = Proc(
         project,
         *line[1:],
         *("--omnitron-port", ports[0], "--erp-port", ports[1], "--omnium-port", ports[2]),
+        *("--jsonrpc-erp-port", ports[3], "--soap-erp-port", ports[4]),
     )
     try:
         assert "wrote .env" in sb.wait_line(".env")

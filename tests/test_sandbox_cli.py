@@ -214,10 +214,11 @@ def test_a_sandbox_stops_at_once() -> None:
 
 
 def test_the_sandbox_command_stops_at_once_on_ctrl_c(project: Project) -> None:
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(free_port()) for _ in range(5)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "integrator", "sandbox", "--orders", "1",
-         "--omnitron-port", ports[0], "--erp-port", ports[1], "--omnium-port", ports[2]],
+         "--omnitron-port", ports[0], "--erp-port", ports[1], "--omnium-port", ports[2],
+         "--jsonrpc-erp-port", ports[3], "--soap-erp-port", ports[4]],
         cwd=project.root,
         env={**os.environ, **project.env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,

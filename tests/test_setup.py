@@ -193,7 +193,10 @@ def test_sandbox_on_a_port_in_use_names_the_port(bare: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = str(s.getsockname()[1])
-        r = cli(bare, "sandbox", "--erp-port", port, "--omnitron-port", "0", "--omnium-port", "0")
+        r = cli(
+            bare, "sandbox", "--erp-port", port, "--omnitron-port", "0", "--omnium-port", "0",
+            "--jsonrpc-erp-port", "0", "--soap-erp-port", "0",
+        )  # fmt: skip
     assert r.code == 2, r
     assert f"port {port} (ERP: --erp-port): in use by another process" in r.err, r.err
     assert "Is a sandbox already running?" in r.err

@@ -32,7 +32,13 @@ class _SandboxGroup(click.Group):
     (read from the servers, imported only when the help is shown)."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from integrator.sandbox import ErpSandbox, OmnitronSandbox, OmniumSandbox
+        from integrator.sandbox import (
+            ErpSandbox,
+            JsonRpcErpSandbox,
+            OmnitronSandbox,
+            OmniumSandbox,
+            SoapErpSandbox,
+        )
         from integrator.sandbox.base import EXAMPLE, RULE_KEYS, SPEC_KEYS
 
         with formatter.section("Faults over HTTP (on any of the servers)"):
@@ -55,8 +61,19 @@ class _SandboxGroup(click.Group):
                 ("omnitron", OmnitronSandbox),
                 ("erp", ErpSandbox),
                 ("omnium", OmniumSandbox),
+                ("jsonrpc", JsonRpcErpSandbox),
+                ("soap", SoapErpSandbox),
             )
             formatter.write_dl([(name, ", ".join(cls.route_names())) for name, cls in servers])
+        with formatter.section("Actions of their own (besides a rule's action list above)"):
+            formatter.write_dl(
+                [(name, ", ".join(cls.extra_actions)) for name, cls in servers if cls.extra_actions]
+            )
+            formatter.write_text(
+                "app_error: the call gets its protocol's application error (a JSON-RPC error "
+                "with HTTP 200, a SOAP Fault), nothing done; expire_sessions: every session "
+                "dies, then the call is served (and finds its own dead)."
+            )
         super().format_epilog(ctx, formatter)
 
 
@@ -71,6 +88,8 @@ class _SandboxGroup(click.Group):
 @click.option("--omnitron-port", type=int, default=8701, show_default=True)
 @click.option("--erp-port", type=int, default=8702, show_default=True)
 @click.option("--omnium-port", type=int, default=8703, show_default=True)
+@click.option("--jsonrpc-erp-port", type=int, default=8704, show_default=True)
+@click.option("--soap-erp-port", type=int, default=8705, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--items-per-order", type=click.IntRange(min=1), help="Fixed items per order.")
 @click.option(
@@ -83,11 +102,16 @@ def sandbox_cmd(
     omnitron_port: int,
     erp_port: int,
     omnium_port: int,
+    jsonrpc_erp_port: int,
+    soap_erp_port: int,
     seed: int,
     items_per_order: int | None,
     discounts_per_order: int | None,
 ) -> int:
     """Serve a sandbox Omnitron, ERP and Omnium on 127.0.0.1 until Ctrl-C.
+
+    The ERP comes in three kinds: REST (--erp-port), JSON-RPC, Odoo-like (--jsonrpc-erp-port,
+    POST /jsonrpc) and SOAP 1.1/1.2 (--soap-erp-port, POST /soap).
 
     Faults are set while it runs, from another terminal: `integrator sandbox fault --help`,
     or POST /_sandbox/faults on a server (below); GET /_sandbox/stats tells what each holds.
@@ -101,7 +125,13 @@ def sandbox_cmd(
     from integrator.cli.envfile import load_project_env, sandbox_env_report
 
     load_project_env(ctx)
-    ports = {"Omnitron": omnitron_port, "ERP": erp_port, "Omnium": omnium_port}
+    ports = {
+        "Omnitron": omnitron_port,
+        "ERP": erp_port,
+        "Omnium": omnium_port,
+        "JSON-RPC ERP": jsonrpc_erp_port,
+        "SOAP ERP": soap_erp_port,
+    }
     busy = [name for name, port in ports.items() if port and not _can_bind(port)]
     if busy:
         raise _port_error(busy, ports)
@@ -113,6 +143,8 @@ def sandbox_cmd(
                     omnitron_port=omnitron_port,
                     erp_port=erp_port,
                     omnium_port=omnium_port,
+                    jsonrpc_erp_port=jsonrpc_erp_port,
+                    soap_erp_port=soap_erp_port,
                     seed=seed,
                     items_per_order=items_per_order,
                     discounts_per_order=discounts_per_order,
@@ -120,7 +152,7 @@ def sandbox_cmd(
             )
         except OSError as exc:
             if exc.errno == errno.EACCES:
-                low = ", ".join(f"{p} (--{n.lower()}-port)" for n, p in ports.items() if p < 1024)
+                low = ", ".join(f"{p} ({_PORT_OPTIONS[n]})" for n, p in ports.items() if p < 1024)
                 raise UserError(
                     f"not allowed to listen on port {low or 'these ports'}: choose ports "
                     "above 1023 (0: any free port)"
@@ -132,6 +164,10 @@ def sandbox_cmd(
         console.print(f"ERP sandbox:      {sb.erp.url}")
         if sb.omnium is not None:
             console.print(f"Omnium sandbox:   {sb.omnium.url}  ({orders} orders)")
+        if sb.jsonrpc_erp is not None:
+            console.print(f"JSON-RPC ERP:     {sb.jsonrpc_erp.url}/jsonrpc  (Odoo-like)")
+        if sb.soap_erp is not None:
+            console.print(f"SOAP ERP:         {sb.soap_erp.url}/soap  (SOAP 1.1 and 1.2)")
         for line in sandbox_env_report(Path(ctx.obj["config"]), sb.env(), SANDBOX_ENV):
             console.print(line, markup=False)
         console.print("Ctrl-C stops.")
@@ -147,6 +183,16 @@ _SERVERS = {
     "omnitron": ("OMNITRON_URL", "omnitron_port", 8701),
     "erp": ("ERP_URL", "erp_port", 8702),
     "omnium": ("OMNIUM_URL", "omnium_port", 8703),
+    "jsonrpc": ("JSONRPC_ERP_URL", "jsonrpc_erp_port", 8704),
+    "soap": ("SOAP_ERP_URL", "soap_erp_port", 8705),
+}
+# a server's label in messages → the option of its port
+_PORT_OPTIONS = {
+    "Omnitron": "--omnitron-port",
+    "ERP": "--erp-port",
+    "Omnium": "--omnium-port",
+    "JSON-RPC ERP": "--jsonrpc-erp-port",
+    "SOAP ERP": "--soap-erp-port",
 }
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -251,13 +297,15 @@ def fault_group() -> None:
 
     Each server has one fault table; setting one replaces it. The address is --url, else
     the sandbox's port options given before `fault`, else $OMNITRON_URL / $ERP_URL /
-    $OMNIUM_URL when they name this machine (as the sandbox's .env does), else the default
-    ports 8701 / 8702 / 8703.
+    $OMNIUM_URL / $JSONRPC_ERP_URL / $SOAP_ERP_URL when they name this machine (as the
+    sandbox's .env does), else the default ports 8701 / 8702 / 8703 / 8704 / 8705.
 
     \b
       integrator sandbox fault erp --status 503 --count 3   the next 3 ERP calls answer 503
       integrator sandbox fault erp --route create --action drop_after_commit --count 1
       integrator sandbox fault omnitron --latency-ms 200     every Omnitron call 200 ms later
+      integrator sandbox fault jsonrpc --route create --action app_error --count 2
+      integrator sandbox fault soap --action expire_sessions --count 1
       integrator sandbox fault show                          the faults in force
       integrator sandbox fault clear                         no faults, on every server
 
@@ -421,7 +469,7 @@ def demo_cmd(ctx: click.Context, orders: int, flow: str) -> int:
 
 def _port_error(busy: list[str], ports: dict[str, int]) -> UserError:
     """The ports the sandbox cannot listen on, named with the options that change them."""
-    named = ", ".join(f"{ports[n]} ({n}: --{n.lower()}-port)" for n in busy)
+    named = ", ".join(f"{ports[n]} ({n}: {_PORT_OPTIONS[n]})" for n in busy)
     return UserError(
         f"cannot listen on 127.0.0.1 port {named}: in use by another process. Is a sandbox "
         "already running? Stop it (Ctrl-C in its terminal), or choose another port (0: any "

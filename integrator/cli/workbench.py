@@ -55,6 +55,15 @@ def _attrs(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _constants(ctx: click.Context, flow: str) -> dict[str, Any]:
+    """``--flow``: that flow's constants (``vars:`` of config.yaml and the flow)."""
+    from integrator.cli.envfile import load_project_env
+    from integrator.config.load import flow_constants
+
+    load_project_env(ctx)
+    return flow_constants(Path(ctx.find_root().obj["config"]), flow)
+
+
 def _print(obj: Any) -> None:
     click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
 
@@ -73,7 +82,12 @@ def _print(obj: Any) -> None:
 @click.option("--request", "request_file", type=click.Path(path_type=Path), help="check_response")
 @click.option("--response", "response_file", type=click.Path(path_type=Path), help="check_response")
 @click.option("--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True, help="Seconds.")
+@click.option(
+    "--flow", "flow", metavar="FLOW", help="Give the script FLOW's constants (vars.NAME)."
+)
+@click.pass_context
 def test_script_cmd(
+    ctx: click.Context,
     script: Path,
     input_file: Path | None,
     attrs: tuple[str, ...],
@@ -81,6 +95,7 @@ def test_script_cmd(
     request_file: Path | None,
     response_file: Path | None,
     timeout: float,
+    flow: str | None,
 ) -> int:
     """Run SCRIPT once, as the flow would, and print its result and attributes.
 
@@ -88,7 +103,9 @@ def test_script_cmd(
     Prints {"result_data": ..., "attributes": {...}}: result_data is the script's output,
     parsed when it is JSON; attributes are those the script set or changed (with
     log.script.error on failure). Native (def process) and Akinon/NiFi ExecuteScript scripts
-    both work; the runtime is detected. Exit status 1 when the script fails.
+    both work; the runtime is detected. With --flow, the script gets that flow's constants
+    as attributes vars.NAME, as in a run (an --attr of the same name wins). Exit status 1
+    when the script fails.
 
     \b
     Examples:
@@ -114,6 +131,10 @@ def test_script_cmd(
         if isinstance(args["data"], dict):  # as the read stage does: channel.conf is masked
             strip_channel_conf(args["data"], Redactor([]))
     before = _attrs(attrs)
+    if flow is not None:
+        from integrator.pipeline.exchange import var_attributes
+
+        before = {**var_attributes(_constants(ctx, flow)), **before}
     attributes = dict(before)
     configure_logging("INFO")  # what the script logs goes to stderr, beside the JSON
     pool = ScriptPool(size=1, memory_mb=DEFAULT_MEMORY_MB)
@@ -144,21 +165,36 @@ def test_script_cmd(
 @click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--input", "input_file", type=click.Path(path_type=Path), required=True)
 @click.option("--context", "context_file", type=click.Path(path_type=Path), help="For ^path.")
-def test_mapping_cmd(spec: Path, input_file: Path, context_file: Path | None) -> int:
+@click.option("--flow", "flow", metavar="FLOW", help="FLOW's constants as context (^vars.NAME).")
+@click.pass_context
+def test_mapping_cmd(
+    ctx: click.Context,
+    spec: Path,
+    input_file: Path,
+    context_file: Path | None,
+    flow: str | None,
+) -> int:
     """Apply the Jolt chain in SPEC to the JSON in --input and print the output.
 
     A spec that cannot be built is reported with the operation's index and what is wrong
-    with it (exit status 2).
+    with it (exit status 2). Modify operations read the context with ^path: --context FILE
+    gives it (a JSON object); --flow FLOW adds that flow's constants as ^vars.NAME, as the
+    mapping stage does (a "vars" member of --context wins).
 
     \b
     Example:
       integrator test-mapping flows/specs/order_to_erp.json --input order.json
+      integrator test-mapping flows/specs/order_to_erp.json --input order.json --flow order_flow
     """
     from integrator.mapping.jolt import MappingSpecError, apply_chain
 
     chain = read_json(spec, "spec")
     data = read_json(input_file, "--input")
     context = read_json(context_file, "--context") if context_file else None
+    if flow is not None:
+        if context is not None and not isinstance(context, dict):
+            raise click.UsageError(f"{context_file}: with --flow, the context is a JSON object")
+        context = {"vars": _constants(ctx, flow), **(context or {})}
     try:
         _print(apply_chain(chain, data, context))
     except MappingSpecError as exc:

@@ -13,7 +13,6 @@ if TYPE_CHECKING:
         ConnectorConfig,
         FlowConfig,
         StageSpec,
-        TokenLogin,
     )
 
 __all__ = [
@@ -21,7 +20,6 @@ __all__ = [
     "ConnectorConfig",
     "FlowConfig",
     "StageSpec",
-    "TokenLogin",
     "load_app",
     "load_flow",
     "load_flows",
@@ -34,7 +32,6 @@ __getattr__ = lazy_exports(
         "ConnectorConfig": "model",
         "FlowConfig": "model",
         "StageSpec": "model",
-        "TokenLogin": "model",
         "load_app": "load",
         "load_flow": "load",
         "load_flows": "load",

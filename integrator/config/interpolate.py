@@ -25,7 +25,7 @@ from typing import Any
 from integrator.config.yamlfile import YamlDoc, decode_utf8, join_key
 from integrator.errors import ConfigIssue
 
-__all__ = ["MIN_SECRET", "SECRET_KEY_RE", "interpolate", "is_secret_key"]
+__all__ = ["MIN_SECRET", "SECRET_KEY_RE", "interpolate", "is_secret_key", "secret_references"]
 
 MIN_SECRET = 8  # characters
 
@@ -54,6 +54,16 @@ _NOT_A_SECRET = re.compile(r"(url|uri|path|format|header)$", re.IGNORECASE)
 
 def _holds_secret(key: str) -> bool:
     return is_secret_key(key) and not _NOT_A_SECRET.search(key)
+
+
+def secret_references(text: str) -> list[str]:
+    """The references in ``text`` whose values are secrets: ``${file:...}``, and variables
+    named like a secret (``${ERP_PASSWORD}``; not ``${ERP_TOKEN_URL}``), as written."""
+    return [
+        m.group(0)
+        for m in _REF.finditer(text)
+        if m.group(1).startswith("file:") or _holds_secret(m.group(1))
+    ]
 
 
 def interpolate(

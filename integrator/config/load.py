@@ -2,48 +2,46 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from integrator.config.checks import Options
-from integrator.config.interpolate import interpolate, is_secret_key
+from integrator.config.interpolate import (
+    MIN_SECRET,
+    interpolate,
+    is_secret_key,
+    secret_references,
+)
 from integrator.config.model import (
     AppConfig,
     ConnectorConfig,
-    CookieLogin,
     EventSettings,
     FlowConfig,
     ReconcileSettings,
     StageSpec,
-    TokenLogin,
 )
 from integrator.config.yamlfile import YamlDoc, join_key, read_yaml
 from integrator.errors import ConfigIssue, ConfigurationError
 from integrator.scheduler.schedule import Schedule, parse_schedule
 
-__all__ = ["load_app", "load_flow", "load_flows", "read_app"]
+if TYPE_CHECKING:
+    from integrator.connectors.auth import AuthConfig, Kind
 
-_APP_KEYS = {"state", "logging", "connectors", "flows_dir", "market_groups"}
+__all__ = ["VAR_NAME", "flow_constants", "load_app", "load_flow", "load_flows", "read_app"]
+
+_APP_KEYS = {"state", "logging", "connectors", "flows_dir", "market_groups", "vars"}
+# A connector's own options; each auth kind adds those it owns (connectors/auth/<kind>.py).
 _CONNECTOR_KEYS = {
     "Name",
     "ConnectorId",
     "DisplayName",
     "Host",
-    "BearerToken",
-    "Username",
-    "Password",
-    "TokenLogin",
-    "CookieLogin",
-    "ClientAppId",
-    "ClientAppSecret",
-    "TokenUrl",
-    "TenantUrl",
-    "OAuthTenant",
-    "OAuthScope",
-    "OAuthResource",
     "ConnectionString",
     "Timeout",
     "MaxAnswerBytes",
@@ -77,9 +75,9 @@ _FLOW_KEYS = {
     "stages",
     "renamed_from",
     "new_history",
+    "vars",
 }
-_SECRET_FIELDS = ("BearerToken", "Password", "ClientAppSecret", "ConnectionString")
-_AUTH_KINDS = ("BearerToken", "TokenLogin", "CookieLogin", "ClientAppId")
+_SECRET_FIELDS = ("ConnectionString",)  # and the auth kinds' secrets
 
 
 _SCHEMES = ("http", "https", "amqp", "amqps", "kafka")
@@ -96,7 +94,10 @@ def _url_check(value: str) -> str | None:
 
 
 def _clear_secret(doc: YamlDoc, raw: Any, key: str, issues: list[ConfigIssue]) -> None:
-    """Secrets come from ${ENV} or ${file:...}; a literal in the YAML is refused."""
+    """Secrets come from ${ENV} or ${file:...}; a literal in the YAML is refused (a number
+    too: ``BearerToken: 123456789`` is read as one, and sent as the token)."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        raw = str(raw)
     if isinstance(raw, str) and raw and "${" not in raw:
         issues.append(
             doc.issue(
@@ -109,18 +110,18 @@ def _clear_secret(doc: YamlDoc, raw: Any, key: str, issues: list[ConfigIssue]) -
 def _connector(
     doc: YamlDoc, raw: dict[str, Any], data: Any, key: str, issues: list[ConfigIssue]
 ) -> ConnectorConfig | None:
-    o = Options(data, doc, key, issues, _CONNECTOR_KEYS)
-    for name in _SECRET_FIELDS:
+    from integrator.connectors import auth as auth_kinds  # light: no requests until a call
+
+    kinds = auth_kinds.kinds()
+    allowed = _CONNECTOR_KEYS.union(*(k.keys for k in kinds))
+    o = Options(data, doc, key, issues, allowed)
+    secret_keys = [*_SECRET_FIELDS, *sorted(set().union(*(k.secrets for k in kinds)))]
+    for name in secret_keys:
         _clear_secret(doc, raw.get(name) if isinstance(raw, dict) else None, o.sub(name), issues)
     name = o.get("Name", str, "", required=True)
     connection_string = o.get("ConnectionString", str, "")
     host = o.get("Host", str, "", required=not connection_string, check=_url_check)
-    kinds = [k for k in _AUTH_KINDS if o.data.get(k) not in (None, "")]
-    if len(kinds) > 1:
-        o.error(kinds[1], f"a connector has one way to log in; {' and '.join(kinds)} are both set")
-    token_login = _token_login(o, raw)
-    cookie_login = _cookie_login(o, raw)
-    oauth = _oauth(o)
+    auth = _auth(o, raw, kinds)
     headers: list[tuple[str, str]] = []
     properties: list[tuple[str, str]] = []
     props = o.get("Properties", list, [])
@@ -194,13 +195,10 @@ def _connector(
         host=host.rstrip("/"),
         connector_id=o.get("ConnectorId", str, ""),
         display_name=o.get("DisplayName", str, ""),
-        bearer_token=o.get("BearerToken", str, ""),
+        auth=auth,
         username=o.get("Username", str, ""),
         password=o.get("Password", str, ""),
-        token_login=token_login,
-        cookie_login=cookie_login,
         connection_string=connection_string,
-        **oauth,
         timeout=o.get("Timeout", float, 30.0, check=positive),
         max_answer_bytes=o.get(
             "MaxAnswerBytes",
@@ -214,123 +212,184 @@ def _connector(
         enabled_for_market_groups=markets["EnabledForMarketGroups"],
         disabled_for_market_groups=markets["DisabledForMarketGroups"],
         properties=tuple(properties),
+        key=key,
+        doc=doc,
     )
 
 
-def _token_login(o: Options, raw: Any) -> TokenLogin | None:
-    """``TokenLogin``: Omnitron's login, or a JSON-RPC session login with a ``Body``."""
-    if o.data.get("TokenLogin") is None:
+def _auth(o: Options, raw: Any, kinds: list[Kind]) -> AuthConfig | None:
+    """The connector's auth kind: the one whose option is set (one at most), else a fallback
+    (basic auth when Username is set); every kind checks its options."""
+    chosen = [k for k in kinds if k.selector and o.data.get(k.selector) not in (None, "")]
+    if len(chosen) > 1:
+        names = " and ".join(k.selector for k in chosen)
+        o.error(chosen[1].selector, f"a connector has one way to log in; {names} are both set")
+    configs = {k.name: k.read(o, raw) for k in kinds}
+    for k in chosen:
+        if configs[k.name] is not None:
+            return configs[k.name]
+    if chosen:
         return None
-    t = Options(
-        o.data["TokenLogin"],
-        o.doc,
-        o.sub("TokenLogin"),
-        o.issues,
-        {"Path", "TokenPath", "Header", "HeaderFormat", "Method", "Body", "ExpiresPath"},
-    )
-    tl = TokenLogin(
-        path=t.get("Path", str, "", required=True),
-        token_path=t.get("TokenPath", str, "key"),
-        header=t.get("Header", str, "Authorization"),
-        header_format=t.get("HeaderFormat", str, "Token {token}"),
-        method=t.get("Method", str, "POST").upper(),
-        body=t.data.get("Body"),
-        expires_path=t.get("ExpiresPath", str, ""),
-    )
-    if "{token}" not in tl.header_format:
-        t.error("HeaderFormat", "must contain {token}, e.g. 'Token {token}'")
-    if tl.body is not None and not isinstance(tl.body, dict | list):
-        t.error("Body", "expected a JSON object template, e.g. {login: '{username}', ...}")
-    _credentials_used(o, t, tl.body, _raw_body(raw, "TokenLogin"))
-    return tl
+    return next((c for k in kinds if not k.selector and (c := configs[k.name]) is not None), None)
 
 
-def _cookie_login(o: Options, raw: Any) -> CookieLogin | None:
-    """``CookieLogin``: SAP Business One's Service Layer session (``POST /Login``)."""
-    if o.data.get("CookieLogin") is None:
-        return None
-    t = Options(
-        o.data["CookieLogin"],
-        o.doc,
-        o.sub("CookieLogin"),
-        o.issues,
-        {"Path", "Method", "Body", "TimeoutPath"},
-    )
-    cl = CookieLogin(
-        path=t.get("Path", str, "/Login"),
-        body=t.get("Body", dict, {}, required=True),
-        method=t.get("Method", str, "POST").upper(),
-        timeout_path=t.get("TimeoutPath", str, "SessionTimeout"),
-    )
-    _credentials_used(o, t, cl.body, _raw_body(raw, "CookieLogin"))
-    return cl
+VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRETS_STAY = (
+    "secrets stay in connectors: put it in a connector's Password, BearerToken, "
+    "ClientAppSecret or ConnectionString (from ${ENV_VAR} or ${file:path}), or in a "
+    "Properties or CustomHeaders entry of the connector"
+)
 
 
-def _raw_body(raw: Any, kind: str) -> object:
-    login = raw.get(kind) if isinstance(raw, dict) else None
-    return login.get("Body") if isinstance(login, dict) else None
+def _strict_vars(
+    doc: YamlDoc,
+    data: Any,
+    env: Mapping[str, str],
+    issues: list[ConfigIssue],
+    secrets: set[str],
+    base: Path,
+) -> Any:
+    """``data`` with its ``vars`` interpolated strictly, for a lenient load (``need_secrets=False``:
+    test-flow, the store's commands): a constant is no credential, and one left empty by an
+    unset variable would change what is sent without a word."""
+    if not isinstance(doc.data, dict) or "vars" not in doc.data or not isinstance(data, dict):
+        return data
+    found: list[ConfigIssue] = []
+    part = interpolate(YamlDoc(doc.file, {"vars": doc.data["vars"]}, doc.lines), env, found,
+                       secrets, base)  # fmt: skip
+    issues.extend(i for i in found if i not in issues)  # the lenient pass found some already
+    return {**data, "vars": part["vars"]}
 
 
-def _credentials_used(o: Options, t: Options, body: object, raw_body: object) -> None:
-    """A login body takes the password from ``{password}`` or ${ENV}; a literal is refused."""
-    if body is None:
-        return
-    for k, v in _walk(raw_body):
-        if (
-            is_secret_key(k)
-            and isinstance(v, str)
-            and v
-            and "{password}" not in v
-            and "${" not in v
-        ):
-            t.error(
-                "Body",
-                f"{k!r} must be '{{password}}' (filled from the connector's Password, which "
-                "comes from ${ENV_VAR}), not a value written in the YAML",
+def _vars(doc: YamlDoc, o: Options, secrets: Collection[str]) -> dict[str, Any]:
+    """``vars:``: constants, NAME → text, a number, true/false, null, a list or a mapping.
+
+    NAME is ``[A-Za-z_][A-Za-z0-9_]*`` (``vars.NAME`` in templates, scripts and Jolt). Secrets
+    stay in connectors: a name that looks like a secret, at any depth, a value from
+    ``${file:...}`` or from a variable named like a secret, and a value holding a secret this
+    project knows, are refused."""
+    data = o.get("vars", dict, {})
+    raw = doc.data.get("vars") if isinstance(doc.data, dict) else None
+    key = o.sub("vars")
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        sub = join_key(key, str(name))
+        if not isinstance(name, str) or not VAR_NAME.fullmatch(name):
+            o.issues.append(
+                doc.issue(
+                    sub,
+                    f"{name!r} is not a constant's name: use letters, digits and _, not "
+                    "starting with a digit (it is written vars.NAME in templates, scripts "
+                    "and Jolt specs)",
+                )
             )
-    if "{password}" in repr(body) and not o.data.get("Password"):
-        o.error("Password", "the login body uses {password}: set Password: ${ENV_VAR}")
+            continue
+        if _secret_named(doc, sub, name, o.issues):
+            continue
+        item = raw.get(name) if isinstance(raw, dict) else None
+        ok, out[name] = _constant(doc, sub, value, item, secrets, o.issues)
+        if not ok:
+            del out[name]
+    return out
 
 
-def _walk(node: object) -> list[tuple[str, object]]:
-    if isinstance(node, dict):
-        out: list[tuple[str, object]] = []
-        for k, v in node.items():
-            out.append((str(k), v))
-            out += _walk(v)
-        return out
-    if isinstance(node, list):
-        return [kv for v in node for kv in _walk(v)]
-    return []
+def _secret_named(doc: YamlDoc, key: str, name: str, issues: list[ConfigIssue]) -> bool:
+    if not is_secret_key(name):
+        return False
+    issues.append(
+        doc.issue(
+            key,
+            f"{name!r} is named like a secret; {_SECRETS_STAY}. Not a secret? Rename it "
+            "(what is named with password, secret, token, api_key... is masked where shown)",
+        )
+    )
+    return True
 
 
-def _oauth(o: Options) -> dict[str, str]:
-    """OAuth2 client credentials: ``ClientAppId``, ``ClientAppSecret``, ``TokenUrl``.
-
-    ``TenantUrl`` (an authority, Omnium's name) with ``OAuthTenant`` gives
-    ``{TenantUrl}/{OAuthTenant}/oauth2/token`` when no ``TokenUrl`` is set.
-    """
-    app_id = o.get("ClientAppId", str, "")
-    secret = o.get("ClientAppSecret", str, "")
-    token_url = o.get("TokenUrl", str, "")
-    tenant_url = o.get("TenantUrl", str, "")
-    tenant = o.get("OAuthTenant", str, "")
-    if not token_url and tenant_url:
-        token_url = tenant_url.rstrip("/") + (f"/{tenant}/oauth2/token" if tenant else "")
-    if app_id or secret:
-        if not app_id:
-            o.error("ClientAppId", "OAuth2 needs ClientAppId with ClientAppSecret")
-        if not secret:
-            o.error("ClientAppSecret", "OAuth2 needs ClientAppSecret: ${ENV_VAR}")
-        if not token_url:
-            o.error("TokenUrl", "OAuth2 needs TokenUrl, the token endpoint (or TenantUrl)")
-    return {
-        "client_app_id": app_id,
-        "client_app_secret": secret,
-        "token_url": token_url,
-        "oauth_scope": o.get("OAuthScope", str, ""),
-        "oauth_resource": o.get("OAuthResource", str, ""),
-    }
+def _constant(
+    doc: YamlDoc,
+    key: str,
+    value: Any,
+    raw: Any,
+    secrets: Collection[str],
+    issues: list[ConfigIssue],
+) -> tuple[bool, Any]:
+    """``value`` as JSON-like data, or (False, None) with the issue recorded. ``raw``: the
+    same node before interpolation (where a value came from)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        good = True
+        for k, v in value.items():
+            sub = join_key(key, str(k))
+            if not isinstance(k, str):
+                issues.append(
+                    doc.issue(sub, f"key {k!r} is {type(k).__name__}, not text: quote it "
+                              f"('{k}': ...), as JSON keys are text")
+                )  # fmt: skip
+                good = False
+                continue
+            if _secret_named(doc, sub, k, issues):
+                good = False
+                continue
+            ok, out[k] = _constant(
+                doc, sub, v, raw.get(k) if isinstance(raw, dict) else None, secrets, issues
+            )
+            good = good and ok
+        return good, out
+    if isinstance(value, list):
+        items = [
+            _constant(
+                doc,
+                join_key(key, i),
+                v,
+                raw[i] if isinstance(raw, list) and i < len(raw) else None,
+                secrets,
+                issues,
+            )
+            for i, v in enumerate(value)
+        ]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if isinstance(value, str):
+        refs = secret_references(raw) if isinstance(raw, str) else []
+        if refs:
+            issues.append(
+                doc.issue(key, f"the value comes from {', '.join(refs)}, a secret; {_SECRETS_STAY}")
+            )
+            return False, None
+        if "${" in value:
+            issues.append(
+                doc.issue(
+                    key,
+                    "a constant is resolved when the project is loaded, from ${ENV_VAR}, "
+                    "${ENV_VAR:-default} and ${file:path}; ${_order.…} and ${vars.…} are "
+                    "resolved at run time where they are written (a template), never in a "
+                    "constant: write the text out, or use them in the template",
+                )
+            )
+            return False, None
+        if any(s in value for s in secrets if len(s) >= MIN_SECRET):
+            issues.append(
+                doc.issue(key, f"the value holds a secret of this project; {_SECRETS_STAY}")
+            )
+            return False, None
+        return True, value
+    if value is None or isinstance(value, bool | int):
+        return True, value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return True, value
+        issues.append(doc.issue(key, f"expected a finite number, got {value!r}"))
+        return False, None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return True, value.isoformat()  # YAML reads 2026-11-01 as a date: the same text
+    issues.append(
+        doc.issue(
+            key,
+            f"YAML reads this as {type(value).__name__}; a constant is text, a number, "
+            "true/false, null, a list or a mapping: quote it to keep it as text",
+        )
+    )
+    return False, None
 
 
 def load_app(
@@ -370,6 +429,8 @@ def read_app(
     base = path.resolve().parent
     secrets: set[str] = set()
     data = interpolate(doc, env, issues, secrets, base, lenient=not need_secrets)
+    if not need_secrets:
+        data = _strict_vars(doc, data, env, issues, secrets, base)
     o = Options(data, doc, "", issues, _APP_KEYS)
     state = Options(o.data.get("state"), doc, "state", issues, {"url"})
     log = Options(o.data.get("logging"), doc, "logging", issues, {"level", "dir"})
@@ -416,6 +477,7 @@ def read_app(
     log_dir = base / log.get("dir", str, "logs")
     flows_dir = base / o.get("flows_dir", str, "flows")
     return AppConfig(
+        vars=_vars(doc, o, secrets),
         market_groups=groups,
         file=str(path),
         base_dir=base,
@@ -458,6 +520,8 @@ def load_flow(
         return None
     secrets: set[str] = set()  # header tokens, webhook secrets...: the redactor learns them
     data = interpolate(doc, os.environ, issues, secrets, app.base_dir, lenient=not need_secrets)
+    if not need_secrets:
+        data = _strict_vars(doc, data, os.environ, issues, secrets, app.base_dir)
     o = Options(data, doc, "", issues, _FLOW_KEYS)
     names = {c.name for c in app.connectors}
 
@@ -511,6 +575,7 @@ def load_flow(
         reconcile=_reconcile(o, doc, issues, stages),
         renamed_from=tuple(str(n) for n in _names(o.get("renamed_from", list, []))),
         new_history=o.get("new_history", bool, False),
+        vars={**app.vars, **_vars(doc, o, app.secrets | secrets)},
         secrets=frozenset(secrets),
         doc=doc,
     )
@@ -691,3 +756,38 @@ def _upstream(flow: FlowConfig, flows: Mapping[str, FlowConfig], issues: list[Co
             "give one of them a cron or every schedule"
         )
     issues.append(ConfigIssue(flow.file, key, msg, flow.doc.line(key) if flow.doc else None))
+
+
+def _about_vars(key: str) -> bool:
+    return key in ("", "vars") or key.startswith(("vars.", "vars["))
+
+
+def flow_constants(path: Path, flow: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The constants of ``flow`` (a flow's name, or its file) in the project of config.yaml
+    ``path``, for the workbench. Only what they come from is checked (the files' YAML, their
+    ``vars``): a stage of the flow being fixed, or an unset connector secret, does not stop
+    ``test-script --flow``. ConfigurationError for those problems or an unknown flow."""
+    issues: list[ConfigIssue] = []
+    app = read_app(path, issues, env)
+    problems = [i for i in issues if i.severity == "error" and _about_vars(i.key)]
+    if app is None or problems:
+        raise ConfigurationError(problems or issues)
+    found: list[ConfigIssue] = []
+    flows = load_flows(app, found)
+    wanted = Path(flow).resolve() if flow.endswith((".yaml", ".yml")) else None
+    match = [f for f in flows if f.name == flow or Path(f.file).resolve() == wanted]
+    if not match:
+        names = ", ".join(sorted(f.name for f in flows)) or "none"
+        unreadable = [i for i in found if i.key == "" and i.severity == "error"]
+        raise ConfigurationError(
+            [
+                ConfigIssue(str(app.flows_dir), "", f"no flow named {flow!r}; flows: {names}"),
+                *unreadable,
+            ]
+        )
+    problems = [
+        i for i in found if i.file == match[0].file and i.severity == "error" and _about_vars(i.key)
+    ]
+    if problems:
+        raise ConfigurationError(problems)
+    return match[0].vars

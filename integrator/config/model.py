@@ -5,44 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from integrator.config.yamlfile import YamlDoc
+from integrator.config.yamlfile import YamlDoc, join_key
+from integrator.errors import ConfigIssue
 from integrator.scheduler.schedule import Schedule
+
+if TYPE_CHECKING:
+    from integrator.connectors.auth import AuthConfig
 
 __all__ = [
     "AppConfig",
     "ConnectorConfig",
-    "CookieLogin",
     "EventSettings",
     "FlowConfig",
     "ReconcileSettings",
     "StageSpec",
-    "TokenLogin",
 ]
-
-
-@dataclass(frozen=True)
-class TokenLogin:
-    """A login call whose answer carries the token (Omnitron: ``POST auth/login/`` → ``key``)."""
-
-    path: str
-    token_path: str = "key"
-    header: str = "Authorization"
-    header_format: str = "Token {token}"
-    method: str = "POST"
-    body: Any = None  # JSON template ({username}, {password}); default {username, password}
-    expires_path: str = ""  # JMESPath to a lifetime in seconds; none: valid until a 401
-
-
-@dataclass(frozen=True)
-class CookieLogin:
-    """A login whose answer sets session cookies (SAP Business One: ``POST /Login``)."""
-
-    path: str
-    body: Any
-    method: str = "POST"
-    timeout_path: str = "SessionTimeout"  # JMESPath to the session lifetime in minutes
 
 
 @dataclass(frozen=True)
@@ -53,16 +32,9 @@ class ConnectorConfig:
     host: str
     connector_id: str = ""
     display_name: str = ""
-    bearer_token: str = ""
-    username: str = ""
+    auth: AuthConfig | None = None  # the auth kind's config (connectors/auth/<kind>.py)
+    username: str = ""  # Username/Password: basic auth, a login's credentials, an exporter's
     password: str = ""
-    token_login: TokenLogin | None = None
-    cookie_login: CookieLogin | None = None
-    client_app_id: str = ""  # OAuth2 client credentials
-    client_app_secret: str = ""
-    token_url: str = ""
-    oauth_scope: str = ""
-    oauth_resource: str = ""
     connection_string: str = ""  # Azure Storage Queue / Service Bus (a secret)
     timeout: float = 30.0  # seconds a whole call may take: connect, headers and body
     max_answer_bytes: int = 16 * 1024 * 1024  # an answer's body, on the wire and inflated
@@ -79,6 +51,15 @@ class ConnectorConfig:
     max_in_flight: int = 0  # requests at a time to this host, across flows (0: no limit)
     requests_per_second: float = 0.0  # to this host, across flows (0: no limit)
     circuit_breaker: int = 5  # same failure for this many orders in a row stops a run (0: off)
+    key: str = field(default="", compare=False)  # where it is written: "connectors[3]"
+    doc: YamlDoc | None = field(default=None, compare=False, repr=False)  # config.yaml, read
+
+    def issue(self, option: str, message: str) -> ConfigIssue:
+        """A problem with ``option`` of this connector, with its file, key and line."""
+        key = join_key(self.key, option) if self.key else option
+        if self.doc is None:
+            return ConfigIssue("config.yaml", key, message)
+        return self.doc.issue(key, message)
 
     def __repr__(self) -> str:  # never show credentials, even in a debugger or a traceback
         return f"ConnectorConfig(name={self.name!r}, host={self.host!r})"

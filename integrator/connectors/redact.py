@@ -113,7 +113,8 @@ def known_secrets(app: AppConfig) -> set[str]:
     connectors' URLs (Host, TokenUrl, and properties such as WebhookEndpoint)."""
     found = set(app.secrets)
     for c in app.connectors:
-        for url in (c.host, c.token_url, *(v for _k, v in c.properties)):
+        auth_urls = c.auth.urls() if c.auth is not None else ()
+        for url in (c.host, *auth_urls, *(v for _k, v in c.properties)):
             if isinstance(url, str) and ("@" in url or "?" in url):
                 found.update(url_secrets(url))
     return found

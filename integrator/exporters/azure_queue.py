@@ -10,13 +10,43 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from integrator.connectors.http import Connector
 from integrator.errors import OrderError, PermanentError, RetriableError
-from integrator.exporters import Exporter, require
+from integrator.exporters import Exporter, ExporterOptions, Problem, check_options, require
 
-__all__ = ["AzureStorageQueueExporter", "azure_error", "connection_string_secrets"]
+if TYPE_CHECKING:  # validate reads OPTIONS and check(): neither azure nor requests
+    from integrator.config.model import ConnectorConfig
+    from integrator.connectors.http import Connector
+
+__all__ = [
+    "OPTIONS",
+    "AzureStorageQueueExporter",
+    "azure_error",
+    "check",
+    "connection_string_secrets",
+]
+
+OPTIONS = ExporterOptions(
+    properties=("QueueName", "Base64", "Message", "Operation"),
+    required=(("QueueName", "the queue to send to, lowercase"),),
+    needs="Host or ConnectionString",
+    host_schemes=("http", "https"),
+)
+
+
+def check(cfg: ConnectorConfig) -> list[Problem]:
+    """A QueueName; a ConnectionString, or Host with the account's name and key."""
+    found = check_options(OPTIONS, cfg)
+    if not cfg.connection_string and not (cfg.username and cfg.password):
+        found.append(
+            Problem(
+                "ConnectionString",
+                "set ConnectionString: ${ENV_VAR} (or Host, the queue endpoint, with Username "
+                "= the account name and Password = the account key)",
+            )
+        )
+    return found
 
 
 def connection_string_secrets(cs: str) -> list[str]:
@@ -57,12 +87,14 @@ class AzureStorageQueueExporter(Exporter):
 
     name = "AzureStorageQueue"
     lightweight = True
+    options = OPTIONS
+    check = staticmethod(check)
 
     def __init__(self, connector: Connector) -> None:
         super().__init__(connector)
         sq = require("azure.storage.queue", self.name, "azure-storage-queue")
         cfg = connector.config
-        self.queue = self.required("QueueName", "the queue to send to, lowercase")
+        self.queue = self.prop("QueueName")
         connector.redactor.add(connection_string_secrets(cfg.connection_string))
         opts: dict[str, Any] = {
             "connection_timeout": cfg.timeout,

@@ -14,14 +14,31 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from integrator.connectors.http import Connector
 from integrator.errors import PermanentError, RetriableError
-from integrator.exporters import Exporter, require
+from integrator.exporters import Exporter, ExporterOptions, Problem, check_options, require
 from integrator.exporters.azure_queue import connection_string_secrets
 
-__all__ = ["AzureServiceBusExporter"]
+if TYPE_CHECKING:  # validate reads OPTIONS and check(): neither azure nor requests
+    from integrator.config.model import ConnectorConfig
+    from integrator.connectors.http import Connector
+
+__all__ = ["OPTIONS", "AzureServiceBusExporter", "check"]
+
+OPTIONS = ExporterOptions(
+    properties=("QueueName", "TopicName", "Message", "Operation"),
+    needs="ConnectionString",
+)
+
+
+def check(cfg: ConnectorConfig) -> list[Problem]:
+    """A ConnectionString, and one of QueueName and TopicName."""
+    found = check_options(OPTIONS, cfg)
+    props = dict(cfg.properties)
+    if bool(props.get("QueueName")) == bool(props.get("TopicName")):
+        found.append(Problem("Properties", "set one of the QueueName and TopicName properties"))
+    return found
 
 
 class AzureServiceBusExporter(Exporter):
@@ -29,6 +46,8 @@ class AzureServiceBusExporter(Exporter):
 
     name = "AzureServiceBus"
     lightweight = True
+    options = OPTIONS
+    check = staticmethod(check)
     # (connection string, retry_total) → ServiceBusClient; tests put a recording client here
     client_factory: Callable[[str, int], Any] | None = None
 
@@ -36,17 +55,8 @@ class AzureServiceBusExporter(Exporter):
         super().__init__(connector)
         self.sb = require("azure.servicebus", self.name, "azure-servicebus")
         cfg = connector.config
-        if not cfg.connection_string:
-            raise PermanentError(
-                f"{self.name} connector {connector.name!r}: set ConnectionString: ${{ENV_VAR}}"
-            )
         connector.redactor.add(connection_string_secrets(cfg.connection_string))
         self.queue, self.topic = self.prop("QueueName"), self.prop("TopicName")
-        if bool(self.queue) == bool(self.topic):
-            raise PermanentError(
-                f"{self.name} connector {connector.name!r}: set one of the QueueName and "
-                "TopicName properties"
-            )
         retries = 0 if cfg.retry_disabled else cfg.retry_attempts - 1
         factory = self.client_factory or (
             lambda cs, n: self.sb.ServiceBusClient.from_connection_string(cs, retry_total=n)

@@ -9,14 +9,41 @@ delivery report, so an order counts as exported only once every in-sync replica 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from integrator.connectors.http import Connector
 from integrator.errors import PermanentError, RetriableError
-from integrator.exporters import Exporter, require
+from integrator.exporters import Exporter, ExporterOptions, Problem, check_options, require
 
-__all__ = ["KafkaExporter"]
+if TYPE_CHECKING:  # validate reads OPTIONS and check(): neither confluent_kafka nor requests
+    from integrator.config.model import ConnectorConfig
+    from integrator.connectors.http import Connector
+
+__all__ = ["OPTIONS", "KafkaExporter", "check"]
+
+OPTIONS = ExporterOptions(
+    properties=(
+        "Topic",
+        "Message",
+        "Operation",
+        "Idempotence",
+        "SecurityProtocol",
+        "SaslMechanism",
+    ),
+    required=(("Topic", "the topic to produce to"),),
+)
+
+
+def _servers(host: str) -> str:
+    return urlsplit(host).netloc if host.startswith("kafka://") else ""
+
+
+def check(cfg: ConnectorConfig) -> list[Problem]:
+    """A Topic, and a Host of kafka://host:port[,host:port]."""
+    found = check_options(OPTIONS, cfg)
+    if not _servers(cfg.host):
+        found.append(Problem("Host", "Host must be kafka://host:port[,host:port]"))
+    return found
 
 
 class KafkaExporter(Exporter):
@@ -24,18 +51,16 @@ class KafkaExporter(Exporter):
 
     name = "Kafka"
     lightweight = True
+    options = OPTIONS
+    check = staticmethod(check)
 
     def __init__(self, connector: Connector) -> None:
         super().__init__(connector)
         ck = require("confluent_kafka", self.name, "confluent-kafka")
         self.ck = ck
         cfg = connector.config
-        self.topic = self.required("Topic", "the topic to produce to")
-        servers = urlsplit(cfg.host).netloc if cfg.host.startswith("kafka://") else ""
-        if not servers:
-            raise PermanentError(
-                f"Kafka connector {connector.name!r}: Host must be kafka://host:port[,host:port]"
-            )
+        self.topic = self.prop("Topic")
+        servers = _servers(cfg.host)
         conf: dict[str, Any] = {
             "bootstrap.servers": servers,
             "acks": "all",

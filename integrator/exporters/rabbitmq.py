@@ -12,13 +12,39 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from integrator.connectors.http import Connector
 from integrator.errors import PermanentError, RetriableError
-from integrator.exporters import Exporter, require
+from integrator.exporters import (
+    Exporter,
+    ExporterOptions,
+    Problem,
+    check_options,
+    missing,
+    require,
+)
 
-__all__ = ["RabbitMQExporter"]
+if TYPE_CHECKING:  # validate reads OPTIONS and check(): neither pika nor requests
+    from integrator.config.model import ConnectorConfig
+    from integrator.connectors.http import Connector
+
+__all__ = ["OPTIONS", "RabbitMQExporter", "check"]
+
+OPTIONS = ExporterOptions(
+    properties=("Queue", "Exchange", "RoutingKey", "Message", "Operation"),
+    host_schemes=("amqp", "amqps"),
+)
+
+
+def check(cfg: ConnectorConfig) -> list[Problem]:
+    """A Queue, or an Exchange (with its RoutingKey, or none for a fanout exchange)."""
+    found = check_options(OPTIONS, cfg)
+    props = dict(cfg.properties)
+    if not (props.get("RoutingKey") or props.get("Queue")) and not props.get("Exchange"):
+        found.insert(
+            0, missing(cfg, "Queue", "the queue to publish to, or Exchange and RoutingKey")
+        )
+    return found
 
 
 class RabbitMQExporter(Exporter):
@@ -26,6 +52,8 @@ class RabbitMQExporter(Exporter):
 
     name = "RabbitMQ"
     lightweight = True
+    options = OPTIONS
+    check = staticmethod(check)
 
     def __init__(self, connector: Connector) -> None:
         super().__init__(connector)
@@ -33,8 +61,6 @@ class RabbitMQExporter(Exporter):
         self.queue = self.prop("Queue")
         self.exchange = self.prop("Exchange")
         self.routing_key = self.prop("RoutingKey", self.queue)
-        if not self.routing_key and not self.exchange:
-            self.required("Queue", "the queue to publish to, or Exchange and RoutingKey")
         self.lock = threading.Lock()
         self.connection: Any = None
         self.channel: Any = None

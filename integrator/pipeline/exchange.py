@@ -13,21 +13,35 @@ Reserved attribute keys, set or read by the engine:
 ``failure.stage``       the stage that failed
 ``failure.message``     its error message
 ``log.script.error``    a script's exception and line
+``vars.NAME``           the flow's constant NAME (``vars:``; text as is, other values JSON)
 ``log.*``               written per order to the run's log file and to the store
 =====================  ==========================================================
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from integrator.errors import OrderError
 from integrator.state.ledger import State, Track
 
-__all__ = ["LOG_PREFIX", "Exchange"]
+__all__ = ["LOG_PREFIX", "VARS_PREFIX", "Exchange", "var_attributes"]
 
 LOG_PREFIX = "log."
+VARS_PREFIX = "vars."
+
+
+def var_attributes(constants: Mapping[str, Any]) -> dict[str, str]:
+    """A flow's constants as attributes: ``vars.NAME`` → the text, or the value as JSON."""
+    return {
+        VARS_PREFIX + name: value
+        if isinstance(value, str)
+        else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        for name, value in constants.items()
+    }
 
 
 @dataclass

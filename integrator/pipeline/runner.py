@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from integrator.errors import FatalError, OrderError, PermanentError, SystemicError
 from integrator.pipeline.context import Mode, RunContext
-from integrator.pipeline.exchange import Exchange
+from integrator.pipeline.exchange import Exchange, var_attributes
 from integrator.pipeline.stage import OrderRef, SourceStage, Stage
 from integrator.state.journal import JournalEntry
 from integrator.state.ledger import (
@@ -148,6 +148,7 @@ class Runner:
         self._taken = 0  # orders admitted (--limit counts these, not the skipped ones)
         self._stopped: BaseException | None = None  # why the run stops taking orders
         self.traced: list[Exchange] = []  # trace mode: every exchange, for the workbench
+        self.constants = var_attributes(run.flow.vars)  # each order starts with them
 
     # --------------------------------------------------------------------- the run
     def execute(self) -> RunResult:
@@ -442,6 +443,8 @@ class Runner:
             return self._failed(ex, exc, -1)
         ex.track = track
         ex.attributes["run.id"] = str(run.run_id)
+        for name, value in self.constants.items():  # trace mode: a recorded attribute wins
+            ex.attributes.setdefault(name, value)
         if admission.route is Route.RESUME and entry is not None:
             ex.request, ex.response, ex.resume = entry.request, entry.response, True
             ex.data = ex.response

@@ -1,4 +1,5 @@
-"""Local Omnitron-like and ERP-like servers with fault injection, for the demo and the tests."""
+"""Local Omnitron-like and ERP-like servers (REST, JSON-RPC, SOAP) and an Omnium-like one, with
+fault injection, for the demo and the tests."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ if TYPE_CHECKING:  # the servers (http.server) load when one starts: `validate` 
     from integrator.sandbox.auth import AuthRealm
     from integrator.sandbox.base import Faults, JsonServer
     from integrator.sandbox.erp import ErpSandbox
+    from integrator.sandbox.jsonrpc_erp import JsonRpcErpSandbox
     from integrator.sandbox.omnitron import OmnitronSandbox
     from integrator.sandbox.omnium import OmniumSandbox
+    from integrator.sandbox.soap_erp import SoapErpSandbox
 
 __all__ = [
     "CHANNEL_SECRET",
@@ -24,10 +27,12 @@ __all__ = [
     "AuthRealm",
     "ErpSandbox",
     "Faults",
+    "JsonRpcErpSandbox",
     "JsonServer",
     "OmnitronSandbox",
     "OmniumSandbox",
     "Sandbox",
+    "SoapErpSandbox",
     "running_sandbox",
     "seed_orders",
 ]
@@ -38,9 +43,11 @@ __getattr__ = lazy_exports(
         "AuthRealm": "auth",
         "ErpSandbox": "erp",
         "Faults": "base",
+        "JsonRpcErpSandbox": "jsonrpc_erp",
         "JsonServer": "base",
         "OmnitronSandbox": "omnitron",
         "OmniumSandbox": "omnium",
+        "SoapErpSandbox": "soap_erp",
     },
 )
 
@@ -59,23 +66,36 @@ SANDBOX_ENV = {
     "OMNIUM_CLIENT_ID": "omnium-client",
     "OMNIUM_CLIENT_SECRET": "omnium-sandbox-secret",
     "OMNIUM_EVENT_SECRET": "omnium-event-shared-secret",
+    # the JSON-RPC ERP (Odoo-like: its database, a user's login and password)
+    "JSONRPC_ERP_DB": "sandbox",
+    "JSONRPC_ERP_LOGIN": "integrator",
+    "JSONRPC_ERP_PASSWORD": "sandbox-jsonrpc-pass",
+    # the SOAP ERP
+    "SOAP_ERP_USER": "integrator",
+    "SOAP_ERP_PASSWORD": "sandbox-soap-pass",
 }
 
 
 @dataclass
 class Sandbox:
-    """Both servers, running."""
+    """The servers, running."""
 
     omnitron: OmnitronSandbox
     erp: ErpSandbox
     credentials: dict[str, str]
     omnium: OmniumSandbox | None = None
+    jsonrpc_erp: JsonRpcErpSandbox | None = None
+    soap_erp: SoapErpSandbox | None = None
 
     def env(self) -> dict[str, str]:
         """Environment for a runner aimed at this sandbox."""
         env = {**self.credentials, "OMNITRON_URL": self.omnitron.url, "ERP_URL": self.erp.url}
         if self.omnium is not None:
             env["OMNIUM_URL"] = self.omnium.url
+        if self.jsonrpc_erp is not None:
+            env["JSONRPC_ERP_URL"] = self.jsonrpc_erp.url
+        if self.soap_erp is not None:
+            env["SOAP_ERP_URL"] = self.soap_erp.url
         return env
 
 
@@ -86,6 +106,8 @@ def running_sandbox(
     omnitron_port: int = 0,
     erp_port: int = 0,
     omnium_port: int | None = None,
+    jsonrpc_erp_port: int | None = 0,
+    soap_erp_port: int | None = 0,
     seed: int = 42,
     items_per_order: int | None = None,
     discounts_per_order: int | None = None,
@@ -93,12 +115,16 @@ def running_sandbox(
     """Start the servers in background threads; stop them on exit.
 
     ``omnium_port`` (0: any free port) also starts the Omnium-like source with ``orders``
-    orders.
+    orders. The JSON-RPC and SOAP ERPs start on ``jsonrpc_erp_port`` and ``soap_erp_port``
+    (0, the default: any free port; None: not started); their password hashes are computed at
+    their first login, so starting them costs no PBKDF2.
     """
     from integrator.sandbox.auth import AuthRealm
     from integrator.sandbox.erp import ErpSandbox
+    from integrator.sandbox.jsonrpc_erp import JsonRpcErpSandbox
     from integrator.sandbox.omnitron import OmnitronSandbox
     from integrator.sandbox.omnium import OmniumSandbox
+    from integrator.sandbox.soap_erp import SoapErpSandbox
 
     env = {k: os.environ.get(k, v) for k, v in SANDBOX_ENV.items()}
     omni = OmnitronSandbox(
@@ -120,18 +146,39 @@ def running_sandbox(
     for o in omni.orders.values():  # what Omnitron shows as sent, the ERP has
         if o["is_send"]:
             erp.preload(o["number"], o["amount"], o["date_placed"])
-    omnium = None
-    if omnium_port is not None:
-        omnium = OmniumSandbox(
-            port=omnium_port,
-            orders=orders,
-            client_id=env["OMNIUM_CLIENT_ID"],
-            client_secret=env["OMNIUM_CLIENT_SECRET"],
-        ).start()
+    started: list[JsonServer] = [omni, erp]
+    omnium: OmniumSandbox | None = None
+    jsonrpc: JsonRpcErpSandbox | None = None
+    soap: SoapErpSandbox | None = None
     try:
-        yield Sandbox(omni, erp, env, omnium)
+        if omnium_port is not None:
+            omnium = OmniumSandbox(
+                port=omnium_port,
+                orders=orders,
+                client_id=env["OMNIUM_CLIENT_ID"],
+                client_secret=env["OMNIUM_CLIENT_SECRET"],
+            ).start()
+            started.append(omnium)
+        if jsonrpc_erp_port is not None:
+            jsonrpc = JsonRpcErpSandbox(
+                port=jsonrpc_erp_port,
+                db=env["JSONRPC_ERP_DB"],
+                login=env["JSONRPC_ERP_LOGIN"],
+                password=env["JSONRPC_ERP_PASSWORD"],
+            ).start()
+            started.append(jsonrpc)
+            for o in omni.orders.values():
+                if o["is_send"]:
+                    jsonrpc.preload(o["number"], o["amount"])
+        if soap_erp_port is not None:
+            soap = SoapErpSandbox(
+                port=soap_erp_port, user=env["SOAP_ERP_USER"], password=env["SOAP_ERP_PASSWORD"]
+            ).start()
+            started.append(soap)
+            for o in omni.orders.values():
+                if o["is_send"]:
+                    soap.preload(o["number"], o["amount"])
+        yield Sandbox(omni, erp, env, omnium, jsonrpc, soap)
     finally:
-        omni.stop()
-        erp.stop()
-        if omnium is not None:
-            omnium.stop()
+        for server in started:
+            server.stop()

@@ -150,7 +150,13 @@ def _integer(value: Any, low: int, high: int) -> int | None:
     return value
 
 
-def _rule(i: int, raw: Any, routes: frozenset[str] | None, problems: list[str]) -> Rule | None:
+def _rule(
+    i: int,
+    raw: Any,
+    routes: frozenset[str] | None,
+    problems: list[str],
+    actions: frozenset[str] = ACTIONS,
+) -> Rule | None:
     """One rule of a spec, checked; None (with problems noted) when it cannot be used."""
     where = f"rules[{i}]"
     if not isinstance(raw, dict):
@@ -165,10 +171,10 @@ def _rule(i: int, raw: Any, routes: frozenset[str] | None, problems: list[str]) 
         )
     kw: dict[str, Any] = {}
     action = raw.get("action")
-    if action not in ACTIONS:
+    if action not in actions:
         problems.append(
             f"{where}.action: {'missing' if action is None else repr(action)}; expected one of "
-            f"{', '.join(sorted(ACTIONS))}"
+            f"{', '.join(sorted(actions))}"
         )
     kw["action"] = action
     route = raw.get("route", "*")
@@ -215,14 +221,15 @@ def _rule(i: int, raw: Any, routes: frozenset[str] | None, problems: list[str]) 
 
 
 def parse_spec(
-    spec: Any, routes: Iterable[str] | None = None
+    spec: Any, routes: Iterable[str] | None = None, actions: Iterable[str] = ACTIONS
 ) -> tuple[list[Rule], dict[str, float], int | None]:
     """A fault spec checked whole: (rules, latency in seconds by route, seed or None).
 
-    ``routes``: the server's route names (None: any name). Raises FaultSpecError with every
-    problem found.
+    ``routes``: the server's route names (None: any name); ``actions``: the actions it knows
+    (the common ones and its own). Raises FaultSpecError with every problem found.
     """
     names = frozenset(routes) if routes is not None else None
+    known = frozenset(actions)
     if not isinstance(spec, dict):
         raise FaultSpecError([f"expected a JSON object like {EXAMPLE}, got {_kind(spec)}"])
     problems: list[str] = []
@@ -238,7 +245,7 @@ def parse_spec(
         problems.append(f"rules: expected a list of rules like {EXAMPLE[10:-1]}")
         raw_rules = []
     for i, raw in enumerate(raw_rules):
-        rule = _rule(i, raw, names, problems)
+        rule = _rule(i, raw, names, problems, known)
         if rule is not None:
             rules.append(rule)
     latency: dict[str, float] = {}
@@ -282,10 +289,12 @@ class Faults:
         self.latency: dict[str, float] = {}  # route (or "*") → seconds
         self.injected = 0
 
-    def configure(self, spec: Any, routes: Iterable[str] | None = None) -> None:
+    def configure(
+        self, spec: Any, routes: Iterable[str] | None = None, actions: Iterable[str] = ACTIONS
+    ) -> None:
         """Replace the table: ``{"latency_ms": {"*": 10}, "rules": [{...}], "seed": 1}``;
         nothing changes when the spec has a problem (FaultSpecError)."""
-        rules, latency, seed = parse_spec(spec, routes)
+        rules, latency, seed = parse_spec(spec, routes, actions)
         with self.lock:
             self.latency = latency
             self.rules = rules
@@ -369,8 +378,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
-            if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-                body: Any = dict(parse_qsl(raw.decode("utf-8")))
+            if not self.server.json_body and parts.path != FAULTS_PATH:
+                body: Any = None  # the server reads ``raw`` itself (XML, its own JSON errors)
+            elif headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                body = dict(parse_qsl(raw.decode("utf-8")))
             else:
                 body = json.loads(raw) if raw else None
         except ValueError:
@@ -434,6 +445,10 @@ class JsonServer(ThreadingHTTPServer):
     ROUTES: tuple[tuple[str, str, str, str], ...] = ()
     # Route names that ``route`` gives besides those of ``ROUTES`` (faults may aim at them).
     extra_routes: tuple[str, ...] = ()
+    # Fault actions this server's routes apply to their own answers, besides ``ACTIONS``.
+    extra_actions: tuple[str, ...] = ()
+    # False: the handler does not parse bodies as JSON (``Request.raw`` is the route's to read).
+    json_body = True
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 7) -> None:
         super().__init__((host, port), _Handler)
@@ -476,13 +491,18 @@ class JsonServer(ThreadingHTTPServer):
         """The names faults and stats know this server's routes by."""
         return sorted({name for _m, name, _p, _h in cls.ROUTES} | set(cls.extra_routes))
 
+    @classmethod
+    def action_names(cls) -> list[str]:
+        """The fault actions this server takes: the common ones and its own."""
+        return sorted(ACTIONS | set(cls.extra_actions))
+
     def set_faults(self, req: Request) -> Response:
         """``POST /_sandbox/faults``: the body must be a JSON object (whatever its
         Content-Type says: curl sends JSON as a form by default); a 400 lists what is allowed."""
         allowed = {
             "keys": SPEC_KEYS,
             "rule_keys": RULE_KEYS,
-            "actions": sorted(ACTIONS),
+            "actions": self.action_names(),
             "routes": self.route_names(),
             "example": json.loads(EXAMPLE),
         }
@@ -500,7 +520,7 @@ class JsonServer(ThreadingHTTPServer):
                 },
             )
         try:
-            self.faults.configure(spec, self.route_names())
+            self.faults.configure(spec, self.route_names(), self.action_names())
         except FaultSpecError as exc:
             return Response(
                 400,
@@ -524,7 +544,11 @@ class JsonServer(ThreadingHTTPServer):
             if req.method == "POST":
                 return self.set_faults(req)
             if req.method == "GET":
-                return Response(200, {**self.faults.table(), "routes": self.route_names()})
+                return Response(
+                    200,
+                    {**self.faults.table(), "routes": self.route_names(),
+                     "actions": self.action_names()},
+                )  # fmt: skip
             return Response(405, {"detail": f"{FAULTS_PATH}: GET or POST"}, {"Allow": "GET, POST"})
         found = self.route(req)
         if found is None:

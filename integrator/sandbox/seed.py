@@ -6,7 +6,7 @@ import random
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["CHANNEL_SECRET", "seed_orders"]
+__all__ = ["CHANNEL_SECRET", "PRODUCT_CODES", "seed_orders"]
 
 CHANNEL_SECRET = "chan-Secret-7f3a9c2e"  # in channel.conf: must never leave the runner
 
@@ -27,6 +27,7 @@ _PRODUCTS = [
     ("SAL-310", "İpek Şal", "420.00"),
     ("GML-102", "Oxford Gömlek", "559.90"),
 ]
+PRODUCT_CODES = tuple(sku for sku, _name, _price in _PRODUCTS)  # the SKUs orders are made of
 
 
 def _money(d: Decimal) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from integrator.config.checks import Options
 from integrator.config.model import ConnectorConfig
 from integrator.connectors.resolve import resolve_connector
-from integrator.errors import OrderError, PermanentError
+from integrator.errors import ConfigIssue, OrderError, PermanentError
 from integrator.exporters import BUILTIN, Exporter, find_exporter
 from integrator.mapping.paths import select
 from integrator.pipeline.exchange import Exchange
@@ -32,6 +32,25 @@ if TYPE_CHECKING:
     from integrator.pipeline.context import RunContext
 
 __all__ = ["ExportStage"]
+
+
+def _check_connectors(
+    exporter: type[Exporter],
+    name: str,
+    connector_id: str,
+    ctx: BuildContext,
+    issues: list[ConfigIssue],
+) -> None:
+    """Every connector the step may resolve to, checked by its exporter (no client library is
+    imported): a problem is reported once, on config.yaml's key and line, at validate and at
+    the start of a run, not at the first order."""
+    for cfg in ctx.app.connectors:
+        if (cfg.connector_id != connector_id) if connector_id else (cfg.name != name):
+            continue  # an explicit ConnectorId wins over the Name, as resolve_connector does
+        for problem in exporter.check(cfg):
+            issue = cfg.issue(problem.option, f"{exporter.name or name}: {problem.message}")
+            if issue not in issues:  # several steps or flows may name one connector
+                issues.append(issue)
 
 
 class ExportStage(Stage):
@@ -70,15 +89,19 @@ class ExportStage(Stage):
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
         """Connector name (the exporter), optional ConnectorId, StopOnError, ErrorStatus."""
         name = opts.get("Connector", str, "", required=True)
-        if name and find_exporter(name) is None:
+        connector_id = opts.get("ConnectorId", str, "")
+        exporter = find_exporter(name) if name else None
+        if name and exporter is None:
             ctx.warnings.append(
                 f"{opts.doc.file} [{opts.sub('Connector')}]: no exporter named {name!r} (built "
                 f"in: {', '.join(BUILTIN)}; others register in the integrator.exporters entry "
                 "points): the step will fail as 'exporter not found'"
             )
+        if exporter is not None:
+            _check_connectors(exporter, name, connector_id, ctx, opts.issues)
         return cls(
             name,
-            opts.get("ConnectorId", str, ""),
+            connector_id,
             opts.get("StopOnError", bool, False),
             opts.get("ErrorStatus", str, ""),
             opts.get("RunAfterOrderIsSaved", bool, False),

@@ -32,13 +32,20 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 class MappingStage(Stage):
-    """Transforms ``ex.data`` with a Jolt chain read from a JSON file (``spec``)."""
+    """Transforms ``ex.data`` with a Jolt chain read from a JSON file (``spec``).
+
+    The chain's context (``^path`` in modify operations) holds ``attributes`` (the order's,
+    as text) and ``vars`` (the flow's constants, as written): ``"^vars.warehouse"``,
+    ``"=concat(^vars.prefix, @(1,number))"``."""
 
     name = "mapping"
     allowed = {"spec"}
 
-    def __init__(self, mapping: JoltMapping | None, spec_file: str) -> None:
+    def __init__(
+        self, mapping: JoltMapping | None, spec_file: str, constants: dict[str, Any] | None = None
+    ) -> None:
         self.mapping, self.spec_file = mapping, spec_file
+        self.constants = constants or {}  # jolt-py copies what it takes from the context
 
     @classmethod
     def from_config(cls, opts: Options, ctx: BuildContext) -> Stage:
@@ -76,7 +83,7 @@ class MappingStage(Stage):
             opts.error("spec", f"Jolt spec {path}: {exc}")
             return cls(None, str(path))
         ctx.warnings.extend(f"{path}: {w} (yields no value at run time)" for w in mapping.warnings)
-        return cls(mapping, str(path))
+        return cls(mapping, str(path), ctx.flow.vars)
 
     def describe(self) -> dict[str, Any]:
         """The spec file."""
@@ -86,7 +93,8 @@ class MappingStage(Stage):
         """Apply the chain; a transform error fails the order."""
         assert self.mapping is not None  # from_config reported a bad spec
         try:
-            ex.data = self.mapping.apply(ex.data, {"attributes": dict(ex.attributes)})
+            context = {"attributes": dict(ex.attributes), "vars": self.constants}
+            ex.data = self.mapping.apply(ex.data, context)
         except Exception as exc:  # noqa: BLE001 - jolt-py raises several types at apply time
             raise PermanentError(
                 f"mapping {self.spec_file}: {type(exc).__name__}: {exc}", stage=self.name

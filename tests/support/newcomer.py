@@ -113,7 +113,7 @@ def sandbox_cmd(
     root: Path, *extra: str, env: dict[str, str] | None = None, as_user: bool = False
 ) -> Iterator[Proc]:
     """``integrator sandbox`` on free ports, until it says how to stop it."""
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(free_port()) for _ in range(5)]
     proc = Proc(
         root,
         "sandbox",
@@ -123,6 +123,10 @@ def sandbox_cmd(
         ports[1],
         "--omnium-port",
         ports[2],
+        "--jsonrpc-erp-port",
+        ports[3],
+        "--soap-erp-port",
+        ports[4],
         *extra,
         env=env,
         as_user=as_user,
