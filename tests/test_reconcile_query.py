@@ -277,3 +277,93 @@ def test_the_daemon_reconciles_order_by_order_and_reports_metrics(
     assert unknown not in m  # not known this way: no gauge, rather than a false 0
     event = d.named("reconciled")[0]
     assert event["missing_in_erp"] == 1 and "unknown_to_oms" not in event
+
+
+# ------------------------------------------------------------------- a JSON-RPC ERP (Odoo-like)
+
+RPC_CONNECTOR = """  - Name: rpc
+    ConnectorId: rpc-sandbox
+    Host: ${JSONRPC_ERP_URL}
+    Username: ${JSONRPC_ERP_LOGIN}
+    Password: ${JSONRPC_ERP_PASSWORD}
+    Timeout: 10
+    TokenLogin:
+      Path: /jsonrpc
+      Body: {jsonrpc: "2.0", method: call, id: 1,
+             params: {service: common, method: session_login,
+                      args: [sandbox, "{username}", "{password}"]}}
+      TokenPath: result[1]
+      Header: X-Session-Key
+      HeaderFormat: "{token}"
+"""
+
+RPC_FLOW = """name: order_rpc
+source: omnitron
+target: rpc
+stages:
+  - login
+  - read:
+      statuses: ["400"]
+  - query_check:
+      url: /jsonrpc
+      method: POST
+      headers:
+        Authorization: >-
+          Session ${base64(concat(connector.Username, ':', login.result[0], ':',
+          login.result[1]))}
+      body:
+        jsonrpc: "2.0"
+        method: call
+        id: 1
+        params:
+          service: object
+          method: execute
+          args: [sale.order, search_read,
+                 [[[client_order_ref, "=", "${_order.number}"]], [amount_total]]]
+      response_path: result[0].id
+      answer: {preset: jsonrpc}
+reconcile:
+  erp_amount: result[0].amount_total
+  requests_per_second: 50
+"""
+
+
+def test_a_jsonrpc_erp_asked_by_post_with_answer_rules(project: Project, sandbox: Sandbox) -> None:
+    rpc = sandbox.jsonrpc_erp
+    assert rpc is not None
+    config = project.root / "config.yaml"
+    text = config.read_text()
+    anchor = "  # Export destinations"
+    assert anchor in text
+    config.write_text(text.replace(anchor, RPC_CONNECTOR + anchor))
+    (project.root / "flows" / "order_rpc.yaml").write_text(RPC_FLOW)
+    with sandbox.omnitron.lock:
+        orders = sorted(
+            (o for o in sandbox.omnitron.orders.values() if o["status"] == "400"),
+            key=lambda o: o["number"],
+        )
+        for o in orders:
+            o["is_send"] = True
+    held, missing, differs, failing = orders[:-3], orders[-3], orders[-2], orders[-1]
+    for o in held + [failing]:
+        rpc.preload(o["number"], o["amount"])
+    rpc.preload(differs["number"], "1.00")
+    # The ERP fails the search for one order as Odoo does: HTTP 200 and an `error` member.
+    fault_rule(rpc.url, action="app_error", route="search", numbers=[failing["number"]])
+
+    r = project.run("reconcile", "order_rpc", "--json")
+    assert r.code == 1 and r.out, r.out + r.err
+    found = json.loads(r.out)
+    sent = sum(1 for o in sandbox.omnitron.orders.values() if o["is_send"])
+    assert found["erp_query"] == "query_check" and found["oms_sent"] == sent
+    assert found["missing_in_erp"] == [missing["number"]]
+    assert found["amount_mismatches"] == [
+        {"order": differs["number"], "oms": differs["amount"], "erp": "1.00"}
+    ]
+    assert [c["order"] for c in found["could_not_ask"]] == [failing["number"]]
+    assert found["not_marked_in_oms"] is None and found["unknown_to_oms"] is None
+    rs = rpc.stats()
+    # One session login for every question; every question a search in the ERP.
+    assert rs["logins"] == {"login": 0, "session_login": 1}, rs
+    assert rs["methods"]["sale.order"]["search_read"] == sent, rs
+    assert sandbox.env()["JSONRPC_ERP_PASSWORD"] not in r.out + r.err
