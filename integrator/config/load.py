@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import os
@@ -476,8 +477,11 @@ def read_app(
         connectors.append(conn)
     log_dir = base / log.get("dir", str, "logs")
     flows_dir = base / o.get("flows_dir", str, "flows")
+    constants = _vars(doc, o, secrets)
+    # A login's expressions read the project's constants (``${vars.database}``).
+    connectors = [dataclasses.replace(c, vars=constants) for c in connectors]
     return AppConfig(
-        vars=_vars(doc, o, secrets),
+        vars=constants,
         market_groups=groups,
         file=str(path),
         base_dir=base,

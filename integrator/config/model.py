@@ -51,6 +51,7 @@ class ConnectorConfig:
     max_in_flight: int = 0  # requests at a time to this host, across flows (0: no limit)
     requests_per_second: float = 0.0  # to this host, across flows (0: no limit)
     circuit_breaker: int = 5  # same failure for this many orders in a row stops a run (0: off)
+    vars: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # project's
     key: str = field(default="", compare=False)  # where it is written: "connectors[3]"
     doc: YamlDoc | None = field(default=None, compare=False, repr=False)  # config.yaml, read
 
@@ -63,6 +64,18 @@ class ConnectorConfig:
 
     def __repr__(self) -> str:  # never show credentials, even in a debugger or a traceback
         return f"ConnectorConfig(name={self.name!r}, host={self.host!r})"
+
+    def fields(self) -> dict[str, Any]:
+        """What expressions read as ``connector``: its names, Host, Username, Password and
+        Properties by key (the Password is a known secret: masked wherever it is shown)."""
+        return {
+            "Name": self.name,
+            "ConnectorId": self.connector_id,
+            "Host": self.host,
+            "Username": self.username,
+            "Password": self.password,
+            "Properties": dict(self.properties),
+        }
 
 
 @dataclass(frozen=True)

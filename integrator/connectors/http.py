@@ -96,17 +96,8 @@ class Connector:
 
     @functools.cached_property
     def fields(self) -> dict[str, Any]:
-        """What expressions read as ``connector``: its names, Host, Username, Password and
-        Properties by key (the Password is a known secret: masked wherever it is shown)."""
-        cfg = self.config
-        return {
-            "Name": cfg.name,
-            "ConnectorId": cfg.connector_id,
-            "Host": cfg.host,
-            "Username": cfg.username,
-            "Password": cfg.password,
-            "Properties": dict(cfg.properties),
-        }
+        """What expressions read as ``connector`` (:meth:`ConnectorConfig.fields`)."""
+        return self.config.fields()
 
     def login_answer(self) -> Any:
         """The answer of the connector's login (logging in first when needed); None when it
@@ -133,18 +124,26 @@ class Connector:
         self.auth.login()
 
     def _send_login(
-        self, method: str, url: str, body: Any, form: dict[str, str] | None
+        self,
+        method: str,
+        url: str,
+        body: Any,
+        form: dict[str, str] | None,
+        content_type: str = "",
     ) -> requests.Response:
         """A login call: no credentials but the ones in its body, no retries, no redirects
-        (a redirect would carry the password body to wherever it points)."""
+        (a redirect would carry the password body to wherever it points). ``body``: a JSON
+        value, or bytes already encoded as ``content_type``."""
         what = self.describe(method, url)
+        raw = isinstance(body, bytes)
         try:
             with self.limiter.slot():
                 resp = self.session.request(
                     method,
                     url,
-                    json=body,
-                    data=form,
+                    json=None if raw else body,
+                    data=body if raw else form,
+                    headers={"Content-Type": content_type} if raw else None,
                     timeout=self.config.timeout,
                     allow_redirects=False,
                 )

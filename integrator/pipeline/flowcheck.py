@@ -12,6 +12,7 @@ from typing import Any
 
 from integrator.config.model import AppConfig, FlowConfig, StageSpec
 from integrator.config.yamlfile import YamlDoc, join_key
+from integrator.connectors.auth.token_login import TokenLogin
 from integrator.connectors.resolve import resolve_connector
 from integrator.errors import ConfigIssue
 from integrator.mapping.expr import check_expression, placeholders
@@ -151,7 +152,7 @@ def _templates(
     if golden:
         known.append(f"{len(golden)} golden case(s) in {Path(golden[0][0]).parent}")
     target = resolve_connector(app.connectors, flow.target)
-    login = target is not None and target.token_login is not None
+    login = target is not None and isinstance(target.auth, TokenLogin)
     for spec, _stage in built:
         for key, text in _strings(spec.options, spec.key):
             for ph in placeholders(text):

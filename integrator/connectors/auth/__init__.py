@@ -59,8 +59,9 @@ __all__ = [
     "unregister",
 ]
 
-# (method, url, json body, form body) → response; raises LoginRefused when nothing came back
-Send = Callable[[str, str, Any, "dict[str, str] | None"], "requests.Response"]
+# (method, url, json body or encoded bytes, form body, content type of bytes) → response;
+# raises LoginRefused when nothing came back
+Send = Callable[[str, str, Any, "dict[str, str] | None", str], "requests.Response"]
 # a path of the connector (or an absolute URL) → the URL to call
 Url = Callable[[str], str]
 
@@ -164,6 +165,7 @@ class LoginAuth(Auth):
         self.cfg, self.send, self.redactor, self.url = cfg, send, redactor, url
         self.lock = threading.Lock()
         self.headers: dict[str, str] | None = None
+        self.answer: Any = None  # the last login's answer (expressions read it as ``login``)
         self.expires_at = 0.0
         self.generation = 0
 

@@ -84,7 +84,7 @@ class CookieSessionAuth(LoginAuth):
 
         cl, cfg = self.cl, self.cfg
         what = f"{cl.method} {cfg.name}:{cl.path}"
-        resp = self.send(cl.method, self.url, fill(cl.body, self._credentials()), None)
+        resp = self.send(cl.method, self.url, fill(cl.body, self._credentials()), None, "")
         if not resp.ok:
             raise self._refused(what, resp, "UserName, Password and CompanyDB")
         cookies = {c.name: c.value or "" for c in resp.cookies}

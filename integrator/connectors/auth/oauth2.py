@@ -96,7 +96,7 @@ class OAuth2Auth(LoginAuth):
             form["resource"] = oauth.resource
         form["client_id"] = oauth.client_app_id
         form["client_secret"] = oauth.client_app_secret
-        resp = self.send("POST", self.url, None, form)
+        resp = self.send("POST", self.url, None, form, "")
         if not resp.ok:
             raise self._refused(what, resp, "ClientAppId and ClientAppSecret")
         answer = self._json(what, resp)

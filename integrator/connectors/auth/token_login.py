@@ -1,13 +1,32 @@
-"""``TokenLogin``: a login call whose answer carries the token, put into a header.
+"""``TokenLogin``: a login call whose answer gives the headers of every later call.
 
-Omnitron: ``POST auth/login/`` with ``{username, password}`` → ``key`` → ``Token …``. With a
-``Body`` template it is the session login of JSON-RPC ERPs (``result.session_id`` → a session
-header); a refusal there is an ``error`` member in a 200 answer.
+Omnitron: ``POST auth/login/`` with ``{username, password}`` → ``key`` → ``Token …``
+(``TokenPath``, ``Header``, ``HeaderFormat``). For other ERPs, ``Body`` and ``Headers`` are
+templates of the expression language (:mod:`integrator.mapping.expr`): the body reads
+``connector`` (its Username, Password, Properties) and ``vars`` (config.yaml's constants); each
+header reads ``login`` (the answer, JSON or XML) too:
 
-Options (under ``TokenLogin``): ``Path`` (required), ``TokenPath`` (JMESPath, default ``key``),
-``Header`` (``Authorization``), ``HeaderFormat`` (``Token {token}``), ``Method`` (``POST``),
-``Body`` (a JSON template; ``{username}``/``{password}`` are the connector's ``Username`` and
-``Password``), ``ExpiresPath`` (JMESPath to a lifetime in seconds; none: valid until a 401).
+.. code-block:: yaml
+
+    TokenLogin:
+      Path: /jsonrpc
+      Body: {jsonrpc: "2.0", method: call, params: {service: common, method: session_login,
+             args: ["${vars.database}", "${connector.Username}", "${connector.Password}"]}}
+      Refused: error
+      Headers:
+        Authorization: "Session ${base64(concat(connector.Username, ':', login.result[0],
+                        ':', login.result[1]))}"
+
+``Headers: {}`` sends no header: the calls' own bodies carry what the login gave
+(``${login.result}``, Odoo's uid). ``ContentType``: the body's type (``json``, ``xml``,
+``form`` or a media type; a text ``Body`` is an XML template, its values XML-escaped).
+``Refused``: a path into the answer that, when truthy, means the login was refused (default
+``error``, JSON-RPC's; a SOAP Fault always is). ``ExpiresPath``: a lifetime in seconds; none:
+valid until a call answers 401 or its answer rules say the session expired. The older
+``{username}``/``{password}`` placeholders of a ``Body`` still work.
+
+Every string of the login's answer of 8 characters or more, and every header it makes, is a
+secret from then on: masked wherever it could be shown.
 """
 
 from __future__ import annotations
@@ -37,7 +56,19 @@ if TYPE_CHECKING:
 __all__ = ["KIND", "TokenLogin", "TokenLoginAuth"]
 
 OPTION = "TokenLogin"
-_KEYS = {"Path", "TokenPath", "Header", "HeaderFormat", "Method", "Body", "ExpiresPath"}
+_KEYS = {
+    "Path",
+    "TokenPath",
+    "Header",
+    "HeaderFormat",
+    "Method",
+    "Body",
+    "ContentType",
+    "Headers",
+    "Refused",
+    "ExpiresPath",
+}
+_MIN_SECRET = 8  # characters: a shorter string of the answer (a uid, "ok") is not masked
 
 
 @dataclass(frozen=True)
@@ -49,8 +80,11 @@ class TokenLogin(AuthConfig):
     header: str = "Authorization"
     header_format: str = "Token {token}"
     method: str = "POST"
-    body: Any = None  # JSON template ({username}, {password}); default {username, password}
+    body: Any = None  # a JSON or text template; default {username, password}
     expires_path: str = ""  # JMESPath to a lifetime in seconds; none: valid until a 401
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] | None = None  # templates; None: Header/HeaderFormat
+    refused: str = "error"  # a path: truthy means the login was refused
 
     def build(self, connector: ConnectorConfig, send: Send, redactor: Redactor, url: Url) -> Auth:
         """A login on first use, renewed on expiry or on one 401."""
@@ -59,9 +93,18 @@ class TokenLogin(AuthConfig):
 
 def read(o: Options, raw: Any) -> TokenLogin | None:
     """``TokenLogin``, checked; None when the connector has none."""
+    from integrator.mapping.expr import check_expression, placeholders
+    from integrator.mapping.paths import compile_path
+    from integrator.stages.request import CONTENT_TYPES
+
     if o.data.get(OPTION) is None:
         return None
     t = Options(o.data[OPTION], o.doc, o.sub(OPTION), o.issues, _KEYS)
+    headers = t.data.get("Headers")
+    if headers is not None and not isinstance(headers, dict):
+        t.error("Headers", "expected a mapping of header: template")
+        headers = None
+    ctype = t.get("ContentType", str, "json")
     tl = TokenLogin(
         path=t.get("Path", str, "", required=True),
         token_path=t.get("TokenPath", str, "key"),
@@ -70,13 +113,42 @@ def read(o: Options, raw: Any) -> TokenLogin | None:
         method=t.get("Method", str, "POST").upper(),
         body=t.data.get("Body"),
         expires_path=t.get("ExpiresPath", str, ""),
+        content_type=CONTENT_TYPES.get(ctype, ctype),
+        headers=None if headers is None else tuple((str(k), str(v)) for k, v in headers.items()),
+        refused=t.get("Refused", str, "error"),
     )
-    if "{token}" not in tl.header_format:
+    if headers is None and "{token}" not in tl.header_format:
         t.error("HeaderFormat", "must contain {token}, e.g. 'Token {token}'")
-    if tl.body is not None and not isinstance(tl.body, dict | list):
-        t.error("Body", "expected a JSON object template, e.g. {login: '{username}', ...}")
+    if tl.body is not None and not isinstance(tl.body, dict | list | str):
+        t.error("Body", "expected a JSON template, e.g. {login: '${connector.Username}'}, or text")
+    if isinstance(tl.body, str) and "/" not in tl.content_type:
+        t.error("ContentType", "a text Body needs its type: xml or a media type such as text/xml")
+    for key in ("Refused", "ExpiresPath", "TokenPath"):
+        value = t.data.get(key)
+        if isinstance(value, str) and value:
+            try:
+                compile_path(value)
+            except ValueError as exc:
+                t.error(key, str(exc))
+    for key, node, login in (("Body", tl.body, False), ("Headers", headers, True)):
+        for text in _strings(node):
+            for ph in placeholders(text):
+                problem = check_expression(ph.text, login=login)
+                if problem is not None:
+                    where = "the body is sent before there is an answer" if not login else ""
+                    t.error(key, f"${{{ph.text}}}: {problem}" + (f" ({where})" if where else ""))
     credentials_used(o, t, tl.body, raw_body(raw, OPTION))
     return tl
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node] if "${" in node else []
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return []
 
 
 class TokenLoginAuth(LoginAuth):
@@ -91,27 +163,94 @@ class TokenLoginAuth(LoginAuth):
     def _login(self) -> tuple[dict[str, str], float | None]:
         import jmespath
 
+        from integrator.connectors.bodies import answer_of, encode_body
+        from integrator.errors import UnreadableAnswer
+        from integrator.mapping.expr import Scope, TemplateError, render, render_value
+
         tl, cfg = self.tl, self.cfg
         what = f"{tl.method} {cfg.name}:{tl.path}"
-        creds = self._credentials()
-        body = fill(tl.body, creds) if tl.body is not None else creds
-        resp = self.send(tl.method, self.url, body, None)
+        roots: dict[str, Any] = {"connector": cfg.fields(), "vars": cfg.vars}
+        try:
+            if tl.body is None:
+                body: Any = self._credentials()
+            elif isinstance(tl.body, str):
+                escape = _xml_escape if "xml" in tl.content_type else None
+                text = render(fill(tl.body, self._credentials()), Scope(None, {}, roots),
+                              escape=escape)  # fmt: skip
+                body = encode_body(text, tl.content_type, what)
+            else:
+                body = render_value(fill(tl.body, self._credentials()), Scope(None, {}, roots))
+                if tl.content_type != "application/json":
+                    body = encode_body(body, tl.content_type, what)
+        except TemplateError as exc:
+            raise LoginRefused(f"login {what}: the Body cannot be made: {exc}") from None
+        resp = self.send(tl.method, self.url, body, None, tl.content_type)
+        if not resp.ok and not resp.content:
+            raise self._refused(what, resp, "Username and Password")
+        try:
+            answer = answer_of(resp, what, cfg.name)
+        except UnreadableAnswer as exc:
+            if not resp.ok:
+                raise self._refused(what, resp, "Username and Password") from None
+            raise LoginRefused(f"login {what}: {exc}") from None
+        refusal = self._refusal(answer)
+        if refusal is not None:
+            raise LoginRefused(
+                f"login {what} refused (the ERP says: {self.redactor.scrub(refusal)}): "
+                f"check the Username and Password of connector {cfg.name!r}"
+            )
         if not resp.ok:
             raise self._refused(what, resp, "Username and Password")
-        answer = self._json(what, resp)
-        token = jmespath.search(tl.token_path, answer)
-        if not isinstance(token, str | int) or token in ("", None):
-            error = jmespath.search("error.data.message || error.message", answer)
-            if error:  # JSON-RPC: a refusal is an ``error`` member in a 200 answer
+        self._keep(*_long_strings(answer))
+        self.answer = answer
+        ttl = jmespath.search(tl.expires_path, answer) if tl.expires_path else None
+        if tl.headers is not None:
+            scope = Scope(None, {}, {**roots, "login": answer})
+            try:
+                headers = {k: render(v, scope) for k, v in tl.headers}
+            except TemplateError as exc:
+                said = self.redactor.scrub(str(exc))
                 raise LoginRefused(
-                    f"login {what} refused (the ERP says: {self.redactor.scrub(str(error))}): "
-                    f"check the Username and Password of connector {cfg.name!r}"
-                )
+                    f"login {what}: its answer cannot make the Headers: {said}"
+                ) from None
+            self._keep(*headers.values())
+            return headers, seconds(ttl)
+        token = jmespath.search(tl.token_path, answer)
+        if not isinstance(token, str | int) or token in ("", None) or isinstance(token, bool):
             raise LoginRefused(f"login {what}: no token at {tl.token_path!r} in the answer")
         token = str(token)
         self._keep(token)
-        ttl = jmespath.search(tl.expires_path, answer) if tl.expires_path else None
         return {tl.header: tl.header_format.format(token=token)}, seconds(ttl)
+
+    def _refusal(self, answer: Any) -> str | None:
+        """The ERP's words when the answer says the login was refused, else None."""
+        import jmespath
+
+        from integrator.connectors.answers import AnswerRules
+
+        rules = AnswerRules(refused=self.tl.refused, declared=True)
+        verdict = rules.judge(answer, 200)
+        if verdict is None or verdict.outcome.value == "ok":
+            return None
+        said = verdict.message or jmespath.search("error.data.message || error.message", answer)
+        return str(said or verdict.rule)
+
+
+def _xml_escape(text: str) -> str:
+    from integrator.connectors.xmlbody import xml_escape
+
+    return xml_escape(text)
+
+
+def _long_strings(node: Any) -> list[str]:
+    """The strings of a login answer long enough to be credentials."""
+    if isinstance(node, str):
+        return [node] if len(node) >= _MIN_SECRET else []
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _long_strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _long_strings(v)]
+    return []
 
 
 KIND = Kind(
