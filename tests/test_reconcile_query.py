@@ -291,10 +291,10 @@ RPC_CONNECTOR = """  - Name: rpc
       Path: /jsonrpc
       Body: {jsonrpc: "2.0", method: call, id: 1,
              params: {service: common, method: session_login,
-                      args: [sandbox, "{username}", "{password}"]}}
-      TokenPath: result[1]
-      Header: X-Session-Key
-      HeaderFormat: "{token}"
+                      args: [sandbox, "${connector.Username}", "${connector.Password}"]}}
+      Headers:
+        Authorization: "Session ${base64(concat(connector.Username, ':', login.result[0],
+                        ':', login.result[1]))}"
 """
 
 RPC_FLOW = """name: order_rpc
@@ -307,10 +307,6 @@ stages:
   - query_check:
       url: /jsonrpc
       method: POST
-      headers:
-        Authorization: >-
-          Session ${base64(concat(connector.Username, ':', login.result[0], ':',
-          login.result[1]))}
       body:
         jsonrpc: "2.0"
         method: call
@@ -345,7 +341,7 @@ def test_a_jsonrpc_erp_asked_by_post_with_answer_rules(project: Project, sandbox
         for o in orders:
             o["is_send"] = True
     held, missing, differs, failing = orders[:-3], orders[-3], orders[-2], orders[-1]
-    for o in held + [failing]:
+    for o in [*held, failing]:
         rpc.preload(o["number"], o["amount"])
     rpc.preload(differs["number"], "1.00")
     # The ERP fails the search for one order as Odoo does: HTTP 200 and an `error` member.
@@ -361,6 +357,7 @@ def test_a_jsonrpc_erp_asked_by_post_with_answer_rules(project: Project, sandbox
         {"order": differs["number"], "oms": differs["amount"], "erp": "1.00"}
     ]
     assert [c["order"] for c in found["could_not_ask"]] == [failing["number"]]
+    assert "concurrent update" in found["could_not_ask"][0]["reason"]  # the ERP's own words
     assert found["not_marked_in_oms"] is None and found["unknown_to_oms"] is None
     rs = rpc.stats()
     # One session login for every question; every question a search in the ERP.
