@@ -218,8 +218,15 @@ def _issue(flow: FlowConfig, key: str, message: str) -> ConfigurationError:
     return ConfigurationError([ConfigIssue(flow.file, key, message)])
 
 
-def reconcile(project: Project, name: str, since: dt.datetime | None = None) -> Reconciliation:
-    """Compare the OMS's sent orders with the ERP's orders for flow ``name``."""
+def reconcile(
+    project: Project,
+    name: str,
+    since: dt.datetime | None = None,
+    *,
+    stop: threading.Event | None = None,
+) -> Reconciliation:
+    """Compare the OMS's sent orders with the ERP's orders for flow ``name``. ``stop`` (the
+    daemon stopping): no further order is asked about, and the reconciliation fails."""
     built = project.flow(name)
     flow = built.config
     settings = flow.reconcile or ReconcileSettings()
@@ -245,7 +252,7 @@ def reconcile(project: Project, name: str, since: dt.datetime | None = None) -> 
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=dt.UTC)
     if mode == "query_check":
-        return _ask_each(project, built, read, settings, since)
+        return _ask_each(project, built, read, settings, since, stop or threading.Event())
     when = _stamp(since) if since else None
     wide = _stamp(since - CLOCK_SLACK) if since else None
     redactor = Redactor(known_secrets(project.app))
@@ -377,6 +384,7 @@ def _ask_each(
     read: ReadStage,
     settings: ReconcileSettings,
     since: dt.datetime | None,
+    stop: threading.Event,
 ) -> Reconciliation:
     """Each order the OMS shows as sent, asked for through the flow's query_check."""
     flow = built.config
@@ -393,7 +401,7 @@ def _ask_each(
     source = connector_for(project.app, flow.source, redactor, 4)
     target = connector_for(project.app, flow.target, redactor, ASK_WORKERS)
     limiter = HostLimiter(0, settings.requests_per_second)  # on top of the connector's own
-    lock, stop = threading.Lock(), threading.Event()
+    lock, stopped = threading.Lock(), threading.Event()  # stopped: a systemic error
     fatal: list[BaseException] = []
     assembled: list[int] = [0]
     fetch_pool = ThreadPoolExecutor(4, thread_name_prefix="reconcile-fetch")
@@ -423,7 +431,7 @@ def _ask_each(
         return ex.order, ex.attributes
 
     def ask(number: str, row: dict[str, Any]) -> None:
-        if stop.is_set():
+        if stop.is_set() or stopped.is_set():
             return
         try:
             order, attrs = document(row)
@@ -431,7 +439,7 @@ def _ask_each(
             _turn(limiter, target.limiter)
             got = check.ask(target, scope)
         except SystemicError as exc:  # credentials refused, a breaker: every order would fail
-            stop.set()
+            stopped.set()
             with lock:
                 fatal.append(exc)
             return
@@ -467,15 +475,20 @@ def _ask_each(
             if o.get("number") not in (None, "") and _in_window(o, since)
         }
         result.oms_sent = len(sent)
-        with ThreadPoolExecutor(ASK_WORKERS, thread_name_prefix="reconcile-ask") as pool:
+        pool = ThreadPoolExecutor(ASK_WORKERS, thread_name_prefix="reconcile-ask")
+        try:
             for future in [pool.submit(ask, n, o) for n, o in sorted(sent.items())]:
                 future.result()
+        finally:  # an interrupt: the questions not started are dropped, not waited for
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
         fetch_pool.shutdown(wait=True)
         source.close()
         target.close()
     if fatal:
         raise FatalError(f"reconcile stopped: {redactor.scrub(str(fatal[0]))}")
+    if stop.is_set():
+        raise FatalError("reconcile stopped before every order was asked about (stopping)")
     result.assembled = assembled[0]
     result.missing_in_erp.sort()
     result.amount_mismatches.sort()

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -98,6 +102,11 @@ def test_after_a_run_they_agree_then_missing_and_amounts_are_found(
     assert table.code == 1
     assert "order by order" in table.out and "not checked" in table.out
     assert "missing in the ERP" in table.out and "amounts differ" in table.out
+    # --since: only the orders placed since then are asked about.
+    asked = stats(sandbox.erp.url)["calls"]["query"]
+    later = project.run("reconcile", "order_flow", "--since", "2099-01-01")
+    assert later.code == 0 and "0 order(s) sent in the OMS, 0 in the ERP" in later.out
+    assert stats(sandbox.erp.url)["calls"]["query"] == asked
 
 
 def test_an_error_answer_is_could_not_ask_never_missing(project: Project, sandbox: Sandbox) -> None:
@@ -364,3 +373,40 @@ def test_a_jsonrpc_erp_asked_by_post_with_answer_rules(project: Project, sandbox
     assert rs["logins"] == {"login": 0, "session_login": 1}, rs
     assert rs["methods"]["sale.order"]["search_read"] == sent, rs
     assert sandbox.env()["JSONRPC_ERP_PASSWORD"] not in r.out + r.err
+
+
+def test_a_stop_drops_the_questions_not_yet_asked(project: Project, sandbox: Sandbox) -> None:
+    from support import wait_for
+    from support.daemon import daemon
+
+    rate = 2.0  # 20+ orders: ten seconds of questions
+    per_order(project, rps=rate)
+    numbers = all_sent(sandbox)
+    times = query_times(sandbox)
+    # Ctrl-C on the command: it ends now, it does not ask the remaining orders first.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "integrator", "reconcile", "order_flow"],
+        cwd=project.root,
+        env={**os.environ, **project.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(times) >= 2, 20, "the first questions")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=5)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert len(times) < len(numbers) / 2, len(times)
+
+    # The daemon stopping: the same, and the unfinished check reports no counts.
+    project.edit_flow("  schedule: {every: 1h}\n", "  schedule: {every: 1s}\n")
+    asked = len(times)
+    with daemon(project) as d:
+        wait_for(lambda: len(times) >= asked + 2, 20, "the daemon's questions")
+        assert d.stop(timeout=5) == 0
+    assert len(times) - asked < len(numbers) / 2, len(times)
+    assert not d.named("reconciled")
