@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<34}{row['calls']:>10.0f}{row['cpu_ms_per_call']:>13.2f}"
               f"{row['orders_per_s']:>10.1f}{row['password_checks']:>11.0f}")  # fmt: skip
     ratio = password["cpu_ms_per_call"] / session["cpu_ms_per_call"]
-    print(f"CPU per call, password ÷ session: {ratio:.1f}×")
+    print(f"CPU per call, password ÷ session: {ratio:.1f} times")
     print(
         f"the ERP's own check per call: password {erp_check_ms('password'):.1f} ms, "
         f"session {erp_check_ms('session') * 1000:.0f} µs"
