@@ -6,9 +6,12 @@ or the ERP, and no secret reaches the file."""
 from __future__ import annotations
 
 import json
+import time
 
 from support import Project, fault_rule, free_port, stats
+from support.hostile import prepare
 from support.omnium import FLOW as OMNIUM_FLOW
+from support.proxy import HostileProxy
 
 from integrator.sandbox import SANDBOX_ENV, ErpSandbox, OmniumSandbox, Sandbox
 from integrator.sandbox.seed import CHANNEL_SECRET
@@ -193,3 +196,38 @@ def test_export_from_omnium_feeds_test_flow(
     calls = stats(omnium.url)["calls"]
     assert calls["get"] - before["get"] == 2 and "returns" not in calls
     assert erp.received == {}
+
+
+def test_export_from_a_dripping_source_ends_in_time(project: Project, sandbox: Sandbox) -> None:
+    """The detail answer dripped a byte at a time: the connector's deadline per call ends
+    it (Timeout 0.5 s, two quick tries), the export fails clearly and writes nothing."""
+    number = str(_sent_order(sandbox)["number"])
+    prepare(project.root, timeout=0.5)
+    proxy = HostileProxy(sandbox.omnitron.url).start()
+    try:
+        proxy.hostile("drip_body", path="detailed_integration")
+        out = project.root / "o.json"
+        started = time.monotonic()
+        r = project.run(
+            "orders", "export", number, "--flow", "order_flow", "-o", str(out),
+            env={"OMNITRON_URL": proxy.url},
+        )  # fmt: skip
+        took = time.monotonic() - started
+    finally:
+        proxy.stop()
+    assert r.code == 1, r.out + r.err
+    assert f"order {number}" in r.err and "detailed_integration" in r.err, r.err
+    assert "Traceback" not in r.err and not out.exists()
+    assert took < 15, took  # two tries of 0.5 s and start-up, not the drip's minutes
+
+
+def test_export_takes_a_number_as_data(project: Project, sandbox: Sandbox) -> None:
+    """A number that carries a query of its own finds nothing (it is one parameter's value);
+    a missing output folder is said before the source is called."""
+    number = str(_sent_order(sandbox)["number"])
+    r = project.run("orders", "export", f"x&number={number}", "--flow", "order_flow")
+    assert r.code == 1 and "no order" in r.err and r.out == "", r.out + r.err
+    calls = stats(sandbox.omnitron.url)["calls"]
+    r = project.run("orders", "export", number, "--flow", "order_flow", "-o", "nowhere/o.json")
+    assert r.code == 2 and "nowhere" in r.err, r.err
+    assert stats(sandbox.omnitron.url)["calls"] == calls  # refused before any call

@@ -103,7 +103,7 @@ def test_test_flow_shows_every_attribute_and_where_it_failed(tmp_path: Path) -> 
     assert at["other"]["query_check.found"] == "false"
     assert at["log"]["log.lines"] == "3" and "KeyError" in at["log"]["log.script.error"]
     assert "write.status" not in at["other"]  # nothing after the failed stage
-    assert out["attributes"]["other"]["failure.stage"] == "script"  # the end: run_on_failure's
+    assert out["attributes"]["other"]["failure.stage"] == "script"  # the end: the failure noted
     assert "flow failed: script: script error: KeyError" in r.err
     assert "failed stage: script" in r.err and "Traceback" not in r.err
 

@@ -231,6 +231,9 @@ def orders_export(
         if case is not None
         else [output] if output is not None else []
     )  # fmt: skip
+    for t in targets:
+        if not t.parent.is_dir() and t.parent != folder:
+            raise UserError(f"{t}: its folder {t.parent} does not exist; create it first")
     existing = [str(t) for t in targets if t.exists()]
     if existing and not force:  # said before the source is called
         raise UserError(
