@@ -95,7 +95,7 @@ def _defined_flows(app: AppConfig) -> list[str]:
 
 @click.group("orders")
 def orders_group() -> None:
-    """Look up orders in the state store."""
+    """Look up orders: in the state store (show), or live from a flow's source (export)."""
 
 
 CASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
