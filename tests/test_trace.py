@@ -172,3 +172,33 @@ def test_test_flow_takes_the_recorded_status(tmp_path: Path) -> None:
     assert code == 1 and out["state"] == "sending" and "answered 503" in out["error"]
     r = project.run("test-flow", "order_flow", "--order", str(ORDER), "--status", "99")
     assert r.code == 2 and "--status" in r.err
+
+
+def test_test_flow_reads_a_recorded_answer_by_the_write_s_rules(tmp_path: Path) -> None:
+    """A JSON-RPC error comes as 200 + error: the write's answer rules read the recording as
+    the connector reads a real answer, so the trace fails the write (refused) instead of
+    showing a success."""
+    project = make_project(tmp_path, {})
+    project.edit_flow("      method: POST\n  - check_response", "      method: POST\n"
+                      "      answer: jsonrpc\n  - check_response")  # fmt: skip
+    rec = tmp_path / "rpc-error.json"
+    rec.write_text(
+        json.dumps(
+            {
+                "status": 200,
+                "body": {"jsonrpc": "2.0", "id": 7, "error": {"message": "unknown product X-1"}},
+            }
+        )
+    )
+    r = project.run("test-flow", "order_flow", "--order", str(ORDER), "--response", str(rec))
+    assert r.code == 1, r.out + r.err
+    out = json.loads(r.out)
+    assert out["failure"]["stage"] == "write" and out["state"] == "failed"  # refused: resend
+    assert "the ERP said no" in out["error"] and "unknown product X-1" in out["error"]
+    ok = tmp_path / "rpc-ok.json"
+    ok.write_text(json.dumps({"jsonrpc": "2.0", "id": 7, "result": 42}))
+    r = project.run("test-flow", "order_flow", "--order", str(ORDER), "--response", str(ok))
+    out = json.loads(r.out)
+    assert out["erp_response"] == {"jsonrpc": "2.0", "id": 7, "result": 42}
+    assert out["attributes"]["other"]["write.status"] == "201"
+    assert (out["failure"] or {}).get("stage") != "write"  # the write took it

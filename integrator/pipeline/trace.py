@@ -164,11 +164,11 @@ def trace_flow(
     app, flow = project.app, built.config
     redactor = Redactor(known_secrets(app))
 
+    writer = next((s for s in built.stages if s.writes), None)
+
     def answer_for(ex: Exchange) -> tuple[Any, int]:
-        if not 200 <= status < 300:  # the recorded body, if any (never the default's success)
-            raise _status_error(run, response, status)
-        if response is not None:
-            return response, status
+        if response is not None or not 200 <= status < 300:  # never the default's success
+            return _recorded_answer(run, writer, response, status), status
         return (answer(ex.request) if answer is not None else {}), status
 
     run = RunContext(
@@ -248,28 +248,47 @@ def _next_stage(runner: Runner, observed: list[Stage], ex: Exchange | None) -> s
     return runner.source.name if last < 0 else stages[last].name
 
 
-def _status_error(run: RunContext, body: Any, status: int) -> OrderError:
-    """The error the target connector raises for a write answered ``status`` with ``body``
-    (its own mapping of status codes to error classes, its excerpt of the body)."""
+def _recorded_answer(run: RunContext, writer: Stage | None, body: Any, status: int) -> Any:
+    """A recorded answer read as the target connector reads a real one: the write stage's
+    answer rules judge it (a JSON-RPC error, a SOAP Fault), a status that is not 2xx is the
+    connector's error class for it; what it raises fails the write as in a run (the ledger
+    classifies it: refused, or may have landed). Returns the answer as the write gets it."""
+    import contextlib
+
     import requests
+
+    from integrator.connectors.answers import AnswerRules
+    from integrator.connectors.bodies import answer_of
+    from integrator.errors import UnreadableAnswer
 
     resp = requests.Response()
     resp.status_code = status
     if body is None:
-        text = ""
-    elif isinstance(body, str):
+        text, kind = "", "application/json"
+    elif isinstance(body, str):  # a text answer (XML in a JSON string): as the wire brings it
         text = body
+        kind = "text/xml; charset=utf-8" if body.lstrip().startswith("<") else "text/plain"
     else:
-        text = json.dumps(body, ensure_ascii=False, default=str)
+        text, kind = json.dumps(body, ensure_ascii=False, default=str), "application/json"
     resp._content = text.encode()  # the recorded body, as the wire would have brought it
-    resp.headers["Content-Type"] = "application/json"
+    resp.headers["Content-Type"] = kind
+    conn = run.target
     planned = run.planned[-1] if run.planned else None  # the write's request, just planned
-    what = (
-        run.target.describe(planned.method, planned.url)
-        if planned is not None
-        else f"the write to {run.target.name}"
-    )
-    return run.target.status_error(f"{what} (recorded answer)", resp)
+    method, url = (planned.method, planned.url) if planned else ("POST", conn.url("/"))
+    what = conn.describe(method, url) + " (recorded answer)"
+    rules = getattr(writer, "rules", None)
+    ok = 200 <= status < 300
+    if isinstance(rules, AnswerRules) and (ok or resp.content):
+        # the connector's own reading of an answer (a 2xx it cannot read is left to the write;
+        # an error page the rules cannot read is left to the status code)
+        with contextlib.suppress(UnreadableAnswer):
+            conn._judge(method, url, resp, rules)
+    if not ok:
+        raise conn.status_error(what, resp)
+    try:
+        return answer_of(resp, what, conn.name)
+    except UnreadableAnswer:
+        return body
 
 
 def export_order(project: Project, built: BuiltFlow, number: str) -> dict[str, Any] | None:
