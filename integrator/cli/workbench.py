@@ -244,7 +244,9 @@ def test_flow_cmd(
     \b
     The answer's status code: --status, or a recording {"status": 202, "body": {...}} (a file
     of exactly those two keys; an ERP answer of that very shape is given wrapped in one), else
-    201. It shows in write.status; one that is not 2xx fails the write as a real run would.
+    201. It shows in write.status. The write's answer rules read a recording as they read a
+    real answer (a JSON-RPC error in a 200 is refused), and a status that is not 2xx fails
+    the write as a real run would.
     `integrator orders export NUMBER` writes an order from the source as the JSON --order
     takes (--input is the same option).
 
