@@ -221,7 +221,7 @@ class Connector:
                     answer,
                 )
                 if answer is not None:
-                    self._judge(method, path, resp, answer)
+                    self.judge(method, path, resp, answer)
                 return resp
             except PermanentError as exc:
                 if exc.status not in AUTH_STATUS and not isinstance(exc, SessionExpired):
@@ -318,10 +318,10 @@ class Connector:
             # A SOAP 1.1 Fault comes with a 500: the rules read it before the status code
             # does; an error page they cannot read leaves it to the status code.
             with contextlib.suppress(UnreadableAnswer):
-                self._judge(method, path, resp, answer)
+                self.judge(method, path, resp, answer)
         raise self.status_error(what, resp)
 
-    def _judge(self, method: str, path: str, resp: requests.Response, rules: AnswerRules) -> None:
+    def judge(self, method: str, path: str, resp: requests.Response, rules: AnswerRules) -> None:
         """Apply the answer rules to ``resp`` (its parsed answer kept for :func:`answer_of`);
         raise what the verdict means. A 2xx answer that cannot be read is left to the caller
         (a write records it as sent)."""

@@ -282,7 +282,7 @@ def _recorded_answer(run: RunContext, writer: Stage | None, body: Any, status: i
         # the connector's own reading of an answer (a 2xx it cannot read is left to the write;
         # an error page the rules cannot read is left to the status code)
         with contextlib.suppress(UnreadableAnswer):
-            conn._judge(method, url, resp, rules)
+            conn.judge(method, url, resp, rules)
     if not ok:
         raise conn.status_error(what, resp)
     try:
