@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
-from integrator.connectors.bodies import parse_json
+from integrator.connectors.bodies import parse_answer
 from integrator.errors import RetriableError
 from integrator.mapping.paths import compile_path, render, render_json, select
 from integrator.pipeline.exchange import Exchange
@@ -131,7 +131,7 @@ class QueryCheckStage(Stage):
         found = False
         answer: Any = None
         if resp.status_code not in self.not_found:
-            answer = parse_json(resp, what, conn.name)
+            answer = parse_answer(resp, what, conn.name)
             value = select(self.response_path, answer)
             if self.response_path_value is None:
                 found = value not in (None, "", [], {}, False, 0)

@@ -6,7 +6,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
-from integrator.connectors.bodies import json_bytes, parse_json
+from integrator.connectors.bodies import json_bytes, parse_answer
 from integrator.errors import PermanentError, UnreadableAnswer
 from integrator.mapping.paths import render
 from integrator.pipeline.exchange import Exchange
@@ -112,7 +112,7 @@ class WriteStage(Stage):
             headers=headers,
         )
         try:
-            answer: Any = parse_json(resp, what)
+            answer: Any = parse_answer(resp, what)
         except UnreadableAnswer as exc:
             # 2xx: the ERP took the order; its answer is unusable. Record it as sent, so it is
             # never written again, and fail the order for a person to look at.
