@@ -341,7 +341,12 @@ class Connector:
 
     def status_error(self, what: str, resp: requests.Response) -> OrderError:
         """The error class for a non-2xx answer, with a short, scrubbed body excerpt."""
-        excerpt = self.redactor.excerpt(resp.text, _MAX_ERROR_BODY).strip().replace("\n", " ")
+        text = resp.text
+        if "xml" in (resp.headers.get("Content-Type") or "").lower():  # a SOAP Fault: its text
+            from integrator.connectors.xmlbody import fault_text
+
+            text = fault_text(resp.content) or text
+        excerpt = self.redactor.excerpt(text, _MAX_ERROR_BODY).strip().replace("\n", " ")
         msg = f"{what} answered {resp.status_code}" + (f": {excerpt}" if excerpt else "")
         if resp.status_code in RETRIABLE_STATUS:
             exc = RetriableError(

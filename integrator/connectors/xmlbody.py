@@ -39,6 +39,7 @@ __all__ = [
     "MAX_NODES",
     "SoapFault",
     "encode_body",
+    "fault_text",
     "form_bytes",
     "is_xml_type",
     "parse_xml",
@@ -143,7 +144,7 @@ def xml_value(data: bytes) -> Any:
         raise
     except DTDForbidden:
         raise XmlRefused(
-            "XML that declares a DTD (<!DOCTYPE>): refused, as are entities and anything "
+            "XML that declares a DTD (a DOCTYPE): refused, as are entities and anything "
             "external; nothing was fetched"
         ) from None
     except EntitiesForbidden:
@@ -238,6 +239,19 @@ def soap_fault(doc: Any) -> SoapFault | None:
         message=_message(fault.get("faultstring")),
         detail=fault.get("detail"),
     )
+
+
+def fault_text(data: bytes) -> str:
+    """``SOAP Fault Server: the message`` for an XML answer holding a SOAP Fault (what an
+    error message shows of it instead of the envelope's markup); "" for anything else
+    (refused, not well-formed, no Fault)."""
+    try:
+        fault = soap_fault(xml_value(data))
+    except XmlRefused:
+        return ""
+    if fault is None:
+        return ""
+    return f"SOAP Fault {fault.code or '(no code)'}: {fault.message or '(no message)'}"
 
 
 def _at(value: Any, *names: str) -> Any:
