@@ -538,8 +538,8 @@ class HostileProxy(_Listener):
             body = _inject(real.body, rule.key, _injected(mode))
             sock.sendall(_head(real.status, real.reason, real.headers, len(body)) + body)
         elif mode == "xml":
-            ctype = [("Content-Type", "text/xml; charset=utf-8")]
-            sock.sendall(_head(rule.status or 200, "", ctype, len(rule.answer)) + rule.answer)
+            xml_type = [("Content-Type", "text/xml; charset=utf-8")]
+            sock.sendall(_head(rule.status or 200, "", xml_type, len(rule.answer)) + rule.answer)
         elif mode == "xml_gzip_bomb":
             head = _head(200, "OK", [("Content-Type", "application/xml"),
                                      ("Content-Encoding", "gzip"),

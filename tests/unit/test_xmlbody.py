@@ -18,6 +18,7 @@ from integrator.connectors.xmlbody import (
     MAX_NODES,
     SoapFault,
     encode_body,
+    fault_text,
     form_bytes,
     parse_xml,
     soap_fault,
@@ -310,6 +311,14 @@ def test_fault_with_html_inside_is_a_short_plain_message() -> None:
     )
     fault = soap_fault(doc)
     assert fault is not None and fault.message == "Bad gateway"
+
+
+def test_fault_text_for_error_messages() -> None:
+    assert fault_text(FAULT11.encode()) == "SOAP Fault Client: Unknown product SKU-9"
+    assert fault_text(FAULT12.encode()) == "SOAP Fault Sender: Invalid order"
+    assert fault_text(b"<r>no fault</r>") == ""
+    assert fault_text(BILLION_LAUGHS) == ""  # refused: the caller shows its own excerpt
+    assert fault_text(b"<html><body>broken") == ""
 
 
 # --------------------------------------------------------------------------- parse_answer
