@@ -343,15 +343,18 @@ class Connector:
                 f"{what} answered {status}, a session that expired ({verdict.rule}){said}",
                 status=status,
             )
-        if verdict.outcome is Outcome.REFUSED:
-            raise ErpRefused(
-                f"{what} answered {status}: the ERP said no ({verdict.rule}){said}", status=status
+        if verdict.rule.startswith("SOAP"):  # the Fault says what it is
+            text = f"{what} answered {status} with a {verdict.rule}{said}"
+        elif verdict.outcome is Outcome.REFUSED:
+            text = f"{what} answered {status}: the ERP said no ({verdict.rule}){said}"
+        else:
+            text = (
+                f"{what} answered {status}, an answer that does not say whether it was done "
+                f"({verdict.rule}){said}"
             )
-        raise RetriableError(
-            f"{what} answered {status}, an answer that does not say whether it was done "
-            f"({verdict.rule}){said}",
-            status=status,
-        )
+        if verdict.outcome is Outcome.REFUSED:
+            raise ErpRefused(text, status=status)
+        raise RetriableError(text, status=status)
 
     def _send(
         self,

@@ -35,7 +35,7 @@ CASES: dict[str, Case] = {
         "erp",
         "query",
         "xml_fault_html",
-        ("soap fault server: 500 internal server error",),
+        ("with a soap 1.1 fault (server): 500 internal server error",),
         status=400,
     ),
     # a 200 Fault with raw HTML inside: not XML
