@@ -382,7 +382,7 @@ def test_test_flow_and_golden_diff(tmp_path: Path) -> None:
     assert [c["method"] for c in stages["write"]["would_send"]] == ["POST"]
     assert stages["mark_sent"]["would_send"][-1]["body"] == {"is_send": True}
     assert stages["script"]["attributes"]["log.gross_amount"]
-    assert out["attributes"]["query_check.found"] == "false"
+    assert out["attributes"]["other"]["query_check.found"] == "false"
     assert out["erp_request"]["amount_total"] == "2591.46"
     assert out["mapping_data"]["order"]["erp_order_id"] == "ERP-TEST-0000001"
     script = p.root / "scripts" / "enrich_order.py"

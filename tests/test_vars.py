@@ -115,7 +115,7 @@ def test_a_dry_run_and_test_flow_use_the_constants(project: Project, sandbox: Sa
                     "--attr", "vars.channel_code=FROM-ATTR")  # fmt: skip
     assert r.code == 0, r.out + r.err
     trace = json.loads(r.out)
-    assert {k: v for k, v in trace["attributes"].items() if k.startswith("vars.")} == {
+    assert {k: v for k, v in trace["attributes"]["other"].items() if k.startswith("vars.")} == {
         **SEEN,
         "vars.channel_code": "FROM-ATTR",  # a recorded attribute wins over the constant
         "vars.warehouse": "changed by a script",
@@ -172,7 +172,7 @@ def test_an_unset_variable_in_a_constant_is_an_error_even_without_credentials(
     assert f"order_flow.yaml:{line} [vars.region]: environment variable REGION is not set" in r.err
     r = project.run("test-flow", "order_flow", "--order", str(order), env={"REGION": "tr"})
     assert r.code == 0, r.out + r.err
-    assert json.loads(r.out)["attributes"]["vars.region"] == "tr"
+    assert json.loads(r.out)["attributes"]["other"]["vars.region"] == "tr"
 
 
 @pytest.mark.parametrize(

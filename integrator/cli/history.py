@@ -1,21 +1,29 @@
-"""``integrator runs`` and ``integrator orders show``: what happened, from the state store."""
+"""``integrator runs`` and ``integrator orders show``: what happened, from the state store;
+``integrator orders export``: an order as the source holds it now, as test data."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
-from integrator.cli.common import console, load_lenient
+from integrator.cli.common import console, load, load_lenient
 from integrator.cli.envfile import load_project_env
 from integrator.config import AppConfig, load_app
 from integrator.connectors.redact import Redactor, known_secrets
+from integrator.errors import UserError
 from integrator.pipeline.project import policy_for
+from integrator.pipeline.stage import SourceStage
 from integrator.state import Ledger, State, Store
+
+if TYPE_CHECKING:
+    from integrator.pipeline.project import BuiltFlow, Project
 
 __all__ = ["COMMANDS"]
 
@@ -87,7 +95,10 @@ def _defined_flows(app: AppConfig) -> list[str]:
 
 @click.group("orders")
 def orders_group() -> None:
-    """Look up orders in the state store."""
+    """Look up orders: in the state store (show), or live from a flow's source (export)."""
+
+
+CASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 @orders_group.command("show")
@@ -158,6 +169,136 @@ def orders_show(ctx: click.Context, number: str, flow: str | None) -> int:
             lg.add_row(_when(r["at"]), str(r["run_id"] or ""), r["key"], shown(r["value"] or ""))
         console.print(lg)
     return 0
+
+
+@orders_group.command("export")
+@click.argument("number")
+@click.option("--flow", help="The flow whose source is read (needed when there are several).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the JSON to FILE instead of stdout.",
+)
+@click.option(
+    "--golden",
+    "case",
+    metavar="CASE",
+    help="Write the golden case flows/tests/<flow>/CASE.order.json and CASE.expected.json.",
+)
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+@click.pass_context
+def orders_export(
+    ctx: click.Context,
+    number: str,
+    flow: str | None,
+    output: Path | None,
+    case: str | None,
+    force: bool,
+) -> int:
+    """Read order NUMBER live from a flow's source and write it as test data (JSON).
+
+    \b
+    The source stage reads it as a run does (Omnitron: detail, items and discounts assembled;
+    Omnium: by Id, or by OrderNumber among the orders the flow reads), whatever its state
+    (sent ones included); channel.conf is masked, and so is every secret the configuration
+    knows. Nothing is written to the state store or the ERP. The JSON is what
+    `integrator test-flow FLOW --input FILE` and the golden tests take.
+
+    \b
+    Examples:
+      integrator orders export 202611000007 > order.json
+      integrator orders export 202611000007 --flow order_flow -o order.json
+      integrator orders export 202611000007 --flow order_flow --golden late_discount
+    """
+    from integrator.pipeline.trace import export_order
+
+    if not number.strip():
+        raise click.BadParameter("an order number is needed", param_hint="NUMBER")
+    if case is not None and output is not None:
+        raise click.UsageError("give --golden CASE or --output FILE, not both")
+    if case is not None and (not CASE_NAME.fullmatch(case) or ".." in case):
+        raise click.BadParameter(
+            f"{case!r}: a case is a file name (letters, digits, '_', '-', '.'; not a path)",
+            param_hint="--golden",
+        )
+    project = load(ctx)
+    built = project.flow(flow) if flow is not None else _only_flow(project)
+    name = built.config.name
+    folder = project.app.flows_dir / "tests" / name
+    targets = (
+        [folder / f"{case}.order.json", folder / f"{case}.expected.json"]
+        if case is not None
+        else [output] if output is not None else []
+    )  # fmt: skip
+    for t in targets:
+        if not t.parent.is_dir() and t.parent != folder:
+            raise UserError(f"{t}: its folder {t.parent} does not exist; create it first")
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not force:  # said before the source is called
+        raise UserError(
+            f"{', '.join(existing)} exists: not overwritten; give --force to replace it"
+        )
+    doc = export_order(project, built, number)
+    if doc is None:
+        source = next(s for s in built.stages if isinstance(s, SourceStage))
+        click.echo(
+            f"error: order {number}: {built.config.source} has no order {number!r} that flow "
+            f"{name}'s source stage ({source.name}) finds (`integrator orders export --help` "
+            "says how each source looks an order up)",
+            err=True,
+        )
+        return 1
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if case is None and output is None:
+        click.echo(text, nl=False)
+        return 0
+    if output is not None:
+        _write(output, text)
+        click.echo(f"order {number} from {built.config.source} written to {output}", err=True)
+        return 0
+    from integrator.pipeline.trace import sandbox_answer, trace_flow
+
+    order_file, expected_file = targets
+    folder.mkdir(parents=True, exist_ok=True)
+    _write(order_file, text)
+    click.echo(f"order {number} from {built.config.source} written to {order_file}", err=True)
+    trace = trace_flow(project, built, doc, answer=sandbox_answer)
+    if trace.error:
+        expected_file.unlink(missing_ok=True)  # --force: the old payload is not this order's
+        click.echo(
+            f"the flow fails on it ({trace.error}); no {expected_file.name} written: "
+            "`integrator test-flow --golden` reports the case until the flow handles it "
+            "and `integrator test-flow --golden --update` records its payload",
+            err=True,
+        )
+        return 0
+    payload = Redactor(known_secrets(project.app)).redact(trace.request)
+    _write(expected_file, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    click.echo(
+        f"its ERP payload written to {expected_file}: check it, then run "
+        "`integrator test-flow --golden`",
+        err=True,
+    )
+    return 0
+
+
+def _only_flow(project: Project) -> BuiltFlow:
+    """The project's one flow; a usage error naming the flows when there are several."""
+    if len(project.flows) == 1:
+        return next(iter(project.flows.values()))
+    names = ", ".join(sorted(project.flows)) or "none"
+    raise click.UsageError(f"give --flow FLOW: the project has several flows ({names})")
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file, then renamed)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _status_note(ledger: Ledger, entry: Any, stages: list[Any]) -> str:

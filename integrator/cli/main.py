@@ -34,7 +34,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "Start the sandbox in-process, run the order flow once against it, print a summary.",
     ),
     "flows": ("daemon", "List every flow with its schedule and its next three fire times."),
-    "orders": ("history", "Look up orders in the state store."),
+    "orders": (
+        "history",
+        "Look up orders: in the state store (show), or live from a flow's source (export).",
+    ),
     "quarantine": (
         "recovery",
         "List quarantined orders with their last error, and the orders stuck in `sending`.",

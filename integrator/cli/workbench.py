@@ -18,7 +18,6 @@ from integrator.scripting.pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 __all__ = ["COMMANDS", "read_json"]
 
 ENTRIES = {"script": "process", "post_script": "process", "check_response": "check_response"}
-SANDBOX_ERP_ID = "ERP-TEST-0000001"
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -204,8 +203,20 @@ def test_mapping_cmd(
 
 @click.command("test-flow")
 @click.argument("flow", required=False)
-@click.option("--order", "order_file", type=click.Path(path_type=Path), help="Order JSON.")
-@click.option("--response", "response_file", type=click.Path(path_type=Path), help="ERP answer.")
+@click.option(
+    "--order", "--input", "order_file", type=click.Path(path_type=Path), help="Order JSON."
+)
+@click.option(
+    "--response",
+    "response_file",
+    type=click.Path(path_type=Path),
+    help='The ERP\'s answer: its body, or {"status": 201, "body": ...}.',
+)
+@click.option(
+    "--status",
+    type=click.IntRange(100, 599),
+    help="The answer's status code (default: the recording's, else 201).",
+)
 @click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="An attribute.")
 @click.option("--golden", is_flag=True, help="Run the golden tests in flows/tests/.")
 @click.option("--update", is_flag=True, help="With --golden: rewrite the expected files.")
@@ -215,6 +226,7 @@ def test_flow_cmd(
     flow: str | None,
     order_file: Path | None,
     response_file: Path | None,
+    status: int | None,
     attrs: tuple[str, ...],
     golden: bool,
     update: bool,
@@ -226,7 +238,17 @@ def test_flow_cmd(
     would send instead; the ERP's answer to the write comes from --response, or is what the
     sandbox ERP would answer. Needs no credentials. Prints each stage's output and the
     attributes it changed, the ERP request, the mapping data for mark_sent and every
-    attribute at the end. Exit status 1 when a stage fails.
+    attribute at the end, grouped (log. and other); when a stage fails, "failure" names it
+    with every attribute up to there. Exit status 1 when a stage fails.
+
+    \b
+    The answer's status code: --status, or a recording {"status": 202, "body": {...}} (a file
+    of exactly those two keys; an ERP answer of that very shape is given wrapped in one), else
+    201. It shows in write.status. The write's answer rules read a recording as they read a
+    real answer (a JSON-RPC error in a 200 is refused), and a status that is not 2xx fails
+    the write as a real run would.
+    `integrator orders export NUMBER` writes an order from the source as the JSON --order
+    takes (--input is the same option).
 
     \b
     Golden tests, for CI: flows/tests/<flow>/<case>.order.json holds an order and
@@ -235,11 +257,13 @@ def test_flow_cmd(
       integrator test-flow --golden --update    accept the current payloads
     """
     from integrator.cli.common import load_quiet
-    from integrator.pipeline.trace import find_golden, json_diff, trace_flow
-    from integrator.sandbox.erp import create_answer
-
-    def sandbox_answer(request: Any) -> Any:  # the ERP's answer when none is recorded
-        return create_answer(request if isinstance(request, dict) else {}, SANDBOX_ERP_ID)
+    from integrator.pipeline.trace import (
+        find_golden,
+        json_diff,
+        recording,
+        sandbox_answer,
+        trace_flow,
+    )
 
     project = load_quiet(ctx)
     if golden:
@@ -248,7 +272,8 @@ def test_flow_cmd(
             raise click.UsageError(
                 f"no golden cases in {project.app.flows_dir / 'tests'}"
                 + (f"/{flow}" if flow else "")
-                + ": add <flow>/<case>.order.json and <case>.expected.json"
+                + ": add <flow>/<case>.order.json and <case>.expected.json (integrator "
+                "orders export NUMBER --golden CASE writes both from a live order)"
             )
         failed = 0
         for case in cases:
@@ -294,11 +319,32 @@ def test_flow_cmd(
     order = read_json(order_file, "--order")
     if not isinstance(order, dict):
         raise click.UsageError(f"{order_file}: expected an order object")
-    response = read_json(response_file, "--response") if response_file else None
-    trace = trace_flow(project, built, order, _attrs(attrs), response, answer=sandbox_answer)
+    response, recorded_status = (
+        recording(read_json(response_file, "--response")) if response_file else (None, None)
+    )
+    code = status if status is not None else recorded_status if recorded_status else 201
+    if not 100 <= code <= 599:
+        raise ConfigurationError(
+            [
+                ConfigIssue(
+                    str(response_file),
+                    "status",
+                    f"expected a status code from 100 to 599, got {code}",
+                )
+            ]
+        )
+    trace = trace_flow(
+        project, built, order, _attrs(attrs), response, status=code, answer=sandbox_answer
+    )
     _print(trace.as_dict())
     if trace.error:
-        click.echo(f"flow failed: {trace.error}", err=True)
+        shown = trace.as_dict()["error"]  # masked, as the JSON shows it
+        click.echo(f"flow failed: {shown}", err=True)
+        click.echo(
+            f'failed stage: {trace.failed_stage} (the attributes up to there: "failure" in '
+            "the output)",
+            err=True,
+        )
         return 1
     return 0
 

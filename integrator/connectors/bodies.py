@@ -1,6 +1,7 @@
 """JSON bodies, both ways: an answer's body read as JSON (``parse_json``), and a value made a
 request body (``json_bytes``), each refusing what JSON cannot carry with a message that says
-where. Apart from ``http`` so that the stages can import them without requests (``validate``
+where; an answer read by its content type (``parse_answer``: XML through ``xmlbody``, safely,
+else JSON). Apart from ``http`` so that the stages can import them without requests (``validate``
 and ``test-script`` start without it); ``http`` exports them too."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from integrator.errors import PermanentError, UnreadableAnswer
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["answer_of", "encode_body", "json_bytes", "parse_answer", "parse_json"]
+__all__ = ["answer_of", "json_bytes", "parse_answer", "parse_json"]
 
 
 def _no_constant(name: str) -> Any:
@@ -77,25 +78,37 @@ def parse_json(resp: requests.Response, what: str, connector: str = "") -> Any:
 
 
 def parse_answer(resp: requests.Response, what: str, connector: str = "") -> Any:
-    """The answer of ``resp``: XML for XML content types, else JSON (:func:`parse_json`)."""
-    return parse_json(resp, what, connector)
+    """The body of ``resp`` by its Content-Type: ``*/xml`` and ``*+xml`` (SOAP 1.2's
+    ``application/soap+xml``) read safely as XML into the shape ``xmlbody`` describes
+    (``Envelope.Body.CreateOrderResponse.OrderId``); anything else as ``parse_json`` reads
+    it. Either way an UnreadableAnswer (tagged with ``connector``) when it cannot be used."""
+    ctype = resp.headers.get("Content-Type")
+    if not ctype or "xml" not in ctype.lower():  # the hot path: one lookup, one test
+        return parse_json(resp, what, connector)
+    from integrator.connectors.xmlbody import XmlRefused, is_xml_type, xml_value
+
+    if not is_xml_type(ctype) or getattr(resp, "unreadable", None):
+        return parse_json(resp, what, connector)  # the transport's reason, or JSON's
+    if not resp.content:
+        return None
+    try:
+        return xml_value(resp.content)
+    except XmlRefused as why:
+        exc = UnreadableAnswer(
+            f"{what} answered {resp.status_code} with {why}", status=resp.status_code
+        )
+        exc.connector, exc.failure = connector, "unreadable answer"
+        raise exc from None
 
 
 def answer_of(resp: requests.Response, what: str, connector: str = "") -> Any:
-    """The parsed answer of ``resp`` (JSON, or XML by its content type), read once."""
+    """The parsed answer of ``resp`` (:func:`parse_answer`), read once: the connector's answer
+    rules and the stage that called it share it."""
     found = getattr(resp, _ANSWER, _ANSWER)
     if found is _ANSWER:
         found = parse_answer(resp, what, connector)
         setattr(resp, _ANSWER, found)
     return found
-
-
-def encode_body(value: Any, content_type: str, what: str) -> bytes:
-    """``value`` as the body of a request of ``content_type``: text as it is (UTF-8), else
-    JSON."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return json_bytes(value, what)
 
 
 def json_bytes(value: Any, what: str) -> bytes:

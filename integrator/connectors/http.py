@@ -173,7 +173,7 @@ class Connector:
         retry_unsafe: bool = False,
         ok_status: frozenset[int] = frozenset(),
         headers: dict[str, str] | None = None,
-        body: bytes | Callable[[], bytes] | None = None,
+        body: bytes | Callable[[], tuple[bytes, str]] | None = None,
         content_type: str = "application/json",
         answer: AnswerRules | None = None,
     ) -> requests.Response:
@@ -186,8 +186,8 @@ class Connector:
         request that may have reached the server and is not retried raises
         AmbiguousWriteError. ``ok_status``: non-2xx codes the caller handles itself. ``body``:
         a body already encoded (:func:`json_bytes`), instead of ``json_body``, of type
-        ``content_type``; a callable is asked for the body on each try (a body holding the
-        login's session is made again after a new login).
+        ``content_type``; a callable is asked for the body and its type on each try (a body
+        holding the login's session is made again after a new login).
 
         ``answer``: the stage's answer rules (:mod:`integrator.connectors.answers`), which
         read the answer (JSON or XML; :func:`answer_of` gives it to the caller): refused →
@@ -209,7 +209,7 @@ class Connector:
         while True:
             auth_headers, generation = self.auth.current()  # LoginRefused: the run stops
             try:
-                payload = body() if callable(body) else body
+                payload, ctype = body() if callable(body) else (body, content_type)
                 resp = self._attempt(
                     method,
                     path,
@@ -217,11 +217,11 @@ class Connector:
                     params,
                     ok_status,
                     {**auth_headers, **(headers or {})},
-                    content_type,
+                    ctype,
                     answer,
                 )
                 if answer is not None:
-                    self._judge(method, path, resp, answer)
+                    self.judge(method, path, resp, answer)
                 return resp
             except PermanentError as exc:
                 if exc.status not in AUTH_STATUS and not isinstance(exc, SessionExpired):
@@ -318,10 +318,10 @@ class Connector:
             # A SOAP 1.1 Fault comes with a 500: the rules read it before the status code
             # does; an error page they cannot read leaves it to the status code.
             with contextlib.suppress(UnreadableAnswer):
-                self._judge(method, path, resp, answer)
+                self.judge(method, path, resp, answer)
         raise self.status_error(what, resp)
 
-    def _judge(self, method: str, path: str, resp: requests.Response, rules: AnswerRules) -> None:
+    def judge(self, method: str, path: str, resp: requests.Response, rules: AnswerRules) -> None:
         """Apply the answer rules to ``resp`` (its parsed answer kept for :func:`answer_of`);
         raise what the verdict means. A 2xx answer that cannot be read is left to the caller
         (a write records it as sent)."""
@@ -343,15 +343,18 @@ class Connector:
                 f"{what} answered {status}, a session that expired ({verdict.rule}){said}",
                 status=status,
             )
-        if verdict.outcome is Outcome.REFUSED:
-            raise ErpRefused(
-                f"{what} answered {status}: the ERP said no ({verdict.rule}){said}", status=status
+        if verdict.rule.startswith("SOAP"):  # the Fault says what it is
+            text = f"{what} answered {status} with a {verdict.rule}{said}"
+        elif verdict.outcome is Outcome.REFUSED:
+            text = f"{what} answered {status}: the ERP said no ({verdict.rule}){said}"
+        else:
+            text = (
+                f"{what} answered {status}, an answer that does not say whether it was done "
+                f"({verdict.rule}){said}"
             )
-        raise RetriableError(
-            f"{what} answered {status}, an answer that does not say whether it was done "
-            f"({verdict.rule}){said}",
-            status=status,
-        )
+        if verdict.outcome is Outcome.REFUSED:
+            raise ErpRefused(text, status=status)
+        raise RetriableError(text, status=status)
 
     def _send(
         self,
@@ -428,7 +431,12 @@ class Connector:
 
     def status_error(self, what: str, resp: requests.Response) -> OrderError:
         """The error class for a non-2xx answer, with a short, scrubbed body excerpt."""
-        excerpt = self.redactor.excerpt(resp.text, _MAX_ERROR_BODY).strip().replace("\n", " ")
+        text = resp.text
+        if "xml" in (resp.headers.get("Content-Type") or "").lower():  # a SOAP Fault: its text
+            from integrator.connectors.xmlbody import fault_text
+
+            text = fault_text(resp.content) or text
+        excerpt = self.redactor.excerpt(text, _MAX_ERROR_BODY).strip().replace("\n", " ")
         msg = f"{what} answered {resp.status_code}" + (f": {excerpt}" if excerpt else "")
         if resp.status_code in RETRIABLE_STATUS:
             exc = RetriableError(

@@ -115,6 +115,18 @@ class SourceStage(Stage):
         """Fetch one order's document; runs in a worker thread."""
         raise NotImplementedError
 
+    def lookup(self, run: RunContext, number: str) -> OrderRef | None:
+        """Order ``number`` for ``integrator orders export`` (None: the source has none). The
+        default asks the listing for it, so it finds what a run would take; a source that can
+        find any order, whatever its state, overrides it."""
+        listed = self.iter_orders(run, only=number)
+        try:
+            return next(iter(listed), None)
+        finally:
+            close = getattr(listed, "close", None)
+            if close is not None:
+                close()
+
     def samples(self) -> list[Any]:
         """Documents of the shape ``fetch`` builds, known without a call (the source's
         reference shapes). ``integrator validate`` checks ``${_order.…}`` templates against

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from integrator.config.checks import Options
 from integrator.connectors.bodies import parse_json
@@ -167,7 +168,9 @@ class OmniumReadStage(SourceStage):
         """``--order`` / an event: the order by its Id (None: no such Id), if it is one this
         flow reads (an empty list when not)."""
         try:
-            resp = run.source.request("GET", f"/api/Orders/{oid}", ok_status=frozenset({404}))
+            resp = run.source.request(
+                "GET", f"/api/Orders/{quote(oid, safe='')}", ok_status=frozenset({404})
+            )
         except OrderError as exc:
             raise FatalError(f"reading order {oid} from {run.source.name} failed: {exc}") from None
         if resp.status_code == 404:
@@ -230,6 +233,19 @@ class OmniumReadStage(SourceStage):
             # (done and modified after we finished, still New: someone reset it; the ledger
             # asks the ERP again)
             yield OrderRef(oid, number, row)
+
+    def lookup(self, run: RunContext, number: str) -> OrderRef | None:
+        """By Id, whatever its status; else by OrderNumber, among the orders the flow reads
+        (the search from ``start`` in its statuses)."""
+        resp = run.source.request(
+            "GET", f"/api/Orders/{quote(number, safe='')}", ok_status=frozenset({404})
+        )
+        if resp.status_code != 404:
+            order = parse_json(resp, f"{run.source.name} order")
+            if isinstance(order, dict) and order.get("Id") not in (None, ""):
+                oid = str(order["Id"])
+                return OrderRef(oid, str(order.get("OrderNumber") or oid), order)
+        return super().lookup(run, number)
 
     def fetch(self, ref: OrderRef) -> Exchange:
         """The search answer is the whole order: no call."""

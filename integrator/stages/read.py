@@ -189,6 +189,23 @@ class ReadStage(SourceStage):
         )
         return None
 
+    def lookup(self, run: RunContext, number: str) -> OrderRef | None:
+        """Order ``number`` whatever its state (sent, cancelled, any status or channel): the
+        list filtered by number alone."""
+        url = self._url("list_path")
+        page = self._get(run.source, url, {"number": number, "limit": self.o["page_size"]})
+        results = page.get("results") if isinstance(page, dict) else None
+        if not isinstance(results, list):
+            raise PermanentError(
+                f"order list from {run.source.name}: expected {{'results': [...]}} in the answer",
+                stage="read",
+            )
+        for i, row in enumerate(results):  # a server that ignores the filter lists others
+            ref = self._ref(run, row, i)
+            if ref is not None and ref.number == number:
+                return ref
+        return None
+
     def samples(self) -> list[Any]:
         """Omnitron's assembled order: the sandbox's and the API reference's shapes."""
         return list(omnitron_samples())

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from integrator.config.checks import Options
-from integrator.connectors.bodies import encode_body
+from integrator.connectors.xmlbody import encode_body, is_xml_type, xml_escape
 from integrator.mapping.expr import Scope, render, render_value, url_escape
 
-__all__ = ["CONTENT_TYPES", "RequestTemplate", "is_xml", "read_request"]
+__all__ = ["CONTENT_TYPES", "RequestTemplate", "read_request"]
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -28,12 +28,6 @@ CONTENT_TYPES = {
     "form": "application/x-www-form-urlencoded",
 }
 _DATA = "${data}"
-
-
-def is_xml(content_type: str) -> bool:
-    """An XML media type: ``*/xml`` or ``*+xml`` (parameters ignored)."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media.endswith("/xml") or media.endswith("+xml")
 
 
 def _media(value: str) -> str | None:
@@ -71,22 +65,26 @@ class RequestTemplate:
                 ctype = str(scope.attributes.get("write.content_type") or ctype)
             return value, ctype
         if isinstance(self.body, str):
-            escape = _xml_escape() if is_xml(ctype) else None
+            escape = xml_escape if is_xml_type(ctype) else None
             return render(self.body, scope, escape=escape), ctype
         return render_value(self.body, scope), ctype
 
-    def encoded(self, scope: Scope, what: str) -> tuple[Callable[[], bytes] | bytes | None, str]:
-        """The body's bytes (or, when the body reads the login's answer, a callable that
-        renders them on each try: a new login gives a new session) and its content type."""
+    def encoded(
+        self, scope: Scope, what: str
+    ) -> tuple[Callable[[], tuple[bytes, str]] | bytes | None, str]:
+        """The body's bytes and the Content-Type to send; when the body reads the login's
+        answer, a callable that renders both on each try (a new login, a new session)."""
         if _reads_login(self.body):
 
-            def make() -> bytes:
+            def make() -> tuple[bytes, str]:
                 value, ctype = self.value(scope)
                 return encode_body(value, ctype, what)
 
             return make, self.content_type
         value, ctype = self.value(scope)
-        return (None if value is None else encode_body(value, ctype, what)), ctype
+        if value is None:
+            return None, ctype
+        return encode_body(value, ctype, what)
 
 
 def _reads_login(template: Any) -> bool:
@@ -97,12 +95,6 @@ def _reads_login(template: Any) -> bool:
     if isinstance(template, list):
         return any(_reads_login(v) for v in template)
     return False
-
-
-def _xml_escape() -> Callable[[str], str]:
-    from integrator.connectors.xmlbody import xml_escape  # only for XML templates
-
-    return xml_escape
 
 
 def read_request(

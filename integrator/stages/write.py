@@ -95,6 +95,9 @@ class WriteStage(Stage):
         else:
             ex.data = ex.response
         ex.attributes["write.status"] = str(status)
+        ref = self.rules.reference(ex.response)
+        if ref is not None:
+            ex.attributes["erp.id"] = ref  # the answer rules' id_path: the order's ERP reference
 
     def process(self, ex: Exchange) -> None:
         """Report the write's start, write, report its answer (the ledger records `sending`
@@ -145,9 +148,7 @@ class WriteStage(Stage):
                 stage=self.name,
             ) from None
         self.accept(ex, answer, resp.status_code)
-        ref = self.rules.reference(answer)
-        if ref is not None:
-            ex.attributes["erp.id"] = ref
+        ref = ex.attributes.get("erp.id") if self.rules.id_path else None
         run.ledger.apply(
             ex.track,
             Fact.WRITE_ANSWERED,

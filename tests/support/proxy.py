@@ -36,6 +36,10 @@ huge_int            the real answer with a 100,000-digit integer
 stall               the real headers, then nothing (until the client leaves)
 close_mid_body      the real headers, half of the body, then the connection closes
 fake_gzip           ``Content-Encoding: gzip`` on a body that is not gzip
+xml                 ``answer`` (bytes) as ``text/xml`` with ``status`` (default 200)
+xml_*               a hostile XML answer (``XML_MODES``: entity bombs, external
+                    entities and DTDs aimed at the trap, deep nesting, a lying
+                    encoding, SOAP Faults with HTML inside, bombs inside a gzip)
 ==================  ===============================================================
 
 Injected values replace the value of ``key`` in the answer (an object), or its first key.
@@ -46,6 +50,7 @@ Everything that streams or drips stops when the client leaves, the proxy stops, 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.client
 import json
 import random
@@ -61,7 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-__all__ = ["MODES", "HostileProxy", "Rule", "Seen", "Trap", "gzip_bomb"]
+__all__ = ["MODES", "XML_MODES", "HostileProxy", "Rule", "Seen", "Trap", "gzip_bomb"]
 
 HOLD_SECONDS = 30.0  # the longest a drip, stall or stream goes on
 DRIP_INTERVAL = 0.1  # seconds between dripped bytes: each read gets a byte well in time
@@ -70,16 +75,33 @@ _DRIP_BYTES = int(HOLD_SECONDS / DRIP_INTERVAL) + 50
 HUGE_LENGTH = 2 * 1024**3  # the Content-Length the huge_length mode claims
 DEEP = 100_000
 HUGE_DIGITS = 100_000
+HUGE_ATTRIBUTE = 8 * 1024 * 1024  # characters of the xml_huge_attribute mode's value
+
+# Hostile XML answers (``_xml``): what each is
+XML_MODES = {
+    "xml_billion_laughs": "nine levels of entities, ten references each: 10^9 'lol's",
+    "xml_quadratic": "one 100 KB entity referenced 10,000 times (1 GB expanded)",
+    "xml_external_entity": "an external entity: file:///etc/passwd",
+    "xml_external_dtd": "an external DTD on the trap (127.0.0.2)",
+    "xml_parameter_entity": "a parameter entity that fetches a DTD from the trap",
+    "xml_deep": "elements nested 100,000 deep",
+    "xml_huge_attribute": "an attribute of 8 MiB (well-formed, within MaxAnswerBytes)",
+    "xml_lying_encoding": "declares UTF-8, written in ISO-8859-9",
+    "xml_fault_html": "a SOAP 1.1 Fault whose faultstring is an escaped HTML error page",
+    "xml_fault_raw_html": "a SOAP Fault with a raw HTML page (not XML) inside its detail",
+    "xml_gzip_laughs": "the billion laughs, gzip-encoded",
+    "xml_gzip_bomb": "gzip that inflates to 1 GiB of XML elements (1 MB on the wire)",
+}
 
 MODES = frozenset(
     {"pass", "drip_headers", "drip_body", "endless_chunked", "huge_length", "gzip_bomb", "html",
      "redirect", "not_json", "invalid_utf8", "deep_json", "nan", "huge_float", "huge_int",
-     "stall", "close_mid_body", "fake_gzip"}
+     "stall", "close_mid_body", "fake_gzip", "xml", *XML_MODES}
 )  # fmt: skip
 # Modes whose answer is well framed: the connection may be kept alive after them.
 _FRAMED = frozenset(
     {"pass", "html", "redirect", "not_json", "invalid_utf8", "deep_json", "nan", "huge_float",
-     "huge_int", "fake_gzip"}
+     "huge_int", "fake_gzip", "xml", *(m for m in XML_MODES if m != "xml_gzip_bomb")}
 )  # fmt: skip
 _HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
@@ -109,6 +131,7 @@ class Rule:
     status: int = 0  # html, redirect, not_json (0: the mode's default)
     to: str = "same"  # redirect: "same" (this proxy) or "other" (the trap)
     key: str = ""  # injected values: the key of the answer's object to replace
+    answer: bytes = b""  # xml: the body to answer with
     hits: int = 0
 
     def __post_init__(self) -> None:
@@ -187,26 +210,31 @@ def _read_request(rfile: BinaryIO) -> _Request | None:
     return req
 
 
-def gzip_bomb(total: int = BOMB_BYTES, piece_input: int = 1 << 20) -> Iterator[bytes]:
-    """A gzip stream of ``total`` zero bytes, generated as it is consumed.
+def gzip_bomb(
+    total: int = BOMB_BYTES, piece_input: int = 1 << 20, fill: bytes = b"\0"
+) -> Iterator[bytes]:
+    """A gzip stream of ``total`` bytes repeating ``fill`` (zeros by default), generated as it
+    is consumed.
 
-    Each 1 MiB of zeros is compressed from a fresh dictionary and ended with a full flush, so
-    every piece is the same ~1 KB and the stream is one valid gzip member; the CRC of the
-    zeros is computed only if the consumer reads to the end.
+    Each 1 MiB of it is compressed from a fresh dictionary and ended with a full flush, so
+    every piece is the same ~1 KB and the stream is one valid gzip member; the CRC is computed
+    only if the consumer reads to the end. ``fill``'s length divides ``piece_input``.
     """
+    assert piece_input % len(fill) == 0
+    block = fill * (piece_input // len(fill))
     comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    piece = comp.compress(bytes(piece_input)) + comp.flush(zlib.Z_FULL_FLUSH)
+    piece = comp.compress(block) + comp.flush(zlib.Z_FULL_FLUSH)
     yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # gzip header: deflate, no name, Unix
     pieces, rest = divmod(total, piece_input)
     for _ in range(pieces):
         yield piece
-    crc, zeros = 0, bytes(piece_input)
+    crc = 0
     for _ in range(pieces):
-        crc = zlib.crc32(zeros, crc)
+        crc = zlib.crc32(block, crc)
     if rest:
         comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-        yield comp.compress(bytes(rest)) + comp.flush(zlib.Z_FULL_FLUSH)
-        crc = zlib.crc32(bytes(rest), crc)
+        yield comp.compress(block[:rest]) + comp.flush(zlib.Z_FULL_FLUSH)
+        crc = zlib.crc32(block[:rest], crc)
     yield b"\x03\x00" + struct.pack("<II", crc, total & 0xFFFFFFFF)  # final empty block
 
 
@@ -222,6 +250,64 @@ def _inject(body: bytes, key: str, token: bytes) -> bytes:
     name = key if key in doc else next(iter(doc))
     doc[name] = _MARK
     return json.dumps(doc).encode().replace(json.dumps(_MARK).encode(), token)
+
+
+_LAUGHS = (
+    b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
+    + b"".join(
+        b' <!ENTITY lol%d "%s">\n' % (i, (b"&lol%s;" % (b"" if i == 1 else b"%d" % (i - 1))) * 10)
+        for i in range(1, 10)
+    )
+    + b"]>\n<lolz>&lol9;</lolz>"
+)
+_SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+def _fault(faultstring: str, detail: str = "", code: str = "soap:Server") -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?>\n<soap:Envelope xmlns:soap="{_SOAP11}">\n'
+        f"<soap:Body><soap:Fault><faultcode>{code}</faultcode>\n"
+        f"<faultstring>{faultstring}</faultstring>{detail}</soap:Fault></soap:Body>\n"
+        "</soap:Envelope>"
+    ).encode()
+
+
+def _xml(mode: str, trap: str) -> bytes:
+    """The body of a hostile XML mode; ``trap``: the trap's URL (what must never be fetched)."""
+    if mode in ("xml_billion_laughs", "xml_gzip_laughs"):
+        return _LAUGHS
+    if mode == "xml_quadratic":
+        big = b"x" * 100_000
+        return b'<!DOCTYPE r [<!ENTITY a "%s">]><r>%s</r>' % (big, b"&a;" * 10_000)
+    if mode == "xml_external_entity":
+        return (
+            b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>'
+        )
+    if mode == "xml_external_dtd":
+        return f'<?xml version="1.0"?><!DOCTYPE r SYSTEM "{trap}/evil.dtd"><r>&x;</r>'.encode()
+    if mode == "xml_parameter_entity":
+        return (
+            f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY % p SYSTEM "{trap}/p.dtd"> %p;]><r>&x;</r>'
+        ).encode()
+    if mode == "xml_deep":
+        return b"<a>" * DEEP + b"</a>" * DEEP
+    if mode == "xml_huge_attribute":
+        return b'<r><count v="%s">0</count></r>' % (b"x" * HUGE_ATTRIBUTE)
+    if mode == "xml_lying_encoding":
+        text = '<?xml version="1.0" encoding="UTF-8"?>\n<r>\n<name>Çağ Şeker</name>\n</r>'
+        return text.encode("iso-8859-9")
+    if mode == "xml_fault_html":
+        page = (
+            "<!DOCTYPE html><html><head><title>500</title><script>var t='x';</script></head>"
+            "<body><h1>Internal Server Error</h1>"
+            + "<p>The ERP failed &amp; logged it.</p>" * 50
+            + "</body></html>"
+        )
+        escaped = page.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return _fault(escaped)
+    if mode == "xml_fault_raw_html":
+        return _fault("Error", "<detail><html><body><p>a<br>b</body></html></detail>")
+    raise ValueError(mode)
 
 
 def _injected(mode: str) -> bytes:
@@ -451,6 +537,24 @@ class HostileProxy(_Listener):
         elif mode in ("invalid_utf8", "deep_json", "nan", "huge_float", "huge_int"):
             body = _inject(real.body, rule.key, _injected(mode))
             sock.sendall(_head(real.status, real.reason, real.headers, len(body)) + body)
+        elif mode == "xml":
+            xml_type = [("Content-Type", "text/xml; charset=utf-8")]
+            sock.sendall(_head(rule.status or 200, "", xml_type, len(rule.answer)) + rule.answer)
+        elif mode == "xml_gzip_bomb":
+            head = _head(200, "OK", [("Content-Type", "application/xml"),
+                                     ("Content-Encoding", "gzip"),
+                                     ("Transfer-Encoding", "chunked")], None)  # fmt: skip
+            sock.sendall(head)
+            self._stream(sock, gzip_bomb(fill=b"<i/>"), chunked=True)
+            sock.sendall(b"0\r\n\r\n")
+        elif mode in XML_MODES:
+            body = _xml(mode, self.trap.url)
+            headers = [("Content-Type", "text/xml; charset=utf-8")]
+            if mode == "xml_gzip_laughs":
+                body = gzip.compress(body)
+                headers.append(("Content-Encoding", "gzip"))
+            status = rule.status or (500 if mode.startswith("xml_fault") else 200)
+            sock.sendall(_head(status, "", headers, len(body)) + body)
         elif mode == "fake_gzip":
             headers = [*real.headers, ("Content-Encoding", "gzip")]
             sock.sendall(_head(real.status, real.reason, headers, len(real.body)) + real.body)

@@ -163,28 +163,30 @@ class TokenLoginAuth(LoginAuth):
     def _login(self) -> tuple[dict[str, str], float | None]:
         import jmespath
 
-        from integrator.connectors.bodies import answer_of, encode_body
+        from integrator.connectors.bodies import answer_of
+        from integrator.connectors.xmlbody import encode_body, is_xml_type, xml_escape
         from integrator.errors import UnreadableAnswer
         from integrator.mapping.expr import Scope, TemplateError, render, render_value
 
         tl, cfg = self.tl, self.cfg
         what = f"{tl.method} {cfg.name}:{tl.path}"
         roots: dict[str, Any] = {"connector": cfg.fields(), "vars": cfg.vars}
+        ctype = tl.content_type
         try:
             if tl.body is None:
                 body: Any = self._credentials()
             elif isinstance(tl.body, str):
-                escape = _xml_escape if "xml" in tl.content_type else None
+                escape = xml_escape if is_xml_type(tl.content_type) else None
                 text = render(fill(tl.body, self._credentials()), Scope(None, {}, roots),
                               escape=escape)  # fmt: skip
-                body = encode_body(text, tl.content_type, what)
+                body, ctype = encode_body(text, tl.content_type, what)
             else:
                 body = render_value(fill(tl.body, self._credentials()), Scope(None, {}, roots))
                 if tl.content_type != "application/json":
-                    body = encode_body(body, tl.content_type, what)
+                    body, ctype = encode_body(body, tl.content_type, what)
         except TemplateError as exc:
             raise LoginRefused(f"login {what}: the Body cannot be made: {exc}") from None
-        resp = self.send(tl.method, self.url, body, None, tl.content_type)
+        resp = self.send(tl.method, self.url, body, None, ctype)
         if not resp.ok and not resp.content:
             raise self._refused(what, resp, "Username and Password")
         try:
@@ -234,12 +236,6 @@ class TokenLoginAuth(LoginAuth):
             return None
         said = verdict.message or jmespath.search("error.data.message || error.message", answer)
         return str(said or verdict.rule)
-
-
-def _xml_escape(text: str) -> str:
-    from integrator.connectors.xmlbody import xml_escape
-
-    return xml_escape(text)
 
 
 def _long_strings(node: Any) -> list[str]:
