@@ -576,7 +576,7 @@ def load_flow(
         schedule=_schedule(o.get("schedule", dict, {}), doc, issues),
         description=o.get("description", str, ""),
         events=_events(o, doc),
-        reconcile=_reconcile(o, doc, issues),
+        reconcile=_reconcile(o, doc, issues, stages),
         renamed_from=tuple(str(n) for n in _names(o.get("renamed_from", list, []))),
         new_history=o.get("new_history", bool, False),
         vars={**app.vars, **_vars(doc, o, app.secrets | secrets)},
@@ -609,22 +609,83 @@ def _events(o: Options, doc: YamlDoc) -> EventSettings | None:
     )
 
 
-def _reconcile(o: Options, doc: YamlDoc, issues: list[ConfigIssue]) -> ReconcileSettings | None:
-    """``reconcile: {erp_list, erp_number, erp_amount, oms_amount, erp_since_param, schedule}``."""
+QUERY_MODES = ("list", "query_check")
+
+
+def _reconcile(
+    o: Options, doc: YamlDoc, issues: list[ConfigIssue], stages: list[StageSpec]
+) -> ReconcileSettings | None:
+    """``reconcile: {erp_query, erp_list, erp_number, erp_amount, oms_amount, erp_since_param,
+    requests_per_second, schedule}``; a flow whose ERP can be asked neither way is an issue."""
     if o.data.get("reconcile") is None:
         return None
-    keys = {"erp_list", "erp_number", "erp_amount", "oms_amount", "erp_since_param", "schedule"}
+    keys = {
+        "erp_query",
+        "erp_list",
+        "erp_number",
+        "erp_amount",
+        "oms_amount",
+        "erp_since_param",
+        "requests_per_second",
+        "schedule",
+    }
     r = Options(o.data["reconcile"], doc, o.sub("reconcile"), issues, keys)
     d = ReconcileSettings()
     raw_schedule = r.get("schedule", dict, {})
-    return ReconcileSettings(
-        erp_list=r.get("erp_list", str, d.erp_list),
+    query = r.get(
+        "erp_query",
+        str,
+        None,
+        check=lambda v: None if v in QUERY_MODES else f"expected {' or '.join(QUERY_MODES)}",
+    )
+    settings = ReconcileSettings(
+        erp_list=r.get("erp_list", str, None),
         erp_number=r.get("erp_number", str, d.erp_number),
-        erp_amount=r.get("erp_amount", str, d.erp_amount),
+        erp_amount=r.get("erp_amount", str, d.erp_amount, check=_path_problem),
         oms_amount=r.get("oms_amount", str, d.oms_amount),
         erp_since_param=r.get("erp_since_param", str, d.erp_since_param),
+        erp_query=query if query in QUERY_MODES else None,
+        requests_per_second=r.get(
+            "requests_per_second",
+            float,
+            d.requests_per_second,
+            check=lambda v: None if 0 < v <= 1000 else "expected more than 0 and at most 1000",
+        ),
         schedule=_schedule(raw_schedule, doc, issues) if raw_schedule else None,
     )
+    names = [s.name for s in stages]
+    if any(n in ("stock_snapshot", "omnium_read", "erp_feed") for n in names):
+        return settings  # not an Omnitron order flow: erp_list and erp_query do not apply
+    has_check = "query_check" in names
+    mode = settings.mode(names)
+    if mode is None:
+        o.error(
+            "reconcile",
+            "reconcile cannot ask the ERP: write erp_list (a GET endpoint listing the ERP's "
+            "orders, paged by next links), or add a query_check stage to the flow (reconcile "
+            "then asks for each order through it, at requests_per_second)",
+        )
+    elif mode == "list" and settings.erp_list is None:
+        r.error("erp_query", "erp_query: list reads erp_list; write erp_list too")
+    elif mode == "query_check" and not has_check:
+        r.error(
+            "erp_query",
+            "erp_query: query_check asks through the flow's query_check stage, and this flow "
+            "has none; add one, or write erp_list",
+        )
+    elif mode == "query_check" and settings.erp_list is not None:
+        r.error("erp_list", "erp_list is read only with erp_query: list; remove one of them")
+    return settings
+
+
+def _path_problem(path: str) -> str | None:
+    from integrator.mapping.paths import compile_path  # only when a path is written
+
+    try:
+        compile_path(path)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _schedule(raw: dict[str, Any], doc: YamlDoc, issues: list[ConfigIssue]) -> Schedule:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,14 +92,32 @@ class EventSettings:
 
 @dataclass(frozen=True)
 class ReconcileSettings:
-    """How ``integrator reconcile`` compares what the OMS marked sent with what the ERP holds."""
+    """How ``integrator reconcile`` compares what the OMS marked sent with what the ERP holds.
 
-    erp_list: str = "/api/orders/"  # GET, paged: {"results": [...], "next": ...}
+    Two ways to ask the ERP (``erp_query``): ``list`` reads every order it lists at
+    ``erp_list`` (GET, paged by ``next`` links); ``query_check`` asks for each order the OMS
+    shows as sent through the flow's own query_check stage, at ``requests_per_second``. Not
+    written: ``list`` when ``erp_list`` is written, else ``query_check`` when the flow has one
+    (:meth:`mode`).
+    """
+
+    erp_list: str | None = None  # GET, paged: {"results": [...], "next": ...}
     erp_number: str = "order_number"  # JMESPath in an ERP row
-    erp_amount: str = "total"
+    erp_amount: str = "total"  # in an ERP row (list), or in query_check's answer (query_check)
     oms_amount: str = "amount"  # JMESPath in an OMS order summary
     erp_since_param: str = "since"
+    erp_query: str | None = None  # "list", "query_check", or None: see mode()
+    requests_per_second: float = 5.0  # query_check: questions per second, at most
     schedule: Schedule | None = None  # the daemon runs it and reports metrics
+
+    def mode(self, stage_names: Iterable[str]) -> str | None:
+        """How the ERP is asked for a flow with these stages: ``list``, ``query_check``, or
+        None when neither is possible (no ``erp_list`` and no query_check stage)."""
+        if self.erp_query is not None:
+            return self.erp_query
+        if self.erp_list is not None:
+            return "list"
+        return "query_check" if "query_check" in stage_names else None
 
 
 @dataclass(frozen=True)

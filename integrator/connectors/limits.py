@@ -58,6 +58,10 @@ class HostLimiter:
         with self._sem:
             yield
 
+    def pause_left(self) -> float:
+        """How long the host is still paused (after a 429), 0 when it is not."""
+        return max(0.0, self._paused_until - time.monotonic())
+
     def pause(self, seconds: float) -> float:
         """Hold back every request to this host for ``seconds`` (after a 429). Returns how long
         the host is paused from now (longer when an earlier pause lasts longer)."""

@@ -309,7 +309,7 @@ class Daemon:
         from integrator.reconcile import reconcile
 
         try:
-            result = reconcile(self.project, name)
+            result = reconcile(self.project, name, stop=self.stopping)
         except Exception as exc:  # noqa: BLE001 - a failing check must not stop the daemon
             log.error("reconcile_failed", flow=name, error=f"{type(exc).__name__}: {exc}")
             return
