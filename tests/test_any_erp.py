@@ -27,6 +27,8 @@ class Erp:
     search: str  # the fault route names of the server
     create: str
     login_key: str  # which login stats count
+    secret: str  # the variable holding its password
+    search_error: str  # what the ERP says when its search fails (an injected fault)
     sessions: bool = True  # its login gives a session that can expire
 
     def url(self, sb: Sandbox) -> str:
@@ -39,10 +41,40 @@ class Erp:
         return int(self.stats(sb)["logins"][self.login_key])
 
 
+SERIALIZE = "could not serialize access"
 ERPS = [
-    Erp("jsonrpc", "order_to_jsonrpc", "jsonrpc_erp", "search", "create", "session_login"),
+    Erp(
+        "jsonrpc",
+        "order_to_jsonrpc",
+        "jsonrpc_erp",
+        "search",
+        "create",
+        "session_login",
+        "JSONRPC_ERP_PASSWORD",
+        SERIALIZE,
+    ),  # fmt: skip
     # Odoo's uid does not expire: the password goes with every call
-    Erp("jsonrpc", "order_to_odoo", "jsonrpc_erp", "search", "create", "login", sessions=False),
+    Erp(
+        "jsonrpc",
+        "order_to_odoo",
+        "jsonrpc_erp",
+        "search",
+        "create",
+        "login",
+        "JSONRPC_ERP_PASSWORD",
+        SERIALIZE,
+        sessions=False,
+    ),  # fmt: skip
+    Erp(
+        "soap",
+        "order_to_soap",
+        "soap_erp",
+        "find",
+        "create",
+        "Login",
+        "SOAP_ERP_PASSWORD",
+        "the order database is busy",
+    ),  # fmt: skip
 ]
 
 
@@ -90,7 +122,7 @@ def test_the_happy_path_delivers_each_order_once_with_one_login(
     # The ERP's reference, read by the write's id_path, is the order's ERP ref.
     shown = project.run("orders", "show", numbers[0], "--flow", erp.flow).out
     assert "ERP ref" in shown, shown
-    secret = sandbox.env()["JSONRPC_ERP_PASSWORD"]
+    secret = sandbox.env()[erp.secret]
     assert secret not in out + shown
     assert all(secret not in p.read_text() for p in (tmp_path / "logs").rglob("*.jsonl"))
 
@@ -98,13 +130,14 @@ def test_the_happy_path_delivers_each_order_once_with_one_login(
 def test_an_error_answer_on_query_check_writes_nothing(
     tmp_path: Path, sandbox: Sandbox, erp: Erp
 ) -> None:
-    """A JSON-RPC error in a 200 answer is never "not found": the order fails, unwritten."""
+    """An error answer (JSON-RPC's in a 200, a SOAP Fault) is never "not found": the order
+    fails, unwritten, with the ERP's words."""
     project = erp_project(tmp_path, sandbox, erp)
     numbers = unsent(sandbox)
     fault_rule(erp.url(sandbox), action="app_error", route=erp.search)
     code, out = run(project, erp)
     assert code == 1
-    assert "could not serialize access" in out  # the ERP's own message, in the summary
+    assert erp.search_error in out  # the ERP's own message, in the summary
     assert erp.stats(sandbox)["received"] == 0
     assert all(project.state(n) == "failed" for n in numbers)
     faults(erp.url(sandbox), {})

@@ -357,6 +357,47 @@ def xml_escape(value: Any, what: str = "a value") -> str:
     return value.translate(_ESCAPES)
 
 
+_NAME = re.compile(r"[A-Za-z_][\w.\-]*(:[A-Za-z_][\w.\-]*)?\Z")
+
+
+def xml_text(value: Any, what: str = "a value") -> str:
+    """``value`` as it goes into an XML template: a scalar as escaped text
+    (:func:`xml_escape`); a mapping as elements, written the way answers are read (keys are
+    element names, ``@name`` an attribute, ``#text`` the element's own text, a list repeats
+    its element, null an empty element): ``{"Line": [{"Sku": "A"}, {"Sku": "B"}]}`` is
+    ``<Line><Sku>A</Sku></Line><Line><Sku>B</Sku></Line>``. A PermanentError naming the key
+    for a name XML cannot have."""
+    if not isinstance(value, dict):
+        if isinstance(value, list):
+            return "".join(xml_text(v, what) for v in value)
+        return xml_escape(value, what)
+    out: list[str] = []
+    for key, item in value.items():
+        name = str(key)
+        if name == "#text" or name.startswith("@"):
+            continue
+        if not _NAME.match(name):
+            raise PermanentError(
+                f"{what}: {name!r} cannot be an XML element name; rename it in the mapping"
+            )
+        for one in item if isinstance(item, list) else [item]:
+            attrs = ""
+            inner = ""
+            if isinstance(one, dict):
+                for k, v in one.items():
+                    if str(k).startswith("@"):
+                        if not _NAME.match(str(k)[1:]):
+                            raise PermanentError(
+                                f"{what}: {k!r} cannot be an XML attribute name; rename it"
+                            )
+                        attrs += f' {str(k)[1:]}="{xml_escape(v, what)}"'
+                inner = xml_escape(one.get("#text"), what) + xml_text(one, what)
+            elif one is not None:
+                inner = xml_escape(one, what)
+            out.append(f"<{name}{attrs}>{inner}</{name}>" if inner else f"<{name}{attrs}/>")
+    return "".join(out)
+
+
 def form_bytes(data: Any, what: str = "the request") -> bytes:
     """``data`` (a flat mapping of scalars) as an ``application/x-www-form-urlencoded`` body
     (UTF-8, ``+`` for spaces). None is an empty value, booleans ``true``/``false``. A

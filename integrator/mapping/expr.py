@@ -147,6 +147,10 @@ class Scope:
                 doc[name] = value() if callable(value) else value
         return doc
 
+    def fresh(self) -> Scope:
+        """The same scope with nothing resolved yet (a new login's answer is read again)."""
+        return Scope(self.order, self.attributes, self.roots)
+
     def planned(self, names: frozenset[str]) -> str | None:
         """The root among ``names`` that a dry run cannot know, if any."""
         return next((n for n in names if self.roots.get(n) is PLANNED), None)
@@ -318,17 +322,27 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def render(template: str, scope: Scope, *, escape: Callable[[str], str] | None = None) -> str:
+def render(
+    template: str,
+    scope: Scope,
+    *,
+    escape: Callable[[str], str] | None = None,
+    as_text: Callable[[Any], str] | None = None,
+) -> str:
     """``template`` with each ``${…}`` replaced by its value as text (non-strings as JSON).
 
-    ``escape``: applied to each value (:func:`url_escape` for URLs and paths, so an order
-    number ``A&part=2`` stays one value; an XML escape for XML templates).
+    ``escape``: applied to each value's text (:func:`url_escape` for URLs and paths, so an
+    order number ``A&part=2`` stays one value). ``as_text``: makes each value text instead
+    (an XML template's: a mapping becomes elements, text is escaped).
     """
     if "${" not in template:
         return template
 
     def sub(m: re.Match[str]) -> str:
-        text = _text(Placeholder(m.group(1)).value(scope))
+        value = Placeholder(m.group(1)).value(scope)
+        if as_text is not None:
+            return as_text(value)
+        text = _text(value)
         return escape(text) if escape is not None else text
 
     return _PLACEHOLDER.sub(sub, template)

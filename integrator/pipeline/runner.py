@@ -448,6 +448,8 @@ class Runner:
         if admission.route is Route.RESUME and entry is not None:
             ex.request, ex.response, ex.resume = entry.request, entry.response, True
             ex.data = ex.response
+            if 0 <= self.write_index < len(self.order_stages):
+                self.order_stages[self.write_index].resumed(ex)
         ex.settle = admission.route is Route.SETTLE
         if run.mode is Mode.TRACE:
             self.traced.append(ex)

@@ -87,6 +87,10 @@ class Stage:
         recorded one)."""
         raise NotImplementedError(f"stage {self.name!r} does not write")
 
+    def resumed(self, ex: Exchange) -> None:
+        """A ``writes`` stage: ``ex`` resumes after its write with the answer the ledger
+        stored; read from it what the stage reads from a fresh answer."""
+
     def describe(self) -> dict[str, Any]:
         """What ``integrator validate`` shows about this stage."""
         return {}

@@ -5,7 +5,8 @@ options and render them by the same rule (:mod:`integrator.mapping.expr`).
 Options: ``body`` (a JSON template, or a text template such as an XML envelope; a write without
 one sends the payload, ``${data}``), ``content_type`` (``json``, ``xml``, ``form``, or any media
 type such as ``application/soap+xml``), ``headers`` (name → template, e.g. ``SOAPAction``).
-Values are percent-encoded in the URL and XML-escaped in an XML template. A payload that a
+Values are percent-encoded in the URL; in an XML template text is escaped and a mapping (the
+payload a mapping built) is written as elements, the way answers are read. A payload that a
 script made text is sent as it is; the script may name its type in attribute
 ``write.content_type``.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from integrator.config.checks import Options
-from integrator.connectors.xmlbody import encode_body, is_xml_type, xml_escape
+from integrator.connectors.xmlbody import encode_body, is_xml_type, xml_text
 from integrator.mapping.expr import Scope, render, render_value, url_escape
 
 __all__ = ["CONTENT_TYPES", "RequestTemplate", "read_request"]
@@ -65,8 +66,8 @@ class RequestTemplate:
                 ctype = str(scope.attributes.get("write.content_type") or ctype)
             return value, ctype
         if isinstance(self.body, str):
-            escape = xml_escape if is_xml_type(ctype) else None
-            return render(self.body, scope, escape=escape), ctype
+            as_text = xml_text if is_xml_type(ctype) else None
+            return render(self.body, scope, as_text=as_text), ctype
         return render_value(self.body, scope), ctype
 
     def encoded(
@@ -77,7 +78,7 @@ class RequestTemplate:
         if _reads_login(self.body):
 
             def make() -> tuple[bytes, str]:
-                value, ctype = self.value(scope)
+                value, ctype = self.value(scope.fresh())  # the login of this try
                 return encode_body(value, ctype, what)
 
             return make, self.content_type

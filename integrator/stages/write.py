@@ -95,9 +95,14 @@ class WriteStage(Stage):
         else:
             ex.data = ex.response
         ex.attributes["write.status"] = str(status)
+        self.resumed(ex)
+
+    def resumed(self, ex: Exchange) -> None:
+        """The answer rules' ``id_path``: the order's ERP reference (attribute ``erp.id``),
+        from a fresh answer or the stored one."""
         ref = self.rules.reference(ex.response)
         if ref is not None:
-            ex.attributes["erp.id"] = ref  # the answer rules' id_path: the order's ERP reference
+            ex.attributes["erp.id"] = ref
 
     def process(self, ex: Exchange) -> None:
         """Report the write's start, write, report its answer (the ledger records `sending`

@@ -164,7 +164,7 @@ class TokenLoginAuth(LoginAuth):
         import jmespath
 
         from integrator.connectors.bodies import answer_of
-        from integrator.connectors.xmlbody import encode_body, is_xml_type, xml_escape
+        from integrator.connectors.xmlbody import encode_body, is_xml_type, xml_text
         from integrator.errors import UnreadableAnswer
         from integrator.mapping.expr import Scope, TemplateError, render, render_value
 
@@ -176,9 +176,9 @@ class TokenLoginAuth(LoginAuth):
             if tl.body is None:
                 body: Any = self._credentials()
             elif isinstance(tl.body, str):
-                escape = xml_escape if is_xml_type(tl.content_type) else None
+                as_text = xml_text if is_xml_type(tl.content_type) else None
                 text = render(fill(tl.body, self._credentials()), Scope(None, {}, roots),
-                              escape=escape)  # fmt: skip
+                              as_text=as_text)  # fmt: skip
                 body, ctype = encode_body(text, tl.content_type, what)
             else:
                 body = render_value(fill(tl.body, self._credentials()), Scope(None, {}, roots))
