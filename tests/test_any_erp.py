@@ -5,6 +5,7 @@ expires (exactly one new login), a kill between the write and the mark (never wr
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -195,3 +196,25 @@ def test_a_kill_between_the_write_and_the_mark_never_writes_twice(
     assert code == 0, out
     delivered_once(sandbox, erp, numbers)
     assert all(project.state(n) == "done" for n in written)
+
+
+def test_reconcile_asks_the_erp_order_by_order_through_query_check(
+    tmp_path: Path, sandbox: Sandbox, erp: Erp
+) -> None:
+    """An ERP asked one order at a time (POST, JSON-RPC, SOAP) is reconciled through the
+    flow's own query_check: after a run, every sent order is there, for the same amount."""
+    project = erp_project(tmp_path, sandbox, erp)
+    numbers = unsent(sandbox)
+    assert run(project, erp)[0] == 0
+    r = project.run("reconcile", erp.flow, "--json")
+    assert r.code == 0, r.out + r.err
+    found = json.loads(r.out)
+    assert found["oms_sent"] >= len(numbers) > 0, found
+    assert found["missing_in_erp"] == [] and found["amount_mismatches"] == [], found
+    assert found.get("could_not_ask", []) == [], found
+    # A planted difference is found: an amount the ERP holds otherwise.
+    server = getattr(sandbox, erp.server)
+    with server.book.lock:
+        server.book.orders[0]["amount_total" if erp.project == "jsonrpc" else "total"] = "1.00"
+    r = project.run("reconcile", erp.flow, "--json")
+    assert r.code == 1 and len(json.loads(r.out)["amount_mismatches"]) == 1, r.out

@@ -11,8 +11,8 @@
 
 Operations, in the namespace ``urn:sandbox-erp`` (their children may be qualified or not):
 ``Login(User, Password)`` → ``LoginResponse/SessionToken``; ``FindOrder(Number)`` →
-``FindOrderResponse/Found`` (true/false), ``Count`` and, when found, ``OrderId`` and
-``Lines/Line{ExternalId, LineId}``; ``CreateOrder(Order{Number, Email, Total,
+``FindOrderResponse/Found`` (true/false), ``Count`` and, when found, ``OrderId``, ``Total``
+and ``Lines/Line{ExternalId, LineId}``; ``CreateOrder(Order{Number, Email, Total,
 Lines/Line{ProductCode, Quantity, Price, ExternalId}})`` → ``CreateOrderResponse/OrderId`` and
 ``Lines/Line{ExternalId, LineId}``. Every operation but Login needs the session token in the
 Header: ``<Session xmlns="urn:sandbox-erp"><Token>…</Token></Session>``; a missing, unknown or
@@ -351,7 +351,11 @@ class SoapErpSandbox(JsonServer):
         found = self.book.find(lambda o: o["number"] == number)
         inner = _element("Found", "true" if found else "false") + _element("Count", len(found))
         if found:
-            inner += _element("OrderId", found[0]["name"]) + _lines_xml(found[0])
+            inner += (
+                _element("OrderId", found[0]["name"])
+                + _element("Total", found[0].get("total", ""))
+                + _lines_xml(found[0])
+            )
         return f'<FindOrderResponse xmlns="{NS}">{inner}</FindOrderResponse>'
 
     def _create(self, op: Element) -> str:
