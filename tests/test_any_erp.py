@@ -53,7 +53,7 @@ ERPS = [
         "session_login",
         "JSONRPC_ERP_PASSWORD",
         SERIALIZE,
-    ),  # fmt: skip
+    ),
     # Odoo's uid does not expire: the password goes with every call
     Erp(
         "jsonrpc",
@@ -65,7 +65,7 @@ ERPS = [
         "JSONRPC_ERP_PASSWORD",
         SERIALIZE,
         sessions=False,
-    ),  # fmt: skip
+    ),
     Erp(
         "soap",
         "order_to_soap",
@@ -75,7 +75,7 @@ ERPS = [
         "Login",
         "SOAP_ERP_PASSWORD",
         "the order database is busy",
-    ),  # fmt: skip
+    ),
 ]
 
 
