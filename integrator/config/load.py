@@ -678,16 +678,6 @@ def _reconcile(
     return settings
 
 
-def _path_problem(path: str) -> str | None:
-    from integrator.mapping.paths import compile_path  # only when a path is written
-
-    try:
-        compile_path(path)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
 def _schedule(raw: dict[str, Any], doc: YamlDoc, issues: list[ConfigIssue]) -> Schedule:
     schedule, found = parse_schedule(raw, doc.file)
     for issue in found:
@@ -795,3 +785,9 @@ def flow_constants(path: Path, flow: str, env: Mapping[str, str] | None = None) 
     if problems:
         raise ConfigurationError(problems)
     return match[0].vars
+
+
+def _path_problem(path: str) -> str | None:
+    from integrator.mapping.paths import path_problem  # only when a path is written
+
+    return path_problem(path)

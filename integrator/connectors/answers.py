@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
-from integrator.mapping.paths import compile_path, select
+from integrator.mapping.paths import path_problem, select
 
 if TYPE_CHECKING:
     from integrator.connectors.xmlbody import SoapFault
@@ -141,14 +141,6 @@ def _soap_fault(answer: Any) -> SoapFault | None:
     return soap_fault(answer)
 
 
-def _path_ok(value: str) -> str | None:
-    try:
-        compile_path(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
 def read_rules(opts: Options, key: str = "answer") -> AnswerRules:
     """A stage's ``answer:`` option: a mapping of rules, or a preset's name."""
     raw = opts.data.get(key)
@@ -166,5 +158,5 @@ def read_rules(opts: Options, key: str = "answer") -> AnswerRules:
     fields: dict[str, Any] = {"declared": True, **PRESETS.get(preset, {})}
     for k in KEYS:
         if k != "preset" and o.data.get(k) is not None:
-            fields[k] = o.get(k, str, "", check=_path_ok)
+            fields[k] = o.get(k, str, "", check=path_problem)
     return replace(NO_RULES, **fields)

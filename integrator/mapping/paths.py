@@ -11,7 +11,7 @@ from typing import Any
 import jmespath
 from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
-__all__ = ["ABSENT", "compile_path", "lookup", "select", "simple_steps"]
+__all__ = ["ABSENT", "compile_path", "lookup", "path_problem", "select", "simple_steps"]
 
 
 class _Absent:
@@ -33,6 +33,15 @@ def compile_path(path: str) -> Any:
         return ("jmespath", jmespath.compile(path))
     except Exception as exc:  # noqa: BLE001 - both libraries raise their own parse errors
         raise ValueError(f"invalid path {path!r}: {exc}") from None
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` is not a selector, or None: an option check (``Options.get(check=…)``)."""
+    try:
+        compile_path(path)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def select(path: str, data: Any) -> Any:

@@ -9,7 +9,7 @@ from integrator.config.checks import Options
 from integrator.connectors.answers import AnswerRules, read_rules
 from integrator.connectors.bodies import answer_of
 from integrator.errors import RetriableError
-from integrator.mapping.paths import compile_path, select
+from integrator.mapping.paths import path_problem, select
 from integrator.pipeline.exchange import Exchange
 from integrator.pipeline.stage import BuildContext, Stage
 from integrator.stages.request import RequestTemplate, read_request
@@ -28,14 +28,6 @@ METHODS = {"GET", "POST", "PUT"}
 def _codes(v: list[int]) -> str | None:
     ok = all(isinstance(c, int) and 100 <= c <= 599 for c in v)
     return None if ok else "expected a list of HTTP status codes such as [404]"
-
-
-def _path_ok(v: str) -> str | None:
-    try:
-        compile_path(v)
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 @dataclass(frozen=True)
@@ -99,7 +91,7 @@ class QueryCheckStage(Stage):
                 method_default="GET",
                 body_default=None,
             ),
-            response_path=opts.get("response_path", str, "", required=True, check=_path_ok),
+            response_path=opts.get("response_path", str, "", required=True, check=path_problem),
             response_path_value=None if value is None else str(value),
             failure=set(failure),
             not_found=set(not_found),

@@ -94,7 +94,7 @@ class TokenLogin(AuthConfig):
 def read(o: Options, raw: Any) -> TokenLogin | None:
     """``TokenLogin``, checked; None when the connector has none."""
     from integrator.mapping.expr import check_expression, placeholders
-    from integrator.mapping.paths import compile_path
+    from integrator.mapping.paths import path_problem
     from integrator.stages.request import CONTENT_TYPES
 
     if o.data.get(OPTION) is None:
@@ -125,11 +125,9 @@ def read(o: Options, raw: Any) -> TokenLogin | None:
         t.error("ContentType", "a text Body needs its type: xml or a media type such as text/xml")
     for key in ("Refused", "ExpiresPath", "TokenPath"):
         value = t.data.get(key)
-        if isinstance(value, str) and value:
-            try:
-                compile_path(value)
-            except ValueError as exc:
-                t.error(key, str(exc))
+        problem = path_problem(value) if isinstance(value, str) and value else None
+        if problem is not None:
+            t.error(key, problem)
     for key, node, login in (("Body", tl.body, False), ("Headers", headers, True)):
         for text in _strings(node):
             for ph in placeholders(text):
