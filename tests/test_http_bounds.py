@@ -617,3 +617,44 @@ def test_a_nan_from_a_script_fails_the_order_before_sending(
     assert calls == len(numbers) - 1  # the ERP saw no request for it
     attempts = project.sql(f"SELECT attempts FROM journal WHERE order_number = '{bad}'")
     assert attempts == [(1,)]  # charged, as a mapping error is
+
+
+def test_a_server_that_closes_after_each_answer_has_every_body_read() -> None:
+    """HTTP/1.0 (or ``Connection: close``): http.client closes the connection as soon as the
+    headers say so; the body must still be read from the socket (it was "cut short" whenever
+    it had not arrived with the headers)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from integrator.config.model import ConnectorConfig
+    from integrator.connectors import Connector, Redactor
+
+    class OnePerConnection(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            answer = b'{"id": "R-1"}'
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.flush()  # the headers go first; the body follows in its own segment
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OnePerConnection)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = Connector(
+            ConnectorConfig(name="erp", host=f"http://127.0.0.1:{server.server_address[1]}"),
+            Redactor([]),
+        )
+        for _ in range(20):
+            resp = conn.request("POST", "/orders", json_body={"a": 1}, idempotent=False)
+            assert resp.content == b'{"id": "R-1"}', getattr(resp, "unreadable", "")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -171,6 +171,17 @@ class _Wire(io.RawIOBase):
     def __init__(self, sock: socket.socket, conn: _Deadlined) -> None:
         super().__init__()
         self.sock, self.conn = sock, conn
+        # As ``socket.makefile`` does: the connection's close() (http.client closes it at once
+        # when the answer ends the connection, ``Connection: close`` or HTTP/1.0) leaves the
+        # descriptor open until this reader is closed, so the body can still be read.
+        sock._io_refs += 1  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.sock._decref_socketios()  # type: ignore[attr-defined]
+            finally:
+                super().close()
 
     def readable(self) -> bool:
         return True
@@ -375,6 +386,7 @@ class LeanAdapter(BaseAdapter):
             raise _mapped(exc, request, connected=connected, total=total) from exc
         content, unreadable = self._body(resp, total)
         if unreadable or resp.will_close or not resp.isclosed():
+            resp.close()  # its reader holds the socket open (see _Wire)
             conn.close()  # a body not read to its end leaves the connection unusable
         else:
             self._release(key, conn)
