@@ -70,7 +70,6 @@ __all__ = [
 
 ORDER_PREFIX = "_order."
 ROOTS = ("_order", "vars", "login", "connector", "data", "attributes")
-_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 _HEAD = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(\()?")
 
 
@@ -313,9 +312,37 @@ def _default_cut(inner: str) -> int | None:
     return None
 
 
+def _spans(template: str) -> list[tuple[int, int, str]]:
+    """Where each ``${…}`` of ``template`` starts and ends, and what it holds: braces inside it
+    pair up (a JMESPath multiselect ``{a: b}``), and quotes hide them (``'}'``). An unclosed
+    ``${`` is left as text."""
+    out: list[tuple[int, int, str]] = []
+    i = template.find("${")
+    while i >= 0:
+        depth, quote_char, j = 1, "", i + 2
+        while j < len(template) and depth:
+            ch = template[j]
+            if quote_char:
+                if ch == quote_char:
+                    quote_char = ""
+            elif ch in "'\"`":
+                quote_char = ch
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+            j += 1
+        if depth:
+            break
+        if j - 1 > i + 2:
+            out.append((i, j, template[i + 2 : j - 1]))
+        i = template.find("${", j)
+    return out
+
+
 def placeholders(template: str) -> list[Placeholder]:
     """Every ``${...}`` of ``template``, in order."""
-    return [Placeholder(m.group(1)) for m in _PLACEHOLDER.finditer(template)]
+    return [Placeholder(inner) for _s, _e, inner in _spans(template)]
 
 
 def _text(value: Any) -> str:
@@ -338,14 +365,18 @@ def render(
     if "${" not in template:
         return template
 
-    def sub(m: re.Match[str]) -> str:
-        value = Placeholder(m.group(1)).value(scope)
+    def sub(inner: str) -> str:
+        value = Placeholder(inner).value(scope)
         if as_text is not None:
             return as_text(value)
         text = _text(value)
         return escape(text) if escape is not None else text
 
-    return _PLACEHOLDER.sub(sub, template)
+    out, last = [], 0
+    for start, end, inner in _spans(template):
+        out += [template[last:start], sub(inner)]
+        last = end
+    return "".join(out) + template[last:]
 
 
 def render_value(template: Any, scope: Scope, *, escape: Callable[[str], str] | None = None) -> Any:
@@ -356,9 +387,9 @@ def render_value(template: Any, scope: Scope, *, escape: Callable[[str], str] | 
     if isinstance(template, list):
         return [render_value(v, scope, escape=escape) for v in template]
     if isinstance(template, str):
-        m = _PLACEHOLDER.fullmatch(template)
-        if m:
-            return Placeholder(m.group(1)).value(scope)
+        spans = _spans(template) if template.startswith("${") else []
+        if len(spans) == 1 and spans[0][0] == 0 and spans[0][1] == len(template):
+            return Placeholder(spans[0][2]).value(scope)
         return render(template, scope, escape=escape)
     return template
 

@@ -105,3 +105,13 @@ def test_environment_names_are_load_time_and_roots_are_run_time() -> None:
     out = interpolate(doc, {"HOST": "h"}, issues, set(), Path("."))
     assert out == {"a": "h/x", "b": "${data}", "c": "${vars.db}", "d": "z", "e": "${base64(x)}"}
     assert issues == []
+
+
+def test_braces_inside_a_placeholder_pair_up_and_quotes_hide_them() -> None:
+    """A JMESPath multiselect hash (`{a: b}`) or a quoted `}` stays inside its `${…}`; an
+    unclosed `${` is text."""
+    sc = scope()
+    assert render("x=${{k: vars.db}.k}!", sc) == "x=prod!"
+    assert render_value("${data.{A: a}}", sc) == {"A": 1}
+    assert render("${join('}', [vars.db, vars.db])}", sc) == "prod}prod"
+    assert render("cost ${ 5", sc) == "cost ${ 5"
