@@ -27,7 +27,8 @@ A SOAP Fault (1.1 or 1.2) is always an error answer: one the ERP puts on the cli
 (Client/Sender) is refused, any other may have landed, unless a rule says otherwise. Without
 ``answer:``, the status code decides, as it always has. Non-2xx answers are read by the rules
 too when their body can be read (a SOAP 1.1 Fault comes with a 500); when no rule matches, the
-status code decides.
+status code decides. A status the stage lists itself (query_check's ``not_found_status_codes``
+and ``failure_status_codes``) is decided by the list, whatever its body says.
 """
 
 from __future__ import annotations

@@ -190,7 +190,8 @@ class Connector:
         holding the login's session is made again after a new login).
 
         ``answer``: the stage's answer rules (:mod:`integrator.connectors.answers`), which
-        read the answer (JSON or XML; :func:`answer_of` gives it to the caller): refused →
+        read the answer (JSON or XML; :func:`answer_of` gives it to the caller) unless its
+        status is one of ``ok_status`` and not 2xx (the caller decides those): refused →
         ErpRefused; session expired → log in again once and repeat (AuthenticationError
         when the new session is refused too); may have landed → a retriable failure that
         reached the ERP (a write that cannot be repeated: AmbiguousWriteError).
@@ -220,7 +221,10 @@ class Connector:
                     ctype,
                     answer,
                 )
-                if answer is not None:
+                if answer is not None and resp.ok:
+                    # A non-2xx status the caller takes (query_check's not_found and failure
+                    # codes) is decided by its status: a 404 ``{"error": "not found"}`` under
+                    # ``refused: error`` is "not found", never a refusal of every new order.
                     self.judge(method, path, resp, answer)
                 return resp
             except PermanentError as exc:

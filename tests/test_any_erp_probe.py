@@ -1,0 +1,235 @@
+"""Issue 14 attacked: answer rules, headers and sessions as a hostile ERP, a hostile script and a
+user's typo meet them, through the CLI against the sandbox. Each test failed before its fix:
+
+- a status listed in ``not_found_status_codes`` is "not found" whatever the answer rules say of
+  its body (a REST ERP's 404 ``{"error": "order not found"}`` under ``refused: error`` was
+  "refused", and no order was ever written);
+- an answer rule that cannot be read on an answer (``contains(error.message, …)`` on a good
+  answer without ``error``) is the flow's error, said so with the rule, and a write it meets
+  may have landed: never an "internal error, please report it";
+- a header a template makes with a line break or a character HTTP cannot carry fails the order
+  before anything is sent (it was an internal error, the order left at ``sending``);
+- a session that expires again right after a fresh login does not blame the credentials.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from support import ROOT, Project, assert_exactly_once, fault_rule, stats, unsent
+
+from integrator.sandbox import Sandbox
+
+
+def jsonrpc_project(tmp_path: Path, sb: Sandbox) -> Project:
+    """A copy of flows/jsonrpc, its store where Project reads it, backoff and settling at once."""
+    shutil.copytree(ROOT / "flows" / "jsonrpc", tmp_path, dirs_exist_ok=True)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("state/jsonrpc.db", "state/integrator.db"), "utf-8")
+    project = Project(tmp_path, sb.env())
+    project.edit_flow(
+        "stages:", "backoff_seconds: 0\nsettle_seconds: 0\nstages:", "order_to_jsonrpc"
+    )
+    return project
+
+
+def run(project: Project, flow: str, *args: str) -> tuple[int, str]:
+    r = project.run("run-flow", flow, "--no-progress", *args)
+    out = r.out + r.err
+    assert "Traceback" not in out, out
+    return r.code, out
+
+
+WRITE_RULES = """        preset: jsonrpc                       # a UserError (unknown product): refused, resent later
+        session_expired: "error.code == `100`"
+"""
+
+
+def test_a_404_listed_as_not_found_is_not_found_whatever_the_rules_say(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """A REST ERP answers an unknown order 404 ``{"error": "order not found"}``; the flow lists
+    404 as not found and declares ``refused: error`` for its error answers. Before: every
+    order "refused" by query_check on every run, none ever written."""
+    project.edit_flow(
+        """      url: /api/orders/?number=${_order.number}
+      method: GET
+      response_path: count
+      response_path_value: "1"
+""",
+        """      url: /api/orders/by-number/${_order.number}/
+      method: GET
+      response_path: order_number
+      answer:
+        refused: error
+""",
+    )
+    numbers = unsent(sandbox)
+    code, out = run(project, "order_flow")
+    assert code == 0, out
+    assert_exactly_once(sandbox, numbers)
+    # Found on the next run by the same query: nothing is written again.
+    code, out = run(project, "order_flow")
+    assert code == 0, out
+    assert_exactly_once(sandbox, numbers)
+
+
+def test_an_answer_rule_that_cannot_be_read_is_the_flows_error_and_writes_once(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """``contains(error.message, 'timeout')`` meets a good answer, which has no ``error``:
+    JMESPath cannot call contains() on null. The ERP took the order, so it may have landed:
+    kept at ``sending`` with a message that names the rule, settled by query_check next run,
+    never written twice. Before: an internal error asking to report a bug."""
+    project = jsonrpc_project(tmp_path, sandbox)
+    project.edit_flow(
+        WRITE_RULES,
+        WRITE_RULES + "        may_have_landed: \"contains(error.message, 'timeout')\"\n",
+        "order_to_jsonrpc",
+    )
+    numbers = unsent(sandbox)
+    code, out = run(project, "order_to_jsonrpc")
+    assert code == 1, out
+    assert "internal error" not in out, out
+    assert "contains(error.message, 'timeout')" in out and "cannot be read" in out, out
+    assert all(project.state(n) == "sending" for n in numbers), out
+    st = stats(sandbox.jsonrpc_erp.url)
+    assert sorted(st["created"]) == sorted(numbers) and st["duplicates"] == 0, st
+    code, out = run(project, "order_to_jsonrpc")
+    assert code == 0, out
+    st = stats(sandbox.jsonrpc_erp.url)
+    assert sorted(st["created"]) == sorted(numbers) and st["duplicates"] == 0, st
+    assert all(project.state(n) == "done" for n in numbers)
+
+
+def test_an_id_path_that_cannot_be_read_loses_no_written_order(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """``id_path: length(result)`` on an answer whose result is a number: the reference cannot
+    be read, but the write landed: the order is sent and done, the reason in its log."""
+    project = jsonrpc_project(tmp_path, sandbox)
+    project.edit_flow(
+        WRITE_RULES + "        id_path: result\n",
+        WRITE_RULES + "        id_path: length(result)\n",
+        "order_to_jsonrpc",
+    )
+    numbers = unsent(sandbox)
+    code, out = run(project, "order_to_jsonrpc")
+    assert code == 0, out
+    assert all(project.state(n) == "done" for n in numbers)
+    st = stats(sandbox.jsonrpc_erp.url)
+    assert sorted(st["created"]) == sorted(numbers) and st["duplicates"] == 0, st
+    shown = project.run("orders", "show", numbers[0], "--flow", "order_to_jsonrpc").out
+    assert "length(result)" in shown, shown
+
+
+def _header_from_script(project: Project, value: str) -> None:
+    scripts = project.root / "scripts"
+    scripts.mkdir(exist_ok=True)
+    (scripts / "note.py").write_text(
+        f"def process(data, attributes):\n    attributes['note'] = {value!r}\n    return data\n"
+    )
+    project.edit_flow(
+        """  - mapping:
+      spec: specs/order_to_sale_order.json
+  - write:
+      path: /jsonrpc
+""",
+        """  - script:
+      path: scripts/note.py
+  - mapping:
+      spec: specs/order_to_sale_order.json
+  - write:
+      path: /jsonrpc
+      headers: {X-Note: "${attributes.note}"}
+""",
+        "order_to_jsonrpc",
+    )
+
+
+def test_a_header_with_a_line_break_fails_the_order_before_anything_is_sent(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    project = jsonrpc_project(tmp_path, sandbox)
+    _header_from_script(project, "a\r\nX-Injected: yes")
+    numbers = unsent(sandbox)
+    code, out = run(project, "order_to_jsonrpc")
+    assert code == 1, out
+    assert "internal error" not in out, out
+    assert "X-Note" in out and "line break" in out, out
+    assert "X-Injected" not in out  # the value is not repeated
+    assert all(project.state(n) == "failed" for n in numbers), out
+    assert stats(sandbox.jsonrpc_erp.url)["received"] == 0
+
+
+def test_a_header_with_text_http_cannot_carry_fails_the_order_before_anything_is_sent(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """A Turkish letter in a header (ISO-8859-1 has no Ş): said, named, nothing sent."""
+    project = jsonrpc_project(tmp_path, sandbox)
+    _header_from_script(project, "Şişli")
+    numbers = unsent(sandbox)
+    code, out = run(project, "order_to_jsonrpc")
+    assert code == 1, out
+    assert "internal error" not in out, out
+    assert "X-Note" in out and "U+015E" in out, out
+    assert all(project.state(n) == "failed" for n in numbers), out
+    assert stats(sandbox.jsonrpc_erp.url)["received"] == 0
+
+
+def test_a_script_naming_an_odd_content_type_fails_the_order_before_anything_is_sent(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """``write.content_type`` set by a script with a line break: the order fails, unsent."""
+    project = jsonrpc_project(tmp_path, sandbox)
+    scripts = project.root / "scripts"
+    scripts.mkdir()
+    (scripts / "text.py").write_text(
+        "def process(data, attributes):\n"
+        "    attributes['write.content_type'] = 'text/xml\\r\\nX-Injected: yes'\n"
+        "    return '<a/>'\n"
+    )
+    project.edit_flow(
+        """  - write:
+      path: /jsonrpc
+      body:
+        jsonrpc: "2.0"
+        method: call
+        id: 1
+        params:
+          service: object
+          method: execute
+          args: ["${vars.model}", create, ["${data}"]]   # ${data}: the mapped order, as JSON
+""",
+        """  - script:
+      path: scripts/text.py
+  - write:
+      path: /jsonrpc
+""",
+        "order_to_jsonrpc",
+    )
+    numbers = unsent(sandbox)
+    code, out = run(project, "order_to_jsonrpc")
+    assert code == 1, out
+    assert "internal error" not in out, out
+    assert "Content-Type" in out and "line break" in out, out
+    assert all(project.state(n) == "failed" for n in numbers), out
+    assert stats(sandbox.jsonrpc_erp.url)["received"] == 0
+
+
+def test_a_session_that_expires_again_after_a_fresh_login_does_not_blame_the_credentials(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """Every create finds its session dead (or a session_expired rule that matches every
+    answer): one new login, then the run stops, nothing written, nothing charged, and the
+    message says what happened, not "the credentials are refused"."""
+    project = jsonrpc_project(tmp_path, sandbox)
+    fault_rule(sandbox.jsonrpc_erp.url, action="expire_sessions", route="create")
+    code, out = run(project, "order_to_jsonrpc", "--limit", "1")
+    assert code == 1, out
+    assert "credentials" not in out, out
+    assert "expired again right after a fresh login" in out, out
+    st = stats(sandbox.jsonrpc_erp.url)
+    assert st["created"] == {} and st["logins"]["session_login"] == 2, st
+    assert project.sql("SELECT attempts FROM journal") == [(0,)]
