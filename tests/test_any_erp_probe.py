@@ -41,9 +41,11 @@ def run(project: Project, flow: str, *args: str) -> tuple[int, str]:
     return r.code, out
 
 
-WRITE_RULES = """        preset: jsonrpc                       # a UserError (unknown product): refused, resent later
-        session_expired: "error.code == `100`"
-"""
+WRITE_RULES = (
+    "        preset: jsonrpc                       # a UserError (unknown product): refused, "
+    "resent later\n"
+    '        session_expired: "error.code == `100`"\n'
+)
 
 
 def test_a_404_listed_as_not_found_is_not_found_whatever_the_rules_say(
@@ -233,3 +235,25 @@ def test_a_session_that_expires_again_after_a_fresh_login_does_not_blame_the_cre
     st = stats(sandbox.jsonrpc_erp.url)
     assert st["created"] == {} and st["logins"]["session_login"] == 2, st
     assert project.sql("SELECT attempts FROM journal") == [(0,)]
+
+
+def test_a_login_refused_rule_that_cannot_be_read_stops_the_run_saying_so(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """TokenLogin's ``Refused: "contains(error.message, 'denied')"`` meets a good login answer
+    (no ``error``): the run stops before any order, naming the rule, not the password."""
+    project = jsonrpc_project(tmp_path, sandbox)
+    cfg = project.root / "config.yaml"
+    text = cfg.read_text()
+    assert text.count("      Refused: error\n") == 1
+    cfg.write_text(
+        text.replace(
+            "      Refused: error\n", "      Refused: \"contains(error.message, 'denied')\"\n"
+        )
+    )
+    code, out = run(project, "order_to_jsonrpc")
+    assert code != 0, out
+    assert "internal error" not in out, out
+    assert "Refused" in out and "cannot be read" in out, out
+    assert "Username and Password" not in out, out
+    assert stats(sandbox.jsonrpc_erp.url)["received"] == 0

@@ -205,7 +205,10 @@ class TokenLoginAuth(LoginAuth):
             raise self._refused(what, resp, "Username and Password")
         self._keep(*_long_strings(answer))
         self.answer = answer
-        ttl = jmespath.search(tl.expires_path, answer) if tl.expires_path else None
+        try:
+            ttl = jmespath.search(tl.expires_path, answer) if tl.expires_path else None
+        except jmespath.exceptions.JMESPathError:  # a lifetime it cannot read: until rejected
+            ttl = None
         if tl.headers is not None:
             scope = Scope(None, {}, {**roots, "login": answer})
             try:
@@ -234,6 +237,11 @@ class TokenLoginAuth(LoginAuth):
         verdict = rules.judge(answer, 200)
         if verdict is None or verdict.outcome.value == "ok":
             return None
+        if verdict.unreadable:  # the flow's error, not the ERP's word: say which rule
+            raise LoginRefused(
+                f"login {self.tl.method} {self.cfg.name}:{self.tl.path}: TokenLogin's Refused "
+                f"cannot tell whether it was refused: {verdict.rule}"
+            )
         said = verdict.message or jmespath.search("error.data.message || error.message", answer)
         return str(said or verdict.rule)
 
