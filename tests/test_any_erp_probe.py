@@ -14,6 +14,7 @@ user's typo meet them, through the CLI against the sandbox. Each test failed bef
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -257,3 +258,36 @@ def test_a_login_refused_rule_that_cannot_be_read_stops_the_run_saying_so(
     assert "Refused" in out and "cannot be read" in out, out
     assert "Username and Password" not in out, out
     assert stats(sandbox.jsonrpc_erp.url)["received"] == 0
+
+
+def test_a_login_answer_that_would_split_a_header_stops_the_run_unsent(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """A hostile ERP answers the login with a key holding CR LF, which the connector's
+    ``Headers`` put in ``Authorization``: the login is refused, naming the header, never
+    quoting the key; no call carries it. Before: every order an internal error."""
+    project = jsonrpc_project(tmp_path, sandbox)
+    cfg = project.root / "config.yaml"
+    text = cfg.read_text()
+    recipe = (
+        "Authorization: \"Session ${base64(concat(connector.Username, ':', login.result[0], "
+        "':', login.result[1]))}\""
+    )
+    assert recipe in text
+    cfg.write_text(text.replace(recipe, 'Authorization: "Session ${login.result[1]}"'))
+    key = "hostile-key\r\nX-Injected: yes"
+    fault_rule(
+        sandbox.jsonrpc_erp.url,
+        action="body",
+        route="login",
+        status=200,
+        body=json.dumps({"jsonrpc": "2.0", "id": 1, "result": [2, key]}),
+        content_type="application/json",
+    )
+    code, out = run(project, "order_to_jsonrpc")
+    assert code != 0, out
+    assert "internal error" not in out, out
+    assert "'Authorization'" in out and "line break" in out, out
+    assert "hostile-key" not in out and "X-Injected" not in out, out
+    st = stats(sandbox.jsonrpc_erp.url)
+    assert st["calls"].get("search", 0) == 0 and st["received"] == 0, st

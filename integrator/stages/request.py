@@ -13,15 +13,16 @@ script made text is sent as it is; the script may name its type in attribute
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from integrator.config.checks import Options
 from integrator.connectors.xmlbody import encode_body, is_xml_type, xml_text
-from integrator.mapping.expr import Scope, render, render_value, url_escape
+from integrator.mapping.expr import Scope, TemplateError, render, render_value, url_escape
 
-__all__ = ["CONTENT_TYPES", "RequestTemplate", "read_request"]
+__all__ = ["CONTENT_TYPES", "RequestTemplate", "header_value", "read_request"]
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -29,6 +30,34 @@ CONTENT_TYPES = {
     "form": "application/x-www-form-urlencoded",
 }
 _DATA = "${data}"
+
+
+_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
+
+
+def header_value(name: str, value: str) -> str:
+    """``value`` as header ``name`` can carry it; a TemplateError before anything is sent for a
+    line break or another control character (a header made from an order's or a script's
+    text would end there, and the rest become headers of their own) or a character beyond
+    ISO-8859-1, the only text HTTP/1.1 headers carry. The message names the header and the
+    character, never the value (it may be a credential)."""
+    bad = _NOT_IN_HEADER.search(value)
+    if bad is None:
+        return value
+    char = bad.group()
+    if char in "\r\n":
+        why = "a line break (CR or LF), which would end the header there"
+    elif ord(char) < 0x100:
+        why = f"control character U+{ord(char):04X}"
+    else:
+        why = (
+            f"character U+{ord(char):04X} ({char!r}), which an HTTP header cannot carry (only "
+            "ISO-8859-1 text); encode it in the template, e.g. ${base64(...)}"
+        )
+    raise TemplateError(
+        f"header {name!r} would hold {why} at position {bad.start()}; nothing was sent. Fix "
+        "the template, or clean the value in a mapping or script"
+    )
 
 
 def _media(value: str) -> str | None:
@@ -53,7 +82,7 @@ class RequestTemplate:
 
     def render_headers(self, scope: Scope) -> dict[str, str]:
         """The configured headers, rendered."""
-        return {k: render(v, scope) for k, v in self.headers}
+        return {k: header_value(k, render(v, scope)) for k, v in self.headers}
 
     def value(self, scope: Scope) -> tuple[Any, str]:
         """The body as a value (not yet bytes) and its content type."""
@@ -63,7 +92,8 @@ class RequestTemplate:
             if isinstance(value, str):
                 # A script made the payload text (an XML document): sent as it is, its type
                 # from the script when it named one.
-                ctype = str(scope.attributes.get("write.content_type") or ctype)
+                named = scope.attributes.get("write.content_type")
+                ctype = header_value("Content-Type", str(named)) if named else ctype
             return value, ctype
         if isinstance(self.body, str):
             as_text = xml_text if is_xml_type(ctype) else None
