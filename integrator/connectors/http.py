@@ -274,7 +274,20 @@ class Connector:
         return found if resp.status_code != 404 and isinstance(found, dict) else None
 
     def _refused(self, exc: PermanentError, relogged: bool) -> AuthenticationError:
-        """A 401/403 that a fresh login did not cure (or a static credential): the run stops."""
+        """A 401/403 that a fresh login did not cure (or a static credential): the run stops.
+        A session that the answer rules call expired right after a fresh login is no proof that
+        the credentials are wrong (the login took them): the message says what happened."""
+        if isinstance(exc, SessionExpired):
+            what = (
+                "the session expired again right after a fresh login"
+                if relogged
+                else f"connector {self.name!r} cannot log in again (its credential is static)"
+            )
+            return AuthenticationError(
+                f"{exc}: {what}. Check the stage's session_expired rule (does it match a good "
+                "answer too?) and the ERP's sessions. The run stopped; no order was charged",
+                connector=self.name,
+            )
         after = "after a fresh login" if relogged else "to its static credentials"
         return AuthenticationError(
             f"{exc} ({after}): the credentials of connector {self.name!r} are refused; check "
