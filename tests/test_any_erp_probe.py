@@ -291,3 +291,19 @@ def test_a_login_answer_that_would_split_a_header_stops_the_run_unsent(
     assert "hostile-key" not in out and "X-Injected" not in out, out
     st = stats(sandbox.jsonrpc_erp.url)
     assert st["calls"].get("search", 0) == 0 and st["received"] == 0, st
+
+
+def test_a_refused_rule_matching_a_good_login_answer_does_not_quote_the_erp(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """A typo, ``Refused: result``, matches every good answer: the message says the rule
+    matched and the answer gave no reason; it never puts the rule in the ERP's mouth."""
+    project = jsonrpc_project(tmp_path, sandbox)
+    cfg = project.root / "config.yaml"
+    text = cfg.read_text()
+    cfg.write_text(text.replace("      Refused: error\n", "      Refused: result\n"))
+    code, out = run(project, "order_to_jsonrpc")
+    assert code != 0, out
+    assert "the ERP says" not in out, out
+    assert "matches TokenLogin's Refused: result, and gives no reason" in out, out
+    assert "its Refused rule" in out, out
