@@ -307,3 +307,32 @@ def test_a_refused_rule_matching_a_good_login_answer_does_not_quote_the_erp(
     assert "the ERP says" not in out, out
     assert "matches TokenLogin's Refused: result, and gives no reason" in out, out
     assert "its Refused rule" in out, out
+
+
+def test_a_connector_header_http_cannot_carry_is_a_configuration_error(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """``CustomHeaders: {X-Company: "Şirket A.Ş."}``, or a value from the environment with a
+    line break: validate names the file, line and header; the run stops before any call.
+    Before: validate said ok, and the run crashed with an internal error."""
+    project = jsonrpc_project(tmp_path, sandbox)
+    cfg = project.root / "config.yaml"
+    text = cfg.read_text()
+    anchor = "    DisplayName: JSON-RPC ERP, session header\n"
+    assert anchor in text
+    cfg.write_text(
+        text.replace(
+            anchor,
+            anchor + '    CustomHeaders:\n      X-Company: "Şirket A.Ş."\n'
+            "      X-Tenant: ${TENANT}\n",
+        )
+    )
+    project.env["TENANT"] = "acme\r\nX-Injected: yes"
+    r = project.run("validate")
+    out = r.out + r.err
+    assert r.code == 2, out
+    assert "config.yaml:" in out and "X-Company" in out and "U+015E" in out, out
+    assert "X-Tenant" in out and "line break" in out and "X-Injected" not in out, out
+    code, out = run(project, "order_to_jsonrpc")
+    assert code == 2 and "internal error" not in out, out
+    assert stats(sandbox.jsonrpc_erp.url)["calls"].get("login", 0) == 0

@@ -13,12 +13,11 @@ script made text is sent as it is; the script may name its type in attribute
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from integrator.config.checks import Options
+from integrator.config.checks import Options, header_problem
 from integrator.connectors.xmlbody import encode_body, is_xml_type, xml_text
 from integrator.mapping.expr import Scope, TemplateError, render, render_value, url_escape
 
@@ -32,31 +31,17 @@ CONTENT_TYPES = {
 _DATA = "${data}"
 
 
-_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
-
-
 def header_value(name: str, value: str) -> str:
-    """``value`` as header ``name`` can carry it; a TemplateError before anything is sent for a
-    line break or another control character (a header made from an order's or a script's
-    text would end there, and the rest become headers of their own) or a character beyond
-    ISO-8859-1, the only text HTTP/1.1 headers carry. The message names the header and the
-    character, never the value (it may be a credential)."""
-    bad = _NOT_IN_HEADER.search(value)
-    if bad is None:
+    """``value`` as header ``name`` can carry it; a TemplateError before anything is sent for
+    text a header cannot carry (:func:`~integrator.config.checks.header_problem`: a line break
+    from an order's or a script's text, a character beyond ISO-8859-1). The message names the
+    header and the character, never the value (it may be a credential)."""
+    problem = header_problem(value)
+    if problem is None:
         return value
-    char = bad.group()
-    if char in "\r\n":
-        why = "a line break (CR or LF), which would end the header there"
-    elif ord(char) < 0x100:
-        why = f"control character U+{ord(char):04X}"
-    else:
-        why = (
-            f"character U+{ord(char):04X} ({char!r}), which an HTTP header cannot carry (only "
-            "ISO-8859-1 text); encode it in the template, e.g. ${base64(...)}"
-        )
     raise TemplateError(
-        f"header {name!r} would hold {why} at position {bad.start()}; nothing was sent. Fix "
-        "the template, or clean the value in a mapping or script"
+        f"header {name!r} would hold {problem}; nothing was sent. Fix the template, or clean "
+        "the value in a mapping or script"
     )
 
 
