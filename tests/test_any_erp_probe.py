@@ -336,3 +336,24 @@ def test_a_connector_header_http_cannot_carry_is_a_configuration_error(
     code, out = run(project, "order_to_jsonrpc")
     assert code == 2 and "internal error" not in out, out
     assert stats(sandbox.jsonrpc_erp.url)["calls"].get("login", 0) == 0
+
+
+def test_a_token_that_would_split_the_header_stops_the_run_for_every_login_kind(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """Omnitron's login (TokenPath ``key``, ``Token {token}``) answers a key holding CR LF:
+    the run stops at the login, naming the header, never the key; nothing is listed."""
+    fault_rule(
+        sandbox.omnitron.url,
+        action="body",
+        route="login",
+        status=200,
+        body=json.dumps({"key": "hostile-key\r\nX-Injected: yes"}),
+        content_type="application/json",
+    )
+    code, out = run(project, "order_flow")
+    assert code != 0, out
+    assert "internal error" not in out, out
+    assert "'Authorization'" in out and "line break" in out, out
+    assert "hostile-key" not in out and "X-Injected" not in out, out
+    assert stats(sandbox.omnitron.url)["calls"].get("list", 0) == 0

@@ -167,7 +167,6 @@ class TokenLoginAuth(LoginAuth):
         from integrator.connectors.xmlbody import encode_body, is_xml_type, xml_text
         from integrator.errors import UnreadableAnswer
         from integrator.mapping.expr import Scope, TemplateError, render, render_value
-        from integrator.stages.request import header_value
 
         tl, cfg = self.tl, self.cfg
         what = f"{tl.method} {cfg.name}:{tl.path}"
@@ -214,7 +213,7 @@ class TokenLoginAuth(LoginAuth):
         if tl.headers is not None:
             scope = Scope(None, {}, {**roots, "login": answer})
             try:
-                headers = {k: header_value(k, render(v, scope)) for k, v in tl.headers}
+                headers = {k: render(v, scope) for k, v in tl.headers}
             except TemplateError as exc:
                 said = self.redactor.scrub(str(exc))
                 raise LoginRefused(
