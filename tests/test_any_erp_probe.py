@@ -35,6 +35,12 @@ def jsonrpc_project(tmp_path: Path, sb: Sandbox) -> Project:
     return project
 
 
+def rpc_url(sb: Sandbox) -> str:
+    """The JSON-RPC ERP's URL."""
+    assert sb.jsonrpc_erp is not None
+    return str(sb.jsonrpc_erp.url)
+
+
 def run(project: Project, flow: str, *args: str) -> tuple[int, str]:
     r = project.run("run-flow", flow, "--no-progress", *args)
     out = r.out + r.err
@@ -97,11 +103,11 @@ def test_an_answer_rule_that_cannot_be_read_is_the_flows_error_and_writes_once(
     assert "internal error" not in out, out
     assert "contains(error.message, 'timeout')" in out and "cannot be read" in out, out
     assert all(project.state(n) == "sending" for n in numbers), out
-    st = stats(sandbox.jsonrpc_erp.url)
+    st = stats(rpc_url(sandbox))
     assert sorted(st["created"]) == sorted(numbers) and st["duplicates"] == 0, st
     code, out = run(project, "order_to_jsonrpc")
     assert code == 0, out
-    st = stats(sandbox.jsonrpc_erp.url)
+    st = stats(rpc_url(sandbox))
     assert sorted(st["created"]) == sorted(numbers) and st["duplicates"] == 0, st
     assert all(project.state(n) == "done" for n in numbers)
 
@@ -121,7 +127,7 @@ def test_an_id_path_that_cannot_be_read_loses_no_written_order(
     code, out = run(project, "order_to_jsonrpc")
     assert code == 0, out
     assert all(project.state(n) == "done" for n in numbers)
-    st = stats(sandbox.jsonrpc_erp.url)
+    st = stats(rpc_url(sandbox))
     assert sorted(st["created"]) == sorted(numbers) and st["duplicates"] == 0, st
     shown = project.run("orders", "show", numbers[0], "--flow", "order_to_jsonrpc").out
     assert "length(result)" in shown, shown
@@ -163,7 +169,7 @@ def test_a_header_with_a_line_break_fails_the_order_before_anything_is_sent(
     assert "X-Note" in out and "line break" in out, out
     assert "X-Injected" not in out  # the value is not repeated
     assert all(project.state(n) == "failed" for n in numbers), out
-    assert stats(sandbox.jsonrpc_erp.url)["received"] == 0
+    assert stats(rpc_url(sandbox))["received"] == 0
 
 
 def test_a_header_with_text_http_cannot_carry_fails_the_order_before_anything_is_sent(
@@ -178,7 +184,7 @@ def test_a_header_with_text_http_cannot_carry_fails_the_order_before_anything_is
     assert "internal error" not in out, out
     assert "X-Note" in out and "U+015E" in out, out
     assert all(project.state(n) == "failed" for n in numbers), out
-    assert stats(sandbox.jsonrpc_erp.url)["received"] == 0
+    assert stats(rpc_url(sandbox))["received"] == 0
 
 
 def test_a_script_naming_an_odd_content_type_fails_the_order_before_anything_is_sent(
@@ -218,7 +224,7 @@ def test_a_script_naming_an_odd_content_type_fails_the_order_before_anything_is_
     assert "internal error" not in out, out
     assert "Content-Type" in out and "line break" in out, out
     assert all(project.state(n) == "failed" for n in numbers), out
-    assert stats(sandbox.jsonrpc_erp.url)["received"] == 0
+    assert stats(rpc_url(sandbox))["received"] == 0
 
 
 def test_a_session_that_expires_again_after_a_fresh_login_does_not_blame_the_credentials(
@@ -228,12 +234,12 @@ def test_a_session_that_expires_again_after_a_fresh_login_does_not_blame_the_cre
     answer): one new login, then the run stops, nothing written, nothing charged, and the
     message says what happened, not "the credentials are refused"."""
     project = jsonrpc_project(tmp_path, sandbox)
-    fault_rule(sandbox.jsonrpc_erp.url, action="expire_sessions", route="create")
+    fault_rule(rpc_url(sandbox), action="expire_sessions", route="create")
     code, out = run(project, "order_to_jsonrpc", "--limit", "1")
     assert code == 1, out
     assert "credentials" not in out, out
     assert "expired again right after a fresh login" in out, out
-    st = stats(sandbox.jsonrpc_erp.url)
+    st = stats(rpc_url(sandbox))
     assert st["created"] == {} and st["logins"]["session_login"] == 2, st
     assert project.sql("SELECT attempts FROM journal") == [(0,)]
 
@@ -257,7 +263,7 @@ def test_a_login_refused_rule_that_cannot_be_read_stops_the_run_saying_so(
     assert "internal error" not in out, out
     assert "Refused" in out and "cannot be read" in out, out
     assert "Username and Password" not in out, out
-    assert stats(sandbox.jsonrpc_erp.url)["received"] == 0
+    assert stats(rpc_url(sandbox))["received"] == 0
 
 
 def test_a_login_answer_that_would_split_a_header_stops_the_run_unsent(
@@ -277,7 +283,7 @@ def test_a_login_answer_that_would_split_a_header_stops_the_run_unsent(
     cfg.write_text(text.replace(recipe, 'Authorization: "Session ${login.result[1]}"'))
     key = "hostile-key\r\nX-Injected: yes"
     fault_rule(
-        sandbox.jsonrpc_erp.url,
+        rpc_url(sandbox),
         action="body",
         route="login",
         status=200,
@@ -289,7 +295,7 @@ def test_a_login_answer_that_would_split_a_header_stops_the_run_unsent(
     assert "internal error" not in out, out
     assert "'Authorization'" in out and "line break" in out, out
     assert "hostile-key" not in out and "X-Injected" not in out, out
-    st = stats(sandbox.jsonrpc_erp.url)
+    st = stats(rpc_url(sandbox))
     assert st["calls"].get("search", 0) == 0 and st["received"] == 0, st
 
 
@@ -335,7 +341,7 @@ def test_a_connector_header_http_cannot_carry_is_a_configuration_error(
     assert "X-Tenant" in out and "line break" in out and "X-Injected" not in out, out
     code, out = run(project, "order_to_jsonrpc")
     assert code == 2 and "internal error" not in out, out
-    assert stats(sandbox.jsonrpc_erp.url)["calls"].get("login", 0) == 0
+    assert stats(rpc_url(sandbox))["calls"].get("login", 0) == 0
 
 
 def test_a_token_that_would_split_the_header_stops_the_run_for_every_login_kind(
