@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from integrator.config.yamlfile import YamlDoc, join_key
 from integrator.errors import ConfigIssue
 
-__all__ = ["Options"]
+__all__ = ["Options", "header_problem"]
+
+_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
+
+
+def header_problem(value: str) -> str | None:
+    """What keeps ``value`` from being an HTTP header's value, or None: a line break or another
+    control character (the header would end there, the rest becoming headers of their own),
+    or a character beyond ISO-8859-1, the only text HTTP/1.1 headers carry. Names the
+    character and where it is, never the value (it may be a credential)."""
+    bad = _NOT_IN_HEADER.search(value)
+    if bad is None:
+        return None
+    char, at = bad.group(), bad.start()
+    if char in "\r\n":
+        return f"a line break (CR or LF) at position {at}, which would end the header there"
+    if ord(char) < 0x100:
+        return f"control character U+{ord(char):04X} at position {at}"
+    return (
+        f"character U+{ord(char):04X} ({char!r}) at position {at}, which an HTTP header cannot "
+        "carry (only ISO-8859-1 text); leave it out, or encode the value (base64())"
+    )
+
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from integrator.config.checks import Options
+from integrator.config.checks import Options, header_problem
 from integrator.config.interpolate import (
     MIN_SECRET,
     interpolate,
@@ -131,6 +131,9 @@ def _connector(
         k = po.get("Key", str, "", required=True)
         v = po.get("Value", str, "")
         if po.get("KeyGroup", str, "") == "RequestHeaders" and k:
+            problem = header_problem(v)
+            if problem is not None:
+                po.error("Value", f"header {k!r} would hold {problem}")
             headers.append((k, v))
         elif k:
             properties.append((k, v))
@@ -142,6 +145,9 @@ def _connector(
             _clear_secret(
                 doc, raw.get("CustomHeaders", {}).get(k), o.sub(f"CustomHeaders.{k}"), issues
             )
+        problem = header_problem(str(v))
+        if problem is not None:
+            o.error(f"CustomHeaders.{k}", f"header {k!r} would hold {problem}")
         headers.append((str(k), str(v)))
 
     def positive(v: float) -> str | None:

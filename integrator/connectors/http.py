@@ -190,7 +190,8 @@ class Connector:
         holding the login's session is made again after a new login).
 
         ``answer``: the stage's answer rules (:mod:`integrator.connectors.answers`), which
-        read the answer (JSON or XML; :func:`answer_of` gives it to the caller): refused →
+        read the answer (JSON or XML; :func:`answer_of` gives it to the caller) unless its
+        status is one of ``ok_status`` and not 2xx (the caller decides those): refused →
         ErpRefused; session expired → log in again once and repeat (AuthenticationError
         when the new session is refused too); may have landed → a retriable failure that
         reached the ERP (a write that cannot be repeated: AmbiguousWriteError).
@@ -220,7 +221,10 @@ class Connector:
                     ctype,
                     answer,
                 )
-                if answer is not None:
+                if answer is not None and resp.ok:
+                    # A non-2xx status the caller takes (query_check's not_found and failure
+                    # codes) is decided by its status: a 404 ``{"error": "not found"}`` under
+                    # ``refused: error`` is "not found", never a refusal of every new order.
                     self.judge(method, path, resp, answer)
                 return resp
             except PermanentError as exc:
@@ -270,7 +274,20 @@ class Connector:
         return found if resp.status_code != 404 and isinstance(found, dict) else None
 
     def _refused(self, exc: PermanentError, relogged: bool) -> AuthenticationError:
-        """A 401/403 that a fresh login did not cure (or a static credential): the run stops."""
+        """A 401/403 that a fresh login did not cure (or a static credential): the run stops.
+        A session that the answer rules call expired right after a fresh login is no proof that
+        the credentials are wrong (the login took them): the message says what happened."""
+        if isinstance(exc, SessionExpired):
+            what = (
+                "the session expired again right after a fresh login"
+                if relogged
+                else f"connector {self.name!r} cannot log in again (its credential is static)"
+            )
+            return AuthenticationError(
+                f"{exc}: {what}. Check the stage's session_expired rule (does it match a good "
+                "answer too?) and the ERP's sessions. The run stopped; no order was charged",
+                connector=self.name,
+            )
         after = "after a fresh login" if relogged else "to its static credentials"
         return AuthenticationError(
             f"{exc} ({after}): the credentials of connector {self.name!r} are refused; check "

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
-from integrator.connectors.answers import AnswerRules, read_rules
+from integrator.connectors.answers import AnswerRules, RuleUnreadable, read_rules
 from integrator.connectors.bodies import answer_of
 from integrator.errors import RetriableError
 from integrator.mapping.paths import path_problem, select
@@ -147,7 +147,10 @@ class QueryCheckStage(Stage):
             found = value not in (None, "", [], {}, False, 0)
         else:
             found = _as_text(value) == self.response_path_value
-        ref = self.rules.reference(answer) if found else None
+        try:
+            ref = self.rules.reference(answer) if found else None
+        except RuleUnreadable:  # found all the same; check_response may give the reference
+            ref = None
         return Answer(found, answer, what, resp.status_code, ref)
 
     def process(self, ex: Exchange) -> None:

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from integrator.config.checks import Options
+from integrator.config.checks import Options, header_problem
 from integrator.connectors.xmlbody import encode_body, is_xml_type, xml_text
-from integrator.mapping.expr import Scope, render, render_value, url_escape
+from integrator.mapping.expr import Scope, TemplateError, render, render_value, url_escape
 
-__all__ = ["CONTENT_TYPES", "RequestTemplate", "read_request"]
+__all__ = ["CONTENT_TYPES", "RequestTemplate", "header_value", "read_request"]
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -29,6 +29,20 @@ CONTENT_TYPES = {
     "form": "application/x-www-form-urlencoded",
 }
 _DATA = "${data}"
+
+
+def header_value(name: str, value: str) -> str:
+    """``value`` as header ``name`` can carry it; a TemplateError before anything is sent for
+    text a header cannot carry (:func:`~integrator.config.checks.header_problem`: a line break
+    from an order's or a script's text, a character beyond ISO-8859-1). The message names the
+    header and the character, never the value (it may be a credential)."""
+    problem = header_problem(value)
+    if problem is None:
+        return value
+    raise TemplateError(
+        f"header {name!r} would hold {problem}; nothing was sent. Fix the template, or clean "
+        "the value in a mapping or script"
+    )
 
 
 def _media(value: str) -> str | None:
@@ -53,7 +67,7 @@ class RequestTemplate:
 
     def render_headers(self, scope: Scope) -> dict[str, str]:
         """The configured headers, rendered."""
-        return {k: render(v, scope) for k, v in self.headers}
+        return {k: header_value(k, render(v, scope)) for k, v in self.headers}
 
     def value(self, scope: Scope) -> tuple[Any, str]:
         """The body as a value (not yet bytes) and its content type."""
@@ -63,7 +77,8 @@ class RequestTemplate:
             if isinstance(value, str):
                 # A script made the payload text (an XML document): sent as it is, its type
                 # from the script when it named one.
-                ctype = str(scope.attributes.get("write.content_type") or ctype)
+                named = scope.attributes.get("write.content_type")
+                ctype = header_value("Content-Type", str(named)) if named else ctype
             return value, ctype
         if isinstance(self.body, str):
             as_text = xml_text if is_xml_type(ctype) else None

@@ -6,7 +6,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from integrator.config.checks import Options
-from integrator.connectors.answers import NO_RULES, AnswerRules, read_rules
+from integrator.connectors.answers import NO_RULES, AnswerRules, RuleUnreadable, read_rules
 from integrator.connectors.bodies import answer_of
 from integrator.errors import PermanentError, UnreadableAnswer
 from integrator.pipeline.exchange import Exchange
@@ -100,7 +100,11 @@ class WriteStage(Stage):
     def resumed(self, ex: Exchange) -> None:
         """The answer rules' ``id_path``: the order's ERP reference (attribute ``erp.id``),
         from a fresh answer or the stored one."""
-        ref = self.rules.reference(ex.response)
+        try:
+            ref = self.rules.reference(ex.response)
+        except RuleUnreadable as exc:  # the write landed all the same: say why there is no ref
+            ex.attributes["log.erp.id"] = str(exc)
+            return
         if ref is not None:
             ex.attributes["erp.id"] = ref
 

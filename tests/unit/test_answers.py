@@ -127,3 +127,46 @@ def test_session_expired_with_static_credentials_stops_the_run() -> None:
     with pytest.raises(AuthenticationError) as err:
         conn(adapter).request("POST", "/q", json_body={}, answer=JSONRPC)
     assert "a session that expired" in str(err.value) and adapter.sent == 1
+
+
+SECRET_KEY = "login-key-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("rules", "answer", "status", "outcome"),
+    [
+        # a rule that cannot run on a good answer: may have landed, never ok nor refused
+        (AnswerRules(refused="contains(error.message, 'x')", declared=True), {"r": 1}, 200,
+         Outcome.MAY_HAVE_LANDED),
+        # ... on an error status: the status code decides
+        (AnswerRules(refused="contains(error.message, 'x')", declared=True), {"r": 1}, 500,
+         None),
+        # a later rule that matches decides
+        (AnswerRules(session_expired="contains(error.message, 'x')", refused="error",
+                     declared=True), {"error": {"message": 7}}, 200, Outcome.REFUSED),
+        # an ok rule that cannot run: not a success
+        (AnswerRules(ok="length(result) > `0`", declared=True), {"result": 5}, 200,
+         Outcome.MAY_HAVE_LANDED),
+        # the same rules where they can be read
+        (AnswerRules(refused="error && contains(error.message, 'x')", declared=True),
+         {"r": 1}, 200, Outcome.OK),
+    ],
+)  # fmt: skip
+def test_a_rule_that_cannot_be_read_on_an_answer_is_never_a_guess(
+    rules: AnswerRules, answer: Any, status: int, outcome: Outcome | None
+) -> None:
+    verdict = rules.judge(answer, status)
+    assert (verdict.outcome if verdict else None) is outcome
+    if outcome is Outcome.MAY_HAVE_LANDED:
+        assert verdict is not None and verdict.unreadable and "cannot be read" in verdict.rule
+
+
+def test_an_unreadable_rule_never_quotes_the_answer() -> None:
+    """JMESPath's own message quotes the value it met: a login answer's key."""
+    rules = AnswerRules(refused="length(result.key)", id_path="to_number(result)", declared=True)
+    answer = {"result": {"key": 12345678901234567890}}
+    verdict = rules.judge(answer, 200)
+    assert verdict is not None and "12345678901234567890" not in verdict.rule, verdict
+    with pytest.raises(ValueError, match="cannot be read") as err:
+        AnswerRules(id_path="length(result)", declared=True).reference({"result": 99887766})
+    assert "99887766" not in str(err.value)

@@ -191,7 +191,16 @@ class LoginAuth(Auth):
         self.current()
 
     def _renew(self) -> None:
+        from integrator.config.checks import header_problem
+
         headers, ttl = self._login()
+        for name, value in headers.items():  # a hostile answer's token with CR LF, say
+            problem = header_problem(value)
+            if problem is not None:
+                raise LoginRefused(
+                    f"login of connector {self.cfg.name!r}: its answer makes header {name!r}, "
+                    f"which would hold {problem}; no call was sent with it"
+                )
         self.headers = headers
         self.expires_at = time.monotonic() + (ttl * (1 - _MARGIN) if ttl else float("inf"))
         self.generation += 1

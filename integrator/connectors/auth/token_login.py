@@ -196,14 +196,18 @@ class TokenLoginAuth(LoginAuth):
         refusal = self._refusal(answer)
         if refusal is not None:
             raise LoginRefused(
-                f"login {what} refused (the ERP says: {self.redactor.scrub(refusal)}): "
-                f"check the Username and Password of connector {cfg.name!r}"
+                f"login {what} refused ({self.redactor.scrub(refusal)}): check the Username "
+                f"and Password of connector {cfg.name!r}"
+                + ("" if refusal.startswith("the ERP says") else ", and its Refused rule")
             )
         if not resp.ok:
             raise self._refused(what, resp, "Username and Password")
         self._keep(*_long_strings(answer))
         self.answer = answer
-        ttl = jmespath.search(tl.expires_path, answer) if tl.expires_path else None
+        try:
+            ttl = jmespath.search(tl.expires_path, answer) if tl.expires_path else None
+        except jmespath.exceptions.JMESPathError:  # a lifetime it cannot read: until rejected
+            ttl = None
         if tl.headers is not None:
             scope = Scope(None, {}, {**roots, "login": answer})
             try:
@@ -223,7 +227,8 @@ class TokenLoginAuth(LoginAuth):
         return {tl.header: tl.header_format.format(token=token)}, seconds(ttl)
 
     def _refusal(self, answer: Any) -> str | None:
-        """The ERP's words when the answer says the login was refused, else None."""
+        """Why the answer says the login was refused (the ERP's words, else the rule that
+        matched), or None."""
         import jmespath
 
         from integrator.connectors.answers import AnswerRules
@@ -232,8 +237,18 @@ class TokenLoginAuth(LoginAuth):
         verdict = rules.judge(answer, 200)
         if verdict is None or verdict.outcome.value == "ok":
             return None
+        if verdict.unreadable:  # the flow's error, not the ERP's word: say which rule
+            raise LoginRefused(
+                f"login {self.tl.method} {self.cfg.name}:{self.tl.path}: TokenLogin's Refused "
+                f"cannot tell whether it was refused: {verdict.rule}"
+            )
         said = verdict.message or jmespath.search("error.data.message || error.message", answer)
-        return str(said or verdict.rule)
+        if said:
+            return f"the ERP says: {said}"
+        if verdict.rule.startswith("SOAP"):
+            return f"a {verdict.rule}"
+        # Only the rule matched: the ERP gave no reason (a rule matching a good answer, too)
+        return f"its answer matches TokenLogin's Refused: {self.tl.refused}, and gives no reason"
 
 
 def _long_strings(node: Any) -> list[str]:
