@@ -369,6 +369,12 @@ def xml_text(value: Any, what: str = "a value") -> str:
     for a name XML cannot have."""
     if not isinstance(value, dict):
         if isinstance(value, list):
+            if any(not isinstance(v, dict) for v in value):
+                raise PermanentError(
+                    f"{what}: a list of values has no element names to be written as XML; "
+                    'name them in the mapping ({"Sku": ["A", "B"]} is <Sku>A</Sku><Sku>B</Sku>)'
+                    ". Nothing was sent"
+                )
             return "".join(xml_text(v, what) for v in value)
         return xml_escape(value, what)
     out: list[str] = []

@@ -469,3 +469,13 @@ def test_encode_body_refuses_before_sending(value: Any, ctype: str, says: str) -
     text = str(info.value)
     assert says in text, text
     assert text.startswith("POST erp:/soap: ")
+
+
+def test_xml_text_refuses_a_list_of_bare_values_and_writes_named_ones() -> None:
+    from integrator.connectors.xmlbody import xml_text
+    from integrator.errors import PermanentError
+
+    assert xml_text({"Sku": ["A", "B"]}) == "<Sku>A</Sku><Sku>B</Sku>"
+    with pytest.raises(PermanentError) as err:
+        xml_text(["A", "B"])
+    assert "no element names" in str(err.value)

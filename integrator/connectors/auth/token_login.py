@@ -25,8 +25,8 @@ header reads ``login`` (the answer, JSON or XML) too:
 valid until a call answers 401 or its answer rules say the session expired. The older
 ``{username}``/``{password}`` placeholders of a ``Body`` still work.
 
-Every string of the login's answer of 8 characters or more, and every header it makes, is a
-secret from then on: masked wherever it could be shown.
+The strings of the login's answer of 8 to 4,096 characters (the first 64), and every header
+it makes, are secrets from then on: masked wherever they could be shown.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ _KEYS = {
     "ExpiresPath",
 }
 _MIN_SECRET = 8  # characters: a shorter string of the answer (a uid, "ok") is not masked
+_MAX_LEARNT = 64  # strings of one login answer taught to the redactor
 
 
 @dataclass(frozen=True)
@@ -251,15 +252,23 @@ class TokenLoginAuth(LoginAuth):
         return f"its answer matches TokenLogin's Refused: {self.tl.refused}, and gives no reason"
 
 
-def _long_strings(node: Any) -> list[str]:
-    """The strings of a login answer long enough to be credentials."""
+def _long_strings(node: Any, found: list[str] | None = None) -> list[str]:
+    """The strings of a login answer that may be credentials: 8 to 4,096 characters, at most
+    64 of them (a token, a session key; a login answer is small: a huge one is not learnt
+    whole, so masking every later message stays cheap)."""
+    found = [] if found is None else found
+    if len(found) >= _MAX_LEARNT:
+        return found
     if isinstance(node, str):
-        return [node] if len(node) >= _MIN_SECRET else []
-    if isinstance(node, dict):
-        return [s for v in node.values() for s in _long_strings(v)]
-    if isinstance(node, list):
-        return [s for v in node for s in _long_strings(v)]
-    return []
+        if _MIN_SECRET <= len(node) <= 4096:
+            found.append(node)
+    elif isinstance(node, dict):
+        for v in node.values():
+            _long_strings(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _long_strings(v, found)
+    return found
 
 
 KIND = Kind(
