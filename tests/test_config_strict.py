@@ -484,6 +484,14 @@ REFUSALS = {
         "[stages[2].query_check.url]: ${_order.number[}: invalid expression "
         "'_order.number[': incomplete",
     ),
+    "a header a stage sends with text HTTP cannot carry": (
+        flow_edit(
+            "order_flow",
+            "      path: /api/orders/\n",
+            "      path: /api/orders/\n      headers: {X-Company: 'Şirket ${_order.number}'}\n",
+        ),
+        "[stages[5].write.headers]: header 'X-Company': character U+015E",
+    ),
 }
 
 

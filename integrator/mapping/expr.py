@@ -62,6 +62,7 @@ __all__ = [
     "Scope",
     "TemplateError",
     "check_expression",
+    "literal_text",
     "placeholders",
     "render",
     "render_value",
@@ -338,6 +339,15 @@ def _spans(template: str) -> list[tuple[int, int, str]]:
             out.append((i, j, template[i + 2 : j - 1]))
         i = template.find("${", j)
     return out
+
+
+def literal_text(template: str) -> str:
+    """``template`` without its placeholders: the text it holds whatever the values."""
+    out, last = [], 0
+    for start, end, _inner in _spans(template):
+        out.append(template[last:start])
+        last = end
+    return "".join(out) + template[last:]
 
 
 def placeholders(template: str) -> list[Placeholder]:

@@ -19,7 +19,14 @@ from typing import Any
 
 from integrator.config.checks import Options, header_problem
 from integrator.connectors.xmlbody import encode_body, is_xml_type, xml_text
-from integrator.mapping.expr import Scope, TemplateError, render, render_value, url_escape
+from integrator.mapping.expr import (
+    Scope,
+    TemplateError,
+    literal_text,
+    render,
+    render_value,
+    url_escape,
+)
 
 __all__ = ["CONTENT_TYPES", "RequestTemplate", "header_value", "read_request"]
 
@@ -127,6 +134,11 @@ def read_request(
     for k, v in headers.items():
         if not isinstance(v, str | int | float) or isinstance(v, bool):
             opts.error("headers", f"header {k!r}: expected a text value (a template)")
+            continue
+        # The literal text is checked now; what the values add is checked per order.
+        problem = header_problem(literal_text(str(v)))
+        if problem is not None:
+            opts.error("headers", f"header {k!r}: {problem}")
     body = opts.data.get("body", body_default)
     if body is not None and not isinstance(body, dict | list | str):
         opts.error("body", "expected a JSON template (a mapping or a list) or a text template")
