@@ -372,3 +372,46 @@ def test_the_daemon_evaluates_after_a_run_and_exports_the_state(
         assert d.metrics().get(key) == 1.0
     assert len(receiver.posts) == 1
     assert json.loads(receiver.posts[0]["body"])["text"].startswith("[FIRING]")
+
+
+def test_every_condition_reads_the_runs_and_the_journal(
+    project: Project, sandbox: Sandbox, receiver: Receiver
+) -> None:
+    """The run stores the oldest unsent order's age; oldest_unsent, quarantined and
+    avg_run_time read it and the journal; connector_failing fires when runs stop on the ERP's
+    refusal of the credential, naming it."""
+    with_alarms(
+        project,
+        receiver,
+        """
+alarms:
+  - {name: backlog, condition: oldest_unsent, above: 1m, notify: [ops-hook]}
+  - {name: held, condition: quarantined, above: 0, notify: [ops-hook]}
+  - {name: slow, condition: avg_run_time, above: 1h, runs: 3, notify: [ops-hook]}
+  - {name: erp-down, condition: connector_failing, connector: erp, runs: 1, notify: [ops-hook]}
+""",
+    )
+    project.edit_flow("max_attempts: 5", "max_attempts: 1")
+    erp_refuses(sandbox)
+    project.run("run-flow", "order_flow")
+    ((age,),) = project.sql("SELECT oldest_unsent_seconds FROM runs")
+    assert age is not None and age > 60  # the sandbox's orders were placed before now
+    r = project.run("alarms", "check")
+    states = dict(re.findall(r"order_flow: (\S+) (ok|firing)", r.out))
+    assert states == {"backlog": "firing", "held": "firing", "slow": "ok", "erp-down": "ok"}
+    assert re.search(r"held firing \(\d+ orders quarantined", r.out)
+    fault_rule(sandbox.omnitron.url, action="status", route="list", status=401)
+    assert project.run("run-flow", "order_flow").code != 0
+    r = project.run("alarms", "check")
+    states = dict(re.findall(r"order_flow: (\S+) (ok|firing)", r.out))
+    assert states["erp-down"] == "ok"  # the source stopped the run, not the ERP
+    faults(sandbox.omnitron.url, {})
+    fault_rule(sandbox.erp.url, action="status", route="create", status=401)
+    project.run("replay", _a_quarantined(project))
+    assert project.run("run-flow", "order_flow").code != 0
+    r = project.run("alarms", "check")
+    assert "erp-down firing" in r.out, r.out + str(project.sql("SELECT status, error FROM runs"))
+
+
+def _a_quarantined(project: Project) -> str:
+    return str(project.sql("SELECT order_number FROM journal WHERE state = 'quarantined'")[0][0])
