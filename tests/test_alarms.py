@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -415,3 +416,84 @@ alarms:
 
 def _a_quarantined(project: Project) -> str:
     return str(project.sql("SELECT order_number FROM journal WHERE state = 'quarantined'")[0][0])
+
+
+@pytest.mark.services
+def test_on_postgresql_racing_checks_tell_once_and_the_lease_has_one_holder(
+    project: Project, sandbox: Sandbox, receiver: Receiver
+) -> None:
+    """On PostgreSQL (a migrated store): eight threads race for the lease, one wins; four
+    `alarms check` processes at once send one notice."""
+    from support.services import fresh_database
+
+    from integrator.state.store import Store
+
+    with fresh_database() as url:
+        project.use_state_url(url)
+        with_alarms(project, receiver)
+        erp_refuses(sandbox)
+        project.run("run-flow", "order_flow")
+        stores = [Store(url) for _ in range(8)]
+        try:
+            _race_and_check(project, receiver, stores)
+        finally:
+            for s in stores:
+                s.close()
+
+
+def _race_and_check(project: Project, receiver: Receiver, stores: list[Any]) -> None:
+    from integrator.alarms.store import AlarmStore, Lease
+
+    leases = [Lease(s, name="race") for s in stores]
+    start = threading.Barrier(len(leases))
+    got = [False] * len(leases)
+
+    def take(i: int) -> None:
+        start.wait()
+        got[i] = leases[i].take(30)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(len(leases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got.count(True) == 1
+    procs = [project.popen("alarms", "check") for _ in range(4)]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    assert len(receiver.posts) == 1
+    assert [(n["kind"], n["ok"]) for n in AlarmStore(stores[0]).notices()] == [("firing", 1)]
+
+
+def test_a_webhook_that_never_answers_is_bounded_by_its_timeout(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """A receiver that accepts the connection and never answers: the check ends after the
+    notifier's timeout (0.3 s here), the notice failed and named, the URL's token unshown. A
+    template that escapes Jinja2's sandbox fails its notice, named, and runs nothing."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        cfg = project.root / "config.yaml"
+        cfg.write_text(
+            cfg.read_text()
+            + "notifiers:\n  - name: silent\n    type: webhook\n    url: ${SILENT_URL}\n"
+            "    timeout: 0.3\n  - name: nosy\n    type: webhook\n    url: ${SILENT_URL}\n"
+            "    template: '{{ title.__class__.__mro__[1].__subclasses__() }}'\n"
+        )
+        project.env["SILENT_URL"] = f"http://127.0.0.1:{silent.getsockname()[1]}/{HOOK_TOKEN}"
+        flow = project.flow()
+        flow.write_text(flow.read_text() + ERROR_ALARM.replace("[ops-hook]", "[silent, nosy]"))
+        erp_refuses(sandbox)
+        project.run("run-flow", "order_flow")
+        began = time.monotonic()
+        r = project.run("alarms", "check", timeout=20)
+        assert time.monotonic() - began < 8  # the default timeout, 10 s, was not waited
+        assert r.code == 1
+        assert "silent: FAILED: notifier 'silent': the webhook could not be reached" in r.out
+        assert "nosy: FAILED: notifier 'nosy': the template failed: SecurityError" in r.out
+        assert HOOK_TOKEN not in r.out + r.err
+    finally:
+        silent.close()
