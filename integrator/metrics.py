@@ -38,6 +38,9 @@ class Metrics:
     def reconciled(self, flow: str, counts: dict[str, int]) -> None:
         """What the last reconciliation of ``flow`` found, per kind of difference."""
 
+    def alarms(self, states: list[tuple[str, str, bool]]) -> None:
+        """Every alarm's state now: (flow, alarm, firing); alarms left out are gone."""
+
 
 NullMetrics = Metrics
 
@@ -94,6 +97,13 @@ class PrometheusMetrics(Metrics):
             registry=r,
         )
 
+        self.alarm_firing = Gauge(
+            "integrator_alarm_firing",
+            "1 while the flow's alarm fires, 0 when it is ok (as the store holds it)",
+            ["flow", "alarm"],
+            registry=r,
+        )
+
     def order(self, flow: str, outcome: str) -> None:
         """Count an order."""
         self.orders.labels(flow, outcome).inc()
@@ -125,6 +135,12 @@ class PrometheusMetrics(Metrics):
         for kind, n in counts.items():
             self.reconcile.labels(flow, kind).set(n)
         self.reconcile_time.labels(flow).set(time.time())
+
+    def alarms(self, states: list[tuple[str, str, bool]]) -> None:
+        """Set the alarm gauges; drop those of alarms no longer there."""
+        self.alarm_firing.clear()
+        for flow, alarm, firing in states:
+            self.alarm_firing.labels(flow, alarm).set(int(firing))
 
     def render(self) -> bytes:
         """The Prometheus text format."""

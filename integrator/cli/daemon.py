@@ -66,6 +66,15 @@ __all__ = ["COMMANDS"]
     show_default=True,
     help="Seconds between checks of config.yaml and flows/ for changes.",
 )
+@click.option(
+    "--alarm-interval",
+    type=click.FloatRange(min=1, max=86400),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the alarms are evaluated (also after each run of their flow). Daemons "
+    "sharing a state store take turns: one evaluates at a time (a lease in the store).",
+)
 @click.option("--console-logs", is_flag=True, help="Human-readable logs instead of JSON lines.")
 @click.option(
     "--env-file",
@@ -84,6 +93,7 @@ def daemon_cmd(
     http_connections: int,
     grace: float,
     watch: float,
+    alarm_interval: float,
     console_logs: bool,
     env_file: Path | None,
 ) -> int:
@@ -98,7 +108,8 @@ def daemon_cmd(
 
     \b
     GET /healthz   scheduler alive and state store reachable (200, else 503)
-    GET /metrics   Prometheus: orders, stage latency, ERP status codes, runs, quarantine
+    GET /metrics   Prometheus: orders, stage latency, ERP status codes, runs, quarantine,
+                   alarms
     POST /events/<flow>   an event subscription's webhook (the flow's secret header)
     """
     from integrator.cli.envfile import load_env_file
@@ -128,6 +139,7 @@ def daemon_cmd(
             connections=http_connections,
         ),
         behind_proxy=behind_proxy,
+        alarm_seconds=alarm_interval,
     )
     daemon.install_signals()
     daemon.start()

@@ -36,7 +36,15 @@ if TYPE_CHECKING:
 
 __all__ = ["VAR_NAME", "flow_constants", "load_app", "load_flow", "load_flows", "read_app"]
 
-_APP_KEYS = {"state", "logging", "connectors", "flows_dir", "market_groups", "vars"}
+_APP_KEYS = {
+    "state",
+    "logging",
+    "connectors",
+    "flows_dir",
+    "market_groups",
+    "vars",
+    "notifiers",
+}
 # A connector's own options; each auth kind adds those it owns (connectors/auth/<kind>.py).
 _CONNECTOR_KEYS = {
     "Name",
@@ -77,6 +85,7 @@ _FLOW_KEYS = {
     "renamed_from",
     "new_history",
     "vars",
+    "alarms",
 }
 _SECRET_FIELDS = ("ConnectionString",)  # and the auth kinds' secrets
 
@@ -484,6 +493,9 @@ def read_app(
     log_dir = base / log.get("dir", str, "logs")
     flows_dir = base / o.get("flows_dir", str, "flows")
     constants = _vars(doc, o, secrets)
+    from integrator.alarms.config import read_notifiers  # light
+
+    notifiers = read_notifiers(o, doc)
     # A login's expressions read the project's constants (``${vars.database}``).
     connectors = [dataclasses.replace(c, vars=constants) for c in connectors]
     return AppConfig(
@@ -497,6 +509,7 @@ def read_app(
         flows_dir=flows_dir,
         connectors=tuple(connectors),
         secrets=frozenset(secrets),
+        notifiers=notifiers,
     )
 
 
@@ -534,6 +547,7 @@ def load_flow(
         data = _strict_vars(doc, data, os.environ, issues, secrets, app.base_dir)
     o = Options(data, doc, "", issues, _FLOW_KEYS)
     names = {c.name for c in app.connectors}
+    from integrator.alarms.config import read_alarms  # light
 
     def connector(v: str) -> str | None:
         return (
@@ -588,6 +602,7 @@ def load_flow(
         vars={**app.vars, **_vars(doc, o, app.secrets | secrets)},
         secrets=frozenset(secrets),
         doc=doc,
+        alarms=read_alarms(o, doc, {n.name: n for n in app.notifiers}, names),
     )
     # Returned even with issues, so that its stages are checked too (all errors at once).
     return flow

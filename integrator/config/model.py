@@ -12,6 +12,7 @@ from integrator.errors import ConfigIssue
 from integrator.scheduler.schedule import Schedule
 
 if TYPE_CHECKING:
+    from integrator.alarms.config import AlarmSpec, NotifierConfig
     from integrator.connectors.auth import AuthConfig
 
 __all__ = [
@@ -155,6 +156,7 @@ class FlowConfig:
     vars: dict[str, Any] = field(default_factory=dict)  # constants: the flow's over config.yaml's
     secrets: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     doc: YamlDoc | None = field(default=None, compare=False, repr=False)
+    alarms: tuple[AlarmSpec, ...] = ()  # integrator/alarms/config.py
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class AppConfig:
     secrets: frozenset[str] = frozenset()
     market_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group → markets
     vars: dict[str, Any] = field(default_factory=dict)  # project-wide constants
+    notifiers: tuple[NotifierConfig, ...] = ()  # integrator/alarms/config.py
 
     def groups_of(self, market: str) -> list[str]:
         """The market groups ``market`` belongs to, in config order."""

@@ -94,6 +94,7 @@ class RunContext:
     replay: bool = False  # `integrator replay`: quarantine and backoff do not hold the order
     replay_by: str = "hand"  # who asked for the replay (recorded on the order's event)
     breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker({}))
+    oldest_unsent_seconds: float | None = None  # set when a whole read of the source ends
     # Trace mode: the write's answer (recorded, or the sandbox's shape) and its status code.
     trace_answer: Callable[[Exchange], tuple[Any, int]] | None = None
     planned: list[PlannedRequest] = field(default_factory=list)

@@ -68,8 +68,12 @@ class Daemon:
         state_url: str | None = None,
         http_limits: HttpLimits | None = None,
         behind_proxy: bool = False,
+        alarm_seconds: float = 60.0,
     ) -> None:
         self.config, self.state_url = config, state_url
+        self.alarm_seconds = alarm_seconds  # the alarms' timer (and after each run)
+        self._alarm_lock = threading.Lock()  # one evaluation at a time in this process
+        self._lease: Any = None  # the alarms' lease this daemon keeps (alarms/store.Lease)
         self.host, self.port = host, port
         self.http_limits = http_limits or HttpLimits()
         self.behind_proxy = behind_proxy
@@ -273,7 +277,39 @@ class Daemon:
         self._wake_if_waiting(name, 2.0 if status == "skipped" else 0.0)
         if status != "skipped" and listing:
             self._trigger_after(name, status)
+        if status != "skipped":
+            self._alarms_job(name)
         return status
+
+    def _alarms_job(self, flow: str | None = None) -> None:
+        """Evaluate the alarms (of ``flow``, after its run; all of them on the timer) if this
+        daemon holds the alarms' lease; set the alarm gauges from the store. Never raises."""
+        if self.project is None or self.store is None or self.stopping.is_set():
+            return
+        from integrator.alarms.engine import evaluate
+        from integrator.alarms.store import AlarmStore, Lease
+
+        project, store = self.project, self.store
+        flows = [b.config for n, b in sorted(self.flows.items()) if flow in (None, n)]
+        try:
+            with self._alarm_lock:
+                if self._lease is None or self._lease.store is not store:
+                    self._lease = Lease(store)
+                if any(f.alarms for f in flows):
+                    done = evaluate(
+                        project.app, flows, store, lease=self._lease,
+                        lease_seconds=max(3 * self.alarm_seconds, 30.0),
+                    )  # fmt: skip
+                    if not done.held:
+                        log.debug("alarms_elsewhere", holder=done.holder)
+                declared = {(f.name, a.name) for b in self.flows.values()
+                            for f in [b.config] for a in f.alarms}  # fmt: skip
+                self.metrics.alarms(
+                    [(r.flow, r.alarm, r.state == "firing") for r in AlarmStore(store).states()
+                     if (r.flow, r.alarm) in declared]
+                )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - alarms must never stop the daemon
+            log.error("alarms_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _wake_if_waiting(self, name: str, delay: float = 0.0) -> None:
         try:
@@ -376,6 +412,9 @@ class Daemon:
         if job.startswith("events:"):  # the run in progress takes the queue at its end
             log.info("event_run_joined", flow=name, reason=why)
             return
+        if job == "alarms":  # the evaluation in progress is as good
+            log.info("alarms_skipped", reason=why)
+            return
         log.warning("fire_skipped", flow=name, reason=why)
         self.metrics.run(name, "skipped")
 
@@ -419,6 +458,14 @@ class Daemon:
         # APScheduler's warnings (a fire skipped or missed) are the daemon's own events
         # already; its errors become JSON lines like the rest.
         route_library_logs("apscheduler", "scheduler", level=logging.ERROR)
+        self.scheduler.add_job(
+            self._alarms_job,
+            IntervalTrigger(seconds=self.alarm_seconds, timezone="UTC"),
+            id="alarms",
+            name="alarms",
+            coalesce=True,
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
         self.scheduler.start()
         assert self.store is not None  # load()
         for name in self.store.pending.flows_waiting():
@@ -484,6 +531,11 @@ class Daemon:
                 self._running_lock.wait(max(0.0, min(0.5, deadline - time.monotonic())))
             left = sorted(self._running)
         self.metrics.up.set(0)
+        if self._lease is not None:
+            try:
+                self._lease.release()  # another daemon takes the alarms over at once
+            except Exception as exc:  # noqa: BLE001 - the store may be gone already
+                log.warning("alarm_lease_not_released", error=str(exc))
         if self.http is not None:
             self.http.stop()
         if left:

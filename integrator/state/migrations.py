@@ -19,7 +19,15 @@ from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy.engine import Engine
 
 from integrator.errors import FatalError
-from integrator.state.schema import deliveries, metadata, pending_events, schema_version
+from integrator.state.schema import (
+    alarm_notices,
+    alarm_states,
+    deliveries,
+    leases,
+    metadata,
+    pending_events,
+    schema_version,
+)
 
 __all__ = ["VERSION", "migrate", "stored_version"]
 
@@ -86,6 +94,13 @@ MIGRATIONS: dict[int, list[Step]] = {
         lambda c: pending_events.create(c, checkfirst=True),
         _held_states,
         _exports_as_deliveries,
+    ],
+    # 0.2.0 → 0.3.0: the oldest unsent order's age per run; alarms, their notices, leases.
+    3: [
+        _add_column("runs", "oldest_unsent_seconds", "FLOAT"),
+        lambda c: alarm_states.create(c, checkfirst=True),
+        lambda c: alarm_notices.create(c, checkfirst=True),
+        lambda c: leases.create(c, checkfirst=True),
     ],
 }
 VERSION = max(MIGRATIONS)

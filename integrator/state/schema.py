@@ -19,9 +19,12 @@ from sqlalchemy import (
 from sqlalchemy import Table as _Table
 
 __all__ = [
+    "alarm_notices",
+    "alarm_states",
     "deliveries",
     "events",
     "journal",
+    "leases",
     "metadata",
     "order_log",
     "pending_events",
@@ -47,6 +50,9 @@ runs = _Table(
     Column("error", Text),
     Column("log_file", Text),
     Column("skipped_json", Text),  # {reason: count} of the skipped orders (v2)
+    # the age of the oldest unsent order a whole read of the source saw (0: none; NULL: the run
+    # did not read the whole list) (v3)
+    Column("oldest_unsent_seconds", Float),
 )
 
 # One row per (flow, order): where that order stands (ledger.State). Only the ledger writes it.
@@ -138,6 +144,48 @@ pending_events = _Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("run_id", Integer),  # the run that took it (NULL: waiting)
     Index("ix_pending_flow", "flow", "run_id"),
+)
+
+# Alarms (v3): where each alarm of each flow stands, and what was last told about it. Written
+# by the one evaluator that holds the ``alarms`` lease, each change compared-and-set on
+# ``version``.
+alarm_states = _Table(
+    "alarm_states",
+    metadata,
+    Column("flow", String(200), primary_key=True),
+    Column("alarm", String(200), primary_key=True),
+    Column("state", String(10), nullable=False),  # ok, firing
+    Column("since", Float, nullable=False),  # unix time of the last change of state
+    Column("value", Float),  # what the condition measured at the last evaluation
+    Column("message", Text),
+    Column("evaluated_at", Float, nullable=False),
+    Column("notified_state", String(10)),  # the state the last notice told (NULL: none)
+    Column("notified_at", Float),  # unix time of the last notice sent
+    Column("version", Integer, nullable=False, default=0),
+)
+
+# Every notice sent or tried (v3), newest by id.
+alarm_notices = _Table(
+    "alarm_notices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flow", String(200), nullable=False),
+    Column("alarm", String(200), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("kind", String(10), nullable=False),  # firing, reminder, recovered
+    Column("notifier", String(200), nullable=False),
+    Column("ok", Integer, nullable=False),
+    Column("detail", Text),  # why it failed (masked), or empty
+    Index("ix_alarm_notices_flow", "flow", "alarm"),
+)
+
+# Leases (v3): one holder at a time for a job shared by processes on one store (``alarms``).
+leases = _Table(
+    "leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),  # unix time
 )
 
 schema_version = _Table(
