@@ -28,6 +28,10 @@ __all__ = ["LAZY_COMMANDS", "LazyGroup", "cli", "main"]
 # paragraph of its help, which ``integrator --help`` shows. tests/test_startup.py keeps both
 # equal to what the modules define: a command added to a module's COMMANDS goes here too.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "console": (
+        "console",
+        "Serve the operator console (read-only) over the project's state store.",
+    ),
     "daemon": ("daemon", "Run every flow in flows/ on its schedule until SIGTERM."),
     "demo": (
         "sandbox",

@@ -98,6 +98,8 @@ class RunContext:
     trace_answer: Callable[[Exchange], tuple[Any, int]] | None = None
     planned: list[PlannedRequest] = field(default_factory=list)
     log_path: Path | None = None
+    # the oldest unsent order's age, when the source read its whole list (stored on the run)
+    oldest_unsent_seconds: float | None = None
     _log_file: IO[str] | None = None
     _log_lock: threading.Lock = field(default_factory=threading.Lock)
     _log_flushed: float = 0.0

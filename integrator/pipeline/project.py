@@ -334,8 +334,9 @@ def _record_end(
             store.pending.release(name, run.run_id)
         return
     store.runs.finish(
-        run.run_id, result.status, result.ok, result.failed, result.skipped_by, result.error
-    )
+        run.run_id, result.status, result.ok, result.failed, result.skipped_by, result.error,
+        oldest_unsent_seconds=run.oldest_unsent_seconds,
+    )  # fmt: skip
     if events:
         if result.status in (RunStatus.OK, RunStatus.PARTIAL):
             store.pending.done(name, run.run_id)

@@ -167,6 +167,7 @@ class ReadStage(SourceStage):
             if len(results) < int(self.o["page_size"]) or not page.get("next"):
                 if not only:  # the whole list was read: no unsent order left is an age of 0
                     age = (dt.datetime.now(dt.UTC) - oldest).total_seconds() if oldest else 0.0
+                    run.oldest_unsent_seconds = max(age, 0.0)
                     run.metrics.oldest_unsent(run.flow.name, max(age, 0.0))
                 return
             if cursor == before:

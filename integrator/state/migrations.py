@@ -37,6 +37,15 @@ def _add_column(table: str, column: str, ddl: str) -> Step:
     return step
 
 
+def _add_index(name: str, table: str, columns: str) -> Step:
+    """``CREATE INDEX IF NOT EXISTS`` (SQLite and PostgreSQL both take it)."""
+
+    def step(c: Connection) -> None:
+        c.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+
+    return step
+
+
 def _held_states(c: Connection) -> None:
     """Quarantined rows of 0.1.0 did not keep where they were held: infer it. A row whose
     answer was stored had been written (hold it as sent, so a release resumes after the
@@ -88,6 +97,12 @@ MIGRATIONS: dict[int, list[Step]] = {
         _exports_as_deliveries,
     ],
 }
+MIGRATIONS[3] = [
+    # 0.2.0 → 0.3.0: the oldest unsent order's age per run; indexes for the console's reads
+    _add_column("runs", "oldest_unsent_seconds", "FLOAT"),
+    _add_index("ix_journal_number", "journal", "order_number"),
+    _add_index("ix_journal_flow_state", "journal", "flow, state"),
+]
 VERSION = max(MIGRATIONS)
 
 

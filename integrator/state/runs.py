@@ -64,8 +64,10 @@ class Runs:
         failed: int,
         skipped: Mapping[str, int],
         error: str | None = None,
+        oldest_unsent_seconds: float | None = None,
     ) -> None:
-        """Record a run's end, its counts and why orders were skipped."""
+        """Record a run's end, its counts, why orders were skipped, and the age of the oldest
+        unsent order the run saw in the whole source list (None: not measured)."""
         with self.store.transaction(deferred=False) as c:
             c.execute(
                 update(runs)
@@ -78,6 +80,7 @@ class Runs:
                     orders_skipped=sum(skipped.values()),
                     skipped_json=json.dumps(dict(skipped)) if skipped else None,
                     error=error,
+                    oldest_unsent_seconds=oldest_unsent_seconds,
                 )
             )
 

@@ -47,6 +47,9 @@ runs = _Table(
     Column("error", Text),
     Column("log_file", Text),
     Column("skipped_json", Text),  # {reason: count} of the skipped orders (v2)
+    # the oldest unsent order's age when the run read the whole source list (v3; NULL: not
+    # measured, e.g. a run of one order or a source that does not tell)
+    Column("oldest_unsent_seconds", Float),
 )
 
 # One row per (flow, order): where that order stands (ledger.State). Only the ledger writes it.
@@ -71,6 +74,9 @@ journal = _Table(
     # the write in `sending` carried an idempotency key, or sets state: a resend is harmless
     # (what its flow said when it was sent, not what the flow says now) (v2)
     Column("repeatable", Integer, nullable=False, default=0, server_default="0"),
+    # an order number across flows (the console's search), and counts by state per flow (v3)
+    Index("ix_journal_number", "order_number"),
+    Index("ix_journal_flow_state", "flow", "state"),
 )
 
 events = _Table(
