@@ -12,3 +12,7 @@ its HTTP server. Flask is imported only when one of them serves.
 """
 
 from __future__ import annotations
+
+__all__ = ["HTMX_VERSION"]
+
+HTMX_VERSION = "2.0.11"  # static/htmx.min.js, from the npm package htmx.org (licence beside it)
