@@ -339,9 +339,9 @@ def test_api_answers_match_their_schemas(project: Project, sandbox: Sandbox) -> 
             ("/api/orders/{number}", f"/api/orders/{numbers[0]}"),
             ("/api/failures", "/api/failures"),
         ):
-            schema = doc["paths"][path]["get"]["responses"]["200"]["content"][
-                "application/json"
-            ]["schema"]
+            schema = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
+                "schema"
+            ]
             whole = {**schema, "components": doc["components"]}
             errors = list(Draft202012Validator(whole).iter_errors(c.json(concrete)))
             assert not errors, (path, [e.message for e in errors])
