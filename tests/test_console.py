@@ -85,6 +85,11 @@ def test_runs_filters_and_a_runs_log(project: Project, sandbox: Sandbox) -> None
         assert c.json(f"/api/runs?since={tomorrow}")["runs"] == []
         assert len(c.json(f"/api/runs?since={yesterday}&until={tomorrow}")["runs"]) == 3
         assert c.json(f"/api/runs?until={yesterday}")["runs"] == []
+        # a time with a zone is that instant: a minute before the first run, written in +05:00
+        first = dt.datetime.fromisoformat(runs[-1]["started_at"]) - dt.timedelta(minutes=1)
+        east = first.astimezone(dt.timezone(dt.timedelta(hours=5))).isoformat()
+        assert len(c.json(f"/api/runs?since={requests.utils.quote(east)}")["runs"]) == 3
+        assert c.json(f"/api/runs?until={requests.utils.quote(east)}")["runs"] == []
         page = c.json("/api/runs?limit=2")
         assert [x["id"] for x in page["runs"]] == [3, 2] and page["next_before"] == 2
         assert [x["id"] for x in c.json("/api/runs?limit=2&before=2")["runs"]] == [1]
@@ -270,8 +275,10 @@ def test_host_header_and_methods(project: Project, sandbox: Sandbox) -> None:
             assert r.status_code == 421, host
             assert "loopback Host" in r.json()["detail"]
             assert c.get("/", headers={"Host": host}).status_code == 421
-        # an HTTP/1.0 request without any Host header
+        # an HTTP/1.0 request without any Host header; two Host headers
         assert _raw(c, b"GET /api/flows HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 421")
+        two = b"GET /api/flows HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n"
+        assert _raw(c, two + b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 421")
         for method in ("POST", "PUT", "DELETE", "PATCH"):
             r = requests.request(method, c.url + "/api/flows", timeout=5)
             assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD", method
@@ -382,3 +389,22 @@ def test_vendored_htmx_is_the_version_it_says() -> None:
     assert f'version:"{HTMX_VERSION}"' in text
     licence = (STATIC / "htmx.LICENSE").read_text()
     assert "Zero-Clause BSD" in licence
+
+
+def test_stored_text_is_escaped_not_run(project: Project, sandbox: Sandbox) -> None:
+    numbers = unsent(sandbox)
+    _run(project, "--limit", "2")
+    script = '<script>alert("x")</script>'
+    with sqlite3.connect(project.root / "state" / "integrator.db") as db:
+        db.execute(
+            "UPDATE journal SET last_error = ?, state = 'quarantined' WHERE order_number = ?",
+            (f"ERP said {script}", numbers[0]),
+        )
+        db.execute("UPDATE events SET message = ? WHERE order_number = ?", (script, numbers[0]))
+        db.execute("UPDATE runs SET error = ? WHERE id = 1", (script,))
+    with console(project) as c:
+        for path in (f"/orders/{numbers[0]}", "/failures", "/runs", "/runs/1"):
+            html = c.page(path)
+            assert "<script>alert" not in html, path
+            assert "&lt;script&gt;alert(" in html, path
+        assert script in c.json(f"/api/orders/{numbers[0]}")["events"][0]["message"]

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from flask import Flask, Response, abort, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LOG_BYTES", "ConsoleSource", "create_app"]
 
-log = logging.getLogger("integrator.console")
+log = structlog.get_logger("integrator.console")
 
 LOG_BYTES = 256 * 1024  # the most of a run's log a page or an answer shows (its end)
 WINDOW_MAX = 1000
@@ -285,7 +285,8 @@ def _date(name: str) -> dt.datetime | None:
             f"?{name}= takes a date or time in ISO 8601 (2026-12-01 or 2026-12-01T08:00), "
             f"not {text!r}"
         ) from None
-    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+    # the store keeps UTC: a time with another zone is compared as the same instant in UTC
+    return at.astimezone(dt.UTC) if at.tzinfo else at.replace(tzinfo=dt.UTC)
 
 
 def _run_filter() -> RunFilter:
@@ -454,9 +455,9 @@ def create_app(source: ConsoleSource) -> HostGuard:
     @app.errorhandler(Exception)
     def internal(exc: Exception) -> Response | tuple[str, int]:
         log.error(
-            "console_handler_failed path=%s error=%s",
-            request.path,
-            source.redactor().scrub(f"{type(exc).__name__}: {exc}"),
+            "console_handler_failed",
+            path=request.path,
+            error=source.redactor().scrub(f"{type(exc).__name__}: {exc}"),
         )
         return _error(500, "internal error; see the log")
 
