@@ -9,6 +9,8 @@ import re
 import socket
 import sqlite3
 from pathlib import Path
+from typing import cast
+from urllib.parse import quote
 
 import requests
 from support import Project, fault_rule, unsent
@@ -88,8 +90,8 @@ def test_runs_filters_and_a_runs_log(project: Project, sandbox: Sandbox) -> None
         # a time with a zone is that instant: a minute before the first run, written in +05:00
         first = dt.datetime.fromisoformat(runs[-1]["started_at"]) - dt.timedelta(minutes=1)
         east = first.astimezone(dt.timezone(dt.timedelta(hours=5))).isoformat()
-        assert len(c.json(f"/api/runs?since={requests.utils.quote(east)}")["runs"]) == 3
-        assert c.json(f"/api/runs?until={requests.utils.quote(east)}")["runs"] == []
+        assert len(c.json(f"/api/runs?since={quote(east)}")["runs"]) == 3
+        assert c.json(f"/api/runs?until={quote(east)}")["runs"] == []
         page = c.json("/api/runs?limit=2")
         assert [x["id"] for x in page["runs"]] == [3, 2] and page["next_before"] == 2
         assert [x["id"] for x in c.json("/api/runs?limit=2&before=2")["runs"]] == [1]
@@ -299,6 +301,7 @@ def test_refuses_to_listen_beyond_loopback(project: Project) -> None:
 
 
 def test_openapi_document_describes_every_api_route(project: Project) -> None:
+    from flask import Flask
     from openapi_spec_validator import validate
 
     from integrator.connectors.redact import Redactor
@@ -318,7 +321,7 @@ def test_openapi_document_describes_every_api_route(project: Project) -> None:
     )
     routes = {
         re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
-        for rule in guard.app.url_map.iter_rules()
+        for rule in cast(Flask, guard.app).url_map.iter_rules()
         if rule.rule.startswith("/api/")
     }
     assert routes == set(doc["paths"]), routes ^ set(doc["paths"])
@@ -330,7 +333,7 @@ def test_openapi_document_describes_every_api_route(project: Project) -> None:
 
 
 def test_api_answers_match_their_schemas(project: Project, sandbox: Sandbox) -> None:
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
     numbers = unsent(sandbox)
     _run(project, "--limit", "2")

@@ -53,7 +53,7 @@ def console(project: Project, args: Sequence[str] = ()) -> Iterator[ConsoleProce
         line = proc.stdout.readline()  # the first line names the URL (or the pipe ends)
         if not line.startswith("console on "):
             proc.kill()
-            _out, err = proc.communicate(10)
+            _out, err = proc.communicate(timeout=10)
             raise AssertionError(f"the console did not start: {line!r} {err}")
         yield ConsoleProcess(proc, line.split()[2])
     finally:
