@@ -6,8 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
 from sqlalchemy import insert, text
+from support.services import fresh_database
 
+from integrator.state.entries import Transition
 from integrator.state.queries import Queries, RunFilter
 from integrator.state.runs import RunStatus
 from integrator.state.schema import journal
@@ -73,7 +76,26 @@ def test_order_search_and_state_counts_use_indexes(tmp_path: Path) -> None:
 
 
 def test_figures_over_the_window(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    check_figures(Store(f"sqlite:///{tmp_path / 'state.db'}"))
+
+
+@pytest.mark.services
+def test_figures_and_search_on_postgresql() -> None:
+    with fresh_database() as url:
+        store = Store(url)
+        at = dt.datetime.now(dt.UTC)
+        for number in ("A-100", "A-101", "A-2", "B-100"):
+            store.journal.write(
+                "f", number, None, Transition("quarantined", "x", at, {"last_error": "x"}, "failed")
+            )
+        q = Queries(store)
+        assert [o["order_number"] for o in q.find_orders("A-10")] == ["A-100", "A-101"]
+        assert q.timeline("A-2")["events"][0]["message"] == "x"
+        assert q.failures()[0]["orders"] == 4
+        check_figures(store)
+
+
+def check_figures(store: Store) -> None:
     try:
         statuses = [RunStatus.OK, RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.OK]
         for i, status in enumerate(statuses):
