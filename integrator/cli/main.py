@@ -32,6 +32,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "alarms",
         "Every alarm of every flow with its state, as last evaluated (times in UTC).",
     ),
+    "console": (
+        "console",
+        "Serve the operator console (read-only) over the project's state store.",
+    ),
     "daemon": ("daemon", "Run every flow in flows/ on its schedule until SIGTERM."),
     "demo": (
         "sandbox",

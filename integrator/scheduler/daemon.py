@@ -436,7 +436,8 @@ class Daemon:
             raise FatalError(f"--http {self.host}:{self.port}: {refusal}")
         from integrator.scheduler.httpserver import WebServer
 
-        server = WebServer(App(self, self.http_limits), self.host, self.port, self.http_limits)
+        app = App(self, self.http_limits, self._console())
+        server = WebServer(app, self.host, self.port, self.http_limits)
         try:
             server.start()
         except (OSError, ValueError) as exc:
@@ -449,6 +450,42 @@ class Daemon:
             ) from None
         self.http = server
         self.port = server.port
+
+    def _console(self) -> Any:
+        """The operator console over this daemon's store and flows, when it listens on
+        loopback (None beyond it: the console has no login yet). Flask is imported here."""
+        from integrator.console.guard import loopback_refusal
+
+        if loopback_refusal(self.host) is not None:
+            log.warning(
+                "console_not_served",
+                reason=f"{self.host} is beyond loopback and the console has no login yet",
+            )
+            return None
+        from integrator.connectors.redact import Redactor
+        from integrator.console.app import ConsoleSource, create_app
+
+        def store() -> Store:
+            assert self.store is not None  # loaded before serving
+            return self.store
+
+        def redactor() -> Redactor:
+            assert self.project is not None
+            return Redactor(known_secrets(self.project.app))
+
+        def log_dir() -> Path:
+            assert self.project is not None
+            return self.project.app.log_dir
+
+        return create_app(
+            ConsoleSource(
+                store=store,
+                redactor=redactor,
+                log_dir=log_dir,
+                schedules=lambda: {n: b.config.schedule for n, b in self.flows.items()},
+                where="daemon",
+            )
+        )
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:

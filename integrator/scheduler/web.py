@@ -3,6 +3,9 @@
 - ``GET /healthz``: the scheduler runs and the state store answers (200, else 503).
 - ``GET /metrics``: Prometheus text.
 - ``POST /events/<flow>``: an event subscription's webhook (``Daemon.accept_event``).
+- everything else: the operator console (``integrator.console``, a WSGI app of its own) when
+  the daemon listens on loopback; beyond loopback (``--behind-proxy``) it is not served until
+  it has login.
 
 The server that runs it, with its bounds, is ``integrator.scheduler.httpserver`` (waitress,
 imported only when the daemon starts serving). This module does not import waitress, so that
@@ -30,6 +33,7 @@ __all__ = ["App", "HttpLimits", "Request", "Response", "bind_refusal"]
 log = structlog.get_logger("integrator.http")
 
 StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 JSON = "application/json"
 
 
@@ -129,8 +133,8 @@ class App:
     """The WSGI application: a table of routes, JSON answers, and no exception that escapes
     (a failing handler is logged here and answered 500; waitress never prints one)."""
 
-    def __init__(self, daemon: Daemon, limits: HttpLimits) -> None:
-        self.daemon, self.limits = daemon, limits
+    def __init__(self, daemon: Daemon, limits: HttpLimits, console: WsgiApp | None = None) -> None:
+        self.daemon, self.limits, self.console = daemon, limits, console
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/healthz"), self.healthz),
             ("GET", re.compile(r"/metrics"), self.metrics),
@@ -153,6 +157,8 @@ class App:
 
     # ------------------------------------------------------------- WSGI
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self.console is not None and not self._own(environ):
+            return self.console(environ, start_response)
         try:
             response = self._dispatch(environ)
         except Exception as exc:
@@ -172,6 +178,11 @@ class App:
         ]
         start_response(status, headers)
         return [response.body]
+
+    def _own(self, environ: dict[str, Any]) -> bool:
+        """A path of the daemon's own routes (the console serves every other)."""
+        path = str(environ.get("PATH_INFO", "")) or "/"
+        return any(pattern.fullmatch(path) for _m, pattern, _h in self.routes)
 
     def _dispatch(self, environ: dict[str, Any]) -> Response:
         method = str(environ.get("REQUEST_METHOD", "GET"))
@@ -196,7 +207,13 @@ class App:
             answer = Response.json(405, {"detail": f"{path} takes {', '.join(allowed)}"})
             answer.headers.append(("Allow", ", ".join(allowed)))
             return answer
-        return Response.json(404, {"detail": "try GET /healthz, GET /metrics, POST /events/<flow>"})
+        return Response.json(
+            404,
+            {
+                "detail": "try GET /healthz, GET /metrics, POST /events/<flow>; the console is "
+                "served only when the daemon listens on loopback (it has no login yet)"
+            },
+        )
 
     def _body(self, environ: dict[str, Any]) -> bytes | Response:
         """The whole body: waitress has buffered it, checked Content-Length (digits only, one

@@ -45,6 +45,15 @@ def _add_column(table: str, column: str, ddl: str) -> Step:
     return step
 
 
+def _add_index(name: str, table: str, columns: str) -> Step:
+    """``CREATE INDEX IF NOT EXISTS`` (SQLite and PostgreSQL both take it)."""
+
+    def step(c: Connection) -> None:
+        c.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+
+    return step
+
+
 def _held_states(c: Connection) -> None:
     """Quarantined rows of 0.1.0 did not keep where they were held: infer it. A row whose
     answer was stored had been written (hold it as sent, so a release resumes after the
@@ -95,12 +104,15 @@ MIGRATIONS: dict[int, list[Step]] = {
         _held_states,
         _exports_as_deliveries,
     ],
-    # 0.2.0 → 0.3.0: the oldest unsent order's age per run; alarms, their notices, leases.
+    # 0.2.0 → 0.3.0: the oldest unsent order's age per run; alarms, their notices, leases;
+    # indexes for the console's reads (order search across flows, counts by state).
     3: [
         _add_column("runs", "oldest_unsent_seconds", "FLOAT"),
         lambda c: alarm_states.create(c, checkfirst=True),
         lambda c: alarm_notices.create(c, checkfirst=True),
         lambda c: leases.create(c, checkfirst=True),
+        _add_index("ix_journal_number", "journal", "order_number"),
+        _add_index("ix_journal_flow_state", "journal", "flow, state"),
     ],
 }
 VERSION = max(MIGRATIONS)

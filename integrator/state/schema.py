@@ -77,6 +77,9 @@ journal = _Table(
     # the write in `sending` carried an idempotency key, or sets state: a resend is harmless
     # (what its flow said when it was sent, not what the flow says now) (v2)
     Column("repeatable", Integer, nullable=False, default=0, server_default="0"),
+    # an order number across flows (the console's search), and counts by state per flow (v3)
+    Index("ix_journal_number", "order_number"),
+    Index("ix_journal_flow_state", "flow", "state"),
 )
 
 events = _Table(

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, insert, inspect, text
 from support.services import fresh_database
 
 from integrator.connectors.redact import Redactor
@@ -75,6 +75,12 @@ def check_migrated(store: Store) -> None:
     assert store.found_version == 1
     with store.engine.connect() as c:
         assert c.execute(text("SELECT version FROM schema_version")).scalar() == VERSION
+    # v3: the run's oldest unsent age, the console's indexes
+    found = inspect(store.engine)
+    assert "oldest_unsent_seconds" in {col["name"] for col in found.get_columns("runs")}
+    assert {"ix_journal_number", "ix_journal_flow_state"} <= {
+        str(i["name"]) for i in found.get_indexes("journal")
+    }
     j = store.journal
     assert j.count_states("order_flow")["quarantined"] == 3
     numbers = ("202611000003", "202611000004", "202611000005")

@@ -1,0 +1,18 @@
+"""The operator console: read views of the state store in a browser, and a JSON API.
+
+- ``app``: the Flask application (``create_app``): the dashboard, runs and a run's log, the
+  order timeline, failures; the JSON API under ``/api/`` and its OpenAPI document.
+- ``guard``: what keeps it local until login exists: loopback only, the Host header checked
+  (DNS rebinding), GET and HEAD only.
+- ``openapi``: the API's description.
+
+It reads the store through ``integrator.state.queries`` only, and masks everything it shows
+with the project's redactor. Served standalone by ``integrator console``, and by the daemon on
+its HTTP server. Flask is imported only when one of them serves.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HTMX_VERSION"]
+
+HTMX_VERSION = "2.0.11"  # static/htmx.min.js, from the npm package htmx.org (licence beside it)

@@ -1,0 +1,475 @@
+"""The console's Flask application: HTML views and the JSON API over one state store.
+
+Every view's data is built once (``Views``) and shown two ways: rendered by a Jinja2 template,
+or answered as JSON under ``/api/``. Whatever is shown is masked first, as a whole, by the
+project's redactor (secret-named keys, known secret values, URL credentials): the ERP request
+and answer, events, ``log.`` attributes, errors and the run's log alike.
+
+Read-only until login exists: no route takes anything but GET/HEAD (``guard.HostGuard``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from flask import Flask, Response, abort, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from integrator.console.guard import HostGuard
+from integrator.console.openapi import document
+from integrator.state.queries import FlowFigures, Queries, RunFilter, iso, run_json
+from integrator.state.runs import RunStatus
+
+if TYPE_CHECKING:
+    from integrator.connectors.redact import Redactor
+    from integrator.scheduler.schedule import Schedule
+    from integrator.state.store import Store
+
+__all__ = ["LOG_BYTES", "ConsoleSource", "create_app"]
+
+log = structlog.get_logger("integrator.console")
+
+LOG_BYTES = 256 * 1024  # the most of a run's log a page or an answer shows (its end)
+WINDOW_MAX = 1000
+
+
+class BadRequest(Exception):
+    """A query parameter the console cannot take: 400 with this message."""
+
+
+@dataclass
+class ConsoleSource:
+    """What the console reads, as callables (the daemon's store and flows change on reload).
+
+    ``where``: ``daemon`` or ``standalone``; ``window``: how many of each flow's latest runs
+    the error rate and average run time are over (the dashboard's default)."""
+
+    store: Callable[[], Store]
+    redactor: Callable[[], Redactor]
+    log_dir: Callable[[], Path]
+    schedules: Callable[[], Mapping[str, Schedule]]
+    where: str = "standalone"
+    window: int = 20
+
+
+class Views:
+    """Each view's data, masked, as JSON-ready values."""
+
+    def __init__(self, source: ConsoleSource) -> None:
+        self.source = source
+
+    def _q(self) -> Queries:
+        return Queries(self.source.store())
+
+    def _mask(self, value: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.source.redactor().redact(value))
+
+    def flows(self, window: int) -> dict[str, Any]:
+        schedules = dict(self.source.schedules())
+        q = self._q()
+        names = sorted(set(schedules) | set(q.flow_names()))
+        now = dt.datetime.now(dt.UTC)
+        out = []
+        for figures in q.flow_figures(names, window):
+            out.append(self._flow(figures, schedules.get(figures.flow), now))
+        return self._mask({"window": window, "where": self.source.where, "flows": out})
+
+    @staticmethod
+    def _flow(f: FlowFigures, schedule: Schedule | None, now: dt.datetime) -> dict[str, Any]:
+        answer = f.as_json()
+        if schedule is None:
+            answer["schedule"] = None  # runs in the store, no flow file defines it now
+            answer["next_fire"] = None
+        else:
+            answer["schedule"] = schedule.describe()
+            times = schedule.next_times(1, now)
+            answer["next_fire"] = (
+                times[0].astimezone(dt.UTC).isoformat(timespec="seconds") if (times) else None
+            )
+        return answer
+
+    def flow(self, name: str, window: int) -> dict[str, Any] | None:
+        schedules = dict(self.source.schedules())
+        q = self._q()
+        if name not in schedules and name not in q.flow_names():
+            return None
+        (figures,) = q.flow_figures([name], window)
+        answer = self._flow(figures, schedules.get(name), dt.datetime.now(dt.UTC))
+        answer["window"] = window
+        return self._mask(answer)
+
+    def runs(self, f: RunFilter) -> dict[str, Any]:
+        rows = self._q().runs(f)
+        more = len(rows) == f.limit and bool(rows)
+        return self._mask(
+            {
+                "runs": [run_json(r) for r in rows],
+                "next_before": rows[-1]["id"] if more else None,
+            }
+        )
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        row = self._q().run(run_id)
+        return None if row is None else dict(self._mask(run_json(row)))
+
+    def run_log(self, run_id: int, limit: int = LOG_BYTES) -> dict[str, Any] | None:
+        """The end of a run's JSON-lines log (at most ``limit`` bytes, whole lines), masked."""
+        row = self._q().run(run_id)
+        if row is None:
+            return None
+        root = self.source.log_dir().resolve()
+        path = (root / str(row["flow"]) / f"run-{run_id}.jsonl").resolve()
+        answer: dict[str, Any] = {"run": run_id, "lines": [], "size": 0, "truncated": False}
+        if not path.is_relative_to(root):  # a flow name with ../ in a hostile store
+            answer["note"] = "the run's flow name is not a folder name: no log"
+            return answer
+        try:
+            with path.open("rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                start = max(0, size - limit)
+                fh.seek(start)
+                data = fh.read(limit)
+        except FileNotFoundError:
+            answer["note"] = "no log file (a dry run, or the logs folder was cleaned)"
+            return answer
+        except OSError as exc:
+            answer["note"] = f"the log cannot be read: {exc.strerror or exc}"
+            return answer
+        if start > 0:
+            data = data.partition(b"\n")[2]  # the first line was cut: drop it whole
+        lines: list[Any] = []
+        for raw in data.splitlines():
+            text = raw.decode("utf-8", errors="replace")
+            try:
+                lines.append(json.loads(text))
+            except ValueError:
+                lines.append(text)
+        answer.update(lines=lines, size=size, truncated=start > 0)
+        return self._mask(answer)
+
+    def find(self, text: str) -> dict[str, Any]:
+        rows = self._q().find_orders(text) if text else []
+        return self._mask(
+            {
+                "query": text,
+                "orders": [
+                    {
+                        "flow": r["flow"],
+                        "number": r["order_number"],
+                        "state": r["state"],
+                        "attempts": r["attempts"],
+                        "updated_at": iso(r["updated_at"]),
+                    }
+                    for r in rows
+                ],
+            }
+        )
+
+    def timeline(self, number: str) -> dict[str, Any] | None:
+        h = self._q().timeline(number)
+        if not h["journal"]:
+            return None
+        journal = []
+        for j in h["journal"]:
+            journal.append(
+                {
+                    "flow": j["flow"],
+                    "order_pk": j["order_pk"],
+                    "state": j["state"],
+                    "attempts": j["attempts"],
+                    "error_kind": j["error_kind"],
+                    "last_error": j["last_error"],
+                    "erp_ref": j["erp_ref"],
+                    "target_id": j["target_id"],
+                    "held_state": j["held_state"],
+                    "updated_at": iso(j["updated_at"]),
+                    "run_id": j["run_id"],
+                    "erp_request": _stored(j["request_json"]),
+                    "erp_answer": _stored(j["response_json"]),
+                }
+            )
+        answer = {
+            "number": number,
+            "journal": journal,
+            "events": [
+                {
+                    "flow": e["flow"],
+                    "at": iso(e["at"]),
+                    "run_id": e["run_id"],
+                    "state": e["state"],
+                    "fact": e["fact"],
+                    "message": e["message"],
+                }
+                for e in h["events"]
+            ],
+            "log": [
+                {
+                    "flow": r["flow"],
+                    "at": iso(r["at"]),
+                    "run_id": r["run_id"],
+                    "key": r["key"],
+                    "value": r["value"],
+                }
+                for r in h["log"]
+            ],
+            "deliveries": [
+                {
+                    "flow": d["flow"],
+                    "at": iso(d["at"]),
+                    "run_id": d["run_id"],
+                    "kind": d["kind"],
+                    "connector": d["connector"],
+                    "connector_id": d["connector_id"],
+                    "note": d["note"],
+                }
+                for d in h["deliveries"]
+            ],
+        }
+        return self._mask(answer)
+
+    def failures(self, flow: str | None) -> dict[str, Any]:
+        rows = self._q().failures(flow)
+        return self._mask(
+            {
+                "groups": [
+                    {
+                        "flow": r["flow"],
+                        "state": r["state"],
+                        "error_kind": r["error_kind"],
+                        "last_error": r["last_error"],
+                        "orders": int(r["orders"]),
+                        "example": r["example"],
+                        "latest": iso(r["latest"]),
+                    }
+                    for r in rows
+                ]
+            }
+        )
+
+
+def _stored(text: str | None) -> Any:
+    """A stored JSON column as a value (its text when it is not JSON)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# ------------------------------------------------------------------ parameters
+def _int(name: str, default: int | None, low: int, high: int) -> int | None:
+    text = request.args.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise BadRequest(f"?{name}= takes a whole number from {low} to {high}, not {text!r}")
+    return int(text)
+
+
+def _date(name: str) -> dt.datetime | None:
+    text = request.args.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(
+            f"?{name}= takes a date or time in ISO 8601 (2026-12-01 or 2026-12-01T08:00), "
+            f"not {text!r}"
+        ) from None
+    # the store keeps UTC: a time with another zone is compared as the same instant in UTC
+    return at.astimezone(dt.UTC) if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def _run_filter() -> RunFilter:
+    status = request.args.get("status", "").strip() or None
+    if status is not None and status not in {s.value for s in RunStatus}:
+        raise BadRequest(
+            f"?status= takes one of {', '.join(s.value for s in RunStatus)}, not {status!r}"
+        )
+    return RunFilter(
+        flow=request.args.get("flow", "").strip() or None,
+        status=status,
+        since=_date("since"),
+        until=_date("until"),
+        before=_int("before", None, 1, 2**62),
+        limit=_int("limit", 50, 1, 500) or 50,
+    )
+
+
+def _seconds(value: Any) -> str:
+    """A duration for people: 850 ms, 12.5 s, 3 min 20 s, 2 h 5 min, 3 d 4 h."""
+    if value is None:
+        return "-"
+    s = float(value)
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60)} s"
+    if s < 86400:
+        return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+    return f"{int(s // 86400)} d {int(s % 86400 // 3600)} h"
+
+
+# ------------------------------------------------------------------------ app
+def create_app(source: ConsoleSource) -> HostGuard:
+    """The console as a WSGI application, behind its guard."""
+    app = Flask(__name__)
+    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=0)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # flask's default provider has it
+    app.jinja_env.filters["seconds"] = _seconds
+    app.jinja_env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False)
+    app.jinja_env.filters["percent"] = lambda v: "-" if v is None else f"{v * 100:.0f} %"
+    views = Views(source)
+
+    def window() -> int:
+        return _int("window", source.window, 1, WINDOW_MAX) or source.window
+
+    def page(template: str, **values: Any) -> str:
+        return render_template(template, **{"where": source.where, **values})
+
+    # ------------------------------------------------------------ HTML
+    @app.get("/")
+    def dashboard() -> str:
+        return page("dashboard.html", **views.flows(window()))
+
+    @app.get("/runs")
+    def runs_page() -> str:
+        f = _run_filter()
+        data = views.runs(f)
+        names = sorted(set(source.schedules()) | set(Queries(source.store()).flow_names()))
+        values = {
+            **data,
+            "f": f,
+            "flows": names,
+            "statuses": [s.value for s in RunStatus],
+            "args": request.args,
+        }
+        if request.headers.get("HX-Request") == "true":
+            return page("_runs_table.html", **values)
+        return page("runs.html", **values)
+
+    @app.get("/runs/<int:run_id>")
+    def run_page(run_id: int) -> str:
+        run = views.run(run_id)
+        if run is None:
+            abort(404, f"there is no run {run_id} in the state store")
+        return page("run.html", run=run, log=views.run_log(run_id), log_bytes=LOG_BYTES)
+
+    @app.get("/orders")
+    def orders_page() -> str:
+        text = request.args.get("q", "").strip()[:100]
+        return page("orders.html", **views.find(text))
+
+    @app.get("/orders/<path:number>")
+    def order_page(number: str) -> str:
+        found = views.timeline(number)
+        if found is None:
+            abort(404, f"order {number} is not in the state store: no run has read it yet")
+        return page("order.html", **found)
+
+    @app.get("/failures")
+    def failures_page() -> str:
+        flow = request.args.get("flow", "").strip() or None
+        return page("failures.html", flow=flow, **views.failures(flow))
+
+    # ------------------------------------------------------------- API
+    @app.get("/api/")
+    @app.get("/api/openapi.json")
+    def api_document() -> Response:
+        return jsonify(document())
+
+    @app.get("/api/flows")
+    def api_flows() -> Response:
+        return jsonify(views.flows(window()))
+
+    @app.get("/api/flows/<name>")
+    def api_flow(name: str) -> Response:
+        found = views.flow(name, window())
+        if found is None:
+            abort(404, f"no flow named {name!r} in the project or the state store")
+        return jsonify(found)
+
+    @app.get("/api/runs")
+    def api_runs() -> Response:
+        return jsonify(views.runs(_run_filter()))
+
+    @app.get("/api/runs/<int:run_id>")
+    def api_run(run_id: int) -> Response:
+        found = views.run(run_id)
+        if found is None:
+            abort(404, f"there is no run {run_id} in the state store")
+        return jsonify(found)
+
+    @app.get("/api/runs/<int:run_id>/log")
+    def api_run_log(run_id: int) -> Response:
+        found = views.run_log(run_id)
+        if found is None:
+            abort(404, f"there is no run {run_id} in the state store")
+        return jsonify(found)
+
+    @app.get("/api/orders")
+    def api_orders() -> Response:
+        return jsonify(views.find(request.args.get("q", "").strip()[:100]))
+
+    @app.get("/api/orders/<path:number>")
+    def api_order(number: str) -> Response:
+        found = views.timeline(number)
+        if found is None:
+            abort(404, f"order {number} is not in the state store: no run has read it yet")
+        return jsonify(found)
+
+    @app.get("/api/failures")
+    def api_failures() -> Response:
+        return jsonify(views.failures(request.args.get("flow", "").strip() or None))
+
+    # ---------------------------------------------------------- errors
+    def _error(status: int, detail: str) -> Response | tuple[str, int]:
+        if request.path.startswith("/api/"):
+            answer = jsonify({"detail": detail})
+            answer.status_code = status
+            return answer
+        return page("error.html", status=status, detail=detail), status
+
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest) -> Response | tuple[str, int]:
+        return _error(400, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response | tuple[str, int]:
+        detail = exc.description if exc.code == 404 and exc.description else exc.name
+        if exc.code == 404 and "not found on the server" in str(detail):
+            detail = "no such page; try / (dashboard), /runs, /orders, /failures or /api/"
+        return _error(exc.code or 500, str(source.redactor().scrub(str(detail))))
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception) -> Response | tuple[str, int]:
+        log.error(
+            "console_handler_failed",
+            path=request.path,
+            error=source.redactor().scrub(f"{type(exc).__name__}: {exc}"),
+        )
+        return _error(500, "internal error; see the log")
+
+    @app.after_request
+    def headers(answer: Response) -> Response:
+        answer.headers["Cache-Control"] = "no-store"
+        answer.headers["X-Content-Type-Options"] = "nosniff"
+        answer.headers["X-Frame-Options"] = "DENY"
+        answer.headers["Referrer-Policy"] = "no-referrer"
+        answer.headers["Content-Security-Policy"] = (
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+        )
+        return answer
+
+    return HostGuard(app)

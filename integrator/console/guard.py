@@ -1,0 +1,104 @@
+"""What keeps the console local until it has login: loopback only, the Host header checked,
+and nothing but reads.
+
+A page on ``evil.example`` whose name an attacker makes resolve to 127.0.0.1 (DNS
+rebinding) reaches a loopback server from the victim's browser, with ``Host: evil.example``;
+answering only to loopback names and addresses in the Host header keeps that page from
+reading the console. This module imports no web framework.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["LOOPBACK_NAMES", "HostGuard", "host_allowed", "loopback_refusal"]
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_HOST = re.compile(r"(?P<name>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[0-9]{1,5}))?")
+
+StartResponse = Callable[..., Any]
+Wsgi = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def loopback_refusal(host: str) -> str | None:
+    """Why the console must not listen on ``host`` (None: it may): every address the name
+    resolves to must be a loopback address."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        return f"{host} cannot be resolved ({exc.strerror or exc})"
+    addresses = {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos}
+    if addresses and all(a.is_loopback for a in addresses):
+        return None
+    return (
+        f"{host} is reachable from other machines, and the console has no login yet: it "
+        "listens on loopback only (127.0.0.1, ::1 or localhost). To reach it from another "
+        "machine, use an SSH tunnel (ssh -L 9109:127.0.0.1:9109 host)"
+    )
+
+
+def host_allowed(header: str | None) -> bool:
+    """A Host header naming loopback (``localhost``, ``127.x.y.z``, ``[::1]``), any port."""
+    if not header:
+        return False
+    found = _HOST.fullmatch(header.strip())
+    if found is None:
+        return False
+    name = found["name"].lower()
+    if name.startswith("["):
+        name = name[1:-1]
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class HostGuard:
+    """WSGI middleware: 421 for a Host that is not loopback, 405 for anything but GET/HEAD
+    (the console offers no action yet)."""
+
+    def __init__(self, app: Wsgi) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if not host_allowed(environ.get("HTTP_HOST")):
+            return _refuse(
+                start_response,
+                "421 Misdirected Request",
+                "the console answers only to a loopback Host header (localhost, 127.0.0.1, "
+                "[::1]); open it as http://127.0.0.1:PORT/",
+            )
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return _refuse(
+                start_response,
+                "405 Method Not Allowed",
+                "the console is read-only: it takes GET and HEAD",
+                [("Allow", "GET, HEAD")],
+            )
+        return self.app(environ, start_response)
+
+
+def _refuse(
+    start_response: StartResponse,
+    status: str,
+    detail: str,
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    body = json.dumps({"detail": detail}).encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            *(extra or []),
+        ],
+    )
+    return [body]

@@ -1,0 +1,249 @@
+"""The console's JSON API described as OpenAPI 3.1 (served at ``/api/openapi.json``).
+
+Read-only for now: flows, runs (and a run's log), orders (search and timeline), failures.
+Every answer is masked by the project's redactor before it is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["document"]
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+
+
+def _get(
+    summary: str, schema: dict[str, Any], params: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
+            "400": _ERROR,
+            "404": _ERROR,
+            "421": _ERROR,
+        },
+    }
+    if params:
+        op["parameters"] = params
+    return {"get": op}
+
+
+def _q(name: str, kind: str, text: str, fmt: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": kind}
+    if fmt:
+        schema["format"] = fmt
+    return {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
+
+
+def _p(name: str, kind: str, text: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": text,
+            "schema": {"type": kind}}  # fmt: skip
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_STR_OR_NULL = {"type": ["string", "null"]}
+_INT_OR_NULL = {"type": ["integer", "null"]}
+
+SCHEMAS: dict[str, Any] = {
+    "Run": {
+        "type": "object",
+        "required": ["id", "flow", "status", "started_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "flow": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": ["running", "ok", "partial", "failed", "interrupted"],
+            },
+            "started_at": {"type": "string", "format": "date-time"},
+            "ended_at": _STR_OR_NULL,
+            "duration_seconds": _NUM_OR_NULL,
+            "orders_ok": {"type": "integer"},
+            "orders_failed": {"type": "integer"},
+            "orders_skipped": {"type": "integer"},
+            "skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "dry_run": {"type": "boolean"},
+            "error": _STR_OR_NULL,
+            "oldest_unsent_seconds": _NUM_OR_NULL,
+        },
+    },
+    "Flow": {
+        "type": "object",
+        "required": ["flow", "quarantined", "states"],
+        "properties": {
+            "flow": {"type": "string"},
+            "schedule": {**_STR_OR_NULL, "description": "null: no flow file defines it now"},
+            "next_fire": {**_STR_OR_NULL, "description": "ISO 8601, UTC"},
+            "last_run": {"oneOf": [_ref("Run"), {"type": "null"}]},
+            "window_runs": {"type": "integer", "description": "finished runs the rates are over"},
+            "error_rate": {
+                **_NUM_OR_NULL,
+                "description": "share of those runs that ended failed, partial or interrupted",
+            },
+            "average_run_seconds": _NUM_OR_NULL,
+            "oldest_unsent_seconds": {
+                **_NUM_OR_NULL,
+                "description": "age of the oldest unsent order, as the latest run that read "
+                "the whole source list measured it",
+            },
+            "oldest_unsent_run": _INT_OR_NULL,
+            "quarantined": {"type": "integer"},
+            "states": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    },
+    "OrderRef": {
+        "type": "object",
+        "properties": {
+            "flow": {"type": "string"},
+            "number": {"type": "string"},
+            "state": {"type": "string"},
+            "attempts": {"type": "integer"},
+            "updated_at": _STR_OR_NULL,
+        },
+    },
+    "Timeline": {
+        "type": "object",
+        "required": ["number", "journal", "events", "log", "deliveries"],
+        "properties": {
+            "number": {"type": "string"},
+            "journal": {
+                "type": "array",
+                "description": "one row per flow that knows the order; the ERP request and "
+                "answer as stored, masked",
+                "items": {"type": "object"},
+            },
+            "events": {"type": "array", "items": {"type": "object"}},
+            "log": {"type": "array", "items": {"type": "object"}},
+            "deliveries": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "FailureGroup": {
+        "type": "object",
+        "properties": {
+            "flow": {"type": "string"},
+            "state": {"type": "string", "enum": ["failed", "quarantined"]},
+            "error_kind": _STR_OR_NULL,
+            "last_error": _STR_OR_NULL,
+            "orders": {"type": "integer"},
+            "example": {"type": "string"},
+            "latest": _STR_OR_NULL,
+        },
+    },
+    "RunLog": {
+        "type": "object",
+        "properties": {
+            "run": {"type": "integer"},
+            "lines": {"type": "array", "items": {}},
+            "size": {"type": "integer", "description": "the whole file's size in bytes"},
+            "truncated": {"type": "boolean", "description": "only the end is shown"},
+            "note": {"type": "string"},
+        },
+    },
+    "Error": {
+        "type": "object",
+        "required": ["detail"],
+        "properties": {"detail": {"type": "string"}},
+    },
+}
+
+_WINDOW = _q("window", "integer", "runs the error rate and average run time are over (1-1000)")
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document of ``/api/``."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "integrator console API",
+            "version": "1",
+            "description": "Read-only views of the state store. Served on loopback only and "
+            "answered only to a loopback Host header, until login exists.",
+        },
+        "paths": {
+            "/api/": _get("This document", {"type": "object"}),
+            "/api/openapi.json": _get("This document", {"type": "object"}),
+            "/api/flows": _get(
+                "Every flow: schedule, last run, rates over a window, oldest unsent, quarantined",
+                {
+                    "type": "object",
+                    "properties": {
+                        "window": {"type": "integer"},
+                        "where": {"type": "string", "enum": ["daemon", "standalone"]},
+                        "flows": {"type": "array", "items": _ref("Flow")},
+                    },
+                },
+                [_WINDOW],
+            ),
+            "/api/flows/{name}": _get(
+                "One flow's figures", _ref("Flow"), [_p("name", "string", "flow"), _WINDOW]
+            ),
+            "/api/runs": _get(
+                "Runs, newest first",
+                {
+                    "type": "object",
+                    "properties": {
+                        "runs": {"type": "array", "items": _ref("Run")},
+                        "next_before": {
+                            **_INT_OR_NULL,
+                            "description": "pass as ?before= for the next page",
+                        },
+                    },
+                },
+                [
+                    _q("flow", "string", "only this flow"),
+                    _q("status", "string", "running, ok, partial, failed or interrupted"),
+                    _q("since", "string", "started at or after (ISO 8601; UTC if no zone)"),
+                    _q("until", "string", "started before (ISO 8601; UTC if no zone)"),
+                    _q("before", "integer", "ids below this (the next page)"),
+                    _q("limit", "integer", "at most this many (1-500, default 50)"),
+                ],
+            ),
+            "/api/runs/{run_id}": _get(
+                "One run", _ref("Run"), [_p("run_id", "integer", "the run's id")]
+            ),
+            "/api/runs/{run_id}/log": _get(
+                "The end of a run's JSON-lines log (at most 256 KiB), masked",
+                _ref("RunLog"),
+                [_p("run_id", "integer", "the run's id")],
+            ),
+            "/api/orders": _get(
+                "Orders whose number is, or starts with, q, across flows",
+                {
+                    "type": "object",
+                    "properties": {
+                        "query": {"type": "string"},
+                        "orders": {"type": "array", "items": _ref("OrderRef")},
+                    },
+                },
+                [_q("q", "string", "an order number, or its beginning")],
+            ),
+            "/api/orders/{number}": _get(
+                "An order's timeline in every flow that knows it",
+                _ref("Timeline"),
+                [_p("number", "string", "the order number")],
+            ),
+            "/api/failures": _get(
+                "Failed and quarantined orders grouped by error",
+                {
+                    "type": "object",
+                    "properties": {"groups": {"type": "array", "items": _ref("FailureGroup")}},
+                },
+                [_q("flow", "string", "only this flow")],
+            ),
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {
+                "Error": {
+                    "description": "What was wrong, and what to do",
+                    "content": {"application/json": {"schema": _ref("Error")}},
+                }
+            },
+        },
+    }
