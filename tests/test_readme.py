@@ -176,3 +176,9 @@ def test_using_it_runs_for_real_without_exported_variables(tmp_path: Path) -> No
     finally:
         assert sb.stop() == 0, sb.rest()
     assert ("validate",) in ran and ("run-flow",) in ran and len(ran) >= 10, ran
+
+
+def test_readme_names_the_vendored_htmx() -> None:
+    from integrator.console import HTMX_VERSION
+
+    assert f"htmx {HTMX_VERSION}" in (ROOT / "README.md").read_text(encoding="utf-8")
