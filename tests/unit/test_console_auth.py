@@ -128,7 +128,7 @@ def test_a_removed_user_loses_access_at_once() -> None:
 
 def test_every_route_is_in_the_role_table() -> None:
     c = _client(Clock(), _users())
-    app = cast(Flask, c.application)
+    app = c.application
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
     assert endpoints == set(ROUTE_ROLES), endpoints ^ set(ROUTE_ROLES)
     for endpoint, role in ROUTE_ROLES.items():
@@ -144,7 +144,7 @@ def test_every_route_is_in_the_role_table() -> None:
 
 def test_an_endpoint_outside_the_table_is_refused() -> None:
     c = _client(Clock(), _users())
-    app = cast(Flask, c.application)
+    app = c.application
     app.add_url_rule("/secret", "secret", lambda: "the secret")
     assert _login(c).status_code == 303
     r = c.get("/secret")
