@@ -5,24 +5,40 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from integrator.cli.common import load_lenient
 
+if TYPE_CHECKING:
+    from integrator.console.users import ConsoleConfig
+
 __all__ = ["COMMANDS"]
 
 
-@click.command("console")
+@click.group("console", invoke_without_command=True)
 @click.option(
     "--http",
     "http",
     default="127.0.0.1:9109",
     show_default=True,
     metavar="HOST:PORT",
-    help="Where the console listens (port 0: any free port). Loopback only: the console has "
-    "no login yet.",
+    help="Where the console listens (port 0: any free port). Beyond loopback only with users "
+    "(config.yaml's console:), --behind-proxy and --public-host.",
+)
+@click.option(
+    "--behind-proxy",
+    is_flag=True,
+    help="A reverse proxy terminates TLS in front: trust its X-Forwarded-For and "
+    "X-Forwarded-Proto (one hop), and allow a non-loopback --http.",
+)
+@click.option(
+    "--public-host",
+    metavar="NAME",
+    help="With --behind-proxy: the host name the proxy passes on in the Host header "
+    "(console.example.com); any other name is refused (DNS rebinding).",
 )
 @click.option(
     "--window",
@@ -33,25 +49,31 @@ __all__ = ["COMMANDS"]
     help="The dashboard's error rate and average run time are over each flow's last N runs.",
 )
 @click.pass_context
-def console_cmd(ctx: click.Context, http: str, window: int) -> int:
-    """Serve the operator console (read-only) over the project's state store.
+def console_cmd(
+    ctx: click.Context, http: str, behind_proxy: bool, public_host: str | None, window: int
+) -> int:
+    """Serve the operator console over the project's state store.
 
     \b
     Dashboard, runs and each run's log, order timelines, failures, and the JSON API under
-    /api/ (described at /api/openapi.json). It shows what the store holds; running a flow
-    and the live view need the daemon (`integrator daemon` serves the console too).
-    Loopback only, and it answers only to a loopback Host header, until login exists.
+    /api/ (described at /api/openapi.json). Without users it is read-only, on loopback only.
+    With users (config.yaml's console:), they log in; operators release, replay and resolve
+    orders (running a flow now needs the daemon, which serves the console too).
     Ctrl-C or SIGTERM stops it.
-    """
-    from integrator.console.guard import loopback_refusal
 
+    \b
+    integrator console hash-password    make a user's password_hash
+    """
+    if ctx.invoked_subcommand is not None:
+        return 0
     host, _, port = http.rpartition(":")
     if not host.strip("[]") or not port.isdigit() or int(port) > 65535:
         raise click.BadParameter(f"expected HOST:PORT, got {http!r}", param_hint="--http")
-    refusal = loopback_refusal(host)
-    if refusal is not None:
-        raise click.BadParameter(refusal, param_hint="--http")
+    if public_host and not behind_proxy:
+        raise click.BadParameter("goes with --behind-proxy", param_hint="--public-host")
     project = load_lenient(ctx)
+    users = project.app.console
+    _bind_check(host, behind_proxy, public_host, users)
 
     from integrator.connectors.redact import Redactor, known_secrets
     from integrator.console.app import ConsoleSource, create_app
@@ -63,6 +85,19 @@ def console_cmd(ctx: click.Context, http: str, window: int) -> int:
     store = Store(project.app.state_url)
     redactor = Redactor(known_secrets(project.app))
     schedules = {name: built.config.schedule for name, built in project.flows.items()}
+    config_path, state_url = Path(ctx.obj["config"]), ctx.obj["state"]
+
+    def runnable() -> Any:
+        """The project with its secrets, as a replay needs it (read again each time)."""
+        from integrator.errors import ConfigurationError
+        from integrator.pipeline.project import load_project
+        from integrator.pipeline.recovery import ActionRefused
+
+        try:
+            return load_project(config_path, state_url=state_url)
+        except ConfigurationError as exc:
+            raise ActionRefused(f"the project does not load with its secrets: {exc}") from None
+
     source = ConsoleSource(
         store=lambda: store,
         redactor=lambda: redactor,
@@ -70,9 +105,13 @@ def console_cmd(ctx: click.Context, http: str, window: int) -> int:
         schedules=lambda: schedules,
         where="standalone",
         window=window,
+        console=lambda: users,
+        project=lambda: project,
+        runnable=runnable,
     )
     limits = HttpLimits()
-    server = WebServer(create_app(source), host, int(port), limits)
+    app = create_app(source, public_host=public_host)
+    server = WebServer(app, host, int(port), limits, behind_proxy=behind_proxy)
     try:
         server.start()
     except (OSError, ValueError) as exc:
@@ -99,6 +138,64 @@ def console_cmd(ctx: click.Context, http: str, window: int) -> int:
     finally:
         server.stop()
         store.close()
+    return 0
+
+
+def _bind_check(
+    host: str, behind_proxy: bool, public_host: str | None, users: ConsoleConfig | None
+) -> None:
+    """Loopback always; beyond it only with users, --behind-proxy and --public-host."""
+    from integrator.console.guard import loopback_refusal
+
+    if users is not None and users.unset:
+        raise click.UsageError(
+            "the console's users cannot be served: "
+            + ", ".join(users.unset)
+            + " come from variables that are not set (set them, or remove console.users)"
+        )
+    refusal = loopback_refusal(host)
+    if refusal is None:
+        return
+    if users is None or not users.enabled:
+        raise click.BadParameter(
+            f"{refusal}. Beyond loopback the console needs users (config.yaml's console: "
+            "users), TLS from a reverse proxy (--behind-proxy) and its host name (--public-host)",
+            param_hint="--http",
+        )
+    if not behind_proxy or not public_host:
+        raise click.BadParameter(
+            f"{host} is reachable from other machines: the console listens there only behind "
+            "a reverse proxy that terminates TLS (--behind-proxy) and answers only to the host "
+            "name the proxy passes on (--public-host NAME); see the README",
+            param_hint="--http",
+        )
+
+
+@console_cmd.command("hash-password")
+@click.option(
+    "--stdin",
+    "from_stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input (scripts), not the terminal.",
+)
+def hash_password_cmd(from_stdin: bool) -> int:
+    """Print a password_hash for a console user (scrypt), reading the password without echo.
+
+    \b
+    integrator console hash-password > secrets/ayse.hash
+    then in config.yaml:  password_hash: ${file:secrets/ayse.hash}
+    """
+    from integrator.console.users import hash_password
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True, err=True, type=str
+        )
+    if len(password) < 10:
+        raise click.UsageError("a console password needs at least 10 characters")
+    click.echo(hash_password(password))
     return 0
 
 

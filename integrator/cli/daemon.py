@@ -35,6 +35,12 @@ __all__ = ["COMMANDS"]
     "host's loopback only.",
 )
 @click.option(
+    "--public-host",
+    metavar="NAME",
+    help="With --behind-proxy and console users: the host name the proxy passes on in the "
+    "Host header; the console is served beyond loopback only with it.",
+)
+@click.option(
     "--http-timeout",
     type=click.FloatRange(min=0.05, max=3600),
     default=10.0,
@@ -89,6 +95,7 @@ def daemon_cmd(
     ctx: click.Context,
     http: str,
     behind_proxy: bool,
+    public_host: str | None,
     http_timeout: float,
     http_connections: int,
     grace: float,
@@ -140,6 +147,7 @@ def daemon_cmd(
         ),
         behind_proxy=behind_proxy,
         alarm_seconds=alarm_interval,
+        public_host=public_host,
     )
     daemon.install_signals()
     daemon.start()

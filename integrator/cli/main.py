@@ -34,7 +34,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "console": (
         "console",
-        "Serve the operator console (read-only) over the project's state store.",
+        "Serve the operator console over the project's state store.",
     ),
     "daemon": ("daemon", "Run every flow in flows/ on its schedule until SIGTERM."),
     "demo": (

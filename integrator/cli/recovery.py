@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.table import Table
@@ -25,13 +24,10 @@ from integrator.cli.common import (
     state_store,
 )
 from integrator.cli.workbench import read_json
-from integrator.connectors.redact import Redactor, known_secrets, scrub_urls
-from integrator.pipeline import run_flow
-from integrator.pipeline.project import Project, policy_for
-from integrator.state import Fact, Ledger, LedgerError, State, Store
-from integrator.state.journal import JournalEntry
-from integrator.state.ledger import ErrorKind, Track
-from integrator.state.locks import FlowBusy
+from integrator.connectors.redact import scrub_urls
+from integrator.pipeline import recovery, run_flow
+from integrator.pipeline.recovery import ActionRefused
+from integrator.state import State, Store
 
 __all__ = ["COMMANDS"]
 
@@ -45,59 +41,13 @@ def _who(by: str | None) -> str:
         return os.environ.get("USER", "unknown")
 
 
-def _flow_of(store: Store, number: str, flow: str | None) -> str:
-    flows = store.journal.flows_of(number)
-    if flow:
-        if flow not in flows:
-            raise click.UsageError(f"order {number} is not in the journal of flow {flow!r}")
-        return flow
-    if not flows:
-        raise click.UsageError(f"order {number} is not in the journal of any flow")
-    if len(flows) > 1:
-        raise click.UsageError(f"order {number} is in several flows ({', '.join(flows)}): --flow")
-    return flows[0]
-
-
-def _ledger(project: Project, store: Store, flow: str) -> Ledger:
-    built = project.flows.get(flow)
-    if built is None:
-        raise click.UsageError(
-            f"flow {flow!r} is in the state store but not in {project.app.flows_dir}: "
-            "restore its file to act on its orders"
-        )
-    return Ledger(store, flow, policy_for(project.app, built), Redactor(known_secrets(project.app)))
-
-
 @contextmanager
-def _locked(store: Store, flow: str) -> Iterator[None]:
-    """A person's action waits for no run but runs beside none: the flow's lock, or a clear
-    refusal while a run of it is going on (its orders would move under the action)."""
+def _refusals() -> Iterator[None]:
+    """The shared actions' refusals as usage errors (exit code 2, the same words)."""
     try:
-        with store.locks.hold(flow):
-            yield
-    except FlowBusy:
-        raise click.UsageError(
-            f"flow {flow!r} is running now (a daemon or another command): try again when the "
-            "run ends, so that your action and the run do not cross"
-        ) from None
-
-
-def _apply(
-    ledger: Ledger,
-    entry: JournalEntry,
-    fact: Fact,
-    message: str,
-    response: Any = None,
-    erp_ref: str | None = None,
-) -> None:
-    """One person's fact, or a usage error saying why the ledger refuses it."""
-    track = Track.of(entry.order_number, entry.order_pk, entry)
-    try:
-        ledger.apply(track, fact, message, response=response, erp_ref=erp_ref)
-    except LedgerError as exc:
-        raise click.UsageError(
-            f"order {entry.order_number} is {entry.state}: {str(exc).split(': ', 1)[-1]}"
-        ) from None
+        yield
+    except ActionRefused as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @click.group("quarantine", invoke_without_command=True)
@@ -163,26 +113,12 @@ def release_cmd(
     """
     project = load_lenient(ctx)
     store = Store(project.app.state_url)
-    released, kept = 0, []
     try:
-        ledger = _ledger(project, store, flow)
-        policy = ledger.policy
-        who = _who(by)
-        with _locked(store, flow):
-            for entry in store.journal.in_state(State.QUARANTINED, flow):
-                if reason and reason.lower() not in (entry.last_error or "").lower():
-                    continue
-                unsettleable = entry.held_state == State.SENDING and not (
-                    policy.can_check or policy.safe_resend
-                )
-                if entry.error_kind == ErrorKind.UNVERIFIED or unsettleable:
-                    kept.append(entry.order_number)  # a person must say what the ERP holds
-                    continue
-                why = f"released by {who}" + (f": {note}" if note else "")
-                _apply(ledger, entry, Fact.RELEASED, f"{why} (was quarantined: {entry.last_error})")
-                released += 1
+        with _refusals():
+            done = recovery.release(project, store, flow, reason, note, _who(by))
     finally:
         store.close()
+    released, kept = len(done.released), done.kept
     console.print(f"{released} order(s) of {flow} released; the next run takes them", markup=False)
     if kept:
         console.print(
@@ -211,25 +147,10 @@ def replay_cmd(
     store = Store(project.app.state_url)
     who = _who(by)
     try:
-        name = _flow_of(store, number, flow)
-        entry = store.journal.entry(name, number)
-        assert entry is not None
-        held = entry.held_state if entry.state == State.QUARANTINED else entry.state
-        unknown = held == State.SENDING or entry.error_kind == ErrorKind.UNVERIFIED
-        if unknown and not force:
-            raise click.UsageError(
-                f"order {number} may already be in the ERP (its last write's outcome is "
-                "unknown); check the ERP, then `integrator resolve NUMBER --as-sent` or "
-                "`--resend` (or replay --force)"
+        with _refusals():
+            name = recovery.prepare_replay(
+                project, store, number, flow, force, who, "replay --force"
             )
-        if unknown:
-            with _locked(store, name):
-                _apply(
-                    _ledger(project, store, name),
-                    entry,
-                    Fact.RESOLVED_RESEND,
-                    f"replay --force by {who}: the write is repeated",
-                )
     finally:
         store.close()
     with interruptible(30.0) as intr:
@@ -295,22 +216,17 @@ def resolve_cmd(
     store = Store(project.app.state_url)
     who = _who(by)
     try:
-        name = _flow_of(store, number, flow)
-        ledger = _ledger(project, store, name)
-        with _locked(store, name):
-            entry = store.journal.entry(name, number)  # read under the lock: no run moves it
-            assert entry is not None
-            if as_sent:
-                _apply(
-                    ledger,
-                    entry,
-                    Fact.RESOLVED_SENT,
-                    f"resolved by {who}: the ERP has it",
-                    response=response,
-                    erp_ref=erp_ref,
-                )
-            else:
-                _apply(ledger, entry, Fact.RESOLVED_RESEND, f"resolved by {who}: write it again")
+        with _refusals():
+            name = recovery.resolve(
+                project,
+                store,
+                number,
+                flow,
+                as_sent=as_sent,
+                response=response,
+                erp_ref=erp_ref,
+                who=who,
+            )
     finally:
         store.close()
     console.print(

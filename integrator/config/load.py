@@ -44,6 +44,7 @@ _APP_KEYS = {
     "market_groups",
     "vars",
     "notifiers",
+    "console",
 }
 # A connector's own options; each auth kind adds those it owns (connectors/auth/<kind>.py).
 _CONNECTOR_KEYS = {
@@ -496,6 +497,9 @@ def read_app(
     from integrator.alarms.config import read_notifiers  # light
 
     notifiers = read_notifiers(o, doc)
+    from integrator.console.users import read_console  # light
+
+    console = read_console(o, doc)
     # A login's expressions read the project's constants (``${vars.database}``).
     connectors = [dataclasses.replace(c, vars=constants) for c in connectors]
     return AppConfig(
@@ -510,6 +514,7 @@ def read_app(
         connectors=tuple(connectors),
         secrets=frozenset(secrets),
         notifiers=notifiers,
+        console=console,
     )
 
 

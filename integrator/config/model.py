@@ -14,6 +14,7 @@ from integrator.scheduler.schedule import Schedule
 if TYPE_CHECKING:
     from integrator.alarms.config import AlarmSpec, NotifierConfig
     from integrator.connectors.auth import AuthConfig
+    from integrator.console.users import ConsoleConfig
 
 __all__ = [
     "AppConfig",
@@ -174,6 +175,7 @@ class AppConfig:
     market_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group → markets
     vars: dict[str, Any] = field(default_factory=dict)  # project-wide constants
     notifiers: tuple[NotifierConfig, ...] = ()  # integrator/alarms/config.py
+    console: ConsoleConfig | None = None  # integrator/console/users.py (None: no login)
 
     def groups_of(self, market: str) -> list[str]:
         """The market groups ``market`` belongs to, in config order."""

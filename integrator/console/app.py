@@ -5,7 +5,10 @@ or answered as JSON under ``/api/``. Whatever is shown is masked first, as a who
 project's redactor (secret-named keys, known secret values, URL credentials): the ERP request
 and answer, events, ``log.`` attributes, errors and the run's log alike.
 
-Read-only until login exists: no route takes anything but GET/HEAD (``guard.HostGuard``).
+Without users (config.yaml's ``console.users``) it is read-only and local: no route takes
+anything but GET/HEAD (``guard.HostGuard``). With users, ``security`` checks every request
+against its role table and CSRF, and the actions (release, replay, resolve, run now) go
+through ``integrator.pipeline.recovery`` and the ledger, each an event naming the user.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import structlog
 from flask import Flask, Response, abort, jsonify, render_template, request
@@ -24,11 +28,14 @@ from werkzeug.exceptions import HTTPException
 
 from integrator.console.guard import HostGuard
 from integrator.console.openapi import document
+from integrator.console.security import Auth, current_user, install
 from integrator.state.queries import FlowFigures, Queries, RunFilter, iso, run_json
 from integrator.state.runs import RunStatus
 
 if TYPE_CHECKING:
     from integrator.connectors.redact import Redactor
+    from integrator.console.users import ConsoleConfig
+    from integrator.pipeline.project import Project
     from integrator.scheduler.schedule import Schedule
     from integrator.state.store import Store
 
@@ -57,6 +64,10 @@ class ConsoleSource:
     schedules: Callable[[], Mapping[str, Schedule]]
     where: str = "standalone"
     window: int = 20
+    console: Callable[[], ConsoleConfig | None] = lambda: None  # users: login and actions
+    project: Callable[[], Project] | None = None  # the project (release, resolve)
+    runnable: Callable[[], Project] | None = None  # the project with its secrets (replay)
+    run_now: Callable[[str], str] | None = None  # the daemon: queue a run of the flow
 
 
 class Views:
@@ -322,21 +333,36 @@ def _seconds(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------ app
-def create_app(source: ConsoleSource) -> HostGuard:
-    """The console as a WSGI application, behind its guard."""
+def create_app(
+    source: ConsoleSource,
+    *,
+    auth: Auth | None = None,
+    public_host: str | None = None,
+) -> HostGuard:
+    """The console as a WSGI application, behind its guard.
+
+    ``auth``: the login state (default: from ``source.console``, the real clock);
+    (behind a proxy, ``httpserver.WebServer`` trusts its ``X-Forwarded-For``/``-Proto``);
+    ``public_host``: the Host header the proxy passes on (besides loopback names)."""
+    from integrator.console.actions import ActionRefused, Actions
+
     app = Flask(__name__)
-    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=0)
+    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=64 * 1024)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # flask's default provider has it
     app.jinja_env.filters["seconds"] = _seconds
     app.jinja_env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False)
     app.jinja_env.filters["percent"] = lambda v: "-" if v is None else f"{v * 100:.0f} %"
     views = Views(source)
+    actions = Actions(source)
+    auth = auth or Auth(source.console)
 
     def window() -> int:
         return _int("window", source.window, 1, WINDOW_MAX) or source.window
 
     def page(template: str, **values: Any) -> str:
         return render_template(template, **{"where": source.where, **values})
+
+    install(app, auth, page)
 
     # ------------------------------------------------------------ HTML
     @app.get("/")
@@ -433,6 +459,102 @@ def create_app(source: ConsoleSource) -> HostGuard:
     def api_failures() -> Response:
         return jsonify(views.failures(request.args.get("flow", "").strip() or None))
 
+    @app.get("/api/me")
+    def api_me() -> Response:
+        user = current_user()
+        return jsonify(None if user is None else {"name": user.name, "role": user.role})
+
+    @app.get("/api/users")
+    def api_users() -> Response:
+        cfg = source.console()
+        users = cfg.users if cfg is not None else ()
+        return jsonify(
+            {
+                "users": [
+                    {
+                        "name": u.name,
+                        "role": u.role,
+                        "password": bool(u.password_hash),
+                        "api_token": bool(u.api_token),
+                    }
+                    for u in users
+                ]
+            }
+        )
+
+    # --------------------------------------------------------- actions
+    def _params() -> dict[str, str]:
+        if request.is_json:
+            data = request.get_json(silent=True)
+            if not isinstance(data, dict):
+                raise BadRequest("the body must be a JSON object")
+            return {str(k): "" if v is None else str(v).strip() for k, v in data.items()}
+        return {k: v.strip() for k, v in request.form.items()}
+
+    def _act(name: str, api: bool) -> Any:
+        user = current_user()
+        if user is None:  # the role check lets no action through without one: a second net
+            abort(401)
+        p = _params()
+
+        def need(key: str) -> str:
+            value = p.get(key, "")
+            if not value:
+                raise BadRequest(f"{name} needs {key!r}")
+            if len(value) > 1000 or not value.isprintable():
+                raise BadRequest(f"{key!r}: expected printable text of at most 1000 characters")
+            return value
+
+        def opt(key: str) -> str | None:
+            return need(key) if p.get(key) else None
+
+        try:
+            if name == "release":
+                done = actions.release(user.name, need("flow"), opt("reason"), opt("note"))
+            elif name == "resolve":
+                done = actions.resolve(
+                    user.name, need("number"), opt("flow"), need("as"), opt("erp_ref")
+                )
+            elif name == "replay":
+                force = p.get("force", "").lower() in ("1", "true", "yes", "on")
+                done = actions.replay(user.name, need("number"), opt("flow"), force)
+            else:
+                done = actions.run(user.name, need("flow"))
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        except ActionRefused as exc:
+            detail = str(source.redactor().scrub(str(exc)))
+            if api:
+                answer = jsonify({"detail": detail})
+                answer.status_code = 409
+                return answer
+            return page("action.html", ok=False, message=detail, back=_back(p)), 409
+        done = source.redactor().redact(done)
+        if api:
+            return jsonify(done)
+        return page("action.html", ok=True, message=done["message"], back=_back(p))
+
+    def _back(p: dict[str, str]) -> str:
+        if p.get("number"):
+            return "/orders/" + quote(p["number"], safe="")
+        if p.get("flow"):
+            return "/failures?flow=" + quote(p["flow"], safe="")
+        return "/"
+
+    for _name in ("release", "replay", "resolve", "run"):
+        app.add_url_rule(
+            f"/actions/{_name}",
+            f"action_{_name}",
+            (lambda n: lambda: _act(n, api=False))(_name),
+            methods=["POST"],
+        )
+        app.add_url_rule(
+            f"/api/actions/{_name}",
+            f"api_action_{_name}",
+            (lambda n: lambda: _act(n, api=True))(_name),
+            methods=["POST"],
+        )
+
     # ---------------------------------------------------------- errors
     def _error(status: int, detail: str) -> Response | tuple[str, int]:
         if request.path.startswith("/api/"):
@@ -472,4 +594,4 @@ def create_app(source: ConsoleSource) -> HostGuard:
         )
         return answer
 
-    return HostGuard(app)
+    return HostGuard(app, writes=lambda: auth.enabled, public_host=public_host)

@@ -1,5 +1,5 @@
-"""What keeps the console local until it has login: loopback only, the Host header checked,
-and nothing but reads.
+"""What keeps the console local: loopback only, the Host header checked, and nothing but
+reads until users are configured (then POST too, each checked by ``security``).
 
 A page on ``evil.example`` whose name an attacker makes resolve to 127.0.0.1 (DNS
 rebinding) reaches a loopback server from the victim's browser, with ``Host: evil.example``;
@@ -42,8 +42,9 @@ def loopback_refusal(host: str) -> str | None:
     )
 
 
-def host_allowed(header: str | None) -> bool:
-    """A Host header naming loopback (``localhost``, ``127.x.y.z``, ``[::1]``), any port."""
+def host_allowed(header: str | None, public_host: str | None = None) -> bool:
+    """A Host header naming loopback (``localhost``, ``127.x.y.z``, ``[::1]``), any port, or
+    ``public_host`` (the name a reverse proxy passes on, ``--public-host``)."""
     if not header:
         return False
     found = _HOST.fullmatch(header.strip())
@@ -52,6 +53,8 @@ def host_allowed(header: str | None) -> bool:
     name = found["name"].lower()
     if name.startswith("["):
         name = name[1:-1]
+    if public_host and name == public_host.lower().strip("[]"):
+        return True
     if name in LOOPBACK_NAMES:
         return True
     try:
@@ -61,21 +64,35 @@ def host_allowed(header: str | None) -> bool:
 
 
 class HostGuard:
-    """WSGI middleware: 421 for a Host that is not loopback, 405 for anything but GET/HEAD
-    (the console offers no action yet)."""
+    """WSGI middleware: 421 for a Host that is neither loopback nor ``public_host``; 405 for
+    anything but GET/HEAD unless ``writes()`` (users are configured: login and actions)."""
 
-    def __init__(self, app: Wsgi) -> None:
-        self.app = app
+    def __init__(
+        self,
+        app: Wsgi,
+        writes: Callable[[], bool] = lambda: False,
+        public_host: str | None = None,
+    ) -> None:
+        self.app, self.writes, self.public_host = app, writes, public_host
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if not host_allowed(environ.get("HTTP_HOST")):
+        if not host_allowed(environ.get("HTTP_HOST"), self.public_host):
+            also = f" or {self.public_host}" if self.public_host else ""
             return _refuse(
                 start_response,
                 "421 Misdirected Request",
                 "the console answers only to a loopback Host header (localhost, 127.0.0.1, "
-                "[::1]); open it as http://127.0.0.1:PORT/",
+                f"[::1]){also}; open it as http://127.0.0.1:PORT/",
             )
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+        allowed = ("GET", "HEAD", "POST") if self.writes() else ("GET", "HEAD")
+        if environ.get("REQUEST_METHOD") not in allowed:
+            if self.writes():
+                return _refuse(
+                    start_response,
+                    "405 Method Not Allowed",
+                    "the console takes GET, HEAD and POST",
+                    [("Allow", "GET, HEAD, POST")],
+                )
             return _refuse(
                 start_response,
                 "405 Method Not Allowed",

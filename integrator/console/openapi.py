@@ -1,7 +1,8 @@
 """The console's JSON API described as OpenAPI 3.1 (served at ``/api/openapi.json``).
 
-Read-only for now: flows, runs (and a run's log), orders (search and timeline), failures.
-Every answer is masked by the project's redactor before it is sent.
+Reads: flows, runs (and a run's log), orders (search and timeline), failures; who am I, the
+users (admin). Actions (POST): release, replay, resolve, run now. Every answer is masked by
+the project's redactor before it is sent.
 """
 
 from __future__ import annotations
@@ -30,6 +31,37 @@ def _get(
     return {"get": op}
 
 
+def _post(summary: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """An action: a JSON (or form) body in, a JSON answer out; operator role and above."""
+    body = {"type": "object", "properties": fields, "required": required}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": "Needs the operator role. With a session cookie, send the session's "
+        "CSRF token as X-CSRF-Token; with Authorization: Bearer, none.",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": body},
+                "application/x-www-form-urlencoded": {"schema": body},
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "Done",
+                "content": {"application/json": {"schema": _ref("ActionResult")}},
+            },
+            "400": _ERROR,
+            "401": _ERROR,
+            "403": _ERROR,
+            "409": _ERROR,
+        },
+    }
+    return {"post": op}
+
+
+_TEXT = {"type": "string", "maxLength": 1000}
+
+
 def _q(name: str, kind: str, text: str, fmt: str | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": kind}
     if fmt:
@@ -51,6 +83,44 @@ _STR_OR_NULL = {"type": ["string", "null"]}
 _INT_OR_NULL = {"type": ["integer", "null"]}
 
 SCHEMAS: dict[str, Any] = {
+    "ActionResult": {
+        "type": "object",
+        "required": ["action", "by", "message"],
+        "properties": {
+            "action": {"type": "string", "enum": ["release", "replay", "resolve", "run"]},
+            "by": {"type": "string", "description": "the user who acted (in the events)"},
+            "message": {"type": "string"},
+            "flow": {"type": "string"},
+            "number": {"type": "string"},
+            "released": {"type": "array", "items": {"type": "string"}},
+            "kept": {"type": "array", "items": {"type": "string"}},
+            "run": {"type": "integer"},
+            "status": {"type": "string"},
+            "ok": {"type": "integer"},
+            "failed": {"type": "integer"},
+        },
+    },
+    "Me": {
+        "type": ["object", "null"],
+        "properties": {"name": {"type": "string"}, "role": {"type": "string"}},
+    },
+    "Users": {
+        "type": "object",
+        "properties": {
+            "users": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "role": {"type": "string", "enum": ["viewer", "operator", "admin"]},
+                        "password": {"type": "boolean"},
+                        "api_token": {"type": "boolean"},
+                    },
+                },
+            }
+        },
+    },
     "Run": {
         "type": "object",
         "required": ["id", "flow", "status", "started_at"],
@@ -162,9 +232,12 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "integrator console API",
             "version": "1",
-            "description": "Read-only views of the state store. Served on loopback only and "
-            "answered only to a loopback Host header, until login exists.",
+            "description": "Views of the state store, and the operators' actions. Without "
+            "users (config.yaml's console:) it is read-only, on loopback only. With users: a "
+            "session cookie (POST /login) or Authorization: Bearer with a user's api_token; "
+            "roles viewer (read), operator (actions), admin (everything).",
         },
+        "security": [{"bearer": []}, {"session": []}],
         "paths": {
             "/api/": _get("This document", {"type": "object"}),
             "/api/openapi.json": _get("This document", {"type": "object"}),
@@ -236,8 +309,40 @@ def document() -> dict[str, Any]:
                 },
                 [_q("flow", "string", "only this flow")],
             ),
+            "/api/me": _get("Who is asking (null without login)", _ref("Me")),
+            "/api/users": _get("The console's users and roles (admin)", _ref("Users")),
+            "/api/actions/release": _post(
+                "Release a flow's quarantined orders (those whose error contains reason); "
+                "the next run takes them. Orders whose ERP copy is unknown are kept",
+                {"flow": _TEXT, "reason": _TEXT, "note": _TEXT},
+                ["flow"],
+            ),
+            "/api/actions/replay": _post(
+                "Run one order through its flow now, quarantine and backoff notwithstanding; "
+                "refused when its last write's outcome is unknown, unless force",
+                {"number": _TEXT, "flow": _TEXT, "force": {"type": "boolean"}},
+                ["number"],
+            ),
+            "/api/actions/resolve": _post(
+                "Settle an order whose last write's outcome is unknown: as sent (the ERP has "
+                "it, erp_ref is its id there) or resend (written again on the next run)",
+                {
+                    "number": _TEXT,
+                    "flow": _TEXT,
+                    "as": {"type": "string", "enum": ["sent", "resend"]},
+                    "erp_ref": _TEXT,
+                },
+                ["number", "as"],
+            ),
+            "/api/actions/run": _post(
+                "Queue a run of the flow now (the daemon only)", {"flow": _TEXT}, ["flow"]
+            ),
         },
         "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "integrator_session"},
+            },
             "schemas": SCHEMAS,
             "responses": {
                 "Error": {

@@ -69,6 +69,7 @@ class Daemon:
         http_limits: HttpLimits | None = None,
         behind_proxy: bool = False,
         alarm_seconds: float = 60.0,
+        public_host: str | None = None,
     ) -> None:
         self.config, self.state_url = config, state_url
         self.alarm_seconds = alarm_seconds  # the alarms' timer (and after each run)
@@ -76,7 +77,7 @@ class Daemon:
         self._lease: Any = None  # the alarms' lease this daemon keeps (alarms/store.Lease)
         self.host, self.port = host, port
         self.http_limits = http_limits or HttpLimits()
-        self.behind_proxy = behind_proxy
+        self.behind_proxy, self.public_host = behind_proxy, public_host
         self.grace_seconds, self.watch_seconds = grace_seconds, watch_seconds
         self.metrics = PrometheusMetrics()
         self.stopping = threading.Event()  # set: no new run, no new order
@@ -437,7 +438,9 @@ class Daemon:
         from integrator.scheduler.httpserver import WebServer
 
         app = App(self, self.http_limits, self._console())
-        server = WebServer(app, self.host, self.port, self.http_limits)
+        server = WebServer(
+            app, self.host, self.port, self.http_limits, behind_proxy=self.behind_proxy
+        )
         try:
             server.start()
         except (OSError, ValueError) as exc:
@@ -452,16 +455,22 @@ class Daemon:
         self.port = server.port
 
     def _console(self) -> Any:
-        """The operator console over this daemon's store and flows, when it listens on
-        loopback (None beyond it: the console has no login yet). Flask is imported here."""
+        """The operator console over this daemon's store and flows (Flask is imported here):
+        on loopback; beyond it only with users, --behind-proxy and --public-host."""
         from integrator.console.guard import loopback_refusal
 
+        def users() -> Any:
+            return self.project.app.console if self.project is not None else None
+
         if loopback_refusal(self.host) is not None:
-            log.warning(
-                "console_not_served",
-                reason=f"{self.host} is beyond loopback and the console has no login yet",
-            )
-            return None
+            cfg = users()
+            if cfg is None or not cfg.enabled or not self.behind_proxy or not self.public_host:
+                log.warning(
+                    "console_not_served",
+                    reason=f"{self.host} is beyond loopback: the console is served there only "
+                    "with users (config.yaml's console:), --behind-proxy and --public-host",
+                )
+                return None
         from integrator.connectors.redact import Redactor
         from integrator.console.app import ConsoleSource, create_app
 
@@ -477,6 +486,10 @@ class Daemon:
             assert self.project is not None
             return self.project.app.log_dir
 
+        def project() -> Project:
+            assert self.project is not None
+            return self.project
+
         return create_app(
             ConsoleSource(
                 store=store,
@@ -484,8 +497,29 @@ class Daemon:
                 log_dir=log_dir,
                 schedules=lambda: {n: b.config.schedule for n, b in self.flows.items()},
                 where="daemon",
-            )
+                console=users,
+                project=project,
+                runnable=project,
+                run_now=self.queue_run,
+            ),
+            public_host=self.public_host,
         )
+
+    def queue_run(self, name: str) -> str:
+        """Run now (the console): the flow's run queued on the scheduler, at most one waiting."""
+        from apscheduler.jobstores.base import ConflictingIdError
+
+        from integrator.pipeline.recovery import ActionRefused
+
+        if name not in self.flows:
+            raise ActionRefused(f"no flow named {name!r} is scheduled by this daemon")
+        if self.stopping.is_set():
+            raise ActionRefused("the daemon is stopping: no new run")
+        try:
+            self.scheduler.add_job(self._job, args=[name], id=f"console-now:{name}")
+        except ConflictingIdError:
+            return f"a run of {name} is already queued"
+        return f"a run of {name} is queued; it starts as soon as the flow is free"
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:

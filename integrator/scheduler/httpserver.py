@@ -258,8 +258,13 @@ class WebServer:
     cannot) and returns; ``stop`` closes the port, lets requests being served finish, and
     joins every thread it started."""
 
-    def __init__(self, app: Any, host: str, port: int, limits: HttpLimits) -> None:
+    def __init__(
+        self, app: Any, host: str, port: int, limits: HttpLimits, *, behind_proxy: bool = False
+    ) -> None:
         self.app, self.host, self.port, self.limits = app, host.strip("[]"), port, limits
+        # behind a reverse proxy: its X-Forwarded-For and -Proto (one hop) are the client's
+        # address and scheme; otherwise waitress drops them (a client could claim https)
+        self.behind_proxy = behind_proxy
         self._map: dict[int, Any] = {}
         self._server: _Server | None = None
         self._dispatcher: _Dispatcher | None = None
@@ -287,6 +292,15 @@ class WebServer:
             log_socket_errors=False,
             expose_tracebacks=False,
             asyncore_use_poll=True,  # select() fails on descriptors above 1024
+            **(
+                {
+                    "trusted_proxy": "*",
+                    "trusted_proxy_count": 1,
+                    "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"},
+                }
+                if self.behind_proxy
+                else {}
+            ),
         )
         # Adjustments reads these as whole seconds; the server uses them as floats.
         adj.channel_timeout = limits.idle_seconds

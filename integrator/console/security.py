@@ -1,0 +1,302 @@
+"""Login, sessions, roles and CSRF for the console (Flask; imported only when it serves).
+
+- Who: a signed session cookie (Flask's session, HMAC-SHA256 with ``console.session_secret``;
+  ``HttpOnly``, ``SameSite=Lax``, ``Secure`` when the request came over TLS, which behind a
+  proxy is read from ``X-Forwarded-Proto`` only with ``--behind-proxy``), or an API token
+  (``Authorization: Bearer``). The role is read from the configuration on every request, so a
+  user removed or demoted loses access at once; a session lasts ``session_lifetime``.
+- What: one table, ``ROUTE_ROLES``, endpoint → the least role (None: anyone). Every request is
+  checked against it before its view runs; an endpoint missing from it is refused (fail closed).
+- CSRF: every request that is not GET/HEAD and is authenticated by the cookie (forms, htmx, the
+  API from a browser) carries the session's token, as the form field ``csrf_token`` or the
+  ``X-CSRF-Token`` header; API token requests need none (no browser sends them on its own).
+- Logins are limited per client address and per user name (``users.LoginLimiter``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, g, jsonify, redirect, request, session
+from flask.sessions import SecureCookieSessionInterface
+
+from integrator.console.users import ConsoleConfig, ConsoleUser, LoginLimiter, role_allows
+
+__all__ = ["ROUTE_ROLES", "Auth", "install"]
+
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# endpoint → the least role that may use it; None: anyone (the login page, static files)
+ROUTE_ROLES: dict[str, str | None] = {
+    "static": None,
+    "login": None,
+    "login_form": None,
+    "logout": None,
+    "dashboard": "viewer",
+    "runs_page": "viewer",
+    "run_page": "viewer",
+    "orders_page": "viewer",
+    "order_page": "viewer",
+    "failures_page": "viewer",
+    "api_document": "viewer",
+    "api_flows": "viewer",
+    "api_flow": "viewer",
+    "api_runs": "viewer",
+    "api_run": "viewer",
+    "api_run_log": "viewer",
+    "api_orders": "viewer",
+    "api_order": "viewer",
+    "api_failures": "viewer",
+    "api_me": "viewer",
+    "action_release": "operator",
+    "action_replay": "operator",
+    "action_resolve": "operator",
+    "action_run": "operator",
+    "api_action_release": "operator",
+    "api_action_replay": "operator",
+    "api_action_resolve": "operator",
+    "api_action_run": "operator",
+    "api_users": "admin",
+}
+
+
+class _Sessions(SecureCookieSessionInterface):
+    """Flask's signed cookie, with SHA-256 and ``Secure`` whenever the request is HTTPS."""
+
+    digest_method = staticmethod(hashlib.sha256)
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(request.is_secure)
+
+
+class Auth:
+    """The console's login state: its users, the login limiter, the clock."""
+
+    def __init__(
+        self,
+        config: Callable[[], ConsoleConfig | None],
+        clock: Callable[[], float] = time.time,
+        limiter: LoginLimiter | None = None,
+    ) -> None:
+        self.config, self.clock = config, clock
+        self.limiter = limiter or LoginLimiter(clock=clock)
+        # session ids logged out, with when they would have expired: a copied cookie dies
+        # with its logout (kept in memory: a restart forgets them, the expiry still holds)
+        self._revoked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def revoke(self, sid: str, until: float) -> None:
+        now = self.clock()
+        with self._lock:
+            for old in [k for k, v in self._revoked.items() if v <= now]:
+                del self._revoked[old]
+            self._revoked[sid] = until
+
+    def revoked(self, sid: str) -> bool:
+        with self._lock:
+            return sid in self._revoked
+
+    def users(self) -> ConsoleConfig | None:
+        found = self.config()
+        return found if found is not None and found.enabled else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.users() is not None
+
+
+def current_user() -> ConsoleUser | None:
+    """The user of this request (None without login)."""
+    user: ConsoleUser | None = g.get("user")
+    return user
+
+
+def csrf_token() -> str:
+    """The session's CSRF token (made on first use)."""
+    token = session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+def _refuse(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    answer = jsonify({"detail": detail})
+    answer.status_code = status
+    for k, v in (headers or {}).items():
+        answer.headers[k] = v
+    return answer
+
+
+def _wants_page() -> bool:
+    return not request.path.startswith("/api/")
+
+
+def safe_next(target: str | None) -> str:
+    """A local path to go to after login (never another site: ``//evil``, ``https://…``)."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or "\\" in target:
+        return "/"
+    return target
+
+
+def install(app: Flask, auth: Auth, page: Callable[..., Any]) -> None:
+    """Sessions, the role check, CSRF and the login/logout routes on ``app``."""
+    cfg = auth.config()
+    app.session_interface = _Sessions()
+    app.config.update(
+        SECRET_KEY=(cfg.session_secret if cfg is not None and cfg.session_secret else None),
+        SESSION_COOKIE_NAME="integrator_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=int(cfg.session_lifetime) if cfg is not None else 28800,
+    )
+
+    @app.context_processor
+    def _security_values() -> dict[str, Any]:
+        user = current_user()
+        return {
+            "user": user,
+            "login_on": auth.enabled,
+            "csrf_token": csrf_token() if auth.enabled and app.secret_key else "",
+            "can": (lambda role: user is not None and role_allows(user.role, role)),
+        }
+
+    @app.before_request
+    def _check() -> Any:
+        users = auth.users()
+        if users is None:
+            return None  # no login: the guard keeps it local and read-only
+        endpoint = request.endpoint
+        if endpoint is None:
+            needed: str | None = "viewer"  # an unknown path: 404 for a user, 401 otherwise
+        elif endpoint not in ROUTE_ROLES:
+            return _refuse(403, f"no role may use {endpoint!r} (not in the console's role table)")
+        else:
+            needed = ROUTE_ROLES[endpoint]
+        by_token = False
+        header = request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            user = users.by_token(token.strip()) if scheme.lower() == "bearer" else None
+            if user is None:
+                return _refuse(
+                    401,
+                    "the API token is not known (Authorization: Bearer TOKEN, a user's "
+                    "api_token in config.yaml)",
+                    {"WWW-Authenticate": 'Bearer realm="integrator"'},
+                )
+            by_token = True
+        else:
+            user = _session_user(users, auth)
+        g.user = user
+        if needed is None:
+            return _csrf_check() if request.method not in SAFE_METHODS else None
+        if user is None:
+            if _wants_page() and request.method in SAFE_METHODS:
+                return redirect("/login?next=" + _quote(request.full_path.rstrip("?")), 303)
+            return _refuse(
+                401,
+                "log in first (POST /login), or send Authorization: Bearer TOKEN",
+                {"WWW-Authenticate": 'Bearer realm="integrator"'},
+            )
+        if not role_allows(user.role, needed):
+            return _refuse(
+                403, f"{user.name} is {user.role}: this needs the {needed} role or above"
+            )
+        if request.method not in SAFE_METHODS and not by_token:
+            return _csrf_check()
+        return None
+
+    def _csrf_check() -> Response | None:
+        sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD, "")
+        want = session.get("csrf")
+        if not isinstance(want, str) or not sent or not hmac.compare_digest(sent, want):
+            return _refuse(
+                403,
+                "the CSRF token is missing or wrong: reload the page and try again (the API "
+                f"from a session sends it as {CSRF_HEADER}; an API token needs none)",
+            )
+        return None
+
+    @app.get("/login")
+    def login_form() -> Any:
+        if not auth.enabled:
+            return redirect("/", 303)
+        return page("login.html", next=safe_next(request.args.get("next")), error=None)
+
+    @app.post("/login")
+    def login() -> Any:
+        users = auth.users()
+        if users is None:
+            return _refuse(404, "the console has no users: there is no login")
+        name = request.form.get("name", "")[:64]
+        password = request.form.get("password", "")[:1024]
+        client = request.remote_addr or "?"
+        wait = auth.limiter.wait(client, name)
+        if wait > 0:
+            seconds = str(int(wait) + 1)
+            detail = f"too many failed logins: try again in {seconds} s"
+            if request.accept_mimetypes.best == "application/json":
+                return _refuse(429, detail, {"Retry-After": seconds})
+            answer = page("login.html", next=safe_next(request.form.get("next")), error=detail)
+            return answer, 429, {"Retry-After": seconds}
+        from integrator.console.users import verify_password
+
+        user = users.user(name)
+        ok = verify_password(password, user.password_hash if user is not None else "")
+        if user is None or not user.password_hash or not ok:
+            auth.limiter.failed(client, name)
+            detail = "wrong user name or password"
+            if request.accept_mimetypes.best == "application/json":
+                return _refuse(401, detail)
+            return page("login.html", next=safe_next(request.form.get("next")), error=detail), 401
+        auth.limiter.succeeded(name)
+        session.clear()  # a new session: nothing from before the login (fixation)
+        session.permanent = True
+        session["user"] = user.name
+        session["at"] = auth.clock()
+        session["sid"] = secrets.token_urlsafe(16)
+        session["csrf"] = secrets.token_urlsafe(32)
+        if request.accept_mimetypes.best == "application/json":
+            return jsonify({"user": user.name, "role": user.role, "csrf_token": session["csrf"]})
+        return redirect(safe_next(request.form.get("next")), 303)
+
+    @app.post("/logout")
+    def logout() -> Any:
+        users, sid, at = auth.users(), session.get("sid"), session.get("at")
+        if users is not None and isinstance(sid, str) and isinstance(at, int | float):
+            auth.revoke(sid, at + users.session_lifetime)
+        session.clear()
+        return redirect("/login", 303)
+
+
+def _session_user(users: ConsoleConfig, auth: Auth) -> ConsoleUser | None:
+    name, at, sid = session.get("user"), session.get("at"), session.get("sid")
+    if not isinstance(name, str) or not isinstance(at, int | float) or not isinstance(sid, str):
+        return None
+    user = users.user(name)
+    now = auth.clock()
+    alive = at <= now < at + users.session_lifetime and not auth.revoked(sid)
+    if user is None or not user.password_hash or not alive:
+        session.pop("user", None)
+        session.pop("at", None)
+        return None
+    return user
+
+
+def _quote(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path, safe="/")
