@@ -29,15 +29,21 @@ from integrator.state.runs import RunStatus
 
 if TYPE_CHECKING:
     from integrator.connectors.redact import Redactor
+    from integrator.console.live import LiveRuns
     from integrator.scheduler.schedule import Schedule
     from integrator.state.store import Store
 
-__all__ = ["LOG_BYTES", "ConsoleSource", "create_app"]
+__all__ = ["LIVE_NEEDS_DAEMON", "LOG_BYTES", "ConsoleSource", "create_app"]
 
 log = structlog.get_logger("integrator.console")
 
 LOG_BYTES = 256 * 1024  # the most of a run's log a page or an answer shows (its end)
 WINDOW_MAX = 1000
+LIVE_NEEDS_DAEMON = (
+    "the live view needs the daemon: this standalone console reads the state store only, "
+    "where a run's progress is written when it ends. Open the console the daemon serves "
+    "(integrator daemon, http://127.0.0.1:9108/) to follow a run as it goes"
+)
 
 
 class BadRequest(Exception):
@@ -57,6 +63,7 @@ class ConsoleSource:
     schedules: Callable[[], Mapping[str, Schedule]]
     where: str = "standalone"
     window: int = 20
+    live: LiveRuns | None = None  # the daemon's runs in progress (None: standalone)
 
 
 class Views:
@@ -152,6 +159,36 @@ class Views:
             except ValueError:
                 lines.append(text)
         answer.update(lines=lines, size=size, truncated=start > 0)
+        return self._mask(answer)
+
+    def live_runs(self) -> dict[str, Any]:
+        live = self.source.live
+        if live is None:
+            return {"where": self.source.where, "runs": [], "note": LIVE_NEEDS_DAEMON}
+        return self._mask({"where": self.source.where, "runs": live.running()})
+
+    def live(self, run_id: int, after: int = 0) -> dict[str, Any] | None:
+        """A run in progress from the daemon's memory; the stored run once it has ended or
+        when no daemon of this console runs it."""
+        live = self.source.live
+        snap = None if live is None else live.snapshot(run_id, after)
+        row = self._q().run(run_id)
+        if row is None and snap is None:
+            return None
+        answer: dict[str, Any] = {
+            "source": "live" if snap is not None and snap["status"] == "running" else "store",
+            "run": run_json(row) if row is not None else None,
+            "live": snap,
+        }
+        if answer["run"] is None:  # published before its row is readable here: not yet
+            answer["source"] = "live"
+        if answer["source"] == "store" and row is not None and row["status"] == "running":
+            answer["note"] = (
+                LIVE_NEEDS_DAEMON
+                if live is None
+                else "this run is not one of this daemon's: another process runs it, and "
+                "its progress is written when it ends"
+            )
         return self._mask(answer)
 
     def find(self, text: str) -> dict[str, Any]:
@@ -364,7 +401,23 @@ def create_app(source: ConsoleSource) -> HostGuard:
         run = views.run(run_id)
         if run is None:
             abort(404, f"there is no run {run_id} in the state store")
-        return page("run.html", run=run, log=views.run_log(run_id), log_bytes=LOG_BYTES)
+        live = views.live(run_id) if run["status"] == "running" else None
+        return page("run.html", run=run, log=views.run_log(run_id), log_bytes=LOG_BYTES, live=live)
+
+    @app.get("/runs/<int:run_id>/live")
+    def run_live_fragment(run_id: int) -> Response | str:
+        """The live part of a run's page, polled by htmx while the run goes; once the run
+        has ended the page reloads itself to show the stored run."""
+        found = views.live(run_id)
+        if found is None:
+            abort(404, f"there is no run {run_id} in the state store")
+        polled = request.headers.get("HX-Request") == "true"
+        stored = found["run"]
+        if polled and found["source"] == "store" and stored and stored["status"] != "running":
+            answer = Response("", 200)
+            answer.headers["HX-Refresh"] = "true"
+            return answer
+        return page("_live.html", **found)
 
     @app.get("/orders")
     def orders_page() -> str:
@@ -417,6 +470,17 @@ def create_app(source: ConsoleSource) -> HostGuard:
         if found is None:
             abort(404, f"there is no run {run_id} in the state store")
         return jsonify(found)
+
+    @app.get("/api/runs/<int:run_id>/live")
+    def api_run_live(run_id: int) -> Response:
+        found = views.live(run_id, _int("after", 0, 0, 2**62) or 0)
+        if found is None:
+            abort(404, f"there is no run {run_id} in the state store")
+        return jsonify(found)
+
+    @app.get("/api/live")
+    def api_live() -> Response:
+        return jsonify(views.live_runs())
 
     @app.get("/api/orders")
     def api_orders() -> Response:

@@ -51,6 +51,55 @@ _STR_OR_NULL = {"type": ["string", "null"]}
 _INT_OR_NULL = {"type": ["integer", "null"]}
 
 SCHEMAS: dict[str, Any] = {
+    "LiveRun": {
+        "type": "object",
+        "required": ["run", "flow", "status", "ok", "failed", "skipped", "done", "last_seq"],
+        "properties": {
+            "run": {"type": "integer"},
+            "flow": {"type": "string"},
+            "status": {"type": "string", "description": "running, or how it ended"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "seconds": {"type": "number"},
+            "total": {**_INT_OR_NULL, "description": "the listing's count, when it gave one"},
+            "ok": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "skipped": {"type": "integer"},
+            "done": {"type": "integer"},
+            "last_seq": {"type": "integer"},
+            "kept": {"type": "integer", "description": "the most orders kept in memory"},
+            "orders": {
+                "type": "array",
+                "description": "the latest orders that ended, newest first",
+                "items": {
+                    "type": "object",
+                    "required": ["seq", "number", "status", "state"],
+                    "properties": {
+                        "seq": {"type": "integer"},
+                        "number": {"type": "string"},
+                        "status": {"type": "string", "enum": ["ok", "failed", "skipped"]},
+                        "state": {"type": "string"},
+                        "message": {"type": "string"},
+                        "at": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
+        },
+    },
+    "LiveAnswer": {
+        "type": "object",
+        "required": ["source", "run"],
+        "properties": {
+            "source": {
+                "type": "string",
+                "enum": ["live", "store"],
+                "description": "live: the daemon's memory, the run in progress; store: the "
+                "stored run (it has ended, or no daemon of this console runs it)",
+            },
+            "run": {"anyOf": [_ref("Run"), {"type": "null"}]},
+            "live": {"anyOf": [_ref("LiveRun"), {"type": "null"}]},
+            "note": {"type": "string"},
+        },
+    },
     "Run": {
         "type": "object",
         "required": ["id", "flow", "status", "started_at"],
@@ -211,6 +260,27 @@ def document() -> dict[str, Any]:
                 "The end of a run's JSON-lines log (at most 256 KiB), masked",
                 _ref("RunLog"),
                 [_p("run_id", "integer", "the run's id")],
+            ),
+            "/api/runs/{run_id}/live": _get(
+                "A run's live progress (the daemon's memory) while it runs; the stored run "
+                "once it has ended, or where no daemon runs it (standalone: a note says so)",
+                _ref("LiveAnswer"),
+                [
+                    _p("run_id", "integer", "the run's id"),
+                    _q("after", "integer", "only orders published after this sequence number"),
+                ],
+            ),
+            "/api/live": _get(
+                "The runs in progress in this daemon (standalone: none, and a note)",
+                {
+                    "type": "object",
+                    "required": ["where", "runs"],
+                    "properties": {
+                        "where": {"type": "string", "enum": ["daemon", "standalone"]},
+                        "runs": {"type": "array", "items": _ref("LiveRun")},
+                        "note": {"type": "string"},
+                    },
+                },
             ),
             "/api/orders": _get(
                 "Orders whose number is, or starts with, q, across flows",

@@ -36,6 +36,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from integrator.connectors.redact import known_secrets
+from integrator.console.live import LiveRuns
 from integrator.errors import ConfigurationError, FatalError, UserError
 from integrator.logs import learn_secrets, route_library_logs
 from integrator.metrics import PrometheusMetrics
@@ -79,6 +80,7 @@ class Daemon:
         self.behind_proxy = behind_proxy
         self.grace_seconds, self.watch_seconds = grace_seconds, watch_seconds
         self.metrics = PrometheusMetrics()
+        self.live = LiveRuns()  # the runs in progress, in memory, for the console's live view
         self.stopping = threading.Event()  # set: no new run, no new order
         self._reload = threading.Event()
         self._wake = threading.Event()
@@ -225,12 +227,14 @@ class Daemon:
         with self._running_lock:
             self._running[name] += 1
         status = "failed"
+        live = self.live.hooks(self.metrics, name)
         try:
             result, _ = run_flow(
                 project,
                 name,
                 store=store,
-                metrics=self.metrics,
+                metrics=live,
+                on_order=live.order_ended,
                 stop=self.stopping,
                 grace=self.grace_seconds,
                 events=True,
@@ -261,6 +265,7 @@ class Daemon:
             self.metrics.run(name, "failed")
             log.exception("run_crashed", flow=name, error=f"{type(exc).__name__}: {exc}")
         finally:
+            live.close(status)
             with self._running_lock:
                 self._running[name] -= 1
                 if self._running[name] <= 0:
@@ -484,6 +489,7 @@ class Daemon:
                 log_dir=log_dir,
                 schedules=lambda: {n: b.config.schedule for n, b in self.flows.items()},
                 where="daemon",
+                live=self.live,
             )
         )
 
