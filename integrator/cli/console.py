@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
@@ -56,6 +57,7 @@ def console_cmd(ctx: click.Context, http: str, window: int) -> int:
     from integrator.connectors.redact import Redactor, known_secrets
     from integrator.console.app import ConsoleSource, create_app
     from integrator.errors import UserError
+    from integrator.pipeline.project import load_project
     from integrator.scheduler.httpserver import WebServer
     from integrator.scheduler.web import HttpLimits
     from integrator.state.store import Store
@@ -70,6 +72,9 @@ def console_cmd(ctx: click.Context, http: str, window: int) -> int:
         schedules=lambda: schedules,
         where="standalone",
         window=window,
+        project=lambda: load_project(
+            Path(ctx.obj["config"]), strict=False, need_secrets=False, state_url=ctx.obj["state"]
+        ),
     )
     limits = HttpLimits()
     server = WebServer(create_app(source), host, int(port), limits)

@@ -5,7 +5,9 @@ or answered as JSON under ``/api/``. Whatever is shown is masked first, as a who
 project's redactor (secret-named keys, known secret values, URL credentials): the ERP request
 and answer, events, ``log.`` attributes, errors and the run's log alike.
 
-Read-only until login exists: no route takes anything but GET/HEAD (``guard.HostGuard``).
+Read-only until login exists, but for the workbench: a POST reaches only the routes marked
+``guard.requires(..., state_changing=True)``, and only from the console's own pages
+(``guard.HostGuard``); every other route takes GET/HEAD only.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ import structlog
 from flask import Flask, Response, abort, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from integrator.console.guard import HostGuard
+from integrator.console.guard import HostGuard, requirement_of, requires
 from integrator.console.openapi import document
+from integrator.console.workbench import Workbench, WorkbenchError
 from integrator.state.queries import FlowFigures, Queries, RunFilter, iso, run_json
 from integrator.state.runs import RunStatus
 
 if TYPE_CHECKING:
     from integrator.connectors.redact import Redactor
     from integrator.console.live import LiveRuns
+    from integrator.pipeline.project import Project
     from integrator.scheduler.schedule import Schedule
     from integrator.state.store import Store
 
@@ -64,6 +68,7 @@ class ConsoleSource:
     where: str = "standalone"
     window: int = 20
     live: LiveRuns | None = None  # the daemon's runs in progress (None: standalone)
+    project: Callable[[], Project] | None = None  # a fresh load of the project (workbench)
 
 
 class Views:
@@ -342,6 +347,17 @@ def _run_filter() -> RunFilter:
     )
 
 
+def _json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 400 saying what was expected."""
+    value = request.get_json(silent=True)
+    if not isinstance(value, dict):
+        raise BadRequest(
+            "expected a JSON object body (Content-Type: application/json), e.g. "
+            '{"flow": "order_flow", "stage": "flow", "input": {...}}'
+        )
+    return value
+
+
 def _seconds(value: Any) -> str:
     """A duration for people: 850 ms, 12.5 s, 3 min 20 s, 2 h 5 min, 3 d 4 h."""
     if value is None:
@@ -362,12 +378,14 @@ def _seconds(value: Any) -> str:
 def create_app(source: ConsoleSource) -> HostGuard:
     """The console as a WSGI application, behind its guard."""
     app = Flask(__name__)
-    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=0)
+    # the workbench's input (1 MiB) and its form's encoding; nothing else takes a body
+    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=4 * 1024 * 1024)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # flask's default provider has it
     app.jinja_env.filters["seconds"] = _seconds
     app.jinja_env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False)
     app.jinja_env.filters["percent"] = lambda v: "-" if v is None else f"{v * 100:.0f} %"
     views = Views(source)
+    bench = Workbench(source.project, source.redactor)
 
     def window() -> int:
         return _int("window", source.window, 1, WINDOW_MAX) or source.window
@@ -497,6 +515,54 @@ def create_app(source: ConsoleSource) -> HostGuard:
     def api_failures() -> Response:
         return jsonify(views.failures(request.args.get("flow", "").strip() or None))
 
+    # ------------------------------------------------------- workbench
+    @app.get("/workbench")
+    def workbench_page() -> str:
+        try:
+            catalogue = bench.catalogue()
+        except WorkbenchError as exc:
+            catalogue = {"flows": [], "problem": str(exc)}
+        return page("workbench.html", **catalogue, args=request.args)
+
+    @app.post("/workbench/run")
+    @requires("viewer", state_changing=True)
+    def workbench_run() -> str:
+        try:
+            answer = bench.run(request.form.to_dict())
+        except WorkbenchError as exc:
+            return page("_workbench_result.html", problem=str(exc))
+        return page("_workbench_result.html", answer=answer)
+
+    @app.post("/workbench/golden")
+    @requires("viewer", state_changing=True)
+    def workbench_golden() -> str:
+        try:
+            answer = bench.golden(request.form.get("flow", "").strip() or None)
+        except WorkbenchError as exc:
+            return page("_workbench_golden.html", problem=str(exc))
+        return page("_workbench_golden.html", golden=answer)
+
+    @app.get("/api/workbench")
+    def api_workbench() -> Response:
+        return jsonify(bench.catalogue())
+
+    @app.post("/api/workbench/run")
+    @requires("viewer", state_changing=True)
+    def api_workbench_run() -> Response:
+        return jsonify(bench.run(_json_body()))
+
+    @app.post("/api/workbench/golden")
+    @requires("viewer", state_changing=True)
+    def api_workbench_golden() -> Response:
+        flow = _json_body().get("flow")
+        if flow is not None and not isinstance(flow, str):
+            raise BadRequest("flow: a flow's name, or leave it out for every flow")
+        return jsonify(bench.golden(flow))
+
+    @app.errorhandler(WorkbenchError)
+    def workbench_error(exc: WorkbenchError) -> Response | tuple[str, int]:
+        return _error(exc.status, str(source.redactor().scrub(str(exc))))
+
     # ---------------------------------------------------------- errors
     def _error(status: int, detail: str) -> Response | tuple[str, int]:
         if request.path.startswith("/api/"):
@@ -536,4 +602,15 @@ def create_app(source: ConsoleSource) -> HostGuard:
         )
         return answer
 
-    return HostGuard(app)
+    urls = app.url_map.bind("localhost")
+
+    def writable(path: str) -> bool:
+        """A POST to ``path`` reaches a view marked state-changing (``guard.requires``)."""
+        try:
+            endpoint, _args = urls.match(path, method="POST")
+        except HTTPException:
+            return False
+        need = requirement_of(app.view_functions.get(str(endpoint)))
+        return need is not None and need.state_changing
+
+    return HostGuard(app, writable)

@@ -14,15 +14,56 @@ import json
 import re
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-__all__ = ["LOOPBACK_NAMES", "HostGuard", "host_allowed", "loopback_refusal"]
+__all__ = [
+    "LOOPBACK_NAMES",
+    "HostGuard",
+    "Requirement",
+    "host_allowed",
+    "loopback_refusal",
+    "requirement_of",
+    "requires",
+]
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _HOST = re.compile(r"(?P<name>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[0-9]{1,5}))?")
 
 StartResponse = Callable[..., Any]
 Wsgi = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a route needs: a role, and (``state_changing``) CSRF protection. The one place
+    where routes say so; the login helper enforces it."""
+
+    role: str
+    state_changing: bool = False
+
+
+def requires(role: str, *, state_changing: bool = False) -> Callable[[F], F]:
+    """Mark a view: it needs ``role`` (and CSRF when ``state_changing``). For now a marker
+    only (no login exists yet): ``HostGuard`` lets POST reach marked state-changing routes
+    only, and only from the console's own pages (see ``HostGuard``)."""
+    need = Requirement(role, state_changing)
+
+    def mark(view: F) -> F:
+        view.__dict__["integrator_requires"] = need
+        return view
+
+    return mark
+
+
+def requirement_of(view: Callable[..., Any] | None) -> Requirement | None:
+    """What ``requires`` marked ``view`` with (None: nothing; a read)."""
+    found = getattr(view, "integrator_requires", None)
+    return found if isinstance(found, Requirement) else None
 
 
 def loopback_refusal(host: str) -> str | None:
@@ -61,11 +102,19 @@ def host_allowed(header: str | None) -> bool:
 
 
 class HostGuard:
-    """WSGI middleware: 421 for a Host that is not loopback, 405 for anything but GET/HEAD
-    (the console offers no action yet)."""
+    """WSGI middleware: 421 for a Host that is not loopback; 405 for anything but GET/HEAD,
+    except a POST to a path ``writable`` accepts (routes marked ``requires(...,
+    state_changing=True)``).
 
-    def __init__(self, app: Wsgi) -> None:
+    Until login and CSRF tokens exist, such a POST must also come from the console's own
+    pages: an ``Origin`` header, when sent, names a loopback origin, and the request carries
+    ``HX-Request: true`` (htmx) or a JSON body. A page elsewhere cannot send either across
+    origins without a CORS preflight, which the console never answers, so another site open
+    in the same browser cannot make the console run anything."""
+
+    def __init__(self, app: Wsgi, writable: Callable[[str], bool] | None = None) -> None:
         self.app = app
+        self.writable = writable or (lambda _path: False)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if not host_allowed(environ.get("HTTP_HOST")):
@@ -75,14 +124,36 @@ class HostGuard:
                 "the console answers only to a loopback Host header (localhost, 127.0.0.1, "
                 "[::1]); open it as http://127.0.0.1:PORT/",
             )
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+        method = environ.get("REQUEST_METHOD")
+        if method == "POST" and self.writable(str(environ.get("PATH_INFO") or "/")):
+            why = _not_own_page(environ)
+            if why is not None:
+                return _refuse(start_response, "403 Forbidden", why)
+            return self.app(environ, start_response)
+        if method not in ("GET", "HEAD"):
             return _refuse(
                 start_response,
                 "405 Method Not Allowed",
-                "the console is read-only: it takes GET and HEAD",
+                "the console is read-only here: this path takes GET and HEAD",
                 [("Allow", "GET, HEAD")],
             )
         return self.app(environ, start_response)
+
+
+def _not_own_page(environ: dict[str, Any]) -> str | None:
+    """Why a POST does not come from the console's own pages (None: it does)."""
+    origin = environ.get("HTTP_ORIGIN")
+    if origin is not None:
+        parts = urlsplit(str(origin))
+        if parts.scheme not in ("http", "https") or not host_allowed(parts.netloc):
+            return f"a request from {origin} may not act on the console; use its own pages"
+    kind = str(environ.get("CONTENT_TYPE") or "").partition(";")[0].strip().lower()
+    if environ.get("HTTP_HX_REQUEST") != "true" and kind != "application/json":
+        return (
+            "an action needs the console's page (htmx sends HX-Request: true) or a JSON "
+            "body (Content-Type: application/json)"
+        )
+    return None
 
 
 def _refuse(

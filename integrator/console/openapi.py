@@ -30,6 +30,30 @@ def _get(
     return {"get": op}
 
 
+def _post(summary: str, body: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """An action: a JSON body in, JSON out. Marked for the roles and CSRF to come: it needs
+    the viewer role (``x-requires``) and is state-changing (a CSRF token with a cookie
+    session)."""
+    return {
+        "post": {
+            "summary": summary,
+            "x-requires": {"role": "viewer", "state_changing": True},
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": body}},
+            },
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
+                "400": _ERROR,
+                "403": _ERROR,
+                "404": _ERROR,
+                "421": _ERROR,
+                "429": _ERROR,
+            },
+        }
+    }
+
+
 def _q(name: str, kind: str, text: str, fmt: str | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": kind}
     if fmt:
@@ -51,6 +75,69 @@ _STR_OR_NULL = {"type": ["string", "null"]}
 _INT_OR_NULL = {"type": ["integer", "null"]}
 
 SCHEMAS: dict[str, Any] = {
+    "WorkbenchFlow": {
+        "type": "object",
+        "required": ["flow", "stages", "recorded"],
+        "properties": {
+            "flow": {"type": "string"},
+            "stages": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "stage"],
+                    "properties": {"index": {"type": "integer"}, "stage": {"type": "string"}},
+                },
+            },
+            "recorded": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "WorkbenchRun": {
+        "type": "object",
+        "required": ["flow"],
+        "properties": {
+            "flow": {"type": "string"},
+            "stage": {
+                "type": ["string", "integer"],
+                "description": '"flow" (the whole flow, the default) or a stage\'s index',
+            },
+            "input": {"description": "the order (JSON), as integrator orders export writes it"},
+            "recorded": {"type": "string", "description": "CASE or FLOW/CASE of flows/tests/"},
+            "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+            "response": {"description": "the whole flow: the ERP's answer to the write"},
+            "status": {"type": "integer", "description": "its status code (default 201)"},
+        },
+    },
+    "WorkbenchResult": {
+        "type": "object",
+        "required": ["flow", "stage", "kind", "result_data", "attributes"],
+        "properties": {
+            "flow": {"type": "string"},
+            "stage": {"type": "string"},
+            "stage_name": {"type": "string"},
+            "kind": {"type": "string", "enum": ["script", "mapping", "flow"]},
+            "runtime": {"type": "string"},
+            "result_data": {"description": "a value cut to 256 KiB of JSON is a note"},
+            "attributes": {"type": "object"},
+            "erp_payload": {},
+            "erp_response": {},
+            "mapping_data": {},
+            "stages": {"type": "array", "items": {"type": "object"}},
+            "state": {"type": "string"},
+            "error": _STR_OR_NULL,
+            "failure": {"type": ["object", "null"]},
+        },
+    },
+    "GoldenCase": {
+        "type": "object",
+        "required": ["flow", "case", "status"],
+        "properties": {
+            "flow": {"type": "string"},
+            "case": {"type": "string"},
+            "status": {"type": "string", "enum": ["ok", "fail"]},
+            "reason": {"type": "string"},
+            "diff": {"type": "array", "items": {"type": "string"}},
+        },
+    },
     "LiveRun": {
         "type": "object",
         "required": ["run", "flow", "status", "ok", "failed", "skipped", "done", "last_seq"],
@@ -279,6 +366,32 @@ def document() -> dict[str, Any]:
                         "where": {"type": "string", "enum": ["daemon", "standalone"]},
                         "runs": {"type": "array", "items": _ref("LiveRun")},
                         "note": {"type": "string"},
+                    },
+                },
+            ),
+            "/api/workbench": _get(
+                "The workbench's flows: the stages that run alone, and the recorded orders",
+                {
+                    "type": "object",
+                    "properties": {"flows": {"type": "array", "items": _ref("WorkbenchFlow")}},
+                },
+            ),
+            "/api/workbench/run": _post(
+                "Run a script, a mapping or the whole flow (trace mode) on one order: "
+                "nothing is called, nothing written",
+                _ref("WorkbenchRun"),
+                _ref("WorkbenchResult"),
+            ),
+            "/api/workbench/golden": _post(
+                "The golden tests' status (flows/tests/), nothing rewritten",
+                {"type": "object", "properties": {"flow": {"type": "string"}}},
+                {
+                    "type": "object",
+                    "required": ["cases", "passed", "failed"],
+                    "properties": {
+                        "cases": {"type": "array", "items": _ref("GoldenCase")},
+                        "passed": {"type": "integer"},
+                        "failed": {"type": "integer"},
                     },
                 },
             ),

@@ -490,6 +490,9 @@ class Daemon:
                 schedules=lambda: {n: b.config.schedule for n, b in self.flows.items()},
                 where="daemon",
                 live=self.live,
+                project=lambda: load_project(
+                    self.config, strict=False, need_secrets=False, state_url=self.state_url
+                ),
             )
         )
 
