@@ -228,3 +228,24 @@ def test_at_most_two_runs_at_once() -> None:
     for t in threads:
         t.join(5)
     assert errors == ["released", "released"]
+
+
+def test_no_secret_in_a_workbench_answer(project: Project, sandbox: Sandbox) -> None:
+    """A script that copies a secret into its result and attributes: the answer masks it."""
+    secret = sandbox.env()["ERP_TOKEN"]  # config.yaml's BearerToken
+    (project.root / "scripts" / "leak.py").write_text(
+        "def process(data, attributes):\n"
+        "    attributes['log.leak'] = data['pw']\n"
+        "    return {'copied': data['pw'], 'password': 'x'}\n"
+    )
+    project.edit_flow("path: scripts/enrich_order.py", "path: scripts/leak.py")
+    with console(project) as c:
+        index = _stage(c, "script")
+        r = _post(c, "/api/workbench/run", {"flow": "order_flow", "stage": index,
+                                            "input": {"pw": secret}})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert secret not in r.text and r.json()["result_data"]["password"] != "x"
+        html = requests.post(c.url + "/workbench/run", data={"target": f"order_flow|{index}",
+                             "input": json.dumps({"pw": secret})},
+                             headers={"HX-Request": "true"}, timeout=30)  # fmt: skip
+        assert html.status_code == 200 and secret not in html.text and "log.leak" in html.text

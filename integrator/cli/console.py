@@ -38,9 +38,10 @@ def console_cmd(ctx: click.Context, http: str, window: int) -> int:
     """Serve the operator console (read-only) over the project's state store.
 
     \b
-    Dashboard, runs and each run's log, order timelines, failures, and the JSON API under
-    /api/ (described at /api/openapi.json). It shows what the store holds; running a flow
-    and the live view need the daemon (`integrator daemon` serves the console too).
+    Dashboard, runs and each run's log, order timelines, failures, the workbench (a script,
+    a mapping or a whole flow on one order, in trace mode: nothing is called), and the JSON
+    API under /api/ (described at /api/openapi.json). It shows what the store holds; running
+    a flow and the live view need the daemon (`integrator daemon` serves the console too).
     Loopback only, and it answers only to a loopback Host header, until login exists.
     Ctrl-C or SIGTERM stops it.
     """
