@@ -21,6 +21,10 @@ class Metrics:
     def http_status(self, connector: str, status: int) -> None:
         """A connector got an answer with ``status``."""
 
+    def run_started(self, flow: str, run_id: int) -> None:
+        """A run of ``flow`` took the flow's lock and was recorded as ``run_id`` (the live
+        view's start; nothing in Prometheus)."""
+
     def run(self, flow: str, status: str) -> None:
         """A run ended: ok, partial, failed or skipped (another holds the flow's lock)."""
 

@@ -326,11 +326,24 @@ def test_openapi_document_describes_every_api_route(project: Project) -> None:
     }
     assert routes == set(doc["paths"]), routes ^ set(doc["paths"])
     for path, item in doc["paths"].items():
-        (method,) = item  # one method a path: reads GET, actions POST under /api/actions/
-        assert method == ("post" if path.startswith("/api/actions/") else "get"), path
+        # reads GET; the actions (/api/actions/) and the workbench's runs POST
+        writes = path.startswith(("/api/actions/", "/api/workbench/"))
+        (method,) = item
+        assert method == ("post" if writes else "get"), path
         params = set(re.findall(r"{(\w+)}", path))
         declared = {p["name"] for p in item[method].get("parameters", []) if p["in"] == "path"}
         assert params == declared, path
+    # the document's roles are the role table's (security.ROUTE_ROLES decides; this describes)
+    from integrator.console.security import LOCAL_WRITES, ROUTE_ROLES
+
+    app = cast(Flask, guard.app)
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/") or "POST" not in (rule.methods or ()):
+            continue
+        op = doc["paths"][rule.rule]["post"]
+        assert op["x-requires"]["role"] == ROUTE_ROLES[rule.endpoint], rule.rule
+        local = "from the console's own pages only" in op["description"]
+        assert local == (rule.endpoint in LOCAL_WRITES), rule.rule
 
 
 def test_api_answers_match_their_schemas(project: Project, sandbox: Sandbox) -> None:

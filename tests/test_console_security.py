@@ -466,3 +466,86 @@ def test_the_daemon_serves_the_console_beyond_loopback_only_with_users(
         assert r.status_code == 200 and r.json()["where"] == "daemon"
         r = requests.get(base + "/api/flows", headers={"Host": "evil.example"}, timeout=5)
         assert r.status_code == 421
+
+
+# ------------------------------------------------------------------ the workbench
+def test_a_viewer_runs_the_workbench_only_with_the_csrf_token(project: Project) -> None:
+    """With users the workbench is one route of the role table: a viewer may use it ("read
+    and test"), its runs are state-changing (CSRF with a cookie session), a token needs none."""
+    with_users(project)
+    body = {"flow": "order_flow", "recorded": "with_discount"}
+    with console(project) as c:
+        anon = requests.post(c.url + "/api/workbench/run", json=body, timeout=10)
+        assert anon.status_code == 401
+        vera = Browser(c.url)
+        assert vera.login("vera").status_code == 303
+        page = vera.get("/workbench")
+        assert page.status_code == 200 and 'hx-post="/workbench/run"' in page.text
+        assert vera.csrf in page.text  # htmx sends it (hx-headers on <body>)
+        # the cookie alone, even with htmx's header or a JSON body: refused
+        r = vera.post("/api/workbench/run", json=body)
+        assert r.status_code == 403 and "CSRF" in r.json()["detail"]
+        form = {"target": "order_flow|flow", "recorded": "with_discount"}
+        r = vera.post("/workbench/run", data=form, headers={"HX-Request": "true"})
+        assert r.status_code == 403 and "CSRF" in r.json()["detail"]
+        r = vera.post("/api/workbench/golden", json={}, headers={"X-CSRF-Token": "x" * 43})
+        assert r.status_code == 403
+        # with the session's token: it runs
+        csrf = {"X-CSRF-Token": vera.csrf}
+        r = vera.post("/api/workbench/run", json=body, headers=csrf)
+        assert r.status_code == 200 and r.json()["erp_payload"], r.text
+        r = vera.post("/workbench/run", data=form, headers={"HX-Request": "true", **csrf})
+        assert r.status_code == 200 and "result_data" in r.text
+        r = vera.post("/api/workbench/golden", json={}, headers=csrf)
+        assert r.status_code == 200 and r.json()["passed"] >= 1, r.text
+        # the live API is a read for a viewer
+        assert vera.get("/api/live").status_code == 200
+        # a viewer still may not act on orders
+        r = vera.post("/api/actions/run", json={"flow": "order_flow"}, headers=csrf)
+        assert r.status_code == 403 and "operator" in r.json()["detail"]
+        # an API token: no cookie, no CSRF
+        bearer = {"Authorization": f"Bearer {TOKENS['vera']}"}
+        r = requests.post(c.url + "/api/workbench/run", json=body, headers=bearer, timeout=60)
+        assert r.status_code == 200, r.text
+
+
+def test_without_users_only_the_workbench_takes_a_post(project: Project) -> None:
+    """No users, no login: the workbench's runs from the console's own pages only; every
+    other POST (the actions, login) refused as before, whatever headers it carries."""
+    body = {"flow": "order_flow", "recorded": "with_discount"}
+    own = {"HX-Request": "true"}
+    with console(project) as c:
+        for origin in ("http://evil.example", "null", "http://localhost.evil.example"):
+            r = requests.post(c.url + "/api/workbench/run", json=body, timeout=10,
+                              headers={"Origin": origin})  # fmt: skip
+            assert r.status_code == 403 and "may not act" in r.json()["detail"], origin
+        r = requests.post(c.url + "/workbench/golden", data={}, timeout=10)  # a plain form
+        assert r.status_code == 403
+        r = requests.post(c.url + "/api/workbench/run", json=body, timeout=60,
+                          headers={"Origin": c.url})  # fmt: skip
+        assert r.status_code == 200 and r.json()["erp_payload"], r.text
+        for path in ("/api/actions/run", "/actions/release", "/login", "/logout"):
+            r = requests.post(c.url + path, json={"flow": "order_flow"}, timeout=10,
+                              headers={**own, "Origin": c.url})  # fmt: skip
+            assert r.status_code == 405, (path, r.status_code, r.text)
+
+
+def test_only_the_workbench_takes_a_large_body(project: Project) -> None:
+    """A login or an action's body stays small (64 KiB); a workbench run may send more."""
+    with_users(project)
+    big = {"a": "x" * 200_000}
+    with console(project) as c:
+        vera = Browser(c.url)
+        assert vera.login("vera").status_code == 303
+        csrf = {"X-CSRF-Token": vera.csrf}
+        r = vera.post("/api/workbench/run", json={"flow": "order_flow", "input": big},
+                      headers=csrf)  # fmt: skip
+        assert r.status_code == 200, r.text
+        otto = Browser(c.url)
+        assert otto.login("otto").status_code == 303
+        r = otto.post("/api/actions/run", json={"flow": "order_flow", **big},
+                      headers={"X-CSRF-Token": otto.csrf})  # fmt: skip
+        assert r.status_code == 413
+        r = requests.post(c.url + "/login", data={"name": "vera", "password": "x" * 100_000},
+                          timeout=10)  # fmt: skip
+        assert r.status_code == 413

@@ -55,10 +55,12 @@ def console_cmd(
     """Serve the operator console over the project's state store.
 
     \b
-    Dashboard, runs and each run's log, order timelines, failures, and the JSON API under
-    /api/ (described at /api/openapi.json). Without users it is read-only, on loopback only.
-    With users (config.yaml's console:), they log in; operators release, replay and resolve
-    orders (running a flow now needs the daemon, which serves the console too).
+    Dashboard, runs and each run's log, order timelines, failures, the workbench (a script,
+    a mapping or a whole flow on one order, in trace mode: nothing is called), and the JSON
+    API under /api/ (described at /api/openapi.json). Without users it is read-only but for
+    the workbench, on loopback only. With users (config.yaml's console:), they log in;
+    operators release, replay and resolve orders. Running a flow now and the live view of a
+    run need the daemon (`integrator daemon` serves the console too).
     Ctrl-C or SIGTERM stops it.
 
     \b
@@ -78,6 +80,7 @@ def console_cmd(
     from integrator.connectors.redact import Redactor, known_secrets
     from integrator.console.app import ConsoleSource, create_app
     from integrator.errors import UserError
+    from integrator.pipeline.project import load_project
     from integrator.scheduler.httpserver import WebServer
     from integrator.scheduler.web import HttpLimits
     from integrator.state.store import Store
@@ -108,6 +111,9 @@ def console_cmd(
         console=lambda: users,
         project=lambda: project,
         runnable=runnable,
+        workbench=lambda: load_project(
+            config_path, strict=False, need_secrets=False, state_url=state_url
+        ),
     )
     limits = HttpLimits()
     app = create_app(source, public_host=public_host)

@@ -8,40 +8,15 @@ from typing import Any
 
 import click
 
-from integrator.config.yamlfile import decode_utf8
-from integrator.connectors.redact import Redactor, strip_channel_conf
-from integrator.errors import ConfigIssue, ConfigurationError, PermanentError
+from integrator.errors import ConfigIssue, ConfigurationError
 from integrator.logs import configure_logging
-from integrator.scripting import SCRIPT_ERROR, ScriptPool, load_script
+from integrator.pipeline.workbench import read_json, run_script, script_args
+from integrator.scripting import SCRIPT_ERROR, load_script
 from integrator.scripting.pool import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 
 __all__ = ["COMMANDS", "read_json"]
 
 ENTRIES = {"script": "process", "post_script": "process", "check_response": "check_response"}
-
-
-def read_json(path: Path, what: str) -> Any:
-    """A JSON file, or a ConfigurationError naming the file, line and column."""
-    try:
-        text, problem = decode_utf8(path.read_bytes(), str(path))
-        if problem is not None:
-            raise ConfigurationError([ConfigIssue(str(path), what, problem.message, problem.line)])
-        return json.loads(text or "")
-    except OSError as exc:
-        raise ConfigurationError(
-            [ConfigIssue(str(path), what, f"cannot read {path}: {exc.strerror}")]
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(
-            [
-                ConfigIssue(
-                    str(path),
-                    what,
-                    f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                    line=exc.lineno,
-                )
-            ]
-        ) from None
 
 
 def _attrs(values: tuple[str, ...]) -> dict[str, str]:
@@ -115,45 +90,30 @@ def test_script_cmd(
     loaded, issues = load_script(script, ENTRIES[step], str(script), "script", timeout)
     if loaded is None:
         raise ConfigurationError(issues)
-    args: dict[str, Any] = {}
     if step == "check_response":
         if request_file is None or response_file is None:
             raise click.UsageError("--step check_response needs --request FILE and --response FILE")
-        args["request"] = read_json(request_file, "--request")
-        args["response"] = read_json(response_file, "--response")
-        if input_file is not None:
-            args["order"] = read_json(input_file, "--input")
+        args = script_args(
+            step,
+            read_json(input_file, "--input") if input_file is not None else None,
+            read_json(request_file, "--request"),
+            read_json(response_file, "--response"),
+        )
     else:
         if input_file is None:
             raise click.UsageError(f"--step {step} needs --input FILE (the order JSON)")
-        args["data"] = args["order"] = read_json(input_file, "--input")
-        if isinstance(args["data"], dict):  # as the read stage does: channel.conf is masked
-            strip_channel_conf(args["data"], Redactor([]))
+        args = script_args(step, read_json(input_file, "--input"))
     before = _attrs(attrs)
     if flow is not None:
         from integrator.pipeline.exchange import var_attributes
 
         before = {**var_attributes(_constants(ctx, flow)), **before}
-    attributes = dict(before)
     configure_logging("INFO")  # what the script logs goes to stderr, beside the JSON
-    pool = ScriptPool(size=1, memory_mb=DEFAULT_MEMORY_MB)
-    result: Any = None
-    raw: str | None = None
-    failed = False
-    try:  # as the flow calls it: the arguments it declares, in a worker, with its time limit
-        result, raw = loaded.run(pool, attributes, **args)
-    except PermanentError:
-        failed = True  # log.script.error is in the attributes
-    finally:
-        pool.close()
-    written = {k: v for k, v in attributes.items() if before.get(k) != v}
-    _print(
-        {
-            "runtime": loaded.runtime,
-            "result_data": raw if raw is not None else result,
-            "attributes": written,
-        }
-    )
+    # as the flow calls it: the arguments it declares, in a worker, with its time limit
+    ran = run_script(loaded, before, args, DEFAULT_MEMORY_MB)
+    _print(ran.as_dict())
+    failed = ran.error is not None
+    written = ran.attributes
     if failed:
         click.echo(f"script failed: {written.get(SCRIPT_ERROR)}", err=True)
         return 1
@@ -257,13 +217,7 @@ def test_flow_cmd(
       integrator test-flow --golden --update    accept the current payloads
     """
     from integrator.cli.common import load_quiet
-    from integrator.pipeline.trace import (
-        find_golden,
-        json_diff,
-        recording,
-        sandbox_answer,
-        trace_flow,
-    )
+    from integrator.pipeline.trace import find_golden, recording, sandbox_answer, trace_flow
 
     project = load_quiet(ctx)
     if golden:
@@ -275,38 +229,19 @@ def test_flow_cmd(
                 + ": add <flow>/<case>.order.json and <case>.expected.json (integrator "
                 "orders export NUMBER --golden CASE writes both from a live order)"
             )
+        from integrator.pipeline.workbench import golden as run_golden
+
         failed = 0
-        for case in cases:
-            built = project.flows.get(case.flow)
-            if built is None:
-                click.echo(f"FAIL {case.flow}/{case.name}: no valid flow named {case.flow!r}")
-                failed += 1
-                continue
-            trace = trace_flow(
-                project, built, read_json(case.order_file, "order"), answer=sandbox_answer
-            )
-            if trace.error:
-                click.echo(f"FAIL {case.flow}/{case.name}: {trace.error}")
-                failed += 1
-                continue
-            if update:
-                case.expected_file.write_text(
-                    json.dumps(trace.request, indent=2, ensure_ascii=False) + "\n"
-                )
-                click.echo(f"updated {case.expected_file}")
-                continue
-            if not case.expected_file.is_file():
-                click.echo(f"FAIL {case.flow}/{case.name}: {case.expected_file} is missing")
-                failed += 1
-                continue
-            diff = json_diff(read_json(case.expected_file, "expected"), trace.request, case.name)
-            if diff:
-                failed += 1
-                click.echo(f"FAIL {case.flow}/{case.name}: the ERP payload differs")
-                for line in diff:
-                    click.echo("  " + line)
+        for g in run_golden(project, flow, update):
+            if g.status == "updated":
+                click.echo(f"updated {g.reason}")
+            elif g.status == "ok":
+                click.echo(f"ok   {g.flow}/{g.case}")
             else:
-                click.echo(f"ok   {case.flow}/{case.name}")
+                failed += 1
+                click.echo(f"FAIL {g.flow}/{g.case}: {g.reason}")
+                for line in g.diff:
+                    click.echo("  " + line)
         click.echo(f"{len(cases) - failed} passed, {failed} failed")
         return 1 if failed else 0
     if flow is None or order_file is None:

@@ -1,9 +1,12 @@
-"""The operator console: read views of the state store in a browser, and a JSON API.
+"""The operator console: views of the state store in a browser, and a JSON API.
 
 - ``app``: the Flask application (``create_app``): the dashboard, runs and a run's log, the
-  order timeline, failures; the JSON API under ``/api/`` and its OpenAPI document.
-- ``guard``: what keeps it local until login exists: loopback only, the Host header checked
-  (DNS rebinding), GET and HEAD only.
+  live view of a run, the order timeline, failures, the workbench, the actions; the JSON API
+  under ``/api/`` and its OpenAPI document.
+- ``security``: login, sessions, the role table (``ROUTE_ROLES``: every route's least role)
+  and CSRF, when users are configured.
+- ``guard``: the Host header checked (DNS rebinding); without users: loopback only, GET and
+  HEAD only but for the workbench's runs (``security.LOCAL_WRITES``) from its own pages.
 - ``openapi``: the API's description.
 
 It reads the store through ``integrator.state.queries`` only, and masks everything it shows

@@ -5,10 +5,11 @@ or answered as JSON under ``/api/``. Whatever is shown is masked first, as a who
 project's redactor (secret-named keys, known secret values, URL credentials): the ERP request
 and answer, events, ``log.`` attributes, errors and the run's log alike.
 
-Without users (config.yaml's ``console.users``) it is read-only and local: no route takes
-anything but GET/HEAD (``guard.HostGuard``). With users, ``security`` checks every request
-against its role table and CSRF, and the actions (release, replay, resolve, run now) go
-through ``integrator.pipeline.recovery`` and the ledger, each an event naming the user.
+Without users (config.yaml's ``console.users``) it is local and read-only (``guard.HostGuard``),
+but for the workbench's runs (``security.LOCAL_WRITES``), taken only from the console's own
+pages. With users, ``security`` checks every request against its role table (``ROUTE_ROLES``)
+and CSRF, and the actions (release, replay, resolve, run now) go through
+``integrator.pipeline.recovery`` and the ledger, each an event naming the user.
 """
 
 from __future__ import annotations
@@ -28,23 +29,31 @@ from werkzeug.exceptions import HTTPException
 
 from integrator.console.guard import HostGuard
 from integrator.console.openapi import document
-from integrator.console.security import Auth, current_user, install
+from integrator.console.security import LOCAL_WRITES, Auth, current_user, install
+from integrator.console.workbench import Workbench, WorkbenchError
 from integrator.state.queries import FlowFigures, Queries, RunFilter, iso, run_json
 from integrator.state.runs import RunStatus
 
 if TYPE_CHECKING:
     from integrator.connectors.redact import Redactor
+    from integrator.console.live import LiveRuns
     from integrator.console.users import ConsoleConfig
     from integrator.pipeline.project import Project
     from integrator.scheduler.schedule import Schedule
     from integrator.state.store import Store
 
-__all__ = ["LOG_BYTES", "ConsoleSource", "create_app"]
+__all__ = ["LIVE_NEEDS_DAEMON", "LOG_BYTES", "ConsoleSource", "create_app"]
 
 log = structlog.get_logger("integrator.console")
 
+WORKBENCH_BODY = 4 * 1024 * 1024  # the most a workbench run's request may send
 LOG_BYTES = 256 * 1024  # the most of a run's log a page or an answer shows (its end)
 WINDOW_MAX = 1000
+LIVE_NEEDS_DAEMON = (
+    "the live view needs the daemon: this standalone console reads the state store only, "
+    "where a run's progress is written when it ends. Open the console the daemon serves "
+    "(integrator daemon, http://127.0.0.1:9108/) to follow a run as it goes"
+)
 
 
 class BadRequest(Exception):
@@ -56,7 +65,12 @@ class ConsoleSource:
     """What the console reads, as callables (the daemon's store and flows change on reload).
 
     ``where``: ``daemon`` or ``standalone``; ``window``: how many of each flow's latest runs
-    the error rate and average run time are over (the dashboard's default)."""
+    the error rate and average run time are over (the dashboard's default).
+
+    Two projects, on purpose: ``project`` is the one the console acts with (in the daemon, the
+    one it runs, so a release or a resolve uses the same ledger policy as its runs);
+    ``workbench`` loads the files afresh on each call, without secrets, so what is tested is
+    what the files say now (a broken edit shows, the daemon's flows are untouched)."""
 
     store: Callable[[], Store]
     redactor: Callable[[], Redactor]
@@ -67,6 +81,8 @@ class ConsoleSource:
     console: Callable[[], ConsoleConfig | None] = lambda: None  # users: login and actions
     project: Callable[[], Project] | None = None  # the project (release, resolve)
     runnable: Callable[[], Project] | None = None  # the project with its secrets (replay)
+    workbench: Callable[[], Project] | None = None  # the project's files as they are now
+    live: LiveRuns | None = None  # the daemon's runs in progress (None: standalone)
     run_now: Callable[[str], str] | None = None  # the daemon: queue a run of the flow
 
 
@@ -163,6 +179,36 @@ class Views:
             except ValueError:
                 lines.append(text)
         answer.update(lines=lines, size=size, truncated=start > 0)
+        return self._mask(answer)
+
+    def live_runs(self) -> dict[str, Any]:
+        live = self.source.live
+        if live is None:
+            return {"where": self.source.where, "runs": [], "note": LIVE_NEEDS_DAEMON}
+        return self._mask({"where": self.source.where, "runs": live.running()})
+
+    def live(self, run_id: int, after: int = 0) -> dict[str, Any] | None:
+        """A run in progress from the daemon's memory; the stored run once it has ended or
+        when no daemon of this console runs it."""
+        live = self.source.live
+        snap = None if live is None else live.snapshot(run_id, after)
+        row = self._q().run(run_id)
+        if row is None and snap is None:
+            return None
+        answer: dict[str, Any] = {
+            "source": "live" if snap is not None and snap["status"] == "running" else "store",
+            "run": run_json(row) if row is not None else None,
+            "live": snap,
+        }
+        if answer["run"] is None:  # published before its row is readable here: not yet
+            answer["source"] = "live"
+        if answer["source"] == "store" and row is not None and row["status"] == "running":
+            answer["note"] = (
+                LIVE_NEEDS_DAEMON
+                if live is None
+                else "this run is not one of this daemon's: another process runs it, and "
+                "its progress is written when it ends"
+            )
         return self._mask(answer)
 
     def find(self, text: str) -> dict[str, Any]:
@@ -316,6 +362,17 @@ def _run_filter() -> RunFilter:
     )
 
 
+def _json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 400 saying what was expected."""
+    value = request.get_json(silent=True)
+    if not isinstance(value, dict):
+        raise BadRequest(
+            "expected a JSON object body (Content-Type: application/json), e.g. "
+            '{"flow": "order_flow", "stage": "flow", "input": {...}}'
+        )
+    return value
+
+
 def _seconds(value: Any) -> str:
     """A duration for people: 850 ms, 12.5 s, 3 min 20 s, 2 h 5 min, 3 d 4 h."""
     if value is None:
@@ -347,6 +404,8 @@ def create_app(
     from integrator.console.actions import ActionRefused, Actions
 
     app = Flask(__name__)
+    # a login or an action's form is small; the workbench's input (1 MiB) and its form's
+    # encoding are not (``big_body`` below)
     app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=64 * 1024)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # flask's default provider has it
     app.jinja_env.filters["seconds"] = _seconds
@@ -355,12 +414,18 @@ def create_app(
     views = Views(source)
     actions = Actions(source)
     auth = auth or Auth(source.console)
+    bench = Workbench(source.workbench, source.redactor)
 
     def window() -> int:
         return _int("window", source.window, 1, WINDOW_MAX) or source.window
 
     def page(template: str, **values: Any) -> str:
         return render_template(template, **{"where": source.where, **values})
+
+    @app.before_request
+    def big_body() -> None:  # before ``install``'s checks, which may read the form
+        if request.endpoint in LOCAL_WRITES:
+            request.max_content_length = WORKBENCH_BODY
 
     install(app, auth, page)
 
@@ -390,7 +455,23 @@ def create_app(
         run = views.run(run_id)
         if run is None:
             abort(404, f"there is no run {run_id} in the state store")
-        return page("run.html", run=run, log=views.run_log(run_id), log_bytes=LOG_BYTES)
+        live = views.live(run_id) if run["status"] == "running" else None
+        return page("run.html", run=run, log=views.run_log(run_id), log_bytes=LOG_BYTES, live=live)
+
+    @app.get("/runs/<int:run_id>/live")
+    def run_live_fragment(run_id: int) -> Response | str:
+        """The live part of a run's page, polled by htmx while the run goes; once the run
+        has ended the page reloads itself to show the stored run."""
+        found = views.live(run_id)
+        if found is None:
+            abort(404, f"there is no run {run_id} in the state store")
+        polled = request.headers.get("HX-Request") == "true"
+        stored = found["run"]
+        if polled and found["source"] == "store" and stored and stored["status"] != "running":
+            answer = Response("", 200)
+            answer.headers["HX-Refresh"] = "true"
+            return answer
+        return page("_live.html", **found)
 
     @app.get("/orders")
     def orders_page() -> str:
@@ -443,6 +524,17 @@ def create_app(
         if found is None:
             abort(404, f"there is no run {run_id} in the state store")
         return jsonify(found)
+
+    @app.get("/api/runs/<int:run_id>/live")
+    def api_run_live(run_id: int) -> Response:
+        found = views.live(run_id, _int("after", 0, 0, 2**62) or 0)
+        if found is None:
+            abort(404, f"there is no run {run_id} in the state store")
+        return jsonify(found)
+
+    @app.get("/api/live")
+    def api_live() -> Response:
+        return jsonify(views.live_runs())
 
     @app.get("/api/orders")
     def api_orders() -> Response:
@@ -555,6 +647,50 @@ def create_app(
             methods=["POST"],
         )
 
+    # ------------------------------------------------------- workbench
+    @app.get("/workbench")
+    def workbench_page() -> str:
+        try:
+            catalogue = bench.catalogue()
+        except WorkbenchError as exc:
+            catalogue = {"flows": [], "problem": str(exc)}
+        return page("workbench.html", **catalogue, args=request.args)
+
+    @app.post("/workbench/run")
+    def workbench_run() -> str:
+        try:
+            answer = bench.run(request.form.to_dict())
+        except WorkbenchError as exc:
+            return page("_workbench_result.html", problem=str(exc))
+        return page("_workbench_result.html", answer=answer)
+
+    @app.post("/workbench/golden")
+    def workbench_golden() -> str:
+        try:
+            answer = bench.golden(request.form.get("flow", "").strip() or None)
+        except WorkbenchError as exc:
+            return page("_workbench_golden.html", problem=str(exc))
+        return page("_workbench_golden.html", golden=answer)
+
+    @app.get("/api/workbench")
+    def api_workbench() -> Response:
+        return jsonify(bench.catalogue())
+
+    @app.post("/api/workbench/run")
+    def api_workbench_run() -> Response:
+        return jsonify(bench.run(_json_body()))
+
+    @app.post("/api/workbench/golden")
+    def api_workbench_golden() -> Response:
+        flow = _json_body().get("flow")
+        if flow is not None and not isinstance(flow, str):
+            raise BadRequest("flow: a flow's name, or leave it out for every flow")
+        return jsonify(bench.golden(flow))
+
+    @app.errorhandler(WorkbenchError)
+    def workbench_error(exc: WorkbenchError) -> Response | tuple[str, int]:
+        return _error(exc.status, str(source.redactor().scrub(str(exc))))
+
     # ---------------------------------------------------------- errors
     def _error(status: int, detail: str) -> Response | tuple[str, int]:
         if request.path.startswith("/api/"):
@@ -594,4 +730,16 @@ def create_app(
         )
         return answer
 
-    return HostGuard(app, writes=lambda: auth.enabled, public_host=public_host)
+    urls = app.url_map.bind("localhost")
+
+    def local_write(path: str) -> bool:
+        """A POST to ``path`` reaches a route the console takes without users."""
+        try:
+            endpoint, _args = urls.match(path, method="POST")
+        except HTTPException:
+            return False
+        return endpoint in LOCAL_WRITES
+
+    return HostGuard(
+        app, writes=lambda: auth.enabled, public_host=public_host, local_write=local_write
+    )

@@ -1,5 +1,7 @@
 """What keeps the console local: loopback only, the Host header checked, and nothing but
-reads until users are configured (then POST too, each checked by ``security``).
+reads until users are configured (then POST too, each checked by ``security``), but for the
+few routes ``security.LOCAL_WRITES`` names (the workbench's runs), taken only from the
+console's own pages.
 
 A page on ``evil.example`` whose name an attacker makes resolve to 127.0.0.1 (DNS
 rebinding) reaches a loopback server from the victim's browser, with ``Host: evil.example``;
@@ -15,6 +17,7 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["LOOPBACK_NAMES", "HostGuard", "host_allowed", "loopback_refusal"]
 
@@ -64,16 +67,28 @@ def host_allowed(header: str | None, public_host: str | None = None) -> bool:
 
 
 class HostGuard:
-    """WSGI middleware: 421 for a Host that is neither loopback nor ``public_host``; 405 for
-    anything but GET/HEAD unless ``writes()`` (users are configured: login and actions)."""
+    """WSGI middleware: 421 for a Host that is neither loopback nor ``public_host``.
+
+    With users (``writes()``): GET, HEAD and POST pass, and ``security`` checks each request's
+    role and CSRF token; anything else is 405.
+
+    Without users (the loopback console, no login): 405 for anything but GET/HEAD, except a
+    POST to a path ``local_write`` accepts (``security.LOCAL_WRITES``: the workbench's runs),
+    which must come from the console's own pages: an ``Origin`` header, when sent, names a
+    loopback origin, and the request carries ``HX-Request: true`` (htmx) or a JSON body. A
+    page elsewhere cannot send either across origins without a CORS preflight, which the
+    console never answers, so another site open in the same browser cannot make it run
+    anything."""
 
     def __init__(
         self,
         app: Wsgi,
         writes: Callable[[], bool] = lambda: False,
         public_host: str | None = None,
+        local_write: Callable[[str], bool] = lambda _path: False,
     ) -> None:
         self.app, self.writes, self.public_host = app, writes, public_host
+        self.local_write = local_write
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if not host_allowed(environ.get("HTTP_HOST"), self.public_host):
@@ -84,22 +99,45 @@ class HostGuard:
                 "the console answers only to a loopback Host header (localhost, 127.0.0.1, "
                 f"[::1]){also}; open it as http://127.0.0.1:PORT/",
             )
-        allowed = ("GET", "HEAD", "POST") if self.writes() else ("GET", "HEAD")
-        if environ.get("REQUEST_METHOD") not in allowed:
-            if self.writes():
+        method = environ.get("REQUEST_METHOD")
+        if self.writes():
+            if method not in ("GET", "HEAD", "POST"):
                 return _refuse(
                     start_response,
                     "405 Method Not Allowed",
                     "the console takes GET, HEAD and POST",
                     [("Allow", "GET, HEAD, POST")],
                 )
+            return self.app(environ, start_response)
+        if method == "POST" and self.local_write(str(environ.get("PATH_INFO") or "/")):
+            why = _not_own_page(environ)
+            if why is not None:
+                return _refuse(start_response, "403 Forbidden", why)
+            return self.app(environ, start_response)
+        if method not in ("GET", "HEAD"):
             return _refuse(
                 start_response,
                 "405 Method Not Allowed",
-                "the console is read-only: it takes GET and HEAD",
+                "the console is read-only here: this path takes GET and HEAD",
                 [("Allow", "GET, HEAD")],
             )
         return self.app(environ, start_response)
+
+
+def _not_own_page(environ: dict[str, Any]) -> str | None:
+    """Why a POST does not come from the console's own pages (None: it does)."""
+    origin = environ.get("HTTP_ORIGIN")
+    if origin is not None:
+        parts = urlsplit(str(origin))
+        if parts.scheme not in ("http", "https") or not host_allowed(parts.netloc):
+            return f"a request from {origin} may not act on the console; use its own pages"
+    kind = str(environ.get("CONTENT_TYPE") or "").partition(";")[0].strip().lower()
+    if environ.get("HTTP_HX_REQUEST") != "true" and kind != "application/json":
+        return (
+            "an action needs the console's page (htmx sends HX-Request: true) or a JSON "
+            "body (Content-Type: application/json)"
+        )
+    return None
 
 
 def _refuse(

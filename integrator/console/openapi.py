@@ -31,34 +31,52 @@ def _get(
     return {"get": op}
 
 
-def _post(summary: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """An action: a JSON (or form) body in, a JSON answer out; operator role and above."""
-    body = {"type": "object", "properties": fields, "required": required}
+def _post(
+    summary: str,
+    body: dict[str, Any],
+    result: dict[str, Any],
+    role: str,
+    errors: tuple[int, ...],
+    form: bool = False,
+    local: bool = False,
+) -> dict[str, Any]:
+    """A state-changing request: a JSON body (``form``: or a form) in, a JSON answer out.
+
+    ``role``: the least role it needs with users (``x-requires``; the console enforces
+    ``security.ROUTE_ROLES``, which the tests hold this to); with a session cookie it needs
+    the session's CSRF token. ``local``: taken without users too (``security.LOCAL_WRITES``),
+    from the console's own pages only."""
+    where = (
+        "Without users: from the console's own pages only (Content-Type: application/json, "
+        "an Origin header, when sent, on loopback)."
+        if local
+        else "Without users there is none."
+    )
+    content = {"application/json": {"schema": body}}
+    if form:
+        content["application/x-www-form-urlencoded"] = {"schema": body}
     op: dict[str, Any] = {
         "summary": summary,
-        "description": "Needs the operator role. With a session cookie, send the session's "
-        "CSRF token as X-CSRF-Token; with Authorization: Bearer, none.",
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": body},
-                "application/x-www-form-urlencoded": {"schema": body},
-            },
-        },
+        "description": f"Needs the {role} role. With a session cookie, send the session's "
+        f"CSRF token as X-CSRF-Token; with Authorization: Bearer, none. {where}",
+        "x-requires": {"role": role, "state_changing": True},
+        "requestBody": {"required": True, "content": content},
         "responses": {
-            "200": {
-                "description": "Done",
-                "content": {"application/json": {"schema": _ref("ActionResult")}},
-            },
-            "400": _ERROR,
-            "401": _ERROR,
-            "403": _ERROR,
-            "409": _ERROR,
+            "200": {"description": "Done", "content": {"application/json": {"schema": result}}},
+            **{str(code): _ERROR for code in errors},
         },
     }
     return {"post": op}
 
 
+def _action(summary: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """An action (operator role and above): its fields as JSON or a form."""
+    body = {"type": "object", "properties": fields, "required": required}
+    return _post(summary, body, _ref("ActionResult"), "operator", _ACTION_ERRORS, form=True)
+
+
+_ACTION_ERRORS = (400, 401, 403, 409)
+_BENCH_ERRORS = (400, 401, 403, 404, 413, 429)
 _TEXT = {"type": "string", "maxLength": 1000}
 
 
@@ -119,6 +137,118 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             }
+        },
+    },
+    "WorkbenchFlow": {
+        "type": "object",
+        "required": ["flow", "stages", "recorded"],
+        "properties": {
+            "flow": {"type": "string"},
+            "stages": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "stage"],
+                    "properties": {"index": {"type": "integer"}, "stage": {"type": "string"}},
+                },
+            },
+            "recorded": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "WorkbenchRun": {
+        "type": "object",
+        "required": ["flow"],
+        "properties": {
+            "flow": {"type": "string"},
+            "stage": {
+                "type": ["string", "integer"],
+                "description": '"flow" (the whole flow, the default) or a stage\'s index',
+            },
+            "input": {"description": "the order (JSON), as integrator orders export writes it"},
+            "recorded": {"type": "string", "description": "CASE or FLOW/CASE of flows/tests/"},
+            "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+            "response": {"description": "the whole flow: the ERP's answer to the write"},
+            "status": {"type": "integer", "description": "its status code (default 201)"},
+        },
+    },
+    "WorkbenchResult": {
+        "type": "object",
+        "required": ["flow", "stage", "kind", "result_data", "attributes"],
+        "properties": {
+            "flow": {"type": "string"},
+            "stage": {"type": "string"},
+            "stage_name": {"type": "string"},
+            "kind": {"type": "string", "enum": ["script", "mapping", "flow"]},
+            "runtime": {"type": "string"},
+            "result_data": {"description": "a value cut to 256 KiB of JSON is a note"},
+            "attributes": {"type": "object"},
+            "erp_payload": {},
+            "erp_response": {},
+            "mapping_data": {},
+            "stages": {"type": "array", "items": {"type": "object"}},
+            "state": {"type": "string"},
+            "error": _STR_OR_NULL,
+            "failure": {"type": ["object", "null"]},
+        },
+    },
+    "GoldenCase": {
+        "type": "object",
+        "required": ["flow", "case", "status"],
+        "properties": {
+            "flow": {"type": "string"},
+            "case": {"type": "string"},
+            "status": {"type": "string", "enum": ["ok", "fail"]},
+            "reason": {"type": "string"},
+            "diff": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "LiveRun": {
+        "type": "object",
+        "required": ["run", "flow", "status", "ok", "failed", "skipped", "done", "last_seq"],
+        "properties": {
+            "run": {"type": "integer"},
+            "flow": {"type": "string"},
+            "status": {"type": "string", "description": "running, or how it ended"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "seconds": {"type": "number"},
+            "total": {**_INT_OR_NULL, "description": "the listing's count, when it gave one"},
+            "ok": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "skipped": {"type": "integer"},
+            "done": {"type": "integer"},
+            "last_seq": {"type": "integer"},
+            "kept": {"type": "integer", "description": "the most orders kept in memory"},
+            "orders": {
+                "type": "array",
+                "description": "the latest orders that ended, newest first",
+                "items": {
+                    "type": "object",
+                    "required": ["seq", "number", "status", "state"],
+                    "properties": {
+                        "seq": {"type": "integer"},
+                        "number": {"type": "string"},
+                        "status": {"type": "string", "enum": ["ok", "failed", "skipped"]},
+                        "state": {"type": "string"},
+                        "message": {"type": "string"},
+                        "at": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
+        },
+    },
+    "LiveAnswer": {
+        "type": "object",
+        "required": ["source", "run"],
+        "properties": {
+            "source": {
+                "type": "string",
+                "enum": ["live", "store"],
+                "description": "live: the daemon's memory, the run in progress; store: the "
+                "stored run (it has ended, or no daemon of this console runs it)",
+            },
+            "run": {"anyOf": [_ref("Run"), {"type": "null"}]},
+            "live": {"anyOf": [_ref("LiveRun"), {"type": "null"}]},
+            "note": {"type": "string"},
         },
     },
     "Run": {
@@ -285,6 +415,59 @@ def document() -> dict[str, Any]:
                 _ref("RunLog"),
                 [_p("run_id", "integer", "the run's id")],
             ),
+            "/api/runs/{run_id}/live": _get(
+                "A run's live progress (the daemon's memory) while it runs; the stored run "
+                "once it has ended, or where no daemon runs it (standalone: a note says so)",
+                _ref("LiveAnswer"),
+                [
+                    _p("run_id", "integer", "the run's id"),
+                    _q("after", "integer", "only orders published after this sequence number"),
+                ],
+            ),
+            "/api/live": _get(
+                "The runs in progress in this daemon (standalone: none, and a note)",
+                {
+                    "type": "object",
+                    "required": ["where", "runs"],
+                    "properties": {
+                        "where": {"type": "string", "enum": ["daemon", "standalone"]},
+                        "runs": {"type": "array", "items": _ref("LiveRun")},
+                        "note": {"type": "string"},
+                    },
+                },
+            ),
+            "/api/workbench": _get(
+                "The workbench's flows: the stages that run alone, and the recorded orders",
+                {
+                    "type": "object",
+                    "properties": {"flows": {"type": "array", "items": _ref("WorkbenchFlow")}},
+                },
+            ),
+            "/api/workbench/run": _post(
+                "Run a script, a mapping or the whole flow (trace mode) on one order: "
+                "nothing is called, nothing written",
+                _ref("WorkbenchRun"),
+                _ref("WorkbenchResult"),
+                "viewer",
+                _BENCH_ERRORS,
+                local=True,
+            ),
+            "/api/workbench/golden": _post(
+                "The golden tests' status (flows/tests/), nothing rewritten",
+                {"type": "object", "properties": {"flow": {"type": "string"}}},
+                {
+                    "type": "object",
+                    "required": ["cases", "passed", "failed"],
+                    "properties": {
+                        "cases": {"type": "array", "items": _ref("GoldenCase")},
+                        "passed": {"type": "integer"},
+                        "failed": {"type": "integer"},
+                    },
+                },
+                "viewer",
+                _BENCH_ERRORS,
+                local=True,
+            ),
             "/api/orders": _get(
                 "Orders whose number is, or starts with, q, across flows",
                 {
@@ -311,19 +494,19 @@ def document() -> dict[str, Any]:
             ),
             "/api/me": _get("Who is asking (null without login)", _ref("Me")),
             "/api/users": _get("The console's users and roles (admin)", _ref("Users")),
-            "/api/actions/release": _post(
+            "/api/actions/release": _action(
                 "Release a flow's quarantined orders (those whose error contains reason); "
                 "the next run takes them. Orders whose ERP copy is unknown are kept",
                 {"flow": _TEXT, "reason": _TEXT, "note": _TEXT},
                 ["flow"],
             ),
-            "/api/actions/replay": _post(
+            "/api/actions/replay": _action(
                 "Run one order through its flow now, quarantine and backoff notwithstanding; "
                 "refused when its last write's outcome is unknown, unless force",
                 {"number": _TEXT, "flow": _TEXT, "force": {"type": "boolean"}},
                 ["number"],
             ),
-            "/api/actions/resolve": _post(
+            "/api/actions/resolve": _action(
                 "Settle an order whose last write's outcome is unknown: as sent (the ERP has "
                 "it, erp_ref is its id there) or resend (written again on the next run)",
                 {
@@ -334,7 +517,7 @@ def document() -> dict[str, Any]:
                 },
                 ["number", "as"],
             ),
-            "/api/actions/run": _post(
+            "/api/actions/run": _action(
                 "Queue a run of the flow now (the daemon only)", {"flow": _TEXT}, ["flow"]
             ),
         },

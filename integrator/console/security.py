@@ -7,6 +7,8 @@
   user removed or demoted loses access at once; a session lasts ``session_lifetime``.
 - What: one table, ``ROUTE_ROLES``, endpoint → the least role (None: anyone). Every request is
   checked against it before its view runs; an endpoint missing from it is refused (fail closed).
+  Without users there is no login: ``guard.HostGuard`` keeps the console loopback and read-only
+  but for ``LOCAL_WRITES`` (the workbench's runs), taken only from the console's own pages.
 - CSRF: every request that is not GET/HEAD and is authenticated by the cookie (forms, htmx, the
   API from a browser) carries the session's token, as the form field ``csrf_token`` or the
   ``X-CSRF-Token`` header; API token requests need none (no browser sends them on its own).
@@ -29,7 +31,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from integrator.console.users import ConsoleConfig, ConsoleUser, LoginLimiter, role_allows
 
-__all__ = ["ROUTE_ROLES", "Auth", "install"]
+__all__ = ["LOCAL_WRITES", "ROUTE_ROLES", "Auth", "install"]
 
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
@@ -57,6 +59,18 @@ ROUTE_ROLES: dict[str, str | None] = {
     "api_order": "viewer",
     "api_failures": "viewer",
     "api_me": "viewer",
+    # the live view of a run (the daemon's memory): reads
+    "run_live_fragment": "viewer",
+    "api_run_live": "viewer",
+    "api_live": "viewer",
+    # the workbench: "read and test"; its runs are POSTs (CSRF with a cookie session), which
+    # call nothing and write nothing (trace mode)
+    "workbench_page": "viewer",
+    "api_workbench": "viewer",
+    "workbench_run": "viewer",
+    "workbench_golden": "viewer",
+    "api_workbench_run": "viewer",
+    "api_workbench_golden": "viewer",
     "action_release": "operator",
     "action_replay": "operator",
     "action_resolve": "operator",
@@ -67,6 +81,12 @@ ROUTE_ROLES: dict[str, str | None] = {
     "api_action_run": "operator",
     "api_users": "admin",
 }
+
+# the POST routes the console takes without users (loopback only, from its own pages:
+# ``guard.HostGuard``); every other POST needs users, a login and a CSRF token
+LOCAL_WRITES: frozenset[str] = frozenset(
+    {"workbench_run", "workbench_golden", "api_workbench_run", "api_workbench_golden"}
+)
 
 
 class _Sessions(SecureCookieSessionInterface):

@@ -246,6 +246,7 @@ def _run(
                 writes.runs.close_abandoned(flow.name)
                 writes.pending.release_abandoned(flow.name)
                 run.run_id = ledger.run_id = writes.runs.start(flow.name)
+                metrics.run_started(flow.name, run.run_id)
             pending = None
             if events and writes is not None and not only_order:
                 queue = writes.pending

@@ -36,6 +36,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from integrator.connectors.redact import known_secrets
+from integrator.console.live import LiveRuns
 from integrator.errors import ConfigurationError, FatalError, UserError
 from integrator.logs import learn_secrets, route_library_logs
 from integrator.metrics import PrometheusMetrics
@@ -80,6 +81,7 @@ class Daemon:
         self.behind_proxy, self.public_host = behind_proxy, public_host
         self.grace_seconds, self.watch_seconds = grace_seconds, watch_seconds
         self.metrics = PrometheusMetrics()
+        self.live = LiveRuns()  # the runs in progress, in memory, for the console's live view
         self.stopping = threading.Event()  # set: no new run, no new order
         self._reload = threading.Event()
         self._wake = threading.Event()
@@ -226,12 +228,14 @@ class Daemon:
         with self._running_lock:
             self._running[name] += 1
         status = "failed"
+        live = self.live.hooks(self.metrics, name)
         try:
             result, _ = run_flow(
                 project,
                 name,
                 store=store,
-                metrics=self.metrics,
+                metrics=live,
+                on_order=live.order_ended,
                 stop=self.stopping,
                 grace=self.grace_seconds,
                 events=True,
@@ -262,6 +266,7 @@ class Daemon:
             self.metrics.run(name, "failed")
             log.exception("run_crashed", flow=name, error=f"{type(exc).__name__}: {exc}")
         finally:
+            live.close(status)
             with self._running_lock:
                 self._running[name] -= 1
                 if self._running[name] <= 0:
@@ -501,6 +506,10 @@ class Daemon:
                 project=project,
                 runnable=project,
                 run_now=self.queue_run,
+                live=self.live,
+                workbench=lambda: load_project(
+                    self.config, strict=False, need_secrets=False, state_url=self.state_url
+                ),
             ),
             public_host=self.public_host,
         )
