@@ -338,11 +338,14 @@ def alive(marker: str) -> list[int]:
 
 
 def pid_gone(pid: int) -> bool:
+    """The process has ended: gone, or a zombie with every thread ended (its main thread can
+    be a zombie while another thread still holds the process's files, its pipes included)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        states = [(t / "stat").read_text().rsplit(") ", 1)[1][:1] for t in tasks]
     except (OSError, IndexError):
         return True
-    return state == "Z"
+    return all(state == "Z" for state in states) and len(states) <= 1
 
 
 def test_children_a_script_leaves_die_with_its_worker(
