@@ -31,6 +31,7 @@ README = ROOT / "README.md"
 NOT_RUN: dict[tuple[str, ...], str] = {
     ("sandbox",): "started first, in the background (the others need it)",
     ("daemon",): "runs until SIGTERM (tests/test_daemon.py, tests/test_setup.py run it)",
+    ("console",): "serves until Ctrl-C (tests/test_console*.py run it)",
     ("resolve",): "needs the ERP's answer in a file (tests/test_ledger_cases.py settles orders)",
 }
 # Lines that run for real and end otherwise than with exit status 0, and what they say.
