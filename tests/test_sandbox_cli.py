@@ -248,3 +248,45 @@ def test_the_sandbox_command_stops_at_once_on_ctrl_c(project: Project) -> None:
                 pipe.close()
     # three servers polled every 0.5 s: 0.75 s on average, up to 1.5 s
     assert took < 0.3, took
+
+
+def test_ctrl_c_while_the_sandbox_prints_its_addresses_stops_it_in_order(
+    project: Project,
+) -> None:
+    """A Ctrl-C that comes while the sandbox still prints what it serves (a person who has
+    seen enough, or a test that waits only for the first line) stops it in order, as one
+    after "Ctrl-C stops." does: before, the KeyboardInterrupt left from the middle of a print
+    and the sandbox ended without stopping its servers in order or saying so."""
+    ports = [str(free_port()) for _ in range(5)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "integrator", "sandbox", "--orders", "1",
+         "--omnitron-port", ports[0], "--erp-port", ports[1], "--omnium-port", ports[2],
+         "--jsonrpc-erp-port", ports[3], "--soap-erp-port", ports[4]],
+        cwd=project.root,
+        env={**os.environ, **project.env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # it says so once every server listens
+            if "Omnitron sandbox:" in line:  # the first line: the others are still coming
+                break
+        else:
+            pytest.fail(f"the sandbox did not start: {proc.stderr.read() if proc.stderr else ''}")
+        t = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stdout.read()
+        took = time.perf_counter() - t
+        assert rest.strip().endswith("sandbox stopped"), rest
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    # three servers polled every 0.5 s: 0.75 s on average, up to 1.5 s
+    assert took < 0.3, took

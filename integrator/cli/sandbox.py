@@ -8,6 +8,7 @@ import errno
 import os
 import shlex
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -160,6 +161,12 @@ def sandbox_cmd(
             if exc.errno != errno.EADDRINUSE:
                 raise
             raise _port_error(list(ports), ports) from None  # taken since the check above
+        # From here Ctrl-C asks for an orderly stop whenever it comes (while the lines below
+        # are printed too): a KeyboardInterrupt raised in the middle of a print would leave
+        # without stopping the servers in order or saying so.
+        stop = threading.Event()
+        before = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stack.callback(signal.signal, signal.SIGINT, before)  # a second Ctrl-C: at once
         console.print(f"Omnitron sandbox: {sb.omnitron.url}  ({orders} orders)")
         console.print(f"ERP sandbox:      {sb.erp.url}")
         if sb.omnium is not None:
@@ -171,8 +178,8 @@ def sandbox_cmd(
         for line in sandbox_env_report(Path(ctx.obj["config"]), sb.env(), SANDBOX_ENV):
             console.print(line, markup=False)
         console.print("Ctrl-C stops.")
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        while not stop.wait(0.5):  # the handler sets it; a timeout keeps signals looked at
+            pass
     console.print("sandbox stopped")
     return 0
 
