@@ -22,9 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from integrator.config.checks import Options
+from integrator.config.checks import Options, clear_secret
 from integrator.config.yamlfile import YamlDoc, join_key
-from integrator.errors import ConfigIssue
 
 __all__ = [
     "CONDITIONS",
@@ -138,18 +137,6 @@ _WEBHOOK_ONLY = ("url", "template", "headers")
 _EMAIL_ONLY = ("host", "port", "starttls", "username", "password", "from", "to")
 
 
-def _clear(doc: YamlDoc, raw: Any, key: str, issues: list[ConfigIssue]) -> None:
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        raw = str(raw)
-    if isinstance(raw, str) and raw and "${" not in raw:
-        issues.append(
-            doc.issue(
-                key,
-                "secret written in clear in the YAML; use ${ENV_VAR} or ${file:path} instead",
-            )
-        )
-
-
 def read_notifiers(o: Options, doc: YamlDoc) -> tuple[NotifierConfig, ...]:
     """config.yaml's ``notifiers:``, every problem recorded in ``o.issues``."""
     out: list[NotifierConfig] = []
@@ -171,7 +158,7 @@ def read_notifiers(o: Options, doc: YamlDoc) -> tuple[NotifierConfig, ...]:
             n.error("name", f"notifier {name!r} is declared twice (also at {seen[name]})")
         seen[name] = key
         if isinstance(raw, dict):
-            _clear(doc, raw.get("password"), n.sub("password"), o.issues)
+            clear_secret(doc, raw.get("password"), n.sub("password"), o.issues)
         wrong = _EMAIL_ONLY if kind == "webhook" else _WEBHOOK_ONLY if kind == "email" else ()
         for opt in wrong:
             if opt in n.data:
@@ -204,7 +191,9 @@ def read_notifiers(o: Options, doc: YamlDoc) -> tuple[NotifierConfig, ...]:
                 headers.append((str(k), str(v)))
                 raw_headers = raw.get("headers") if isinstance(raw, dict) else None
                 if isinstance(raw_headers, dict) and _SECRET_HEADER.search(str(k)):
-                    _clear(doc, raw_headers.get(k), join_key(n.sub("headers"), str(k)), o.issues)
+                    clear_secret(
+                        doc, raw_headers.get(k), join_key(n.sub("headers"), str(k)), o.issues
+                    )
             if name and kind:
                 out.append(
                     NotifierConfig(

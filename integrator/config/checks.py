@@ -34,6 +34,21 @@ def header_problem(value: str) -> str | None:
     )
 
 
+def clear_secret(doc: YamlDoc, raw: Any, key: str, issues: list[ConfigIssue]) -> None:
+    """Secrets come from ${ENV} or ${file:...}; a literal in the YAML (``raw``, the value as
+    written, before interpolation) is refused, a number too (``BearerToken: 123456789`` is
+    read as one, and would be sent as the token)."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        raw = str(raw)
+    if isinstance(raw, str) and raw and "${" not in raw:
+        issues.append(
+            doc.issue(
+                key,
+                "secret written in clear in the YAML; use ${ENV_VAR} or ${file:path} instead",
+            )
+        )
+
+
 T = TypeVar("T")
 
 _TYPE_NAMES = {

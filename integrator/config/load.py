@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from integrator.config.checks import Options, header_problem
+from integrator.config.checks import Options, clear_secret, header_problem
 from integrator.config.interpolate import (
     MIN_SECRET,
     interpolate,
@@ -104,20 +104,6 @@ def _url_check(value: str) -> str | None:
     return None
 
 
-def _clear_secret(doc: YamlDoc, raw: Any, key: str, issues: list[ConfigIssue]) -> None:
-    """Secrets come from ${ENV} or ${file:...}; a literal in the YAML is refused (a number
-    too: ``BearerToken: 123456789`` is read as one, and sent as the token)."""
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        raw = str(raw)
-    if isinstance(raw, str) and raw and "${" not in raw:
-        issues.append(
-            doc.issue(
-                key,
-                "secret written in clear in the YAML; use ${ENV_VAR} or ${file:path} instead",
-            )
-        )
-
-
 def _connector(
     doc: YamlDoc, raw: dict[str, Any], data: Any, key: str, issues: list[ConfigIssue]
 ) -> ConnectorConfig | None:
@@ -128,7 +114,7 @@ def _connector(
     o = Options(data, doc, key, issues, allowed)
     secret_keys = [*_SECRET_FIELDS, *sorted(set().union(*(k.secrets for k in kinds)))]
     for name in secret_keys:
-        _clear_secret(doc, raw.get(name) if isinstance(raw, dict) else None, o.sub(name), issues)
+        clear_secret(doc, raw.get(name) if isinstance(raw, dict) else None, o.sub(name), issues)
     name = o.get("Name", str, "", required=True)
     connection_string = o.get("ConnectionString", str, "")
     host = o.get("Host", str, "", required=not connection_string, check=_url_check)
@@ -152,7 +138,7 @@ def _connector(
             o.error("CustomHeaders", f"header {k!r}: expected a string value")
             continue
         if is_secret_key(str(k)):
-            _clear_secret(
+            clear_secret(
                 doc, raw.get("CustomHeaders", {}).get(k), o.sub(f"CustomHeaders.{k}"), issues
             )
         problem = header_problem(str(v))
@@ -623,7 +609,7 @@ def _events(o: Options, doc: YamlDoc) -> EventSettings | None:
         return None
     e = Options(o.data["events"], doc, o.sub("events"), o.issues, {"secret", "header", "id_path"})
     raw = doc.data.get("events") if isinstance(doc.data, dict) else None
-    _clear_secret(doc, raw.get("secret") if isinstance(raw, dict) else None, e.sub("secret"),
+    clear_secret(doc, raw.get("secret") if isinstance(raw, dict) else None, e.sub("secret"),
                   o.issues)  # fmt: skip
     secret = e.get("secret", str, "", required=True)
     if secret and len(secret) < 16:

@@ -28,9 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from integrator.config.checks import Options
+from integrator.config.checks import Options, clear_secret
 from integrator.config.yamlfile import YamlDoc, join_key
-from integrator.errors import ConfigIssue
 
 __all__ = [
     "ROLES",
@@ -205,16 +204,6 @@ class LoginLimiter:
 
 
 # ---------------------------------------------------------------------- config
-def _clear(doc: YamlDoc, raw: Any, key: str, issues: list[ConfigIssue]) -> None:
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        raw = str(raw)
-    if isinstance(raw, str) and raw and "${" not in raw:
-        issues.append(
-            doc.issue(
-                key,
-                "secret written in clear in the YAML; use ${ENV_VAR} or ${file:path} instead",
-            )
-        )
 
 
 def read_console(o: Options, doc: YamlDoc) -> ConsoleConfig:
@@ -226,7 +215,7 @@ def read_console(o: Options, doc: YamlDoc) -> ConsoleConfig:
     c = Options(o.data.get("console"), doc, "console", o.issues, _CONSOLE_KEYS)
     raw = doc.data.get("console") if isinstance(doc.data, dict) else None
     raw = raw if isinstance(raw, dict) else {}
-    _clear(doc, raw.get("session_secret"), c.sub("session_secret"), o.issues)
+    clear_secret(doc, raw.get("session_secret"), c.sub("session_secret"), o.issues)
     lifetime = 8 * 3600.0
     if "session_lifetime" in c.data:
         found = parse_duration(c.data["session_lifetime"])
@@ -275,7 +264,7 @@ def read_console(o: Options, doc: YamlDoc) -> ConsoleConfig:
         seen[name] = key
         raw_user = raw_user if isinstance(raw_user, dict) else {}
         for secret in ("password_hash", "api_token"):
-            _clear(doc, raw_user.get(secret), u.sub(secret), o.issues)
+            clear_secret(doc, raw_user.get(secret), u.sub(secret), o.issues)
         password_hash = u.get("password_hash", str, "")
         token = u.get("api_token", str, "")
         missing = [
