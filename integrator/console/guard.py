@@ -99,6 +99,15 @@ class HostGuard:
                 "the console answers only to a loopback Host header (localhost, 127.0.0.1, "
                 f"[::1]){also}; open it as http://127.0.0.1:PORT/",
             )
+        if self.public_host is not None and not self.writes():
+            # Served beyond loopback (only ever started with users): a reload that took the
+            # users away must not leave it open to whoever reaches the port, read-only or not.
+            return _refuse(
+                start_response,
+                "403 Forbidden",
+                "the console is served beyond loopback and no console users are configured: "
+                "declare users in config.yaml (console: users:), or serve it on loopback",
+            )
         method = environ.get("REQUEST_METHOD")
         if self.writes():
             if method not in ("GET", "HEAD", "POST"):

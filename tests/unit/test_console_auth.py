@@ -171,3 +171,32 @@ def test_safe_next() -> None:
     assert safe_next("/orders/1?x=2") == "/orders/1?x=2"
     for bad in ("//evil.example/", "https://evil.example/", "/\\evil.example", None, "", "x"):
         assert safe_next(bad) == "/", bad
+
+
+def test_a_console_served_beyond_loopback_refuses_everything_once_it_has_no_users() -> None:
+    """The daemon serves the console beyond loopback only with users; a reload that takes them
+    away must not leave it open (it answered 200, read-only, and ran the workbench)."""
+    from integrator.console.guard import HostGuard
+
+    users: list[str] = ["ayse"]
+    seen: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ["PATH_INFO"])
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    guard = HostGuard(app, writes=lambda: bool(users), public_host="console.example.com")
+
+    def status(host: str, method: str = "GET") -> str:
+        got: list[str] = []
+        env = {"HTTP_HOST": host, "REQUEST_METHOD": method, "PATH_INFO": "/api/flows"}
+        b"".join(guard(env, lambda s, _h, *_a: got.append(s)))
+        return got[0]
+
+    assert status("console.example.com").startswith("200")
+    users.clear()  # config.yaml reloaded without console users
+    for host in ("console.example.com", "127.0.0.1", "localhost"):
+        assert status(host).startswith("403"), host
+        assert status(host, "POST").startswith("403"), host
+    assert seen == ["/api/flows"]
