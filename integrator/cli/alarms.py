@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
 from integrator.cli.common import console, load, load_quiet
+
+if TYPE_CHECKING:
+    from integrator.config.model import FlowConfig
+    from integrator.pipeline.project import Project
 
 __all__ = ["COMMANDS"]
 
@@ -31,11 +36,7 @@ def alarms_group(ctx: click.Context, flow: str | None, as_json: bool) -> None:
     from integrator.state.store import Store
 
     project = load_quiet(ctx)
-    flows = [f.config for f in project.flows.values() if flow in (None, f.config.name)]
-    if flow is not None and not flows:
-        raise click.UsageError(
-            f"no flow named {flow!r}; known flows: {', '.join(sorted(project.flows)) or 'none'}"
-        )
+    flows = _flows(project, flow)
     store = Store(project.app.state_url)
     try:
         alarms = AlarmStore(store)
@@ -83,11 +84,7 @@ def check_cmd(ctx: click.Context, flow: str | None) -> int:
     from integrator.state.store import Store
 
     project = load(ctx)
-    flows = [f.config for f in project.flows.values() if flow in (None, f.config.name)]
-    if flow is not None and not flows:
-        raise click.UsageError(
-            f"no flow named {flow!r}; known flows: {', '.join(sorted(project.flows)) or 'none'}"
-        )
+    flows = _flows(project, flow)
     store = Store(project.app.state_url)
     try:
         done = evaluate(project.app, flows, store)
@@ -111,3 +108,14 @@ def check_cmd(ctx: click.Context, flow: str | None) -> int:
 
 
 COMMANDS = [alarms_group]
+
+
+def _flows(project: Project, flow: str | None) -> list[FlowConfig]:
+    """The flows a command is about: ``flow``, or every flow; a usage error for an unknown
+    name."""
+    flows = [f.config for f in project.flows.values() if flow in (None, f.config.name)]
+    if flow is not None and not flows:
+        raise click.UsageError(
+            f"no flow named {flow!r}; known flows: {', '.join(sorted(project.flows)) or 'none'}"
+        )
+    return flows
