@@ -12,42 +12,10 @@ from typing import Any
 
 import requests
 from support import Project, fault_rule, faults, stats, unsent, wait_for
-from support.console import console
+from support.console import PASSWORDS, TOKENS, console, with_users
 from support.daemon import daemon
 
-from integrator.console.users import hash_password
 from integrator.sandbox import Sandbox
-
-PASSWORDS = {"vera": "viewer-pass-123", "otto": "operator-pass-123", "ada": "admin-pass-1234"}
-TOKENS = {"otto": "otto-token-" + "x" * 24, "vera": "vera-token-" + "y" * 24}
-SESSION_SECRET = "s" * 40
-
-
-def with_users(project: Project) -> None:
-    """Three users (hashes in files, tokens and the session secret from the environment)."""
-    folder = project.root / "secrets"
-    folder.mkdir(exist_ok=True)
-    for name, password in PASSWORDS.items():
-        (folder / f"{name}.hash").write_text(hash_password(password) + "\n")
-    project.env.update(
-        CONSOLE_SESSION_SECRET=SESSION_SECRET,
-        OTTO_API_TOKEN=TOKENS["otto"],
-        VERA_API_TOKEN=TOKENS["vera"],
-    )
-    cfg = project.root / "config.yaml"
-    cfg.write_text(
-        cfg.read_text()
-        + """
-console:
-  session_secret: ${CONSOLE_SESSION_SECRET}
-  users:
-    - {name: vera, role: viewer, password_hash: "${file:secrets/vera.hash}",
-       api_token: "${VERA_API_TOKEN}"}
-    - {name: otto, role: operator, password_hash: "${file:secrets/otto.hash}",
-       api_token: "${OTTO_API_TOKEN}"}
-    - {name: ada, role: admin, password_hash: "${file:secrets/ada.hash}"}
-"""
-    )
 
 
 class Browser:
