@@ -47,6 +47,7 @@ _CONSOLE_KEYS = {"users", "session_secret", "session_lifetime"}
 _USER_KEYS = {"name", "role", "password_hash", "api_token"}
 _SCRYPT = (2**14, 8, 1)  # N, r, p: 16 MiB, about 50 ms
 MIN_SESSION_SECRET = 32
+MAX_SESSION_LIFETIME = 30 * 86400
 MIN_API_TOKEN = 24
 
 
@@ -221,7 +222,7 @@ def read_console(o: Options, doc: YamlDoc) -> ConsoleConfig:
         found = parse_duration(c.data["session_lifetime"])
         if isinstance(found, str):
             c.error("session_lifetime", found)
-        elif not 60 <= found <= 30 * 86400:
+        elif not 60 <= found <= MAX_SESSION_LIFETIME:
             c.error("session_lifetime", "expected from 1m to 30d")
         else:
             lifetime = found
