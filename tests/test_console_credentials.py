@@ -289,3 +289,14 @@ def test_metrics_answer_the_public_host(project: Project) -> None:
         assert _get(port, "/metrics", "console.example.com").status_code == 200
         assert _get(port, "/healthz", "console.example.com:443").status_code == 200
         assert _get(port, "/metrics", "evil.example").status_code == 421
+
+
+def test_client_key_units() -> None:
+    from integrator.console.users import client_key
+
+    assert client_key("192.0.2.1") == "192.0.2.1"
+    assert client_key("[2001:db8:1:2:3::1]") == client_key("2001:db8:1:2:ffff::9")
+    assert client_key("2001:db8:1:2::1") != client_key("2001:db8:1:3::1")
+    assert client_key("::ffff:192.0.2.1") == "192.0.2.1"  # one IPv4 client, either way
+    assert client_key("fe80::1%eth0") == "fe80::/64"
+    assert client_key("?") == "?"
