@@ -45,9 +45,13 @@ def loopback_refusal(host: str) -> str | None:
     )
 
 
-def host_allowed(header: str | None, public_host: str | None = None) -> bool:
+def host_allowed(
+    header: str | None, public_host: str | None = None, *, any_address: bool = False
+) -> bool:
     """A Host header naming loopback (``localhost``, ``127.x.y.z``, ``[::1]``), any port, or
-    ``public_host`` (the name a reverse proxy passes on, ``--public-host``)."""
+    ``public_host`` (the name a reverse proxy passes on, ``--public-host``); with
+    ``any_address``, any IP address too (a scraper that reaches the daemon by address: DNS
+    rebinding needs a name, and a page served from an address is of another origin)."""
     if not header:
         return False
     found = _HOST.fullmatch(header.strip())
@@ -61,9 +65,10 @@ def host_allowed(header: str | None, public_host: str | None = None) -> bool:
     if name in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(name)
     except ValueError:
         return False
+    return any_address or address.is_loopback
 
 
 class HostGuard:

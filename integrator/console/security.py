@@ -3,8 +3,12 @@
 - Who: a signed session cookie (Flask's session, HMAC-SHA256 with ``console.session_secret``;
   ``HttpOnly``, ``SameSite=Lax``, ``Secure`` when the request came over TLS, which behind a
   proxy is read from ``X-Forwarded-Proto`` only with ``--behind-proxy``), or an API token
-  (``Authorization: Bearer``). The role is read from the configuration on every request, so a
-  user removed or demoted loses access at once; a session lasts ``session_lifetime``.
+  (``Authorization: Bearer``). Everything is read from the current configuration on every
+  request (the daemon reloads it): the role, so a user removed or demoted loses access at
+  once; the signing secret, so a new ``session_secret`` ends every session and a daemon given
+  users by a reload signs with theirs; and the user's password hash, whose fingerprint (an
+  HMAC under the secret, never the hash) the session carries, so a password change ends that
+  user's sessions. A session lasts ``session_lifetime``.
 - What: one table, ``ROUTE_ROLES``, endpoint → the least role (None: anyone). Every request is
   checked against it before its view runs; an endpoint missing from it is refused (fail closed).
   Without users there is no login: ``guard.HostGuard`` keeps the console loopback and read-only
@@ -23,13 +27,21 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, jsonify, redirect, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
+from itsdangerous import URLSafeTimedSerializer
 
-from integrator.console.users import ConsoleConfig, ConsoleUser, LoginLimiter, role_allows
+from integrator.console.users import (
+    MAX_SESSION_LIFETIME,
+    ConsoleConfig,
+    ConsoleUser,
+    LoginLimiter,
+    role_allows,
+)
 
 __all__ = ["LOCAL_WRITES", "ROUTE_ROLES", "Auth", "install"]
 
@@ -90,12 +102,36 @@ LOCAL_WRITES: frozenset[str] = frozenset(
 
 
 class _Sessions(SecureCookieSessionInterface):
-    """Flask's signed cookie, with SHA-256 and ``Secure`` whenever the request is HTTPS."""
+    """Flask's signed cookie, with SHA-256, ``Secure`` whenever the request is HTTPS, and the
+    secret and the lifetime of the current configuration (not the app's, set once)."""
 
     digest_method = staticmethod(hashlib.sha256)
 
+    def __init__(self, auth: Auth) -> None:
+        self.auth = auth
+
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(request.is_secure)
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        secret = self.auth.secret()
+        if secret is None:
+            return None  # Flask's null session: nothing signed, nothing read
+        return URLSafeTimedSerializer(
+            secret,
+            salt=self.salt,
+            serializer=self.serializer,
+            signer_kwargs={
+                "key_derivation": self.key_derivation,
+                "digest_method": self.digest_method,
+            },
+        )
+
+    def get_expiration_time(self, app: Flask, session: SessionMixin) -> datetime | None:
+        users = self.auth.users()
+        if not session.permanent or users is None:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=users.session_lifetime)
 
 
 class Auth:
@@ -128,6 +164,21 @@ class Auth:
     def users(self) -> ConsoleConfig | None:
         found = self.config()
         return found if found is not None and found.enabled else None
+
+    def secret(self) -> str | None:
+        """The session secret of the current configuration (None: no users, or none set)."""
+        users = self.users()
+        return users.session_secret if users is not None and users.session_secret else None
+
+    def fingerprint(self, user: ConsoleUser) -> str | None:
+        """What a session keeps of ``user``'s password hash: an HMAC of it under the session
+        secret (never the hash: the cookie is signed, not encrypted). A new hash, or a new
+        secret, gives another fingerprint, and the sessions made with the old one end."""
+        secret = self.secret()
+        if secret is None or not user.password_hash:
+            return None
+        mac = hmac.new(secret.encode(), b"password\0" + user.password_hash.encode(), "sha256")
+        return mac.hexdigest()[:32]
 
     @property
     def enabled(self) -> bool:
@@ -173,14 +224,14 @@ def safe_next(target: str | None) -> str:
 
 def install(app: Flask, auth: Auth, page: Callable[..., Any]) -> None:
     """Sessions, the role check, CSRF and the login/logout routes on ``app``."""
-    cfg = auth.config()
-    app.session_interface = _Sessions()
+    # the secret and the lifetime are read from the configuration on each request (_Sessions,
+    # ``_session_user``); Flask's own bound on a cookie's age is the longest lifetime allowed
+    app.session_interface = _Sessions(auth)
     app.config.update(
-        SECRET_KEY=(cfg.session_secret if cfg is not None and cfg.session_secret else None),
         SESSION_COOKIE_NAME="integrator_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=int(cfg.session_lifetime) if cfg is not None else 28800,
+        PERMANENT_SESSION_LIFETIME=MAX_SESSION_LIFETIME,
     )
 
     @app.context_processor
@@ -189,7 +240,7 @@ def install(app: Flask, auth: Auth, page: Callable[..., Any]) -> None:
         return {
             "user": user,
             "login_on": auth.enabled,
-            "csrf_token": csrf_token() if auth.enabled and app.secret_key else "",
+            "csrf_token": csrf_token() if auth.secret() is not None else "",
             "can": (lambda role: user is not None and role_allows(user.role, role)),
         }
 
@@ -283,9 +334,13 @@ def install(app: Flask, auth: Auth, page: Callable[..., Any]) -> None:
                 return _refuse(401, detail)
             return page("login.html", next=safe_next(request.form.get("next")), error=detail), 401
         auth.limiter.succeeded(name)
+        mark = auth.fingerprint(user)
+        if mark is None:  # a config with password users has a secret (``read_console``)
+            return _refuse(503, "console.session_secret is not set: sessions cannot be signed")
         session.clear()  # a new session: nothing from before the login (fixation)
         session.permanent = True
         session["user"] = user.name
+        session["pw"] = mark
         session["at"] = auth.clock()
         session["sid"] = secrets.token_urlsafe(16)
         session["csrf"] = secrets.token_urlsafe(32)
@@ -304,14 +359,19 @@ def install(app: Flask, auth: Auth, page: Callable[..., Any]) -> None:
 
 def _session_user(users: ConsoleConfig, auth: Auth) -> ConsoleUser | None:
     name, at, sid = session.get("user"), session.get("at"), session.get("sid")
+    mark = session.get("pw")
     if not isinstance(name, str) or not isinstance(at, int | float) or not isinstance(sid, str):
         return None
     user = users.user(name)
     now = auth.clock()
     alive = at <= now < at + users.session_lifetime and not auth.revoked(sid)
-    if user is None or not user.password_hash or not alive:
+    want = auth.fingerprint(user) if user is not None else None
+    # the password the session was made with is still the user's (a change ends the session)
+    same = isinstance(mark, str) and want is not None and hmac.compare_digest(mark, want)
+    if user is None or not alive or not same:
         session.pop("user", None)
         session.pop("at", None)
+        session.pop("pw", None)
         return None
     return user
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
@@ -36,6 +37,7 @@ __all__ = [
     "ConsoleConfig",
     "ConsoleUser",
     "LoginLimiter",
+    "client_key",
     "hash_password",
     "read_console",
     "role_allows",
@@ -47,6 +49,7 @@ _CONSOLE_KEYS = {"users", "session_secret", "session_lifetime"}
 _USER_KEYS = {"name", "role", "password_hash", "api_token"}
 _SCRYPT = (2**14, 8, 1)  # N, r, p: 16 MiB, about 50 ms
 MIN_SESSION_SECRET = 32
+MAX_SESSION_LIFETIME = 30 * 86400
 MIN_API_TOKEN = 24
 
 
@@ -147,13 +150,30 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 # ---------------------------------------------------------------- login limits
+def client_key(address: str) -> str:
+    """The client a login limit counts: an IPv4 address (an IPv4-mapped IPv6 one too) as it is,
+    an IPv6 address by its /64 network, anything else as given."""
+    text = address.strip().strip("[]").partition("%")[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class LoginLimiter:
     """Failed logins per client and per user name, in a sliding window (a clock you pass).
 
     After ``per_user`` failures for one name, or ``per_client`` from one address, within
     ``window`` seconds, logins from there or for that name are refused until the oldest
     failure leaves the window. A success does not clear the client's count (a guesser with one
-    real account would reset it)."""
+    real account would reset it). A client is its address (behind ``--behind-proxy``, the one
+    the proxy appended to X-Forwarded-For), and an IPv6 client is its /64 (``client_key``): a
+    host that owns one changes its address at will."""
 
     def __init__(
         self,
@@ -184,7 +204,8 @@ class LoginLimiter:
         now = self.clock()
         with self._lock:
             waits = [0.0]
-            for key, limit in ((("c", client), self.per_client), (("u", user), self.per_user)):
+            by_client = ("c", client_key(client))
+            for key, limit in ((by_client, self.per_client), (("u", user), self.per_user)):
                 q = self._recent(key, now)
                 if len(q) >= limit:
                     waits.append(q[-limit] + self.window - now)
@@ -193,7 +214,7 @@ class LoginLimiter:
     def failed(self, client: str, user: str) -> None:
         now = self.clock()
         with self._lock:
-            for key in (("c", client), ("u", user)):
+            for key in (("c", client_key(client)), ("u", user)):
                 self._fails.setdefault(key, deque()).append(now)
                 if len(self._fails) > 100_000:  # a flood of names: forget the oldest keys
                     self._fails.pop(next(iter(self._fails)))
@@ -221,7 +242,7 @@ def read_console(o: Options, doc: YamlDoc) -> ConsoleConfig:
         found = parse_duration(c.data["session_lifetime"])
         if isinstance(found, str):
             c.error("session_lifetime", found)
-        elif not 60 <= found <= 30 * 86400:
+        elif not 60 <= found <= MAX_SESSION_LIFETIME:
             c.error("session_lifetime", "expected from 1m to 30d")
         else:
             lifetime = found

@@ -442,7 +442,7 @@ class Daemon:
             raise FatalError(f"--http {self.host}:{self.port}: {refusal}")
         from integrator.scheduler.httpserver import WebServer
 
-        app = App(self, self.http_limits, self._console())
+        app = App(self, self.http_limits, self._console(), public_host=self.public_host)
         server = WebServer(
             app, self.host, self.port, self.http_limits, behind_proxy=self.behind_proxy
         )

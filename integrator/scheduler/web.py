@@ -133,13 +133,25 @@ class App:
     """The WSGI application: a table of routes, JSON answers, and no exception that escapes
     (a failing handler is logged here and answered 500; waitress never prints one)."""
 
-    def __init__(self, daemon: Daemon, limits: HttpLimits, console: WsgiApp | None = None) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        limits: HttpLimits,
+        console: WsgiApp | None = None,
+        *,
+        public_host: str | None = None,
+    ) -> None:
         self.daemon, self.limits, self.console = daemon, limits, console
+        self.public_host = public_host
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/healthz"), self.healthz),
             ("GET", re.compile(r"/metrics"), self.metrics),
             ("POST", re.compile(r"/events/(?P<flow>[^/]+)"), self.event),
         ]
+        # routes a page elsewhere must not read through DNS rebinding: answered only to a
+        # loopback name, an address, or --public-host (``guard.host_allowed``); the events'
+        # webhook keeps its own check (the flow's secret), whatever name its sender uses
+        self.host_checked = {self.healthz, self.metrics}
 
     # ------------------------------------------------------------ routes
     def healthz(self, _request: Request) -> Response:
@@ -196,6 +208,8 @@ class App:
             if route_method != ("GET" if method == "HEAD" else method):
                 allowed += [route_method, "HEAD"] if route_method == "GET" else [route_method]
                 continue
+            if handler in self.host_checked and not self._host_ok(environ):
+                return self._misdirected(path)
             request = Request(method, path, Headers(environ), params=found.groupdict())
             if method in ("POST", "PUT", "PATCH"):
                 body = self._body(environ)
@@ -212,6 +226,23 @@ class App:
             {
                 "detail": "try GET /healthz, GET /metrics, POST /events/<flow>; the console is "
                 "served only when the daemon listens on loopback (it has no login yet)"
+            },
+        )
+
+    def _host_ok(self, environ: dict[str, Any]) -> bool:
+        from integrator.console.guard import host_allowed  # light: no web framework
+
+        return host_allowed(environ.get("HTTP_HOST"), self.public_host, any_address=True)
+
+    def _misdirected(self, path: str) -> Response:
+        also = f", or {self.public_host}" if self.public_host else ""
+        return Response.json(
+            421,
+            {
+                "detail": f"{path} answers only to a Host header naming loopback (localhost, "
+                f"127.0.0.1, [::1]) or an IP address{also}: scrape it by address "
+                "(http://127.0.0.1:PORT/metrics), or name the host it is reached by with "
+                "--public-host NAME"
             },
         )
 
