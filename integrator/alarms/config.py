@@ -20,6 +20,7 @@ import contextlib
 import math
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from integrator.config.checks import Options, clear_secret
@@ -175,18 +176,17 @@ def read_notifiers(o: Options, doc: YamlDoc) -> tuple[NotifierConfig, ...]:
         # a ${VAR} left empty: unset, reported by the load (or tolerated: a lenient load of a
         # command that sends nothing, such as the console)
         written = raw if isinstance(raw, dict) else {}
-        unset = {k for k in ("url", "password") if not _given(n.data.get(k), written.get(k))}
+        unset = frozenset(
+            k for k in ("url", "password") if not _given(n.data.get(k), written.get(k))
+        )
+        url_unset = "url" in unset
         if kind == "webhook":
             url = n.get(
                 "url",
                 str,
                 "",
                 required=True,
-                check=lambda v: (
-                    None
-                    if re.match(r"https?://[^/\s]+", v) or "url" in unset
-                    else "expected an http(s) URL (from ${ENV_VAR}: it may carry a token)"
-                ),
+                check=partial(_url_problem, unset=url_unset),
             )
             template = n.get("template", str, "")
             if template:
@@ -244,6 +244,12 @@ def read_notifiers(o: Options, doc: YamlDoc) -> tuple[NotifierConfig, ...]:
                 )
             )
     return tuple(out)
+
+
+def _url_problem(url: str, unset: bool) -> str | None:
+    if re.match(r"https?://[^/\s]+", url) or unset:
+        return None
+    return "expected an http(s) URL (from ${ENV_VAR}: it may carry a token)"
 
 
 def _given(value: Any, raw: Any) -> bool:
