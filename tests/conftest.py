@@ -16,6 +16,7 @@ import pytest
 pytest.register_assert_rewrite("support")  # its checks fail with pytest's detailed messages
 
 from support import Project, make_project  # noqa: E402
+from support.alarms import Receiver  # noqa: E402
 from support.omnium import make_omnium_project  # noqa: E402
 
 from integrator.sandbox import (  # noqa: E402
@@ -60,3 +61,11 @@ def servers() -> Iterator[tuple[OmniumSandbox, ErpSandbox]]:
 def omnium_project(tmp_path: Path, servers: tuple[OmniumSandbox, ErpSandbox]) -> Project:
     """A project of ``flows/omnium`` wired to ``servers``."""
     return make_omnium_project(tmp_path, *servers)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A local webhook receiver (alarms' notices), closed at the end."""
+    r = Receiver()
+    yield r
+    r.close()

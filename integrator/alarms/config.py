@@ -20,12 +20,14 @@ import contextlib
 import math
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from integrator.config.checks import Options, clear_secret
 from integrator.config.yamlfile import YamlDoc, join_key
 
 __all__ = [
+    "ALARM_INTERVAL",
     "CONDITIONS",
     "AlarmSpec",
     "NotifierConfig",
@@ -44,6 +46,7 @@ CONDITIONS: dict[str, tuple[str, int, bool]] = {
 }
 NOTIFIER_TYPES = ("webhook", "email")
 DEFAULT_COOL_OFF = 1800.0
+ALARM_INTERVAL = 60.0  # seconds between evaluations (`--alarm-interval`: daemon, console)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)\s*([smhd]))", re.IGNORECASE)
@@ -170,17 +173,20 @@ def read_notifiers(o: Options, doc: YamlDoc) -> tuple[NotifierConfig, ...]:
             check=lambda v: None if 0 < v <= 120 else "expected more than 0 and at most 120 s",
         )
         headers: list[tuple[str, str]] = []
+        # a ${VAR} left empty: unset, reported by the load (or tolerated: a lenient load of a
+        # command that sends nothing, such as the console)
+        written = raw if isinstance(raw, dict) else {}
+        unset = frozenset(
+            k for k in ("url", "password") if not _given(n.data.get(k), written.get(k))
+        )
+        url_unset = "url" in unset
         if kind == "webhook":
             url = n.get(
                 "url",
                 str,
                 "",
                 required=True,
-                check=lambda v: (
-                    None
-                    if re.match(r"https?://[^/\s]+", v)
-                    else "expected an http(s) URL (from ${ENV_VAR}: it may carry a token)"
-                ),
+                check=partial(_url_problem, unset=url_unset),
             )
             template = n.get("template", str, "")
             if template:
@@ -220,7 +226,7 @@ def read_notifiers(o: Options, doc: YamlDoc) -> tuple[NotifierConfig, ...]:
                     )
             username = n.get("username", str, "")
             password = n.get("password", str, "")
-            if username and not password:
+            if username and not password and "password" not in unset:
                 n.error("password", "username is set: the password is needed too (${ENV_VAR})")
             out.append(
                 NotifierConfig(
@@ -238,6 +244,17 @@ def read_notifiers(o: Options, doc: YamlDoc) -> tuple[NotifierConfig, ...]:
                 )
             )
     return tuple(out)
+
+
+def _url_problem(url: str, unset: bool) -> str | None:
+    if re.match(r"https?://[^/\s]+", url) or unset:
+        return None
+    return "expected an http(s) URL (from ${ENV_VAR}: it may carry a token)"
+
+
+def _given(value: Any, raw: Any) -> bool:
+    """False when ``value`` is empty and was written as a ``${...}`` reference."""
+    return bool(value) or not (isinstance(raw, str) and "${" in raw)
 
 
 def _template_problem(template: str) -> str | None:

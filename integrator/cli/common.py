@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # a run's modules load when a command needs them (a fast --he
 __all__ = [
     "Interrupt",
     "OrderProgress",
+    "alarm_interval_option",
     "console",
     "interruptible",
     "load",
@@ -44,6 +45,23 @@ __all__ = [
     "print_summary",
     "state_store",
 ]
+
+
+def alarm_interval_option(fn: Any) -> Any:
+    """``--alarm-interval``: the daemon's and the standalone console's, one meaning."""
+    from integrator.alarms.config import ALARM_INTERVAL
+
+    return click.option(
+        "--alarm-interval",
+        type=click.FloatRange(min=1, max=86400),
+        default=ALARM_INTERVAL,
+        show_default=True,
+        metavar="SECONDS",
+        help="How often the alarms are evaluated (by the daemon also after each run of their "
+        "flow). Daemons and consoles sharing a state store take turns: one evaluates at a "
+        "time (a lease in the store), so nobody is told twice.",
+    )(fn)
+
 
 # Piped output (scripts, CI logs) gets wide tables instead of 80 folded columns.
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)

@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from integrator.cli.common import load_lenient
+from integrator.cli.common import alarm_interval_option, load_lenient
 
 if TYPE_CHECKING:
+    from integrator.alarms.evaluator import Evaluator
     from integrator.console.users import ConsoleConfig
+    from integrator.pipeline.project import Project
+    from integrator.state.store import Store
 
 __all__ = ["COMMANDS"]
 
@@ -48,9 +51,15 @@ __all__ = ["COMMANDS"]
     metavar="N",
     help="The dashboard's error rate and average run time are over each flow's last N runs.",
 )
+@alarm_interval_option
 @click.pass_context
 def console_cmd(
-    ctx: click.Context, http: str, behind_proxy: bool, public_host: str | None, window: int
+    ctx: click.Context,
+    http: str,
+    behind_proxy: bool,
+    public_host: str | None,
+    window: int,
+    alarm_interval: float,
 ) -> int:
     """Serve the operator console over the project's state store.
 
@@ -60,8 +69,9 @@ def console_cmd(
     API under /api/ (described at /api/openapi.json). Without users it is read-only but for
     the workbench, on loopback only. With users (config.yaml's console:), they log in;
     operators release, replay and resolve orders. Running a flow now and the live view of a
-    run need the daemon (`integrator daemon` serves the console too).
-    Ctrl-C or SIGTERM stops it.
+    run need the daemon (`integrator daemon` serves the console too). It evaluates the
+    alarms too (--alarm-interval), taking turns with daemons and other consoles over the
+    same state store (a lease), so nobody is told twice. Ctrl-C or SIGTERM stops it.
 
     \b
     integrator console hash-password    make a user's password_hash
@@ -101,6 +111,7 @@ def console_cmd(
         except ConfigurationError as exc:
             raise ActionRefused(f"the project does not load with its secrets: {exc}") from None
 
+    evaluator, note = _alarm_evaluator(project, config_path, state_url, store, alarm_interval)
     source = ConsoleSource(
         store=lambda: store,
         redactor=lambda: redactor,
@@ -114,6 +125,9 @@ def console_cmd(
         workbench=lambda: load_project(
             config_path, strict=False, need_secrets=False, state_url=state_url
         ),
+        alarm_specs=lambda: {name: built.config.alarms for name, built in project.flows.items()},
+        evaluator=evaluator,
+        evaluator_note=note,
     )
     limits = HttpLimits()
     app = create_app(source, public_host=public_host)
@@ -132,6 +146,10 @@ def console_cmd(
     sys.stdout.flush()
     for issue in project.issues:
         click.echo(f"invalid (not shown): {issue}", err=True)
+    if evaluator is not None:
+        evaluator.start()
+    elif note:
+        click.echo(f"alarms: not evaluated by this console: {note}", err=True)
     stop = threading.Event()
 
     def ask_stop(*_: Any) -> None:
@@ -142,9 +160,41 @@ def console_cmd(
     try:
         stop.wait()
     finally:
+        if evaluator is not None:
+            evaluator.stop()  # gives the lease up: a daemon or another console takes over
         server.stop()
         store.close()
     return 0
+
+
+def _alarm_evaluator(
+    project: Project, config_path: Path, state_url: str | None, store: Store, interval: float
+) -> tuple[Evaluator | None, str | None]:
+    """This console's alarm evaluator (the daemon's loop and lease), over the project loaded
+    with its secrets (the notifiers' URLs and passwords); or None and why not."""
+    from integrator.alarms.evaluator import Evaluator
+    from integrator.errors import ConfigurationError
+    from integrator.pipeline.project import load_project
+
+    if not any(b.config.alarms for b in project.flows.values()):
+        return None, "no flow declares alarms"
+    try:
+        full = load_project(config_path, strict=False, state_url=state_url)
+    except ConfigurationError as exc:
+        first = f": {exc.issues[0]}" if exc.issues else ""
+        return None, (
+            "the project does not load with its secrets (the notifiers need them)"
+            f"{first}; a daemon, or `integrator alarms check`, evaluates them"
+        )
+    left = sorted(n for n, b in project.flows.items() if b.config.alarms and n not in full.flows)
+    if left:
+        click.echo(
+            f"alarms: not evaluated by this console for {', '.join(left)}: the flow does not "
+            "load with its secrets",
+            err=True,
+        )
+    flows = [b.config for _n, b in sorted(full.flows.items())]
+    return Evaluator(interval, lambda: (full.app, flows, store)), None
 
 
 def _bind_check(

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from integrator.cli.common import console, load_quiet
+from integrator.cli.common import alarm_interval_option, console, load_quiet
 from integrator.connectors.redact import known_secrets
 from integrator.logs import configure_logging
 
@@ -72,15 +72,7 @@ __all__ = ["COMMANDS"]
     show_default=True,
     help="Seconds between checks of config.yaml and flows/ for changes.",
 )
-@click.option(
-    "--alarm-interval",
-    type=click.FloatRange(min=1, max=86400),
-    default=60.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How often the alarms are evaluated (also after each run of their flow). Daemons "
-    "sharing a state store take turns: one evaluates at a time (a lease in the store).",
-)
+@alarm_interval_option
 @click.option("--console-logs", is_flag=True, help="Human-readable logs instead of JSON lines.")
 @click.option(
     "--env-file",

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
-from integrator.config.interpolate import SECRET_KEY_RE, is_secret_key
+from integrator.config.interpolate import MIN_SECRET, SECRET_KEY_RE, is_secret_key
 
 if TYPE_CHECKING:
     from integrator.config.model import AppConfig
@@ -117,6 +117,17 @@ def known_secrets(app: AppConfig) -> set[str]:
         for url in (c.host, *auth_urls, *(v for _k, v in c.properties)):
             if isinstance(url, str) and ("@" in url or "?" in url):
                 found.update(url_secrets(url))
+    for n in app.notifiers:  # a webhook's URL is its credential (Slack's carries the token)
+        if n.url:
+            found.add(n.url)
+            where = urlsplit(n.url)
+            path = where.path + (f"?{where.query}" if where.query else "")
+            if len(path) >= MIN_SECRET:
+                found.add(path)
+            found.update(url_secrets(n.url))
+        found.update(v for k, v in n.headers if is_secret_key(k) and len(v) >= MIN_SECRET)
+        if n.password:
+            found.add(n.password)
     return found
 
 

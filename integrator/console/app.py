@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,8 @@ import structlog
 from flask import Flask, Response, abort, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from integrator.alarms.config import CONDITIONS
+from integrator.alarms.store import AlarmRow, AlarmStore, Lease
 from integrator.console.guard import HostGuard
 from integrator.console.openapi import document
 from integrator.console.security import LOCAL_WRITES, Auth, current_user, install
@@ -35,6 +37,8 @@ from integrator.state.queries import FlowFigures, Queries, RunFilter, iso, run_j
 from integrator.state.runs import RunStatus
 
 if TYPE_CHECKING:
+    from integrator.alarms.config import AlarmSpec
+    from integrator.alarms.evaluator import Evaluator
     from integrator.connectors.redact import Redactor
     from integrator.console.live import LiveRuns
     from integrator.console.users import ConsoleConfig
@@ -84,6 +88,10 @@ class ConsoleSource:
     workbench: Callable[[], Project] | None = None  # the project's files as they are now
     live: LiveRuns | None = None  # the daemon's runs in progress (None: standalone)
     run_now: Callable[[str], str] | None = None  # the daemon: queue a run of the flow
+    # each flow's declared alarms (as the project the console shows declares them)
+    alarm_specs: Callable[[], Mapping[str, Sequence[AlarmSpec]]] = lambda: {}
+    evaluator: Evaluator | None = None  # this process's alarm evaluator (None: it has none)
+    evaluator_note: str | None = None  # why this process evaluates no alarms, if it does not
 
 
 class Views:
@@ -103,10 +111,17 @@ class Views:
         q = self._q()
         names = sorted(set(schedules) | set(q.flow_names()))
         now = dt.datetime.now(dt.UTC)
+        specs = dict(self.source.alarm_specs())
+        rows = self._alarm_rows(None)
         out = []
         for figures in q.flow_figures(names, window):
-            out.append(self._flow(figures, schedules.get(figures.flow), now))
+            answer = self._flow(figures, schedules.get(figures.flow), now)
+            answer.update(_flow_alarms(figures.flow, specs.get(figures.flow, ()), rows))
+            out.append(answer)
         return self._mask({"window": window, "where": self.source.where, "flows": out})
+
+    def _alarm_rows(self, flow: str | None) -> dict[tuple[str, str], AlarmRow]:
+        return {(r.flow, r.alarm): r for r in AlarmStore(self.source.store()).states(flow)}
 
     @staticmethod
     def _flow(f: FlowFigures, schedule: Schedule | None, now: dt.datetime) -> dict[str, Any]:
@@ -130,7 +145,57 @@ class Views:
         (figures,) = q.flow_figures([name], window)
         answer = self._flow(figures, schedules.get(name), dt.datetime.now(dt.UTC))
         answer["window"] = window
+        specs = dict(self.source.alarm_specs()).get(name, ())
+        answer.update(_flow_alarms(name, specs, self._alarm_rows(name)))
         return self._mask(answer)
+
+    def alarms(self, flow: str | None, limit: int) -> dict[str, Any]:
+        """Every declared alarm (of ``flow``) with its state, who evaluates them, and the
+        latest notices (sent, failed to send, recoveries), newest first."""
+        store = self.source.store()
+        specs = dict(self.source.alarm_specs())
+        rows = self._alarm_rows(flow)
+        listed = []
+        for name in sorted(specs):
+            if flow not in (None, name):
+                continue
+            for spec in specs[name]:
+                listed.append({"flow": name, **_alarm(spec, rows.get((name, spec.name)))})
+        notices = [
+            {
+                "flow": n["flow"],
+                "alarm": n["alarm"],
+                "at": _at(n["at"]),
+                "kind": n["kind"],
+                "notifier": n["notifier"],
+                "ok": bool(n["ok"]),
+                "detail": n["detail"] or "",
+            }
+            for n in AlarmStore(store).notices(flow, limit)
+        ]
+        return self._mask(
+            {
+                "where": self.source.where,
+                "flow": flow,
+                "evaluator": self._evaluator(store),
+                "alarms": listed,
+                "notices": notices,
+            }
+        )
+
+    def _evaluator(self, store: Store) -> dict[str, Any]:
+        """Who evaluates the alarms: this process (its interval), the lease's holder now."""
+        ev = self.source.evaluator
+        current = Lease(store).current()
+        held = current is not None and current[1] > dt.datetime.now(dt.UTC).timestamp()
+        here = ev is not None and held and current is not None and current[0] == ev.holder
+        return {
+            "interval_seconds": ev.interval if ev is not None else None,
+            "note": self.source.evaluator_note,
+            "holder": current[0] if held and current else None,
+            "until": _at(current[1]) if held and current else None,
+            "this_process": here,
+        }
 
     def runs(self, f: RunFilter) -> dict[str, Any]:
         rows = self._q().runs(f)
@@ -311,6 +376,72 @@ class Views:
         )
 
 
+def _at(ts: float | None) -> str | None:
+    """A unix time (the alarm tables') as ISO 8601 in UTC."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(float(ts), dt.UTC).isoformat(timespec="seconds")
+
+
+_UNITS = {"percent": "%", "duration": "s", "count": "orders", "none": "runs"}
+
+
+def _alarm(spec: AlarmSpec, row: AlarmRow | None) -> dict[str, Any]:
+    """One declared alarm and its state as the store holds it (``unknown``: not evaluated)."""
+    failing = spec.condition == "connector_failing"
+    unit = _UNITS[CONDITIONS[spec.condition][0]]
+    threshold = float(spec.runs) if failing else spec.above
+    value = row.value if row is not None else None
+    return {
+        "alarm": spec.name,
+        "condition": spec.condition,
+        "describe": spec.describe(),
+        "threshold": threshold,
+        "unit": unit,
+        "runs": spec.runs,
+        "cool_off_seconds": spec.cool_off,
+        "notify": list(spec.notify),
+        "state": row.state if row is not None else "unknown",
+        "since": _at(row.since) if row is not None else None,
+        "value": value,
+        "measured": _measured(spec, value, unit, threshold) if value is not None else None,
+        "message": row.message if row is not None else "not evaluated yet",
+        "evaluated_at": _at(row.evaluated_at) if row is not None else None,
+        "notified": row.notified_state if row is not None else None,
+        "notified_at": _at(row.notified_at) if row is not None else None,
+    }
+
+
+def _measured(spec: AlarmSpec, value: float, unit: str, threshold: float) -> str:
+    """The reading against the threshold, for people: ``100 % (fires above 20 %)``."""
+    if spec.condition == "connector_failing":
+        return f"{value:.0f} of the last {spec.runs} runs stopped (fires when all of them did)"
+    if unit == "s":
+        return f"{_seconds(value)} (fires above {_seconds(threshold)})"
+    if unit == "%":
+        return f"{value:.0f} % (fires above {threshold:g} %)"
+    return f"{value:.0f} {unit} (fires above {threshold:g})"
+
+
+def _flow_alarms(
+    flow: str, specs: Sequence[AlarmSpec], rows: Mapping[tuple[str, str], AlarmRow]
+) -> dict[str, Any]:
+    """A flow's alarm state for the dashboard: ``none`` (it declares none), ``firing`` (any),
+    ``unknown`` (one not evaluated yet, none firing) or ``ok``; and each alarm."""
+    alarms = [_alarm(spec, rows.get((flow, spec.name))) for spec in specs]
+    states = {a["state"] for a in alarms}
+    state = (
+        "none"
+        if not alarms
+        else "firing"
+        if "firing" in states
+        else "unknown"
+        if "unknown" in states
+        else "ok"
+    )
+    return {"alarm_state": state, "alarms": alarms}
+
+
 def _stored(text: str | None) -> Any:
     """A stored JSON column as a value (its text when it is not JSON)."""
     if text is None:
@@ -485,6 +616,11 @@ def create_app(
             abort(404, f"order {number} is not in the state store: no run has read it yet")
         return page("order.html", **found)
 
+    @app.get("/alarms")
+    def alarms_page() -> str:
+        flow = request.args.get("flow", "").strip() or None
+        return page("alarms.html", **views.alarms(flow, _int("limit", 50, 1, 500) or 50))
+
     @app.get("/failures")
     def failures_page() -> str:
         flow = request.args.get("flow", "").strip() or None
@@ -550,6 +686,11 @@ def create_app(
     @app.get("/api/failures")
     def api_failures() -> Response:
         return jsonify(views.failures(request.args.get("flow", "").strip() or None))
+
+    @app.get("/api/alarms")
+    def api_alarms() -> Response:
+        flow = request.args.get("flow", "").strip() or None
+        return jsonify(views.alarms(flow, _int("limit", 50, 1, 500) or 50))
 
     @app.get("/api/me")
     def api_me() -> Response:
@@ -707,7 +848,7 @@ def create_app(
     def http_error(exc: HTTPException) -> Response | tuple[str, int]:
         detail = exc.description if exc.code == 404 and exc.description else exc.name
         if exc.code == 404 and "not found on the server" in str(detail):
-            detail = "no such page; try / (dashboard), /runs, /orders, /failures or /api/"
+            detail = "no such page; try / (dashboard), /runs, /orders, /failures, /alarms or /api/"
         return _error(exc.code or 500, str(source.redactor().scrub(str(detail))))
 
     @app.errorhandler(Exception)

@@ -1,8 +1,8 @@
 """The console's JSON API described as OpenAPI 3.1 (served at ``/api/openapi.json``).
 
-Reads: flows, runs (and a run's log), orders (search and timeline), failures; who am I, the
-users (admin). Actions (POST): release, replay, resolve, run now. Every answer is masked by
-the project's redactor before it is sent.
+Reads: flows, runs (and a run's log), orders (search and timeline), failures, alarms (and
+their notices); who am I, the users (admin). Actions (POST): release, replay, resolve, run
+now. Every answer is masked by the project's redactor before it is sent.
 """
 
 from __future__ import annotations
@@ -295,6 +295,99 @@ SCHEMAS: dict[str, Any] = {
             "oldest_unsent_run": _INT_OR_NULL,
             "quarantined": {"type": "integer"},
             "states": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "alarm_state": {
+                "type": "string",
+                "enum": ["none", "ok", "unknown", "firing"],
+                "description": "none: the flow declares no alarms; firing: one of them fires; "
+                "unknown: one is not evaluated yet",
+            },
+            "alarms": {"type": "array", "items": _ref("FlowAlarm")},
+        },
+    },
+    "FlowAlarm": {
+        "type": "object",
+        "required": ["alarm", "condition", "state", "threshold", "unit"],
+        "properties": {
+            "flow": {"type": "string", "description": "in /api/alarms"},
+            "alarm": {"type": "string"},
+            "condition": {
+                "type": "string",
+                "enum": [
+                    "error_rate",
+                    "avg_run_time",
+                    "oldest_unsent",
+                    "quarantined",
+                    "connector_failing",
+                ],
+            },
+            "describe": {"type": "string", "description": "the condition in words"},
+            "threshold": {
+                "type": "number",
+                "description": "it fires above this (connector_failing: when all of the last "
+                "`runs` runs stopped)",
+            },
+            "unit": {"type": "string", "enum": ["%", "s", "orders", "runs"]},
+            "runs": {"type": "integer", "description": "the window of finished runs"},
+            "cool_off_seconds": {"type": "number"},
+            "notify": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the notifiers' names (their URLs and passwords are never shown)",
+            },
+            "state": {
+                "type": "string",
+                "enum": ["ok", "firing", "unknown"],
+                "description": "unknown: not evaluated yet",
+            },
+            "since": {**_STR_OR_NULL, "description": "in this state since (ISO 8601, UTC)"},
+            "value": {**_NUM_OR_NULL, "description": "the last reading, in `unit`"},
+            "measured": {**_STR_OR_NULL, "description": "the reading against the threshold"},
+            "message": {"type": "string"},
+            "evaluated_at": _STR_OR_NULL,
+            "notified": {**_STR_OR_NULL, "description": "the state people were last told"},
+            "notified_at": _STR_OR_NULL,
+        },
+    },
+    "AlarmNotice": {
+        "type": "object",
+        "required": ["flow", "alarm", "at", "kind", "notifier", "ok"],
+        "properties": {
+            "flow": {"type": "string"},
+            "alarm": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+            "kind": {"type": "string", "enum": ["firing", "reminder", "recovered"]},
+            "notifier": {"type": "string"},
+            "ok": {"type": "boolean", "description": "false: it could not be sent (detail)"},
+            "detail": {"type": "string"},
+        },
+    },
+    "Alarms": {
+        "type": "object",
+        "required": ["where", "evaluator", "alarms", "notices"],
+        "properties": {
+            "where": {"type": "string", "enum": ["daemon", "standalone"]},
+            "flow": _STR_OR_NULL,
+            "evaluator": {
+                "type": "object",
+                "description": "who evaluates the alarms: one process at a time, the holder "
+                "of the store's lease",
+                "properties": {
+                    "interval_seconds": {
+                        **_NUM_OR_NULL,
+                        "description": "how often this process evaluates (null: it does not)",
+                    },
+                    "note": {**_STR_OR_NULL, "description": "why this process does not"},
+                    "holder": {**_STR_OR_NULL, "description": "the lease's holder now"},
+                    "until": {**_STR_OR_NULL, "description": "when its lease runs out"},
+                    "this_process": {"type": "boolean"},
+                },
+            },
+            "alarms": {"type": "array", "items": _ref("FlowAlarm")},
+            "notices": {
+                "type": "array",
+                "items": _ref("AlarmNotice"),
+                "description": "the latest notices, newest first",
+            },
         },
     },
     "OrderRef": {
@@ -372,7 +465,8 @@ def document() -> dict[str, Any]:
             "/api/": _get("This document", {"type": "object"}),
             "/api/openapi.json": _get("This document", {"type": "object"}),
             "/api/flows": _get(
-                "Every flow: schedule, last run, rates over a window, oldest unsent, quarantined",
+                "Every flow: schedule, last run, rates over a window, oldest unsent, "
+                "quarantined, alarm state",
                 {
                     "type": "object",
                     "properties": {
@@ -491,6 +585,15 @@ def document() -> dict[str, Any]:
                     "properties": {"groups": {"type": "array", "items": _ref("FailureGroup")}},
                 },
                 [_q("flow", "string", "only this flow")],
+            ),
+            "/api/alarms": _get(
+                "Every flow's alarms: condition, state, last evaluation, cool-off; who "
+                "evaluates them; the latest notices (sent, failed to send, recoveries)",
+                _ref("Alarms"),
+                [
+                    _q("flow", "string", "only this flow"),
+                    _q("limit", "integer", "at most this many notices (1-500, default 50)"),
+                ],
             ),
             "/api/me": _get("Who is asking (null without login)", _ref("Me")),
             "/api/users": _get("The console's users and roles (admin)", _ref("Users")),

@@ -61,6 +61,7 @@ ROUTE_ROLES: dict[str, str | None] = {
     "orders_page": "viewer",
     "order_page": "viewer",
     "failures_page": "viewer",
+    "alarms_page": "viewer",
     "api_document": "viewer",
     "api_flows": "viewer",
     "api_flow": "viewer",
@@ -70,6 +71,7 @@ ROUTE_ROLES: dict[str, str | None] = {
     "api_orders": "viewer",
     "api_order": "viewer",
     "api_failures": "viewer",
+    "api_alarms": "viewer",
     "api_me": "viewer",
     # the live view of a run (the daemon's memory): reads
     "run_live_fragment": "viewer",

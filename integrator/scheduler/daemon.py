@@ -35,6 +35,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from integrator.alarms.evaluator import ALARM_INTERVAL, Evaluator, Subject
 from integrator.connectors.redact import known_secrets
 from integrator.console.live import LiveRuns
 from integrator.errors import ConfigurationError, FatalError, UserError
@@ -69,18 +70,18 @@ class Daemon:
         state_url: str | None = None,
         http_limits: HttpLimits | None = None,
         behind_proxy: bool = False,
-        alarm_seconds: float = 60.0,
+        alarm_seconds: float = ALARM_INTERVAL,
         public_host: str | None = None,
     ) -> None:
         self.config, self.state_url = config, state_url
         self.alarm_seconds = alarm_seconds  # the alarms' timer (and after each run)
-        self._alarm_lock = threading.Lock()  # one evaluation at a time in this process
-        self._lease: Any = None  # the alarms' lease this daemon keeps (alarms/store.Lease)
         self.host, self.port = host, port
         self.http_limits = http_limits or HttpLimits()
         self.behind_proxy, self.public_host = behind_proxy, public_host
         self.grace_seconds, self.watch_seconds = grace_seconds, watch_seconds
         self.metrics = PrometheusMetrics()
+        # the alarms: on their timer and after each run, under the store's lease
+        self.alarms = Evaluator(alarm_seconds, self._alarm_subject, on_states=self.metrics.alarms)
         self.live = LiveRuns()  # the runs in progress, in memory, for the console's live view
         self.stopping = threading.Event()  # set: no new run, no new order
         self._reload = threading.Event()
@@ -284,38 +285,14 @@ class Daemon:
         if status != "skipped" and listing:
             self._trigger_after(name, status)
         if status != "skipped":
-            self._alarms_job(name)
+            self.alarms.evaluate(name)
         return status
 
-    def _alarms_job(self, flow: str | None = None) -> None:
-        """Evaluate the alarms (of ``flow``, after its run; all of them on the timer) if this
-        daemon holds the alarms' lease; set the alarm gauges from the store. Never raises."""
+    def _alarm_subject(self) -> Subject | None:
+        """What the alarms' evaluator reads: none while loading or stopping."""
         if self.project is None or self.store is None or self.stopping.is_set():
-            return
-        from integrator.alarms.engine import evaluate
-        from integrator.alarms.store import AlarmStore, Lease
-
-        project, store = self.project, self.store
-        flows = [b.config for n, b in sorted(self.flows.items()) if flow in (None, n)]
-        try:
-            with self._alarm_lock:
-                if self._lease is None or self._lease.store is not store:
-                    self._lease = Lease(store)
-                if any(f.alarms for f in flows):
-                    done = evaluate(
-                        project.app, flows, store, lease=self._lease,
-                        lease_seconds=max(3 * self.alarm_seconds, 30.0),
-                    )  # fmt: skip
-                    if not done.held:
-                        log.debug("alarms_elsewhere", holder=done.holder)
-                declared = {(f.name, a.name) for b in self.flows.values()
-                            for f in [b.config] for a in f.alarms}  # fmt: skip
-                self.metrics.alarms(
-                    [(r.flow, r.alarm, r.state == "firing") for r in AlarmStore(store).states()
-                     if (r.flow, r.alarm) in declared]
-                )  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - alarms must never stop the daemon
-            log.error("alarms_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+        return self.project.app, [b.config for _n, b in sorted(self.flows.items())], self.store
 
     def _wake_if_waiting(self, name: str, delay: float = 0.0) -> None:
         try:
@@ -418,9 +395,6 @@ class Daemon:
         if job.startswith("events:"):  # the run in progress takes the queue at its end
             log.info("event_run_joined", flow=name, reason=why)
             return
-        if job == "alarms":  # the evaluation in progress is as good
-            log.info("alarms_skipped", reason=why)
-            return
         log.warning("fire_skipped", flow=name, reason=why)
         self.metrics.run(name, "skipped")
 
@@ -507,6 +481,8 @@ class Daemon:
                 runnable=project,
                 run_now=self.queue_run,
                 live=self.live,
+                alarm_specs=lambda: {n: b.config.alarms for n, b in self.flows.items()},
+                evaluator=self.alarms,
                 workbench=lambda: load_project(
                     self.config, strict=False, need_secrets=False, state_url=self.state_url
                 ),
@@ -538,15 +514,8 @@ class Daemon:
         # APScheduler's warnings (a fire skipped or missed) are the daemon's own events
         # already; its errors become JSON lines like the rest.
         route_library_logs("apscheduler", "scheduler", level=logging.ERROR)
-        self.scheduler.add_job(
-            self._alarms_job,
-            IntervalTrigger(seconds=self.alarm_seconds, timezone="UTC"),
-            id="alarms",
-            name="alarms",
-            coalesce=True,
-            next_run_time=dt.datetime.now(dt.UTC),
-        )
         self.scheduler.start()
+        self.alarms.start()
         assert self.store is not None  # load()
         for name in self.store.pending.flows_waiting():
             if name in self.flows:
@@ -611,11 +580,7 @@ class Daemon:
                 self._running_lock.wait(max(0.0, min(0.5, deadline - time.monotonic())))
             left = sorted(self._running)
         self.metrics.up.set(0)
-        if self._lease is not None:
-            try:
-                self._lease.release()  # another daemon takes the alarms over at once
-            except Exception as exc:  # noqa: BLE001 - the store may be gone already
-                log.warning("alarm_lease_not_released", error=str(exc))
+        self.alarms.stop()  # gives the lease up: another daemon or console takes over at once
         if self.http is not None:
             self.http.stop()
         if left:
