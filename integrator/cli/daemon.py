@@ -81,6 +81,16 @@ __all__ = ["COMMANDS"]
     help="How often the alarms are evaluated (also after each run of their flow). Daemons "
     "sharing a state store take turns: one evaluates at a time (a lease in the store).",
 )
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.05, max=3600),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the daemon records in the state store that it runs, with its console's "
+    "URL: a standalone console over the same store links there for run now and the live "
+    "view. A daemon killed without an orderly stop is forgotten 3 heartbeats later.",
+)
 @click.option("--console-logs", is_flag=True, help="Human-readable logs instead of JSON lines.")
 @click.option(
     "--env-file",
@@ -101,6 +111,7 @@ def daemon_cmd(
     grace: float,
     watch: float,
     alarm_interval: float,
+    heartbeat: float,
     console_logs: bool,
     env_file: Path | None,
 ) -> int:
@@ -148,6 +159,7 @@ def daemon_cmd(
         behind_proxy=behind_proxy,
         alarm_seconds=alarm_interval,
         public_host=public_host,
+        heartbeat_seconds=heartbeat,
     )
     daemon.install_signals()
     daemon.start()
