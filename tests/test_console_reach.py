@@ -26,6 +26,16 @@ def _linked(c: ConsoleProcess) -> dict[str, Any] | None:
     return found
 
 
+def _schema_errors(c: ConsoleProcess, path: str, concrete: str) -> list[str]:
+    """What in ``concrete``'s answer does not match ``path``'s schema in /api/openapi.json."""
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+
+    doc = c.json("/api/openapi.json")
+    schema = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+    whole = {**schema["schema"], "components": doc["components"]}
+    return [e.message for e in Draft202012Validator(whole).iter_errors(c.json(concrete))]
+
+
 def _rows(project: Project) -> list[tuple[Any, ...]]:
     return project.sql("SELECT name, holder, expires_at FROM leases WHERE name LIKE 'daemon:%'")
 
@@ -37,6 +47,7 @@ def _says_it_needs_the_daemon(c: ConsoleProcess) -> None:
     page = c.page("/")
     assert NEEDS in page and 'id="reach"' not in page
     assert "needs the daemon" in c.json("/api/live")["note"]
+    assert not _schema_errors(c, "/api/flows", "/api/flows")
 
 
 def test_standalone_links_to_the_daemon_while_it_runs(project: Project) -> None:
@@ -57,6 +68,8 @@ def test_standalone_links_to_the_daemon_while_it_runs(project: Project) -> None:
             assert f'<a href="{url}">{url}</a> runs the flows' in page and NEEDS not in page
             live = c.json("/api/live")
             assert live["runs"] == [] and live["daemon"]["url"] == url and url in live["note"]
+            assert not _schema_errors(c, "/api/flows", "/api/flows")
+            assert not _schema_errors(c, "/api/live", "/api/live")
             # the URL answers: the daemon's own console, with its run-now buttons
             there = requests.get(url, timeout=10)
             assert there.status_code == 200 and "Served by the daemon" in there.text
@@ -94,7 +107,7 @@ def test_a_killed_daemons_record_expires(project: Project) -> None:
 def test_a_run_in_progress_links_to_its_live_page_on_the_daemon(
     project: Project, sandbox: Sandbox
 ) -> None:
-    numbers = unsent(sandbox)
+    assert len(unsent(sandbox)) > 2  # one by one, 150 ms each: a run of a few seconds
     project.edit_flow("concurrency: 4", "concurrency: 1")
     every(project, "1s")
     faults(sandbox.erp.url, {"latency_ms": {"create": 150}})  # a run of a few seconds
@@ -105,15 +118,23 @@ def test_a_run_in_progress_links_to_its_live_page_on_the_daemon(
             return int(runs[0]["run"]) if runs else None
 
         run_id = wait_for(running, 20, "a run in progress")
-        answer = c.json(f"/api/runs/{run_id}/live")
-        assert answer["source"] == "store" and answer["run"]["status"] == "running"
+
+        def while_running() -> tuple[str, dict[str, Any]] | None:
+            """The standalone console's run page and live answer, both while the run goes
+            (the page first: when the later answer still says running, so did the page)."""
+            page = c.page(f"/runs/{run_id}")
+            answer: dict[str, Any] = c.json(f"/api/runs/{run_id}/live")
+            return (page, answer) if answer["run"]["status"] == "running" else None
+
+        page, answer = wait_for(while_running, 20, "the run's pages while it runs")
+        assert answer["source"] == "store" and answer["live"] is None
         assert answer["daemon"]["run_url"] == d.url(f"/runs/{run_id}")
         assert d.url("/") in answer["note"]
-        page = c.page(f"/runs/{run_id}")
         assert f'href="{d.url(f"/runs/{run_id}")}"' in page and "needs the daemon" not in page
+        assert "Follow this run live on the daemon" in page
+        assert not _schema_errors(c, "/api/runs/{run_id}/live", f"/api/runs/{run_id}/live")
         there = requests.get(d.url(f"/runs/{run_id}"), timeout=10)
         assert there.status_code == 200 and f"Run #{run_id}" in there.text
-        assert len(numbers) > 2
 
 
 def test_run_now_refused_by_the_standalone_console_names_the_daemon(project: Project) -> None:
@@ -205,3 +226,23 @@ def test_hostile_records_in_the_store_are_not_links(project: Project) -> None:
         found = _linked(c)
         assert found is not None and found["url"] == "http://127.0.0.1:6/"
         assert found["others"] == 1
+
+
+def test_two_daemons_on_one_store_the_standalone_links_to_one_that_runs(
+    project: Project,
+) -> None:
+    with console(project) as c, daemon(project, args=BEAT) as a, daemon(project, args=BEAT) as b:
+        both = wait_for(
+            lambda: (found := _linked(c)) and found["others"] == 1 and found, 10, "two daemons"
+        )
+        assert both["url"] in (a.url("/"), b.url("/"))
+        first, second = (a, b) if both["url"] == a.url("/") else (b, a)
+        assert first.stop() == 0
+        found = _linked(c)  # at once: the stopped one's record is gone
+        assert found is not None and found["url"] == second.url("/") and found["others"] == 0
+
+
+def test_a_heartbeat_out_of_range_is_refused_clearly(project: Project) -> None:
+    for bad in ("0", "-1", "soon"):
+        r = project.run("daemon", "--heartbeat", bad, timeout=30)
+        assert r.code == 2 and "--heartbeat" in r.err and "Traceback" not in r.err, r.err

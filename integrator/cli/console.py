@@ -60,7 +60,8 @@ def console_cmd(
     API under /api/ (described at /api/openapi.json). Without users it is read-only but for
     the workbench, on loopback only. With users (config.yaml's console:), they log in;
     operators release, replay and resolve orders. Running a flow now and the live view of a
-    run need the daemon (`integrator daemon` serves the console too).
+    run need the daemon (`integrator daemon` serves the console too): while one runs over the
+    same state store (its heartbeat there), this console links to its console.
     Ctrl-C or SIGTERM stops it.
 
     \b

@@ -648,9 +648,7 @@ def create_app(
                 answer = jsonify({"detail": detail, **({"daemon": daemon} if daemon else {})})
                 answer.status_code = 409
                 return answer
-            return page(
-                "action.html", ok=False, message=detail, back=_back(p), daemon=daemon
-            ), 409
+            return page("action.html", ok=False, message=detail, back=_back(p), daemon=daemon), 409
         done = source.redactor().redact(done)
         if api:
             return jsonify(done)

@@ -58,9 +58,7 @@ class Daemons:
         until = time.time() + seconds
         with self.store.transaction(deferred=False) as c:
             found = c.execute(
-                update(leases)
-                .where(leases.c.name == name)
-                .values(holder=holder, expires_at=until)
+                update(leases).where(leases.c.name == name).values(holder=holder, expires_at=until)
             ).rowcount
             if not found:
                 c.execute(insert(leases).values(name=name, holder=holder, expires_at=until))
