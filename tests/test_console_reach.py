@@ -5,13 +5,14 @@ processes: ``integrator daemon`` and ``integrator console`` over one project's s
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from typing import Any
 
 import requests
 from support import Project, faults, unsent, wait_for
-from support.console import TOKENS, ConsoleProcess, console, with_users
+from support.console import PASSWORDS, TOKENS, ConsoleProcess, console, with_users
 from support.daemon import DaemonProcess, daemon, every
 
 from integrator.sandbox import Sandbox
@@ -155,6 +156,17 @@ def test_run_now_refused_by_the_standalone_console_names_the_daemon(project: Pro
             r = requests.post(c.url + "/api/actions/run", json=run, headers=bearer, timeout=10)
             assert r.status_code == 409, r.text
             assert r.json()["daemon"] == url and f"the daemon at {url}" in r.json()["detail"]
+            # the form, from a logged-in browser: the refusal's page links to the daemon
+            s = requests.Session()
+            token = re.compile(r'name="csrf_token" value="([^"]+)"')
+            form = s.get(c.url + "/login", timeout=10).text
+            login = {"name": "otto", "password": PASSWORDS["otto"], "next": "/"}
+            login["csrf_token"] = token.findall(form)[0]
+            assert s.post(c.url + "/login", data=login, timeout=10).status_code == 200
+            csrf = token.findall(s.get(c.url + "/", timeout=10).text)[0]
+            r = s.post(c.url + "/actions/run", data={**run, "csrf_token": csrf}, timeout=10)
+            assert r.status_code == 409 and "the daemon's console" in r.text
+            assert f'<a href="{url}">' in r.text and f"the daemon at {url}" in r.text
             # the daemon takes it
             r = requests.post(d.url("/api/actions/run"), json=run, headers=bearer, timeout=10)
             assert r.status_code == 200 and "queued" in r.json()["message"]
