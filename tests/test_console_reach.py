@@ -10,10 +10,12 @@ import sqlite3
 import time
 from typing import Any
 
+import pytest
 import requests
 from support import Project, faults, unsent, wait_for
 from support.console import PASSWORDS, TOKENS, ConsoleProcess, console, with_users
 from support.daemon import DaemonProcess, daemon, every
+from support.services import fresh_database
 
 from integrator.sandbox import Sandbox
 
@@ -258,3 +260,23 @@ def test_a_heartbeat_out_of_range_is_refused_clearly(project: Project) -> None:
     for bad in ("0", "-1", "soon"):
         r = project.run("daemon", "--heartbeat", bad, timeout=30)
         assert r.code == 2 and "--heartbeat" in r.err and "Traceback" not in r.err, r.err
+
+
+@pytest.mark.services
+def test_on_postgresql_the_console_finds_the_daemon(project: Project) -> None:
+    """Several daemons share a PostgreSQL store: the heartbeat is a row there too."""
+    with fresh_database() as url:
+        project.use_state_url(url)
+        with console(project) as c:
+            _says_it_needs_the_daemon(c)
+            with daemon(project, args=BEAT) as d:
+                found = wait_for(lambda: _linked(c), 10, "the link to the daemon")
+                assert found["url"] == d.url("/")
+                assert requests.get(found["url"], timeout=10).status_code == 200
+                assert d.stop() == 0
+            _says_it_needs_the_daemon(c)
+            with daemon(project, args=BEAT) as d:
+                wait_for(lambda: _linked(c), 10, "the link to the second daemon")
+                d.proc.kill()
+                d.proc.wait(10)
+                wait_for(lambda: _linked(c) is None, 10, "the killed daemon's record to expire")
