@@ -69,8 +69,9 @@ def console_cmd(
     API under /api/ (described at /api/openapi.json). Without users it is read-only but for
     the workbench, on loopback only. With users (config.yaml's console:), they log in;
     operators release, replay and resolve orders. Running a flow now and the live view of a
-    run need the daemon (`integrator daemon` serves the console too). It evaluates the
-    alarms too (--alarm-interval), taking turns with daemons and other consoles over the
+    run need the daemon (`integrator daemon` serves the console too): while one runs over the
+    same state store (its heartbeat there), this console links to its console. It evaluates
+    the alarms too (--alarm-interval), taking turns with daemons and other consoles over the
     same state store (a lease), so nobody is told twice. Ctrl-C or SIGTERM stops it.
 
     \b

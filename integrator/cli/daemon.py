@@ -73,6 +73,16 @@ __all__ = ["COMMANDS"]
     help="Seconds between checks of config.yaml and flows/ for changes.",
 )
 @alarm_interval_option
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.05, max=3600),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the daemon records in the state store that it runs, with its console's "
+    "URL: a standalone console over the same store links there for run now and the live "
+    "view. A daemon killed without an orderly stop is forgotten 3 heartbeats later.",
+)
 @click.option("--console-logs", is_flag=True, help="Human-readable logs instead of JSON lines.")
 @click.option(
     "--env-file",
@@ -93,6 +103,7 @@ def daemon_cmd(
     grace: float,
     watch: float,
     alarm_interval: float,
+    heartbeat: float,
     console_logs: bool,
     env_file: Path | None,
 ) -> int:
@@ -140,6 +151,7 @@ def daemon_cmd(
         behind_proxy=behind_proxy,
         alarm_seconds=alarm_interval,
         public_host=public_host,
+        heartbeat_seconds=heartbeat,
     )
     daemon.install_signals()
     daemon.start()

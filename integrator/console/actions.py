@@ -14,10 +14,19 @@ from integrator.pipeline.recovery import ActionRefused
 if TYPE_CHECKING:
     from integrator.console.app import ConsoleSource
 
-__all__ = ["ACTIONS", "ActionRefused", "Actions"]
+__all__ = ["ACTIONS", "ActionRefused", "Actions", "NeedsDaemon"]
 
 ACTIONS = ("release", "replay", "resolve", "run")
 REPLAY_GRACE = 30.0
+
+
+class NeedsDaemon(ActionRefused):
+    """An action only the daemon takes, refused by a standalone console; ``url``: the console
+    of the daemon that runs over the same store, when one does."""
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class Actions:
@@ -130,9 +139,17 @@ class Actions:
 
     def run(self, who: str, flow: str) -> dict[str, Any]:
         if self.source.run_now is None:
-            raise ActionRefused(
+            from integrator.console.reach import reach
+
+            found = reach(self.source)
+            if found is not None:
+                raise NeedsDaemon(
+                    f"this standalone console only reads the store: {found.note()}", found.url
+                )
+            raise NeedsDaemon(
                 "running a flow now needs the daemon (integrator daemon serves this console "
-                "too): this standalone console only reads the store"
+                "too): this standalone console only reads the store, and no daemon runs over "
+                "it now"
             )
         return {
             "action": "run",

@@ -31,6 +31,7 @@ from integrator.alarms.config import CONDITIONS
 from integrator.alarms.store import AlarmRow, AlarmStore, Lease
 from integrator.console.guard import HostGuard
 from integrator.console.openapi import document
+from integrator.console.reach import NEEDS_DAEMON, reach
 from integrator.console.security import LOCAL_WRITES, Auth, current_user, install
 from integrator.console.workbench import Workbench, WorkbenchError
 from integrator.state.queries import FlowFigures, Queries, RunFilter, iso, run_json
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from integrator.scheduler.schedule import Schedule
     from integrator.state.store import Store
 
-__all__ = ["LIVE_NEEDS_DAEMON", "LOG_BYTES", "ConsoleSource", "create_app"]
+__all__ = ["LIVE_NEEDS_DAEMON", "LOG_BYTES", "STANDALONE_NOTE", "ConsoleSource", "create_app"]
 
 log = structlog.get_logger("integrator.console")
 
@@ -57,6 +58,10 @@ LIVE_NEEDS_DAEMON = (
     "the live view needs the daemon: this standalone console reads the state store only, "
     "where a run's progress is written when it ends. Open the console the daemon serves "
     "(integrator daemon, http://127.0.0.1:9108/) to follow a run as it goes"
+)
+STANDALONE_NOTE = (
+    "standalone console: it shows what the state store holds; " + NEEDS_DAEMON + " (no daemon "
+    "runs over this state store now; integrator daemon serves this console too)"
 )
 
 
@@ -118,7 +123,14 @@ class Views:
             answer = self._flow(figures, schedules.get(figures.flow), now)
             answer.update(_flow_alarms(figures.flow, specs.get(figures.flow, ()), rows))
             out.append(answer)
-        return self._mask({"window": window, "where": self.source.where, "flows": out})
+        result: dict[str, Any] = {"window": window, "where": self.source.where, "flows": out}
+        if self.source.where == "standalone":
+            found = reach(self.source)
+            result["daemon"] = None if found is None else found.as_json()
+            result["note"] = (
+                STANDALONE_NOTE if found is None else f"standalone console: {found.note()}"
+            )
+        return self._mask(result)
 
     def _alarm_rows(self, flow: str | None) -> dict[tuple[str, str], AlarmRow]:
         return {(r.flow, r.alarm): r for r in AlarmStore(self.source.store()).states(flow)}
@@ -249,7 +261,17 @@ class Views:
     def live_runs(self) -> dict[str, Any]:
         live = self.source.live
         if live is None:
-            return {"where": self.source.where, "runs": [], "note": LIVE_NEEDS_DAEMON}
+            found = reach(self.source)
+            if found is None:
+                return {"where": self.source.where, "runs": [], "note": LIVE_NEEDS_DAEMON}
+            return self._mask(
+                {
+                    "where": self.source.where,
+                    "runs": [],
+                    "note": found.note(),
+                    "daemon": found.as_json(),
+                }
+            )
         return self._mask({"where": self.source.where, "runs": live.running()})
 
     def live(self, run_id: int, after: int = 0) -> dict[str, Any] | None:
@@ -268,12 +290,17 @@ class Views:
         if answer["run"] is None:  # published before its row is readable here: not yet
             answer["source"] = "live"
         if answer["source"] == "store" and row is not None and row["status"] == "running":
-            answer["note"] = (
-                LIVE_NEEDS_DAEMON
-                if live is None
-                else "this run is not one of this daemon's: another process runs it, and "
-                "its progress is written when it ends"
-            )
+            found = reach(self.source) if live is None else None
+            if found is not None:
+                answer["note"] = found.note()
+                answer["daemon"] = {**found.as_json(), "run_url": found.run_url(run_id)}
+            elif live is None:
+                answer["note"] = LIVE_NEEDS_DAEMON
+            else:
+                answer["note"] = (
+                    "this run is not one of this daemon's: another process runs it, and "
+                    "its progress is written when it ends"
+                )
         return self._mask(answer)
 
     def find(self, text: str) -> dict[str, Any]:
@@ -532,7 +559,7 @@ def create_app(
     ``auth``: the login state (default: from ``source.console``, the real clock);
     (behind a proxy, ``httpserver.WebServer`` trusts its ``X-Forwarded-For``/``-Proto``);
     ``public_host``: the Host header the proxy passes on (besides loopback names)."""
-    from integrator.console.actions import ActionRefused, Actions
+    from integrator.console.actions import ActionRefused, Actions, NeedsDaemon
 
     app = Flask(__name__)
     # a login or an action's form is small; the workbench's input (1 MiB) and its form's
@@ -757,11 +784,12 @@ def create_app(
             raise BadRequest(str(exc)) from None
         except ActionRefused as exc:
             detail = str(source.redactor().scrub(str(exc)))
+            daemon = exc.url if isinstance(exc, NeedsDaemon) else None
             if api:
-                answer = jsonify({"detail": detail})
+                answer = jsonify({"detail": detail, **({"daemon": daemon} if daemon else {})})
                 answer.status_code = 409
                 return answer
-            return page("action.html", ok=False, message=detail, back=_back(p)), 409
+            return page("action.html", ok=False, message=detail, back=_back(p), daemon=daemon), 409
         done = source.redactor().redact(done)
         if api:
             return jsonify(done)

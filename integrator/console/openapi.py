@@ -249,6 +249,7 @@ SCHEMAS: dict[str, Any] = {
             "run": {"anyOf": [_ref("Run"), {"type": "null"}]},
             "live": {"anyOf": [_ref("LiveRun"), {"type": "null"}]},
             "note": {"type": "string"},
+            "daemon": _ref("Daemon"),
         },
     },
     "Run": {
@@ -441,7 +442,37 @@ SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
         "required": ["detail"],
-        "properties": {"detail": {"type": "string"}},
+        "properties": {
+            "detail": {"type": "string"},
+            "daemon": {
+                "type": "string",
+                "description": "run now refused by a standalone console: the console of the "
+                "daemon that runs over the same state store, where it is taken",
+            },
+        },
+    },
+    "Daemon": {
+        "type": "object",
+        "description": "Standalone console: the daemon whose heartbeat the state store holds "
+        "(it runs the flows; run now and the live view are in its console)",
+        "required": ["url", "until", "others", "note"],
+        "properties": {
+            "url": {
+                **_STR_OR_NULL,
+                "description": "its console (null: it serves none this console can link to)",
+            },
+            "until": {
+                "type": "string",
+                "format": "date-time",
+                "description": "its last heartbeat holds until then",
+            },
+            "others": {"type": "integer", "description": "more live daemons on the store"},
+            "note": {"type": "string"},
+            "run_url": {
+                **_STR_OR_NULL,
+                "description": "a run's live answer: that run's page on the daemon",
+            },
+        },
     },
 }
 
@@ -473,6 +504,15 @@ def document() -> dict[str, Any]:
                         "window": {"type": "integer"},
                         "where": {"type": "string", "enum": ["daemon", "standalone"]},
                         "flows": {"type": "array", "items": _ref("Flow")},
+                        "daemon": {
+                            "anyOf": [_ref("Daemon"), {"type": "null"}],
+                            "description": "standalone only: the daemon that runs the flows "
+                            "over the same state store (null: none runs now)",
+                        },
+                        "note": {
+                            "type": "string",
+                            "description": "standalone only: where run now and the live view are",
+                        },
                     },
                 },
                 [_WINDOW],
@@ -527,6 +567,7 @@ def document() -> dict[str, Any]:
                         "where": {"type": "string", "enum": ["daemon", "standalone"]},
                         "runs": {"type": "array", "items": _ref("LiveRun")},
                         "note": {"type": "string"},
+                        "daemon": _ref("Daemon"),
                     },
                 },
             ),

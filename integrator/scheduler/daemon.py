@@ -11,6 +11,10 @@
   whose new config is invalid keeps running with its old config, and the daemon says why.
 - HTTP (``integrator.scheduler.web``; served by waitress within ``HttpLimits``): ``/healthz``,
   ``/metrics`` and ``POST /events/<flow>``, on loopback unless ``behind_proxy``.
+- A heartbeat in the state store (``state/daemons.py``): every ``heartbeat_seconds`` one small
+  write says that this daemon runs and where its console answers, valid for
+  ``HEARTBEAT_LIVES`` heartbeats; a standalone console over the same store links there. An
+  orderly stop deletes it; a killed daemon's expires.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from integrator.metrics import PrometheusMetrics
 from integrator.pipeline.project import BuiltFlow, Project, load_project, run_flow
 from integrator.scheduler.schedule import Schedule
 from integrator.scheduler.web import App, HttpLimits, bind_refusal
+from integrator.state.daemons import Daemons, daemon_id
 from integrator.state.locks import FlowBusy
 from integrator.state.store import Store
 
@@ -53,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["Daemon"]
 
 log = structlog.get_logger("integrator.daemon")
+
+HEARTBEAT_LIVES = 3  # a heartbeat holds this many intervals: a late one is not an expiry
 
 
 class Daemon:
@@ -72,8 +79,14 @@ class Daemon:
         behind_proxy: bool = False,
         alarm_seconds: float = ALARM_INTERVAL,
         public_host: str | None = None,
+        heartbeat_seconds: float = 10.0,
     ) -> None:
         self.config, self.state_url = config, state_url
+        # the heartbeat in the store that tells standalone consoles where this daemon answers
+        self.heartbeat_seconds = heartbeat_seconds
+        self.daemon_id = daemon_id()
+        self.console_url: str | None = None  # the console's URL once served (None: none)
+        self._beat_lock = threading.Lock()  # a heartbeat never lands after the stop's delete
         self.alarm_seconds = alarm_seconds  # the alarms' timer (and after each run)
         self.host, self.port = host, port
         self.http_limits = http_limits or HttpLimits()
@@ -416,7 +429,8 @@ class Daemon:
             raise FatalError(f"--http {self.host}:{self.port}: {refusal}")
         from integrator.scheduler.httpserver import WebServer
 
-        app = App(self, self.http_limits, self._console(), public_host=self.public_host)
+        console = self._console()
+        app = App(self, self.http_limits, console, public_host=self.public_host)
         server = WebServer(
             app, self.host, self.port, self.http_limits, behind_proxy=self.behind_proxy
         )
@@ -432,6 +446,44 @@ class Daemon:
             ) from None
         self.http = server
         self.port = server.port
+        self.console_url = None if console is None else self._console_url()
+
+    def _console_url(self) -> str:
+        """Where people open this daemon's console: the public https URL with
+        ``--public-host`` (the proxy's), else the address it listens on."""
+        if self.public_host:
+            return f"https://{self.public_host}/"
+        host = self.host.strip("[]")
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}/"
+
+    # ------------------------------------------------------------ heartbeat
+    def _beat(self) -> None:
+        """Record in the store that this daemon runs (one small write); never raises."""
+        with self._beat_lock:
+            if self.stopping.is_set() or self.store is None:
+                return
+            try:
+                Daemons(self.store).beat(
+                    self.daemon_id, self.console_url, HEARTBEAT_LIVES * self.heartbeat_seconds
+                )
+            except Exception as exc:  # noqa: BLE001 - a busy store must not stop the daemon
+                log.warning("heartbeat_not_recorded", error=f"{type(exc).__name__}: {exc}")
+
+    def _heartbeats(self) -> None:
+        """A thread of its own (the scheduler's pool may be busy with long runs)."""
+        while not self.stopping.wait(self.heartbeat_seconds):
+            self._beat()
+
+    def _forget_me(self) -> None:
+        """The orderly stop: delete the heartbeat, so no console links here any more."""
+        with self._beat_lock:
+            if self.store is None:
+                return
+            try:
+                Daemons(self.store).gone(self.daemon_id)
+            except Exception as exc:  # noqa: BLE001 - it expires anyway
+                log.warning("heartbeat_not_removed", error=f"{type(exc).__name__}: {exc}")
 
     def _console(self) -> Any:
         """The operator console over this daemon's store and flows (Flask is imported here):
@@ -511,6 +563,8 @@ class Daemon:
         """Load, schedule, serve; returns at once. Events queued before a restart are run."""
         self.load()
         self._serve()
+        self._beat()
+        threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
         # APScheduler's warnings (a fire skipped or missed) are the daemon's own events
         # already; its errors become JSON lines like the rest.
         route_library_logs("apscheduler", "scheduler", level=logging.ERROR)
@@ -573,6 +627,7 @@ class Daemon:
     def shutdown(self) -> int:
         """Stop the scheduler, let running flows finish within the grace period."""
         self.stopping.set()
+        self._forget_me()  # no new run from here: consoles stop linking here at once
         self.scheduler.shutdown(wait=False)
         deadline = time.monotonic() + self.grace_seconds
         with self._running_lock:
