@@ -28,7 +28,9 @@ from support.reverse_proxy import (
     CONSOLE_NAME,
     NGINX_CONF,
     Proxy,
+    caddy_check_whole,
     caddy_site,
+    nginx_check_whole,
     nginx_servers,
     pinned_session,
     running_caddy,
@@ -166,8 +168,12 @@ def test_the_console_through_the_documented_proxy(
     assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0, r.text[:300]
 
 
-def test_the_shipped_files_name_the_daemon_flags() -> None:
-    """Both files say how to start the daemon behind them, and keep the webhooks' site."""
+def test_the_shipped_files_whole(tmp_path: Path) -> None:
+    """Both files whole (the webhooks' site too) pass nginx -t and Caddy's validation, say
+    how to start the daemon behind them, and keep the webhooks' site."""
+    cert, key = self_signed(tmp_path, CONSOLE_NAME)
+    nginx_check_whole(tmp_path, cert, key)
+    caddy_check_whole(tmp_path)
     for text in (NGINX_CONF.read_text(), CADDYFILE.read_text()):
         assert "--behind-proxy --public-host console.example.com" in text
     (events,) = nginx_servers("integrator.example.com")

@@ -32,8 +32,10 @@ __all__ = [
     "NGINX_CONF",
     "Proxy",
     "caddy_binary",
+    "caddy_check_whole",
     "caddy_site",
     "nginx_binary",
+    "nginx_check_whole",
     "nginx_servers",
     "pinned_session",
     "running_caddy",
@@ -240,30 +242,9 @@ def _wait_ready(proxy: Proxy) -> None:
     wait_for(ready, 10, f"{proxy.name} listening")
 
 
-@contextmanager
-def running_nginx(folder: Path, upstream_port: int, cert: Path, key: Path) -> Iterator[Proxy]:
-    """nginx with the console's server blocks of deploy/nginx.conf, in the foreground: one
-    process (no worker switching to another user), everything under ``folder``."""
-    binary = nginx_binary()
-    https_port, http_port = free_port(), free_port()
-    blocks = nginx_servers(CONSOLE_NAME)
-    upstream = f"127.0.0.1:{upstream_port}"
-    tls = [b for b in blocks if "ssl_certificate" in b]
-    plain = [b for b in blocks if "ssl_certificate" not in b]
-    assert len(tls) == 1 and len(plain) == 1, "deploy/nginx.conf: the console's sites"
-    servers = [
-        _substitute(
-            tls[0],
-            upstream,
-            {
-                "listen 443 ssl": f"listen 127.0.0.1:{https_port} ssl",
-                "/etc/ssl/integrator/console-fullchain.pem": str(cert),
-                "/etc/ssl/integrator/console-privkey.pem": str(key),
-            },
-        ),
-        plain[0].replace("listen 80;", f"listen 127.0.0.1:{http_port};"),
-    ]
-    prefix = folder / "nginx"
+def _nginx_conf(prefix: Path, servers: list[str]) -> tuple[Path, Path]:
+    """An nginx.conf around ``servers`` with every path under ``prefix``, checked by
+    ``nginx -t``; the config and the error log."""
     for sub in ("logs", "temp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     error_log, access_log = prefix / "logs" / "error.log", prefix / "logs" / "access.log"
@@ -287,14 +268,80 @@ http {{
 """
     )
     check = subprocess.run(
-        [binary, "-t", "-p", str(prefix), "-c", str(conf), "-e", str(error_log)],
+        [nginx_binary(), "-t", "-p", str(prefix), "-c", str(conf), "-e", str(error_log)],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert check.returncode == 0, f"nginx -t refused the generated config:\n{check.stderr}"
+    return conf, error_log
+
+
+def nginx_check_whole(folder: Path, cert: Path, key: Path) -> None:
+    """``nginx -t`` on every server of deploy/nginx.conf (ports and certificates substituted)."""
+    text = re.sub(r"/etc/ssl/integrator/\S*privkey\.pem", str(key), NGINX_CONF.read_text())
+    text = re.sub(r"/etc/ssl/integrator/\S*fullchain\.pem", str(cert), text)
+    text = text.replace("listen 443 ssl", f"listen 127.0.0.1:{free_port()} ssl")
+    text = text.replace("listen 80;", f"listen 127.0.0.1:{free_port()};")
+    left = [line for line in text.splitlines() if "/etc/" in line.partition("#")[0]]
+    assert not left, f"deploy/nginx.conf: paths the test does not substitute: {left}"
+    _nginx_conf(folder / "nginx-whole", list(_blocks(text, re.compile(r"server\s*\{"))))
+
+
+def caddy_check_whole(folder: Path) -> None:
+    """deploy/Caddyfile adapted and validated by Caddy (no certificate is asked for)."""
+    home = folder / "caddy-whole"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home),
+        "XDG_CONFIG_HOME": str(home),
+    }
+    check = subprocess.run(
+        [
+            caddy_binary(),
+            "adapt",
+            "--validate",
+            "--adapter",
+            "caddyfile",
+            "--config",
+            str(CADDYFILE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert check.returncode == 0, f"caddy refused deploy/Caddyfile:\n{check.stderr}"
+
+
+@contextmanager
+def running_nginx(folder: Path, upstream_port: int, cert: Path, key: Path) -> Iterator[Proxy]:
+    """nginx with the console's server blocks of deploy/nginx.conf, in the foreground: one
+    process (no worker switching to another user), everything under ``folder``."""
+    binary = nginx_binary()
+    https_port, http_port = free_port(), free_port()
+    blocks = nginx_servers(CONSOLE_NAME)
+    upstream = f"127.0.0.1:{upstream_port}"
+    tls = [b for b in blocks if "ssl_certificate" in b]
+    plain = [b for b in blocks if "ssl_certificate" not in b]
+    assert len(tls) == 1 and len(plain) == 1, "deploy/nginx.conf: the console's sites"
+    servers = [
+        _substitute(
+            tls[0],
+            upstream,
+            {
+                "listen 443 ssl": f"listen 127.0.0.1:{https_port} ssl",
+                "/etc/ssl/integrator/console-fullchain.pem": str(cert),
+                "/etc/ssl/integrator/console-privkey.pem": str(key),
+            },
+        ),
+        plain[0].replace("listen 80;", f"listen 127.0.0.1:{http_port};"),
+    ]
+    conf, error_log = _nginx_conf(folder / "nginx", servers)
     proc = subprocess.Popen(
-        [binary, "-p", str(prefix), "-c", str(conf), "-e", str(error_log)],
+        [binary, "-p", str(conf.parent), "-c", str(conf), "-e", str(error_log)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
