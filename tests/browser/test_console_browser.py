@@ -186,6 +186,18 @@ def test_dashboard_after_a_run_and_run_now_from_the_daemon(
         assert done["id"] == run_id and done["status"] == "ok"
         assert done["ok"] == len(numbers) - 3
         assert f"{done['ok']} ok, 0 failed" in driver.page_source
+        # the runs page's filters (htmx: the table changes, the URL follows)
+        driver.get(base + "/runs")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "tr.run")) == 2
+        Select(driver.find_element(By.NAME, "status")).select_by_value("failed")
+        wait(driver, lambda drv: "No run matches." in _text(drv, "#runs"), "no failed run")
+        assert "status=failed" in driver.current_url
+        Select(driver.find_element(By.NAME, "status")).select_by_value("ok")
+        wait(
+            driver,
+            lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#runs tr.run")) == 2,
+            "the two ok runs",
+        )
         # and the dashboard shows it as the last run
         driver.get(base + "/")
         row = driver.find_element(By.CSS_SELECTOR, 'tr.flow[data-flow="order_flow"]')
@@ -384,3 +396,40 @@ def test_workbench_runs_a_script_and_shows_its_error(project: Project, sandbox: 
         )
         assert f"line {line}" in text, text
         _no_secret(driver)
+
+
+def test_workbench_without_users_traces_a_recorded_order_and_runs_golden_tests(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """The console without users (loopback, read-only): its own page's htmx requests still
+    run the workbench (the guard takes them from its own origin), and nothing calls out."""
+    expected = json.loads(
+        (ROOT / "flows/tests/order_flow/with_discount.expected.json").read_text()
+    )
+    with console(project) as c, chrome() as driver:
+        driver.get(c.url + "/workbench")
+        form = driver.find_element(By.ID, "bench")
+        Select(form.find_element(By.NAME, "target")).select_by_value("order_flow|flow")
+        Select(form.find_element(By.NAME, "recorded")).select_by_value(
+            "order_flow/with_discount"
+        )
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        payload = wait(
+            driver, lambda d: d.find_elements(By.ID, "erp-payload"), "the ERP payload"
+        )[0]
+        assert not driver.find_elements(By.ID, "error"), _text(driver, "#result")
+        assert json.loads(payload.text) == expected  # the golden file's payload
+        # the golden tests: their status on the page
+        driver.find_element(By.CSS_SELECTOR, "#golden button").click()
+        cases = wait(
+            driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#golden-cases tr td.ok"),
+            "the golden cases",
+        )  # fmt: skip
+        assert cases and not driver.find_elements(By.CSS_SELECTOR, "#golden-cases td.failed")
+        assert "0 failed" in _text(driver, "#golden-result")
+    # trace mode: nothing reached the ERP or Omnitron's mark, nothing in the store
+    assert sandbox.erp.received == {}
+    assert stats(sandbox.omnitron.url)["unsent"] == len(unsent(sandbox))
+    assert not (project.root / "state" / "integrator.db").exists() or project.sql(
+        "SELECT count(*) FROM runs"
+    ) == [(0,)]
