@@ -357,7 +357,7 @@ def test_workbench_runs_a_script_and_shows_its_error(project: Project, sandbox: 
         script = next(
             o for o in target.options if "enrich_order.py" in o.text and "order_flow" in o.text
         )
-        target.select_by_value(script.get_attribute("value"))
+        target.select_by_value(str(script.get_attribute("value")))
         # paste the order (as a paste does: the whole text at once), add an attribute
         box = form.find_element(By.NAME, "input")
         driver.execute_script(
@@ -403,20 +403,16 @@ def test_workbench_without_users_traces_a_recorded_order_and_runs_golden_tests(
 ) -> None:
     """The console without users (loopback, read-only): its own page's htmx requests still
     run the workbench (the guard takes them from its own origin), and nothing calls out."""
-    expected = json.loads(
-        (ROOT / "flows/tests/order_flow/with_discount.expected.json").read_text()
-    )
+    expected = json.loads((ROOT / "flows/tests/order_flow/with_discount.expected.json").read_text())
     with console(project) as c, chrome() as driver:
         driver.get(c.url + "/workbench")
         form = driver.find_element(By.ID, "bench")
         Select(form.find_element(By.NAME, "target")).select_by_value("order_flow|flow")
-        Select(form.find_element(By.NAME, "recorded")).select_by_value(
-            "order_flow/with_discount"
-        )
+        Select(form.find_element(By.NAME, "recorded")).select_by_value("order_flow/with_discount")
         form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        payload = wait(
-            driver, lambda d: d.find_elements(By.ID, "erp-payload"), "the ERP payload"
-        )[0]
+        payload = wait(driver, lambda d: d.find_elements(By.ID, "erp-payload"), "the ERP payload")[
+            0
+        ]
         assert not driver.find_elements(By.ID, "error"), _text(driver, "#result")
         assert json.loads(payload.text) == expected  # the golden file's payload
         # the golden tests: their status on the page
@@ -433,3 +429,57 @@ def test_workbench_without_users_traces_a_recorded_order_and_runs_golden_tests(
     assert not (project.root / "state" / "integrator.db").exists() or project.sql(
         "SELECT count(*) FROM runs"
     ) == [(0,)]
+
+
+# ------------------------------------------- htmx answers that are not a success
+def test_htmx_parts_show_refusals_and_send_an_ended_session_to_the_login(
+    project: Project, sandbox: Sandbox
+) -> None:
+    """An htmx request the server refuses shows why where its answer goes (before, htmx
+    dropped every 4xx silently: Run did nothing); one without a session (it expired, or the
+    user logged out in another tab) sends the page to the login, and back after it (before,
+    the button did nothing, and a polled part would have swapped the login page into itself)."""
+    with_users(project)
+    with console(project) as c, chrome() as driver:
+        login(driver, c.url, "vera", PASSWORDS["vera"], "/workbench?flow=order_flow")
+        first = driver.current_window_handle
+        # the same user logs in again in another tab: the first tab's CSRF token is old
+        driver.switch_to.new_window("tab")
+        login(driver, c.url, "vera", PASSWORDS["vera"], "/")
+        driver.switch_to.window(first)
+        form = driver.find_element(By.ID, "bench")
+        Select(form.find_element(By.NAME, "recorded")).select_by_value("order_flow/with_discount")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        problem = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#result #problem"),
+                       "the refusal where the result goes")[0]  # fmt: skip
+        assert "CSRF token is missing or wrong: reload the page" in problem.text
+        assert "{" not in problem.text  # words, not the API's JSON
+        assert not driver.find_elements(By.CSS_SELECTOR, "#result header")  # not a whole page
+        # reloading the page, as told, makes it work
+        driver.refresh()
+        form = driver.find_element(By.ID, "bench")
+        Select(form.find_element(By.NAME, "recorded")).select_by_value("order_flow/with_discount")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(By.ID, "erp-payload"), "the result")
+        # the session ends (expired, or logged out elsewhere): Run leads to the login
+        driver.delete_cookie("integrator_session")
+        form = driver.find_element(By.ID, "bench")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(driver, lambda d: "/login" in d.current_url, "the login page")
+        assert driver.find_elements(By.ID, "login")
+        login_form = driver.find_element(By.ID, "login")
+        assert login_form.find_element(By.NAME, "next").get_attribute("value") == (
+            "/workbench?flow=order_flow"
+        )
+        login_form.find_element(By.NAME, "name").send_keys("vera")
+        login_form.find_element(By.NAME, "password").send_keys(PASSWORDS["vera"])
+        page_changes(driver, login_form.find_element(By.TAG_NAME, "button").click, "back")
+        assert driver.current_url == c.url + "/workbench?flow=order_flow"
+        # a search (htmx, the whole body) without a session: the login page, not a page in
+        # a page
+        driver.get(c.url + "/orders")
+        driver.delete_cookie("integrator_session")
+        driver.find_element(By.CSS_SELECTOR, "main input[name=q]").send_keys("2026")
+        driver.find_element(By.CSS_SELECTOR, "main form button").click()
+        wait(driver, lambda d: "/login" in d.current_url, "the login page")
+        assert len(driver.find_elements(By.TAG_NAME, "header")) == 1
