@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Any
+from urllib.parse import quote
 
+import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 from support import ROOT, Project, fault_rule, faults, stats, unsent
@@ -483,3 +485,25 @@ def test_htmx_parts_show_refusals_and_send_an_ended_session_to_the_login(
         driver.find_element(By.CSS_SELECTOR, "main form button").click()
         wait(driver, lambda d: "/login" in d.current_url, "the login page")
         assert len(driver.find_elements(By.TAG_NAME, "header")) == 1
+        # the console's own errors to an htmx request (a bad filter): words for its target
+        login(driver, c.url, "vera", PASSWORDS["vera"], "/runs")
+        cookie = {"integrator_session": str(driver.get_cookie("integrator_session")["value"])}
+        hx = {"HX-Request": "true", "HX-Current-URL": c.url + "/runs"}
+        r = requests.get(c.url + "/runs?since=soon", headers=hx, cookies=cookie, timeout=10)
+        assert r.status_code == 400 and r.text.startswith('<p class="note failed" id="problem">')
+        assert "?since= takes a date" in r.text and "<header>" not in r.text
+        r = requests.get(c.url + "/api/runs?since=soon", headers=hx, cookies=cookie, timeout=10)
+        assert r.status_code == 400 and "?since=" in r.json()["detail"]  # the API: JSON
+        # the way back after the login is a local path, whatever HX-Current-URL claims
+        for claimed, back in (
+            ("https://evil.example/x?y=1", "/x?y=1"),
+            ("http://127.0.0.1//evil.example/", "/"),
+            ("javascript:alert(1)", "/"),
+        ):
+            r = requests.post(
+                c.url + "/workbench/run",
+                headers={"HX-Request": "true", "HX-Current-URL": claimed},
+                timeout=10,
+            )
+            assert r.status_code == 401, (claimed, r.text)
+            assert r.headers["HX-Redirect"] == "/login?next=" + quote(back, safe="/"), claimed
