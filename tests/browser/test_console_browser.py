@@ -32,14 +32,21 @@ def _run(project: Project, *args: str) -> None:
     assert r.code in (0, 1), r.err
 
 
-def _quarantine(project: Project, sandbox: Sandbox) -> str:
-    """A run where the ERP refuses one order until it is quarantined; the fault then cleared."""
-    bad = unsent(sandbox)[1]
+def _quarantine(
+    project: Project, sandbox: Sandbox, statuses: tuple[int, ...] = (400,)
+) -> list[str]:
+    """Runs where the ERP refuses one order per status (``statuses``) until each is
+    quarantined; the fault then cleared. The orders' numbers, in the order of ``statuses``."""
+    bad = unsent(sandbox)[1 : 1 + len(statuses)]
     project.edit_flow("max_attempts: 5", "max_attempts: 2\nbackoff_seconds: 0")
-    fault_rule(sandbox.erp.url, action="status", route="create", status=400, numbers=[bad])
+    rules = [
+        {"action": "status", "route": "create", "status": status, "numbers": [number]}
+        for status, number in zip(statuses, bad, strict=True)
+    ]
+    faults(sandbox.erp.url, {"rules": rules})
     _run(project)
     _run(project)
-    assert project.state(bad) == "quarantined"
+    assert [project.state(n) for n in bad] == ["quarantined"] * len(bad)
     faults(sandbox.erp.url, {})
     return bad
 
@@ -285,7 +292,7 @@ def test_order_timeline_from_the_search_form_masks_secrets(
 
 # ------------------------------------------------ 4. replay a quarantined order
 def test_replay_a_quarantined_order_and_a_viewer_cannot(project: Project, sandbox: Sandbox) -> None:
-    bad = _quarantine(project, sandbox)
+    (bad,) = _quarantine(project, sandbox)
     assert bad not in sandbox.erp.received
     with_users(project)
     with console(project) as c:
@@ -335,6 +342,41 @@ def test_replay_a_quarantined_order_and_a_viewer_cannot(project: Project, sandbo
             _no_secret(driver)
     assert project.state(bad) == "done"
     assert sandbox.erp.received[bad] == 1  # in the ERP exactly once
+    assert stats(sandbox.erp.url)["duplicates"] == 0
+
+
+def test_release_with_a_note_from_the_failures_page(project: Project, sandbox: Sandbox) -> None:
+    """Two orders quarantined for two errors: the operator releases one group with a note;
+    the other stays quarantined, and the next run delivers the released one, once."""
+    refused, invalid = _quarantine(project, sandbox, (400, 422))
+    with_users(project)
+    with console(project) as c, chrome() as driver:
+        login(driver, c.url, "otto", PASSWORDS["otto"], "/failures?flow=order_flow")
+        groups = driver.find_elements(By.CSS_SELECTOR, "tr.failure")
+        assert len(groups) == 2, [g.text for g in groups]
+        group = next(g for g in groups if "422" in g.text)
+        assert invalid in group.text and refused not in group.text
+        group.find_element(By.NAME, "note").send_keys("ERP fixed the VAT table")
+        page_changes(
+            driver, group.find_element(By.TAG_NAME, "button").click, "the release's answer"
+        )
+        result = _text(driver, ".action-result")
+        assert "1 order(s) of order_flow released" in result, result
+        page_changes(driver, driver.find_element(By.LINK_TEXT, "Back").click, "the failures")
+        left = driver.find_elements(By.CSS_SELECTOR, "tr.failure")
+        states = {
+            r.find_elements(By.TAG_NAME, "td")[5].text: r.find_elements(By.TAG_NAME, "td")[1].text
+            for r in left
+        }
+        assert states == {refused: "quarantined", invalid: "failed"}, states
+    assert project.state(invalid) == "failed" and project.state(refused) == "quarantined"
+    messages = [
+        m for (m,) in project.sql(f"SELECT message FROM events WHERE order_number = '{invalid}'")
+    ]
+    assert any("released by otto: ERP fixed the VAT table" in (m or "") for m in messages)
+    _run(project)
+    assert project.state(invalid) == "done" and sandbox.erp.received[invalid] == 1
+    assert refused not in sandbox.erp.received and project.state(refused) == "quarantined"
     assert stats(sandbox.erp.url)["duplicates"] == 0
 
 
