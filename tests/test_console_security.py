@@ -455,7 +455,7 @@ def test_a_viewer_runs_the_workbench_only_with_the_csrf_token(project: Project) 
         assert r.status_code == 403 and "CSRF" in r.json()["detail"]
         form = {"target": "order_flow|flow", "recorded": "with_discount"}
         r = vera.post("/workbench/run", data=form, headers={"HX-Request": "true"})
-        assert r.status_code == 403 and "CSRF" in r.json()["detail"]
+        assert r.status_code == 403 and "CSRF" in r.text  # words for the page (htmx)
         r = vera.post("/api/workbench/golden", json={}, headers={"X-CSRF-Token": "x" * 43})
         assert r.status_code == 403
         # with the session's token: it runs

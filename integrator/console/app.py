@@ -32,7 +32,14 @@ from integrator.alarms.store import AlarmRow, AlarmStore, Lease
 from integrator.console.guard import HostGuard
 from integrator.console.openapi import document
 from integrator.console.reach import NEEDS_DAEMON, reach
-from integrator.console.security import LOCAL_WRITES, Auth, current_user, install
+from integrator.console.security import (
+    LOCAL_WRITES,
+    Auth,
+    current_user,
+    htmx,
+    install,
+    problem,
+)
 from integrator.console.workbench import Workbench, WorkbenchError
 from integrator.state.queries import FlowFigures, Queries, RunFilter, iso, run_json
 from integrator.state.runs import RunStatus
@@ -862,6 +869,8 @@ def create_app(
 
     # ---------------------------------------------------------- errors
     def _error(status: int, detail: str) -> Response | tuple[str, int]:
+        if htmx():  # shown where the htmx answer goes, not a whole page inside a page
+            return problem(status, detail)
         if request.path.startswith("/api/"):
             answer = jsonify({"detail": detail})
             answer.status_code = status

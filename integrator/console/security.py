@@ -43,7 +43,7 @@ from integrator.console.users import (
     role_allows,
 )
 
-__all__ = ["LOCAL_WRITES", "ROUTE_ROLES", "Auth", "install"]
+__all__ = ["LOCAL_WRITES", "ROUTE_ROLES", "Auth", "htmx", "install", "problem"]
 
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
@@ -202,8 +202,35 @@ def csrf_token() -> str:
     return token
 
 
+def htmx() -> bool:
+    """The request is one of the console's pages' htmx requests (not the API)."""
+    return request.headers.get("HX-Request") == "true" and _wants_page()
+
+
+def problem(status: int, detail: str) -> Response:
+    """A refusal an htmx request shows where its answer goes (``base.html`` has htmx swap
+    4xx and 5xx answers): words in the page, not the API's JSON."""
+    from markupsafe import escape
+
+    return Response(
+        f'<p class="note failed" id="problem">{escape(detail)}</p>',
+        status,
+        content_type="text/html; charset=utf-8",
+    )
+
+
+def _to_login() -> Response:
+    """No session behind an htmx request: the whole page goes to the login, which brings the
+    user back to it (``HX-Current-URL``, kept local), rather than a login page in a part."""
+    here = urlsplit(request.headers.get("HX-Current-URL", ""))
+    target = safe_next(here.path + (f"?{here.query}" if here.query else ""))
+    answer = problem(401, "log in first: your session has ended")
+    answer.headers["HX-Redirect"] = "/login?next=" + _quote(target)
+    return answer
+
+
 def _refuse(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
-    answer = jsonify({"detail": detail})
+    answer = problem(status, detail) if htmx() else jsonify({"detail": detail})
     answer.status_code = status
     for k, v in (headers or {}).items():
         answer.headers[k] = v
@@ -277,6 +304,8 @@ def install(app: Flask, auth: Auth, page: Callable[..., Any]) -> None:
         if needed is None:
             return _csrf_check() if request.method not in SAFE_METHODS else None
         if user is None:
+            if htmx():
+                return _to_login()
             if _wants_page() and request.method in SAFE_METHODS:
                 return redirect("/login?next=" + _quote(request.full_path.rstrip("?")), 303)
             return _refuse(

@@ -75,7 +75,66 @@ def chrome() -> Iterator[Any]:
 
 
 def wait(driver: Any, check: Callable[[Any], T], message: str) -> T:
-    """Wait (WebDriverWait, polling the page) until ``check`` gives a true value; return it."""
+    """Wait (WebDriverWait, polling the page) until ``check`` gives a true value; return it.
+
+    An element missing, or gone stale under ``check`` (htmx swapped it, the page reloaded
+    itself) is a "not yet", as a false value is."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.05).until(check, message)
+    return WebDriverWait(
+        driver,
+        WAIT_SECONDS,
+        poll_frequency=0.05,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    ).until(check, message)
+
+
+def page_changes(driver: Any, act: Callable[[], object], message: str) -> None:
+    """Do ``act`` (a click that submits a form or follows a link) and wait for the next page:
+    the old document's root goes stale when the browser has replaced it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    act()
+    wait(driver, ec.staleness_of(old), message)
+
+
+def login(driver: Any, base: str, name: str, password: str, target: str = "/") -> None:
+    """Open the login page (``next=target``), type the user's name and password, submit it
+    and wait for the next page (the target, or the login page again with its error)."""
+    from urllib.parse import quote
+
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/login?next={quote(target, safe='/')}")
+    form = driver.find_element(By.ID, "login")
+    form.find_element(By.NAME, "name").send_keys(name)
+    form.find_element(By.NAME, "password").send_keys(password)
+    page_changes(driver, form.find_element(By.TAG_NAME, "button").click, "the login's answer")
+
+
+def fetch(
+    driver: Any,
+    path: str,
+    *,
+    form: dict[str, str] | None = None,
+    json_body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """``fetch()`` run by the page itself (its origin, its cookies): a POST of a form or a
+    JSON body; the answer's status and text. What a script in the user's browser can do."""
+    script = """
+const [path, form, json, headers, done] = arguments;
+let body;
+const h = Object.assign({}, headers);
+if (form !== null) { body = new URLSearchParams(form); }
+else { body = JSON.stringify(json); h["Content-Type"] = "application/json"; }
+fetch(path, {method: "POST", body: body, headers: h, credentials: "same-origin",
+             redirect: "manual"})
+  .then(r => r.text().then(t => done([r.status, t])))
+  .catch(e => done([0, String(e)]));
+"""
+    status, text = driver.execute_async_script(script, path, form, json_body, headers or {})
+    return int(status), str(text)
