@@ -157,9 +157,10 @@ def test_dashboard_after_a_run_and_run_now_from_the_daemon(
         assert "0 3 29 2 *" in cells[1], cells  # the schedule
         _no_secret(driver)
         # run now: the button queues a run in the daemon; one slow order (the ERP takes
-        # 3 s to write it) keeps the run going while the browser follows it
+        # 8 s to write it) keeps the run going while the browser follows it (wide enough for
+        # a loaded CI machine: the browser's steps until the live view take 1-3 s there)
         slow = numbers[-1]
-        fault_rule(sandbox.erp.url, action="latency", route="create", seconds=3, numbers=[slow])
+        fault_rule(sandbox.erp.url, action="latency", route="create", seconds=8, numbers=[slow])
         page_changes(
             driver,
             row.find_element(By.CSS_SELECTOR, "form.run button").click,
