@@ -286,7 +286,7 @@ class Browser(threading.Thread):
                 if self.reload_at is not None:
                     due.append(self.reload_at)
                 self.done.wait(max(0.0, min(due) - time.monotonic()))  # pacing, as htmx's timers
-        except Exception as exc:  # reported with the figures, never a silent thread death
+        except (requests.RequestException, RuntimeError, ValueError) as exc:  # reported
             self.stats.errors.append(f"{type(exc).__name__}: {exc}")
             self.ready.set()
 
@@ -447,6 +447,8 @@ def measure(setup: str, orders: int, concurrency: int, password_hash: str) -> di
                 }
                 if b is not None:
                     data["browser"] = b.stop()
+        if "browser" in data and data["browser"].errors:  # it did not browse as a person would
+            raise RuntimeError(f"setup {setup}: the browser's errors: {data['browser'].errors}")
         if not data["ok"] or data["failed"]:
             raise RuntimeError(f"setup {setup}: {data['ok']} orders sent of {orders}: {data}")
         return data
@@ -462,6 +464,23 @@ def _rate(d: dict[str, Any]) -> float:
 
 def _cpu_ms(d: dict[str, Any]) -> float:
     return float(d["cpu"]) * 1000 / max(float(d["ok"]), 1.0)
+
+
+def _polls(seen: list[BrowserStats]) -> str:
+    """The browser's columns: requests of each kind and answer times, medians over runs."""
+    if not seen:
+        return f"{'-':>10} {'-':>9} {'-':>10} {'-':>8} {'-':>8}"
+
+    def med(f: Callable[[BrowserStats], float]) -> float:
+        return statistics.median(f(b) for b in seen)
+
+    return (
+        f"{med(lambda b: b.count('dashboard')):10.0f} "
+        f"{med(lambda b: b.count('run page')):9.0f} "
+        f"{med(lambda b: b.count('live fragment')):10.0f} "
+        f"{med(lambda b: b.median('dashboard')):8.1f} "
+        f"{med(lambda b: b.median('live fragment') or b.median('run page')):8.1f}"
+    )
 
 
 def report(passes: list[dict[str, dict[str, Any]]], orders: int, concurrency: int) -> list[str]:
@@ -481,20 +500,7 @@ def report(passes: list[dict[str, dict[str, Any]]], orders: int, concurrency: in
             else f"{'(in cpu)' if s == 'c' else '-':>16}"
         )
         seen: list[BrowserStats] = [d["browser"] for d in runs if "browser" in d]
-        if seen:
-
-            def med(f: Callable[[BrowserStats], float]) -> float:
-                return statistics.median(f(b) for b in seen)
-
-            polls = (
-                f"{med(lambda b: b.count('dashboard')):10.0f} "
-                f"{med(lambda b: b.count('run page')):9.0f} "
-                f"{med(lambda b: b.count('live fragment')):10.0f} "
-                f"{med(lambda b: b.median('dashboard')):8.1f} "
-                f"{med(lambda b: b.median('live fragment') or b.median('run page')):8.1f}"
-            )
-        else:
-            polls = f"{'-':>10} {'-':>9} {'-':>10} {'-':>8} {'-':>8}"
+        polls = _polls(seen)
         out.append(f"{s:<6} {rate:9.1f} {cpu:12.2f} {console} {polls}")
 
     def ratio(num: str, den: str, f: Callable[[dict[str, Any]], float]) -> float:
