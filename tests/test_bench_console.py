@@ -5,22 +5,29 @@ open run page poll (the daemon's live fragment, the standalone console's run pag
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from support import ROOT
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from order_flow_console import polled, running_run
-
 SCRIPT = ROOT / "benchmarks" / "order_flow_console.py"
 
 
+def _bench() -> ModuleType:
+    """The benchmark's module (benchmarks/ on the path only while it is imported)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(SCRIPT.parent))
+        return importlib.import_module("order_flow_console")
+
+
 def test_polled_follows_htmx_every_triggers_only() -> None:
+    polled = _bench().polled
     html = (
         '<section id="live" hx-get="/runs/7/live" hx-trigger="every 1s" hx-swap="outerHTML">'
         '<div id="alarms" hx-get="/alarms" hx-trigger="load, every 500ms"></div>'
@@ -32,6 +39,7 @@ def test_polled_follows_htmx_every_triggers_only() -> None:
 
 
 def test_running_run_reads_the_flows_row_only() -> None:
+    running_run = _bench().running_run
     row = (
         '<tr class="flow" data-flow="{flow}">\n  <td><a href="/runs?flow={flow}">{flow}</a></td>'
         '<td><a href="/runs/{rid}">#{rid}</a> 2026-01-01</td><td class="{status}">{status}</td>'
