@@ -503,17 +503,19 @@ def report(passes: list[dict[str, dict[str, Any]]], orders: int, concurrency: in
         polls = _polls(seen)
         out.append(f"{s:<6} {rate:9.1f} {cpu:12.2f} {console} {polls}")
 
-    def ratio(num: str, den: str, f: Callable[[dict[str, Any]], float]) -> float:
-        return statistics.median(f(p[num]) / f(p[den]) for p in passes)
+    def ratio(num: str, den: str, f: Callable[[dict[str, Any]], float]) -> str:
+        each = sorted(f(p[num]) / f(p[den]) for p in passes)
+        return f"{statistics.median(each):.3f} ({each[0]:.3f}-{each[-1]:.3f})"
 
+    out.append("ratios: median of each pass's ratio (lowest-highest pass)")
     for num, den, what in (
         ("b", "a", "standalone console polled / run-flow alone"),
         ("c", "c0", "daemon with its console polled / the daemon alone"),
-        ("c0", "a", "the daemon alone / run-flow (reference, not the console's cost)"),
+        ("c0", "a", "the daemon alone / run-flow: for reference, not the console's cost"),
     ):
         out.append(
-            f"{num}/{den}: orders/s {ratio(num, den, _rate):.3f}, "
-            f"cpu/order {ratio(num, den, _cpu_ms):.3f}  ({what})"
+            f"{num}/{den}: orders/s {ratio(num, den, _rate)}, "
+            f"cpu/order {ratio(num, den, _cpu_ms)}  {what}"
         )
     errors = [e for p in passes for d in p.values() if "browser" in d for e in d["browser"].errors]
     if errors:
