@@ -25,10 +25,13 @@ following a run there would do.
 Each pass runs the four setups once, in an order rotated each pass (the VM drifts); every run
 gets a fresh sandbox, project and store. Printed: medians over the passes of orders/s and CPU
 ms per order (a, b: the runner process with its script workers, as order_flow.py measures it;
-c0, c: the daemon's process tree over the run, its console's serving included), the console's
-own CPU per order in b (another process), what the browser requested and how fast it was
-answered; then the ratios b/a and c/c0 (medians of each pass's ratio), and c0/a for reference
-(the daemon is not run-flow: its ratio to a is not the console's cost).
+c0, c: the daemon's process tree over the run, its console's serving included); "serving": in
+b the console's own CPU per order (another process), in c0 and c the CPU of the daemon's
+threads older than the run (its HTTP server's, which answer the browser, and the scheduler's:
+c minus c0 is what answering the browser cost inside the daemon); what the browser requested
+and how fast it was answered; then the ratios b/a and c/c0 (medians of each pass's ratio,
+with the lowest and highest pass), and c0/a for reference (the daemon is not run-flow: its
+ratio to a is not the console's cost). ``--setups c0,c`` measures the daemon's pair only.
 """
 
 from __future__ import annotations
@@ -107,6 +110,18 @@ def _stat(pid: int) -> tuple[int, float] | None:
         return None
     ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
     return int(fields[1]), ticks / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each living thread of ``pid``."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def tree_cpu(root: int) -> float:
@@ -424,7 +439,7 @@ def measure(setup: str, orders: int, concurrency: int, password_hash: str) -> di
                 data["browser"] = b.stop()
         else:
             with daemon(tmp, env) as (url, d), browsing(url if setup == "c" else None) as b:
-                before = tree_cpu(d.proc.pid)
+                before, threads = tree_cpu(d.proc.pid), thread_cpu(d.proc.pid)
                 r = requests.post(
                     url + "/api/actions/run",
                     json={"flow": FLOW},
@@ -437,6 +452,10 @@ def measure(setup: str, orders: int, concurrency: int, password_hash: str) -> di
                     lambda e: e.get("event") in {"run_ended", "run_failed", "run_crashed"}, 1800
                 )
                 cpu = tree_cpu(d.proc.pid) - before
+                # the threads that were there before the run: the HTTP server's (the console's
+                # answers), the scheduler's; the run's workers are new
+                old = thread_cpu(d.proc.pid)
+                served = sum(old[t] - threads[t] for t in threads if t in old)
                 if ended["event"] != "run_ended":
                     raise RuntimeError(f"the daemon's run did not end well: {ended}")
                 data = {
@@ -444,6 +463,7 @@ def measure(setup: str, orders: int, concurrency: int, password_hash: str) -> di
                     "failed": ended["failed"],
                     "wall": ended["seconds"],
                     "cpu": cpu,
+                    "console_cpu": served,
                 }
                 if b is not None:
                     data["browser"] = b.stop()
@@ -483,25 +503,32 @@ def _polls(seen: list[BrowserStats]) -> str:
     )
 
 
-def report(passes: list[dict[str, dict[str, Any]]], orders: int, concurrency: int) -> list[str]:
+def report(
+    passes: list[dict[str, dict[str, Any]]], orders: int, concurrency: int, setups: tuple[str, ...]
+) -> list[str]:
     out = [
         f"{len(passes)} passes, {orders} orders, concurrency {concurrency}, "
         f"{OMNI_MS} ms per Omnitron call, {ERP_MS} ms per ERP call; medians",
-        f"{'setup':<6} {'orders/s':>9} {'cpu ms/order':>12} {'console ms/order':>16} "
+        f"{'setup':<6} {'orders/s':>9} {'cpu ms/order':>12} {'serving ms/order':>16} "
         f"{'dashboards':>10} {'run pages':>9} {'live polls':>10} {'dash ms':>8} {'live ms':>8}",
     ]
-    for s in SETUPS:
+    for s in setups:
         runs = [p[s] for p in passes]
         rate = statistics.median(_rate(d) for d in runs)
         cpu = statistics.median(_cpu_ms(d) for d in runs)
         console = (
             f"{statistics.median(d['console_cpu'] * 1000 / d['ok'] for d in runs):16.2f}"
             if "console_cpu" in runs[0]
-            else f"{'(in cpu)' if s == 'c' else '-':>16}"
+            else f"{'-':>16}"
         )
         seen: list[BrowserStats] = [d["browser"] for d in runs if "browser" in d]
         polls = _polls(seen)
         out.append(f"{s:<6} {rate:9.1f} {cpu:12.2f} {console} {polls}")
+
+    out.append(
+        "serving: b, the standalone console's process (not in cpu ms/order); c0 and c, the "
+        "daemon's threads older than the run (its HTTP server's, the scheduler's; in cpu)"
+    )
 
     def ratio(num: str, den: str, f: Callable[[dict[str, Any]], float]) -> str:
         each = sorted(f(p[num]) / f(p[den]) for p in passes)
@@ -513,6 +540,8 @@ def report(passes: list[dict[str, dict[str, Any]]], orders: int, concurrency: in
         ("c", "c0", "daemon with its console polled / the daemon alone"),
         ("c0", "a", "the daemon alone / run-flow: for reference, not the console's cost"),
     ):
+        if num not in setups or den not in setups:
+            continue
         out.append(
             f"{num}/{den}: orders/s {ratio(num, den, _rate)}, "
             f"cpu/order {ratio(num, den, _cpu_ms)}  {what}"
@@ -528,15 +557,24 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=800, help="orders per run")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=5, help="passes (medians are shown)")
+    ap.add_argument(
+        "--setups",
+        default=",".join(SETUPS),
+        help="which setups, comma-separated (default: all; c,c0 for the daemon's pair only)",
+    )
     ap.add_argument("--json", type=Path, help="write every run's figures to this file")
     args = ap.parse_args()
+    setups = tuple(s for s in SETUPS if s in args.setups.split(","))
+    unknown = set(args.setups.split(",")) - set(SETUPS)
+    if unknown or not setups:
+        ap.error(f"--setups: expected some of {', '.join(SETUPS)}, got {args.setups!r}")
     from integrator.console.users import hash_password
 
     compileall.compile_dir(ROOT / "integrator", quiet=1)  # as order_flow.py: no compile in a run
     password_hash = hash_password(VIEWER_PASSWORD)
     passes: list[dict[str, dict[str, Any]]] = []
     for i in range(args.repeat):
-        order = SETUPS[i % len(SETUPS) :] + SETUPS[: i % len(SETUPS)]
+        order = setups[i % len(setups) :] + setups[: i % len(setups)]
         figures = {s: measure(s, args.orders, args.concurrency, password_hash) for s in order}
         sent = {s: figures[s]["ok"] for s in order}
         if len(set(sent.values())) != 1:  # the same seeded sandbox: the same unsent orders
@@ -549,7 +587,7 @@ def main() -> None:
             ),
             flush=True,
         )
-    print("\n".join(report(passes, args.orders, args.concurrency)))
+    print("\n".join(report(passes, args.orders, args.concurrency, setups)))
     if args.json:
         plain = [
             {
