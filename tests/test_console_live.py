@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import requests
 from support import Project, faults, fresh_python, unsent, wait_for
@@ -128,3 +129,46 @@ def test_publishing_an_order_touches_no_store() -> None:
     lines = out.stdout.splitlines()
     assert lines[0] == "4500 500 5000 200 4999"
     assert lines[1] == "[]", lines[1]
+
+
+def test_the_polled_live_part_renders_only_the_latest_orders(tmp_path: Path) -> None:
+    """The page's live part, polled every second, renders the latest ``LIVE_ROWS`` orders,
+    not the whole buffer (its cost in the daemon while a run goes: issue 16's benchmark found
+    the 200-row fragment the biggest share); the API still gives the buffer."""
+    from types import SimpleNamespace as Outcome
+
+    from flask import Flask
+
+    from integrator.connectors.redact import Redactor
+    from integrator.console.app import LIVE_ROWS, ConsoleSource, create_app
+    from integrator.console.live import BUFFER, LiveRuns
+    from integrator.metrics import Metrics
+    from integrator.state.store import Store
+
+    store = Store(f"sqlite:///{tmp_path}/state.db")
+    runs = LiveRuns()
+    hooks = runs.hooks(Metrics(), "order_flow")
+    hooks.listed("order_flow", 500)
+    hooks.run_started("order_flow", 7)
+    for i in range(300):
+        hooks.order_ended(Outcome(number=f"N{i}", status="ok", state="done", message="", reason=""))  # type: ignore[arg-type]
+    source = ConsoleSource(
+        store=lambda: store,
+        redactor=Redactor,
+        log_dir=lambda: tmp_path,
+        schedules=dict,
+        where="daemon",
+        live=runs,
+    )
+    guard = create_app(source)
+    app = cast(Flask, guard.app)
+    client = app.test_client()
+    head = {"Host": "127.0.0.1", "HX-Request": "true"}
+    fragment = client.get("/runs/7/live", headers=head).get_data(as_text=True)
+    assert fragment.count("<tr data-seq=") == LIVE_ROWS < BUFFER
+    assert ">N299</a>" in fragment and f">N{300 - LIVE_ROWS}</a>" in fragment
+    assert f">N{299 - LIVE_ROWS}</a>" not in fragment
+    assert f"The latest {LIVE_ROWS} orders are shown" in fragment
+    answer = client.get("/api/runs/7/live", headers={"Host": "127.0.0.1"}).get_json()
+    assert len(answer["live"]["orders"]) == BUFFER and answer["live"]["done"] == 300
+    store.close()

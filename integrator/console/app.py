@@ -60,6 +60,7 @@ log = structlog.get_logger("integrator.console")
 
 WORKBENCH_BODY = 4 * 1024 * 1024  # the most a workbench run's request may send
 LOG_BYTES = 256 * 1024  # the most of a run's log a page or an answer shows (its end)
+LIVE_ROWS = 50  # the latest orders a run's live part shows (polled every second; the API has all)
 WINDOW_MAX = 1000
 LIVE_NEEDS_DAEMON = (
     "the live view needs the daemon: this standalone console reads the state store only, "
@@ -281,11 +282,11 @@ class Views:
             )
         return self._mask({"where": self.source.where, "runs": live.running()})
 
-    def live(self, run_id: int, after: int = 0) -> dict[str, Any] | None:
+    def live(self, run_id: int, after: int = 0, limit: int | None = None) -> dict[str, Any] | None:
         """A run in progress from the daemon's memory; the stored run once it has ended or
-        when no daemon of this console runs it."""
+        when no daemon of this console runs it. ``limit``: at most that many latest orders."""
         live = self.source.live
-        snap = None if live is None else live.snapshot(run_id, after)
+        snap = None if live is None else live.snapshot(run_id, after, limit)
         row = self._q().run(run_id)
         if row is None and snap is None:
             return None
@@ -620,14 +621,14 @@ def create_app(
         run = views.run(run_id)
         if run is None:
             abort(404, f"there is no run {run_id} in the state store")
-        live = views.live(run_id) if run["status"] == "running" else None
+        live = views.live(run_id, limit=LIVE_ROWS) if run["status"] == "running" else None
         return page("run.html", run=run, log=views.run_log(run_id), log_bytes=LOG_BYTES, live=live)
 
     @app.get("/runs/<int:run_id>/live")
     def run_live_fragment(run_id: int) -> Response | str:
         """The live part of a run's page, polled by htmx while the run goes; once the run
         has ended the page reloads itself to show the stored run."""
-        found = views.live(run_id)
+        found = views.live(run_id, limit=LIVE_ROWS)
         if found is None:
             abort(404, f"there is no run {run_id} in the state store")
         polled = request.headers.get("HX-Request") == "true"

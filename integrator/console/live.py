@@ -47,7 +47,7 @@ class LiveRun:
         self.status = "running"
         self.ended_seconds: float | None = None
 
-    def as_json(self, after: int = 0) -> dict[str, Any]:
+    def as_json(self, after: int = 0, limit: int | None = None) -> dict[str, Any]:
         seconds = self.ended_seconds
         if seconds is None:
             seconds = time.monotonic() - self.started
@@ -64,8 +64,11 @@ class LiveRun:
             "done": self.ok + self.failed + self.skipped,
             "last_seq": self.last_seq,
             "kept": self.orders.maxlen,
-            # newest first; ``after``: only those published after that sequence number
-            "orders": [o for o in reversed(self.orders) if o["seq"] > after],
+            # newest first; ``after``: only those published after that sequence number;
+            # ``limit``: the newest that many (the page shows fewer than the buffer keeps)
+            "orders": list(
+                itertools.islice((o for o in reversed(self.orders) if o["seq"] > after), limit)
+            ),
         }
 
 
@@ -125,11 +128,14 @@ class LiveRuns:
                 self._ended.popitem(last=False)
 
     # ----------------------------------------------------------- reading
-    def snapshot(self, run_id: int, after: int = 0) -> dict[str, Any] | None:
-        """A run's progress (running, or ended a short while ago), or None."""
+    def snapshot(
+        self, run_id: int, after: int = 0, limit: int | None = None
+    ) -> dict[str, Any] | None:
+        """A run's progress (running, or ended a short while ago), or None; ``limit``: at
+        most that many of its latest orders."""
         with self._lock:
             run = self._running.get(run_id) or self._ended.get(run_id)
-            return None if run is None else run.as_json(after)
+            return None if run is None else run.as_json(after, limit)
 
     def running(self) -> list[dict[str, Any]]:
         """The runs in progress, without their orders."""
