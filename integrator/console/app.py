@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import structlog
-from flask import Flask, Response, abort, jsonify, render_template, request
+from flask import Flask, Response, abort, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from integrator.alarms.config import CONDITIONS
@@ -62,6 +62,7 @@ WORKBENCH_BODY = 4 * 1024 * 1024  # the most a workbench run's request may send
 LOG_BYTES = 256 * 1024  # the most of a run's log a page or an answer shows (its end)
 LIVE_ROWS = 50  # the latest orders a run's live part shows (polled every second; the API has all)
 WINDOW_MAX = 1000
+ID_MAX = 2**63 - 1  # a store's ids are 64-bit: a larger one names no run (not a 500)
 LIVE_NEEDS_DAEMON = (
     "the live view needs the daemon: this standalone console reads the state store only, "
     "where a run's progress is written when it ends. Open the console the daemon serves "
@@ -227,13 +228,16 @@ class Views:
             }
         )
 
+    def _run_row(self, run_id: int) -> dict[str, Any] | None:
+        return self._q().run(run_id) if run_id <= ID_MAX else None
+
     def run(self, run_id: int) -> dict[str, Any] | None:
-        row = self._q().run(run_id)
+        row = self._run_row(run_id)
         return None if row is None else dict(self._mask(run_json(row)))
 
     def run_log(self, run_id: int, limit: int = LOG_BYTES) -> dict[str, Any] | None:
         """The end of a run's JSON-lines log (at most ``limit`` bytes, whole lines), masked."""
-        row = self._q().run(run_id)
+        row = self._run_row(run_id)
         if row is None:
             return None
         root = self.source.log_dir().resolve()
@@ -287,7 +291,7 @@ class Views:
         when no daemon of this console runs it. ``limit``: at most that many latest orders."""
         live = self.source.live
         snap = None if live is None else live.snapshot(run_id, after, limit)
-        row = self._q().run(run_id)
+        row = self._run_row(run_id)
         if row is None and snap is None:
             return None
         answer: dict[str, Any] = {
@@ -492,7 +496,10 @@ def _int(name: str, default: int | None, low: int, high: int) -> int | None:
     text = request.args.get(name, "").strip()
     if not text:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    # ASCII digits only: "²" is a digit to str.isdigit and not to int(); and a few of them,
+    # not the thousands int() refuses to read
+    digits = text.isascii() and text.isdigit() and len(text) <= len(str(high))
+    if not digits or not low <= int(text) <= high:
         raise BadRequest(f"?{name}= takes a whole number from {low} to {high}, not {text!r}")
     return int(text)
 
@@ -509,7 +516,12 @@ def _date(name: str) -> dt.datetime | None:
             f"not {text!r}"
         ) from None
     # the store keeps UTC: a time with another zone is compared as the same instant in UTC
-    return at.astimezone(dt.UTC) if at.tzinfo else at.replace(tzinfo=dt.UTC)
+    try:
+        return at.astimezone(dt.UTC) if at.tzinfo else at.replace(tzinfo=dt.UTC)
+    except OverflowError:  # 9999-12-31T23:59-23:59 is after the last instant there is
+        raise BadRequest(
+            f"?{name}= is out of range: its instant in UTC falls outside the years 1-9999"
+        ) from None
 
 
 def _run_filter() -> RunFilter:
@@ -528,9 +540,18 @@ def _run_filter() -> RunFilter:
     )
 
 
+def _json_value() -> Any:
+    """The request's JSON (None when it is not JSON); nesting too deep for the parser is a
+    400, not the RecursionError Flask lets through as a 500."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        raise BadRequest("the JSON body nests too deeply to be read") from None
+
+
 def _json_body() -> dict[str, Any]:
     """The request's JSON object, or a 400 saying what was expected."""
-    value = request.get_json(silent=True)
+    value = _json_value()
     if not isinstance(value, dict):
         raise BadRequest(
             "expected a JSON object body (Content-Type: application/json), e.g. "
@@ -753,9 +774,12 @@ def create_app(
     # --------------------------------------------------------- actions
     def _params() -> dict[str, str]:
         if request.is_json:
-            data = request.get_json(silent=True)
+            data = _json_value()
             if not isinstance(data, dict):
                 raise BadRequest("the body must be a JSON object")
+            for k, v in data.items():
+                if isinstance(v, dict | list):  # str() of it would pass for a name
+                    raise BadRequest(f"{k!r}: expected text, a number or a boolean, not JSON")
             return {str(k): "" if v is None else str(v).strip() for k, v in data.items()}
         return {k: v.strip() for k, v in request.form.items()}
 
@@ -887,7 +911,11 @@ def create_app(
         detail = exc.description if exc.code == 404 and exc.description else exc.name
         if exc.code == 404 and "not found on the server" in str(detail):
             detail = "no such page; try / (dashboard), /runs, /orders, /failures, /alarms or /api/"
-        return _error(exc.code or 500, str(source.redactor().scrub(str(detail))))
+        answer = make_response(_error(exc.code or 500, str(source.redactor().scrub(str(detail)))))
+        allow = dict(exc.get_headers()).get("Allow")
+        if allow:  # a 405 names the methods the path takes (RFC 9110), in a stable order
+            answer.headers["Allow"] = ", ".join(sorted(m.strip() for m in allow.split(",")))
+        return answer
 
     @app.errorhandler(Exception)
     def internal(exc: Exception) -> Response | tuple[str, int]:
@@ -919,6 +947,17 @@ def create_app(
             return False
         return endpoint in LOCAL_WRITES
 
+    def methods(path: str) -> list[str]:
+        """The methods the routes of ``path`` take (none: no route matches it)."""
+        try:
+            return [str(m) for m in urls.allowed_methods(path)]
+        except HTTPException:
+            return []
+
     return HostGuard(
-        app, writes=lambda: auth.enabled, public_host=public_host, local_write=local_write
+        app,
+        writes=lambda: auth.enabled,
+        public_host=public_host,
+        local_write=local_write,
+        methods=methods,
     )

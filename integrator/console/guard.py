@@ -91,9 +91,16 @@ class HostGuard:
         writes: Callable[[], bool] = lambda: False,
         public_host: str | None = None,
         local_write: Callable[[str], bool] = lambda _path: False,
+        methods: Callable[[str], Iterable[str]] = lambda _path: (),
     ) -> None:
         self.app, self.writes, self.public_host = app, writes, public_host
-        self.local_write = local_write
+        self.local_write, self.methods = local_write, methods
+
+    def _allow(self, path: str, taken: tuple[str, ...]) -> list[tuple[str, str]]:
+        """The ``Allow`` header of a 405 for ``path``: what its routes take of ``taken`` (the
+        methods served now), or ``taken`` for a path no route matches."""
+        routes = set(self.methods(path))
+        return [("Allow", ", ".join(m for m in taken if m in routes or not routes))]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if not host_allowed(environ.get("HTTP_HOST"), self.public_host):
@@ -114,16 +121,17 @@ class HostGuard:
                 "declare users in config.yaml (console: users:), or serve it on loopback",
             )
         method = environ.get("REQUEST_METHOD")
+        path = str(environ.get("PATH_INFO") or "/")
         if self.writes():
             if method not in ("GET", "HEAD", "POST"):
                 return _refuse(
                     start_response,
                     "405 Method Not Allowed",
                     "the console takes GET, HEAD and POST",
-                    [("Allow", "GET, HEAD, POST")],
+                    self._allow(path, ("GET", "HEAD", "POST")),
                 )
             return self.app(environ, start_response)
-        if method == "POST" and self.local_write(str(environ.get("PATH_INFO") or "/")):
+        if method == "POST" and self.local_write(path):
             why = _not_own_page(environ)
             if why is not None:
                 return _refuse(start_response, "403 Forbidden", why)
@@ -133,7 +141,9 @@ class HostGuard:
                 start_response,
                 "405 Method Not Allowed",
                 "the console is read-only here: this path takes GET and HEAD",
-                [("Allow", "GET, HEAD")],
+                self._allow(
+                    path, ("GET", "HEAD", "POST") if self.local_write(path) else ("GET", "HEAD")
+                ),
             )
         return self.app(environ, start_response)
 

@@ -22,6 +22,8 @@ def _get(
         "responses": {
             "200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
             "400": _ERROR,
+            "401": _ERROR,  # with users: no session, no token
+            "403": _ERROR,  # with users: a role below the route's
             "404": _ERROR,
             "421": _ERROR,
         },
@@ -78,12 +80,19 @@ def _action(summary: str, fields: dict[str, Any], required: list[str]) -> dict[s
 _ACTION_ERRORS = (400, 401, 403, 409)
 _BENCH_ERRORS = (400, 401, 403, 404, 413, 429)
 _TEXT = {"type": "string", "maxLength": 1000}
+_NAME = {**_TEXT, "minLength": 1}  # a required field: empty is as missing
+_ID_MAX = 2**62  # the most ?before= and ?after= take
 
 
-def _q(name: str, kind: str, text: str, fmt: str | None = None) -> dict[str, Any]:
+def _q(
+    name: str, kind: str, text: str, low: int | None = None, high: int | None = None
+) -> dict[str, Any]:
+    """A query parameter; an integer's ``low``-``high`` are the console's (``app._int``)."""
     schema: dict[str, Any] = {"type": kind}
-    if fmt:
-        schema["format"] = fmt
+    if low is not None:
+        schema["minimum"] = low
+    if high is not None:
+        schema["maximum"] = high
     return {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
 
 
@@ -476,7 +485,9 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
-_WINDOW = _q("window", "integer", "runs the error rate and average run time are over (1-1000)")
+_WINDOW = _q(
+    "window", "integer", "runs the error rate and average run time are over (1-1000)", 1, 1000
+)
 
 
 def document() -> dict[str, Any]:
@@ -537,8 +548,8 @@ def document() -> dict[str, Any]:
                     _q("status", "string", "running, ok, partial, failed or interrupted"),
                     _q("since", "string", "started at or after (ISO 8601; UTC if no zone)"),
                     _q("until", "string", "started before (ISO 8601; UTC if no zone)"),
-                    _q("before", "integer", "ids below this (the next page)"),
-                    _q("limit", "integer", "at most this many (1-500, default 50)"),
+                    _q("before", "integer", "ids below this (the next page)", 1, _ID_MAX),
+                    _q("limit", "integer", "at most this many (1-500, default 50)", 1, 500),
                 ],
             ),
             "/api/runs/{run_id}": _get(
@@ -555,7 +566,13 @@ def document() -> dict[str, Any]:
                 _ref("LiveAnswer"),
                 [
                     _p("run_id", "integer", "the run's id"),
-                    _q("after", "integer", "only orders published after this sequence number"),
+                    _q(
+                        "after",
+                        "integer",
+                        "only orders published after this sequence number",
+                        0,
+                        _ID_MAX,
+                    ),
                 ],
             ),
             "/api/live": _get(
@@ -633,7 +650,7 @@ def document() -> dict[str, Any]:
                 _ref("Alarms"),
                 [
                     _q("flow", "string", "only this flow"),
-                    _q("limit", "integer", "at most this many notices (1-500, default 50)"),
+                    _q("limit", "integer", "at most this many notices (1-500, default 50)", 1, 500),
                 ],
             ),
             "/api/me": _get("Who is asking (null without login)", _ref("Me")),
@@ -641,20 +658,20 @@ def document() -> dict[str, Any]:
             "/api/actions/release": _action(
                 "Release a flow's quarantined orders (those whose error contains reason); "
                 "the next run takes them. Orders whose ERP copy is unknown are kept",
-                {"flow": _TEXT, "reason": _TEXT, "note": _TEXT},
+                {"flow": _NAME, "reason": _TEXT, "note": _TEXT},
                 ["flow"],
             ),
             "/api/actions/replay": _action(
                 "Run one order through its flow now, quarantine and backoff notwithstanding; "
                 "refused when its last write's outcome is unknown, unless force",
-                {"number": _TEXT, "flow": _TEXT, "force": {"type": "boolean"}},
+                {"number": _NAME, "flow": _TEXT, "force": {"type": "boolean"}},
                 ["number"],
             ),
             "/api/actions/resolve": _action(
                 "Settle an order whose last write's outcome is unknown: as sent (the ERP has "
                 "it, erp_ref is its id there) or resend (written again on the next run)",
                 {
-                    "number": _TEXT,
+                    "number": _NAME,
                     "flow": _TEXT,
                     "as": {"type": "string", "enum": ["sent", "resend"]},
                     "erp_ref": _TEXT,
@@ -662,7 +679,7 @@ def document() -> dict[str, Any]:
                 ["number", "as"],
             ),
             "/api/actions/run": _action(
-                "Queue a run of the flow now (the daemon only)", {"flow": _TEXT}, ["flow"]
+                "Queue a run of the flow now (the daemon only)", {"flow": _NAME}, ["flow"]
             ),
         },
         "components": {
