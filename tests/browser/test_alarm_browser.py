@@ -30,6 +30,19 @@ def _alarm_cell(driver: Any) -> Any:
     return row.find_element(By.CSS_SELECTOR, "td.alarms")
 
 
+def _run_now_until(driver: Any, base: str, state: str) -> None:
+    """Click the dashboard's Run now for order_flow, then reload the dashboard until its
+    alarm cell says ``state``."""
+    row = driver.find_element(By.XPATH, "//tr[td//a[normalize-space()='order_flow']]")
+    row.find_element(By.XPATH, ".//button[normalize-space()='Run now']").click()
+
+    def shown(dr: Any) -> bool:
+        dr.get(base + "/")
+        return bool(_alarm_cell(dr).get_attribute("data-state") == state)
+
+    wait(driver, shown, f"the dashboard to show the alarm {state}")
+
+
 def test_an_alarm_fires_in_the_console_and_its_webhook_arrives(
     project: Project, sandbox: Sandbox, receiver: Receiver
 ) -> None:
@@ -44,14 +57,7 @@ def test_an_alarm_fires_in_the_console_and_its_webhook_arrives(
         assert _alarm_cell(driver).get_attribute("data-state") in ("ok", "unknown")
         assert receiver.posts == []
 
-        row = driver.find_element(By.XPATH, "//tr[td//a[normalize-space()='order_flow']]")
-        row.find_element(By.XPATH, ".//button[normalize-space()='Run now']").click()
-
-        def firing(dr: Any) -> bool:
-            dr.get(base + "/")
-            return bool(_alarm_cell(dr).get_attribute("data-state") == "firing")
-
-        wait(driver, firing, "the dashboard to show the alarm firing")
+        _run_now_until(driver, base, "firing")
         cell = _alarm_cell(driver).text
         assert "erp-errors" in cell and "firing since" in cell, cell
 
@@ -70,14 +76,7 @@ def test_an_alarm_fires_in_the_console_and_its_webhook_arrives(
         # the ERP heals; the next run ends the alarm: a recovery notice, no second firing
         faults(sandbox.erp.url, {})
         driver.get(base + "/")
-        row = driver.find_element(By.XPATH, "//tr[td//a[normalize-space()='order_flow']]")
-        row.find_element(By.XPATH, ".//button[normalize-space()='Run now']").click()
-
-        def ok(dr: Any) -> bool:
-            dr.get(base + "/")
-            return bool(_alarm_cell(dr).get_attribute("data-state") == "ok")
-
-        wait(driver, ok, "the dashboard to show the alarm over")
+        _run_now_until(driver, base, "ok")
         wait_for(lambda: len(receiver.posts) == 2 or None, 30, "the recovery notice")
         texts = [json.loads(p["body"])["text"] for p in receiver.posts]
         assert "[FIRING]" in texts[0] and "[RECOVERED]" in texts[1], texts
