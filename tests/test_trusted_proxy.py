@@ -110,6 +110,11 @@ def test_the_default_is_a_proxy_on_the_same_host(project: Project) -> None:
         assert _secure(base, "127.0.0.1")
         for _ in range(3):
             assert not _secure(base, "127.0.0.2")
+        # other spellings from a client: dropped too (from the proxy, only X-Forwarded-*)
+        for other in ({"Forwarded": "for=1.2.3.4;proto=https"}, {"X_Forwarded_Proto": "https"}):
+            assert not _secure(base, "127.0.0.2", other), other
+            assert not _secure(base, "127.0.0.1", other), other
+        assert not _secure(base, "127.0.0.2", {"x-forwarded-proto": "https, https"})
         wait_for(lambda: d.named("http_proxy_headers_ignored"), timeout=10)
         (note,) = d.named("http_proxy_headers_ignored")
         assert note["peer"] == "127.0.0.2" and "--trusted-proxy" in note["hint"], note
