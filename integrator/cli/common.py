@@ -44,6 +44,8 @@ __all__ = [
     "print_plan",
     "print_summary",
     "state_store",
+    "trusted_proxies",
+    "trusted_proxy_option",
 ]
 
 
@@ -61,6 +63,53 @@ def alarm_interval_option(fn: Any) -> Any:
         "flow). Daemons and consoles sharing a state store take turns: one evaluates at a "
         "time (a lease in the store), so nobody is told twice.",
     )(fn)
+
+
+def _proxy_addresses(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Every ``--trusted-proxy`` value (repeated, or comma-separated), checked."""
+    from integrator.scheduler.web import proxy_address
+
+    addresses: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            try:
+                address = proxy_address(part)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+            if address not in addresses:
+                addresses.append(address)
+    return tuple(addresses)
+
+
+def trusted_proxy_option(fn: Any) -> Any:
+    """``--trusted-proxy``: the daemon's and the standalone console's, one meaning."""
+    return click.option(
+        "--trusted-proxy",
+        "trusted_proxy",
+        multiple=True,
+        callback=_proxy_addresses,
+        metavar="ADDR",
+        help="With --behind-proxy: the IP address the reverse proxy connects from "
+        "(repeatable, or comma-separated: 10.0.0.5,10.0.0.6); X-Forwarded-For and "
+        "X-Forwarded-Proto count only on its connections, any other client is seen as "
+        "itself (its address, plain http). Default: 127.0.0.1 and ::1, a proxy on the "
+        "same host.",
+    )(fn)
+
+
+def trusted_proxies(behind_proxy: bool, given: tuple[str, ...]) -> tuple[str, ...]:
+    """The proxies whose X-Forwarded-* headers count: ``given``, else loopback's;
+    ``--trusted-proxy`` without ``--behind-proxy`` is a usage error (exit 2)."""
+    from integrator.scheduler.web import LOOPBACK_PROXIES
+
+    if given and not behind_proxy:
+        raise click.BadParameter(
+            "goes with --behind-proxy (without it, no X-Forwarded-* header counts)",
+            param_hint="--trusted-proxy",
+        )
+    return given or LOOPBACK_PROXIES
 
 
 # Piped output (scripts, CI logs) gets wide tables instead of 80 folded columns.

@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from integrator.cli.common import alarm_interval_option, load_lenient
+from integrator.cli.common import (
+    alarm_interval_option,
+    load_lenient,
+    trusted_proxies,
+    trusted_proxy_option,
+)
 
 if TYPE_CHECKING:
     from integrator.alarms.evaluator import Evaluator
@@ -35,8 +40,10 @@ __all__ = ["COMMANDS"]
     "--behind-proxy",
     is_flag=True,
     help="A reverse proxy terminates TLS in front: trust its X-Forwarded-For and "
-    "X-Forwarded-Proto (one hop), and allow a non-loopback --http.",
+    "X-Forwarded-Proto (one hop) on connections from --trusted-proxy, and allow a "
+    "non-loopback --http.",
 )
+@trusted_proxy_option
 @click.option(
     "--public-host",
     metavar="NAME",
@@ -57,6 +64,7 @@ def console_cmd(
     ctx: click.Context,
     http: str,
     behind_proxy: bool,
+    trusted_proxy: tuple[str, ...],
     public_host: str | None,
     window: int,
     alarm_interval: float,
@@ -84,6 +92,7 @@ def console_cmd(
         raise click.BadParameter(f"expected HOST:PORT, got {http!r}", param_hint="--http")
     if public_host and not behind_proxy:
         raise click.BadParameter("goes with --behind-proxy", param_hint="--public-host")
+    proxies = trusted_proxies(behind_proxy, trusted_proxy)
     project = load_lenient(ctx)
     users = project.app.console
     _bind_check(host, behind_proxy, public_host, users)
@@ -132,7 +141,9 @@ def console_cmd(
     )
     limits = HttpLimits()
     app = create_app(source, public_host=public_host)
-    server = WebServer(app, host, int(port), limits, behind_proxy=behind_proxy)
+    server = WebServer(
+        app, host, int(port), limits, behind_proxy=behind_proxy, trusted_proxies=proxies
+    )
     try:
         server.start()
     except (OSError, ValueError) as exc:

@@ -10,7 +10,13 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from integrator.cli.common import alarm_interval_option, console, load_quiet
+from integrator.cli.common import (
+    alarm_interval_option,
+    console,
+    load_quiet,
+    trusted_proxies,
+    trusted_proxy_option,
+)
 from integrator.connectors.redact import known_secrets
 from integrator.logs import configure_logging
 
@@ -32,8 +38,10 @@ __all__ = ["COMMANDS"]
     is_flag=True,
     help="Allow --http beyond loopback: a reverse proxy with TLS is in front of it "
     "(deploy/Caddyfile, deploy/nginx.conf), or a container publishes the port on the "
-    "host's loopback only.",
+    "host's loopback only. The proxy's X-Forwarded-For and X-Forwarded-Proto (one hop) "
+    "count on connections from --trusted-proxy only.",
 )
+@trusted_proxy_option
 @click.option(
     "--public-host",
     metavar="NAME",
@@ -97,6 +105,7 @@ def daemon_cmd(
     ctx: click.Context,
     http: str,
     behind_proxy: bool,
+    trusted_proxy: tuple[str, ...],
     public_host: str | None,
     http_timeout: float,
     http_connections: int,
@@ -133,6 +142,7 @@ def daemon_cmd(
     refusal = bind_refusal(host, behind_proxy)
     if refusal is not None:
         raise click.BadParameter(refusal, param_hint="--http")
+    proxies = trusted_proxies(behind_proxy, trusted_proxy)
     load_env_file(ctx, env_file)
     app = load_app(Path(ctx.obj["config"]), state_url=ctx.obj["state"])
     configure_logging(app.log_level, json=not console_logs, secrets=known_secrets(app))
@@ -149,6 +159,7 @@ def daemon_cmd(
             connections=http_connections,
         ),
         behind_proxy=behind_proxy,
+        trusted_proxies=proxies,
         alarm_seconds=alarm_interval,
         public_host=public_host,
         heartbeat_seconds=heartbeat,

@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,7 @@ from integrator.logs import learn_secrets, route_library_logs
 from integrator.metrics import PrometheusMetrics
 from integrator.pipeline.project import BuiltFlow, Project, load_project, run_flow
 from integrator.scheduler.schedule import Schedule
-from integrator.scheduler.web import App, HttpLimits, bind_refusal
+from integrator.scheduler.web import LOOPBACK_PROXIES, App, HttpLimits, bind_refusal
 from integrator.state.daemons import Daemons, daemon_id
 from integrator.state.locks import FlowBusy
 from integrator.state.store import Store
@@ -77,6 +78,7 @@ class Daemon:
         state_url: str | None = None,
         http_limits: HttpLimits | None = None,
         behind_proxy: bool = False,
+        trusted_proxies: Sequence[str] = LOOPBACK_PROXIES,
         alarm_seconds: float = ALARM_INTERVAL,
         public_host: str | None = None,
         heartbeat_seconds: float = 10.0,
@@ -91,6 +93,7 @@ class Daemon:
         self.host, self.port = host, port
         self.http_limits = http_limits or HttpLimits()
         self.behind_proxy, self.public_host = behind_proxy, public_host
+        self.trusted_proxies = tuple(trusted_proxies)  # whose X-Forwarded-* count (behind one)
         self.grace_seconds, self.watch_seconds = grace_seconds, watch_seconds
         self.metrics = PrometheusMetrics()
         # the alarms: on their timer and after each run, under the store's lease
@@ -432,7 +435,12 @@ class Daemon:
         console = self._console()
         app = App(self, self.http_limits, console, public_host=self.public_host)
         server = WebServer(
-            app, self.host, self.port, self.http_limits, behind_proxy=self.behind_proxy
+            app,
+            self.host,
+            self.port,
+            self.http_limits,
+            behind_proxy=self.behind_proxy,
+            trusted_proxies=self.trusted_proxies,
         )
         try:
             server.start()
@@ -581,6 +589,7 @@ class Daemon:
             next_runs=self.next_runs(),
             http=f"http://{self.host}:{self.port}",
             state=self.store.safe_url if self.store else None,
+            trusted_proxies=list(self.trusted_proxies) if self.behind_proxy else [],
         )
 
     def request_stop(self, *_: Any) -> None:

@@ -13,6 +13,13 @@ Blank lines do not count as a request, so dripping CRLFs does not restart the cl
 the connection limit a new client does not wait for that: the connection idle longest, or else
 the one whose request has been arriving longest, is shed (503) to make room.
 
+Behind a reverse proxy (``--behind-proxy``) the proxy's ``X-Forwarded-For`` and
+``X-Forwarded-Proto`` (one hop) are the client's address and scheme, but only on connections
+from the proxy's own addresses (``--trusted-proxy``, loopback by default): waitress's
+``trusted_proxy`` names one address, so ``_ProxyHeaders`` picks, per request, waitress's own
+middleware that reads them or the one that drops them. A peer that is not a trusted proxy is
+seen as itself: its address, plain http.
+
 Nothing here prints: waitress's loggers go to structlog (``http_server`` events), socket
 errors of clients that hang up are not logged, tracebacks are never sent to clients.
 """
@@ -21,10 +28,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -32,11 +40,12 @@ from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.parser import HTTPRequestParser
+from waitress.proxy_headers import PROXY_HEADERS, proxy_headers_middleware
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
 from integrator.logs import route_library_logs
-from integrator.scheduler.web import HttpLimits
+from integrator.scheduler.web import LOOPBACK_PROXIES, HttpLimits, peer_address
 
 __all__ = ["WebServer"]
 
@@ -238,6 +247,64 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]
             self.dropped = {"too_slow": 0, "shed": 0}
 
 
+class _ProxyHeaders:
+    """The WSGI app waitress serves: X-Forwarded-For and -Proto (one hop) read, by waitress's
+    middleware, on a connection from a trusted proxy; dropped on any other (the client is seen
+    as itself). A dropped header from a peer that sent some is reported, at most once every
+    ``report_every`` seconds (a proxy whose address is not trusted: say it with
+    --trusted-proxy), never once per request."""
+
+    report_every = 60.0
+    HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto"})
+
+    def __init__(self, app: Any, trusted: Sequence[str], *, report: bool) -> None:
+        addresses = {text: peer_address(text) for text in trusted}
+        wrong = [text for text, ip in addresses.items() if ip is None]
+        if wrong:
+            raise ValueError(f"not an IP address: {', '.join(map(repr, wrong))}")
+        self.trusted = frozenset(ip for ip in addresses.values() if ip is not None)
+        self.report = report
+        logger = logging.getLogger("waitress")
+        self.reading = proxy_headers_middleware(
+            app,
+            trusted_proxy="*",  # only ever called for a trusted peer
+            trusted_proxy_count=1,
+            trusted_proxy_headers=set(self.HEADERS),
+            clear_untrusted=True,  # the other X-Forwarded-* and Forwarded: dropped
+            logger=logger,
+        )
+        self.dropping = proxy_headers_middleware(
+            app, trusted_proxy=None, clear_untrusted=True, logger=logger
+        )
+        self._lock = threading.Lock()
+        self._reported = -1e9
+        self._ignored = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        peer = peer_address(str(environ.get("REMOTE_ADDR", "")))
+        if peer is not None and peer in self.trusted:
+            return self.reading(environ, start_response)
+        if self.report and any(f"HTTP_{h}" in environ for h in PROXY_HEADERS):
+            self._note(str(environ.get("REMOTE_ADDR", "")))
+        return self.dropping(environ, start_response)
+
+    def _note(self, peer: str) -> None:
+        mono = time.monotonic()
+        with self._lock:
+            self._ignored += 1
+            if mono - self._reported < self.report_every:
+                return
+            self._reported, ignored, self._ignored = mono, self._ignored, 0
+        log.warning(
+            "http_proxy_headers_ignored",
+            peer=peer,
+            requests=ignored,
+            trusted_proxies=sorted(str(ip) for ip in self.trusted),
+            hint="X-Forwarded-* headers count only from a trusted proxy; if this peer is your "
+            "reverse proxy, add --trusted-proxy with its address",
+        )
+
+
 class _Dispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]
     """waitress's worker threads, kept so that stopping can join them."""
 
@@ -259,12 +326,21 @@ class WebServer:
     joins every thread it started."""
 
     def __init__(
-        self, app: Any, host: str, port: int, limits: HttpLimits, *, behind_proxy: bool = False
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        limits: HttpLimits,
+        *,
+        behind_proxy: bool = False,
+        trusted_proxies: Sequence[str] = LOOPBACK_PROXIES,
     ) -> None:
         self.app, self.host, self.port, self.limits = app, host.strip("[]"), port, limits
-        # behind a reverse proxy: its X-Forwarded-For and -Proto (one hop) are the client's
-        # address and scheme; otherwise waitress drops them (a client could claim https)
+        # behind a reverse proxy: its X-Forwarded-For and -Proto (one hop), on connections from
+        # the trusted proxies only, are the client's address and scheme; otherwise dropped (a
+        # client could claim https, or any address to the login limiter)
         self.behind_proxy = behind_proxy
+        self.trusted_proxies = tuple(trusted_proxies) if behind_proxy else ()
         self._map: dict[int, Any] = {}
         self._server: _Server | None = None
         self._dispatcher: _Dispatcher | None = None
@@ -292,15 +368,8 @@ class WebServer:
             log_socket_errors=False,
             expose_tracebacks=False,
             asyncore_use_poll=True,  # select() fails on descriptors above 1024
-            **(
-                {
-                    "trusted_proxy": "*",
-                    "trusted_proxy_count": 1,
-                    "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"},
-                }
-                if self.behind_proxy
-                else {}
-            ),
+            # waitress's own wrapper trusts one address or every peer: _ProxyHeaders decides
+            clear_untrusted_proxy_headers=False,
         )
         # Adjustments reads these as whole seconds; the server uses them as floats.
         adj.channel_timeout = limits.idle_seconds
@@ -308,8 +377,9 @@ class WebServer:
         adj.asyncore_loop_timeout = self._tick
         dispatcher = _Dispatcher()
         try:
+            served = _ProxyHeaders(self.app, self.trusted_proxies, report=self.behind_proxy)
             server = _Server(
-                self.app, map=self._map, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0]
+                served, map=self._map, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0]
             )
         except BaseException:
             wasyncore.close_all(self._map, ignore_all=True)

@@ -28,7 +28,16 @@ import structlog
 if TYPE_CHECKING:
     from integrator.scheduler.daemon import Daemon
 
-__all__ = ["App", "HttpLimits", "Request", "Response", "bind_refusal"]
+__all__ = [
+    "LOOPBACK_PROXIES",
+    "App",
+    "HttpLimits",
+    "Request",
+    "Response",
+    "bind_refusal",
+    "peer_address",
+    "proxy_address",
+]
 
 log = structlog.get_logger("integrator.http")
 
@@ -78,6 +87,55 @@ def bind_refusal(host: str, behind_proxy: bool) -> str | None:
         "(deploy/Caddyfile or deploy/nginx.conf). If a proxy or a container's port mapping "
         "already keeps it off the network, say so with --behind-proxy."
     )
+
+
+# --behind-proxy without --trusted-proxy: the documented deploy, a proxy on the same host
+LOOPBACK_PROXIES: tuple[str, ...] = ("127.0.0.1", "::1")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def proxy_address(text: str) -> str:
+    """One ``--trusted-proxy`` value, normalised (``[::1]`` -> ``::1``, an IPv4-mapped IPv6
+    address -> its IPv4 one); ValueError saying what was expected."""
+    value = text.strip()
+    shown = repr(text)
+    if not value:
+        raise ValueError("an empty address (a stray comma?): name the proxy's IP address")
+    if value in ("*", "all", "any"):
+        raise ValueError(
+            f"{shown}: trusting every peer is not offered (whoever reaches the port could "
+            "claim any client address and HTTPS); name the proxy's address"
+        )
+    try:
+        network = ipaddress.ip_network(value.strip("[]"), strict=False)
+    except ValueError:
+        network = None
+    if network is not None and network.num_addresses > 1:
+        raise ValueError(
+            f"{shown} is a network: name each proxy's address (an IP such as 127.0.0.1)"
+        )
+    ip = peer_address(value)
+    if ip is None:
+        raise ValueError(
+            f"expected the proxy's IP address (such as 127.0.0.1 or ::1; not a host name), "
+            f"got {shown}"
+        )
+    if ip.is_unspecified or ip.is_multicast:
+        raise ValueError(f"{shown} is no peer's address: name the address the proxy connects from")
+    return str(ip)
+
+
+def peer_address(text: str) -> IPAddress | None:
+    """A peer's address as an IP (an IPv4-mapped IPv6 one as its IPv4; brackets dropped), or
+    None when it is not one."""
+    try:
+        ip = ipaddress.ip_address(text.strip().removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 class Headers(Mapping[str, str]):
