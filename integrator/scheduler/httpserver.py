@@ -13,6 +13,14 @@ Blank lines do not count as a request, so dripping CRLFs does not restart the cl
 the connection limit a new client does not wait for that: the connection idle longest, or else
 the one whose request has been arriving longest, is shed (503) to make room.
 
+Body limits are the application's, per route: once a request's headers are in, the server asks
+the app's ``body_limit(method, path)`` (``HttpLimits.max_body_bytes`` for an app without one).
+A Content-Length over it is refused before a byte of the body is kept, a chunked body as soon as
+it passes it; the rest of the body is read and dropped (up to ``DRAIN_BYTES``, so the client
+reads the answer rather than a reset), and the app answers the 413 in its own words: it is
+called with ``environ[BODY_REFUSED]`` (the detail) and an empty body. An app without
+``body_limit`` gets the server's JSON ``{"detail": ...}``.
+
 Nothing here prints: waitress's loggers go to structlog (``http_server`` events), socket
 errors of clients that hang up are not logged, tracebacks are never sent to clients.
 """
@@ -20,6 +28,7 @@ errors of clients that hang up are not logged, tracebacks are never sent to clie
 from __future__ import annotations
 
 import functools
+import io
 import json
 import select
 import threading
@@ -33,29 +42,133 @@ from waitress.adjustments import Adjustments
 from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
+from waitress.utilities import RequestEntityTooLarge
 
 from integrator.logs import route_library_logs
-from integrator.scheduler.web import HttpLimits
+from integrator.scheduler.web import BODY_REFUSED, HttpLimits, too_large
 
 __all__ = ["WebServer"]
 
 log = structlog.get_logger("integrator.http")
 
 
-class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type hints
-    """Tells its channel once when a real request (not blank lines) has arrived whole."""
+DRAIN_BYTES = 32 * 1024 * 1024  # the most of a refused body read and dropped before the answer
+CHUNK_OVERHEAD = 64 * 1024  # chunk-size lines and extensions a chunked body may add
 
-    def __init__(self, adj: Adjustments, arrived: Callable[[], None]) -> None:
+
+class _Discard:
+    """The buffer of a refused body: counts what arrives and keeps nothing."""
+
+    def __init__(self) -> None:
+        self.length = 0
+
+    def append(self, data: bytes) -> None:
+        self.length += len(data)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def getfile(self) -> io.BytesIO:
+        return io.BytesIO()
+
+    def close(self) -> None:
+        pass
+
+
+class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type hints
+    """Tells its channel once when a real request (not blank lines) has arrived whole, and
+    holds its body to the route's limit (``limit(method, path)``, asked once the headers are
+    in): over it, the rest of the body is dropped as it arrives and the request completes with
+    a 413 (``refused``: its detail)."""
+
+    refused: str | None = None
+    body_rcv: Any  # waitress's
+    body_bytes_received: int
+    chunked: bool
+    completed: bool
+    content_length: int
+    empty: bool
+    error: Any
+    headers_finished: bool
+
+    def __init__(
+        self, adj: Adjustments, arrived: Callable[[], None], limit: Callable[[str, str], int]
+    ) -> None:
         super().__init__(adj)
         self._arrived, self._told = arrived, False
+        self._limit_of, self._limit = limit, -1
 
     def received(self, data: bytes) -> int:
+        if self.completed:
+            return 0
+        in_body = self.body_rcv is not None
         consumed = int(super().received(data))
+        if not in_body and self.headers_finished and self.error is None and not self.empty:
+            self._limit = self._limit_of(str(self.command), str(self.path))
+            if not self.chunked and self.content_length > self._limit:
+                self._refuse()
+        elif in_body and self.refused is None and self.chunked and not self.completed:
+            # the body as sent (chunk lines included) is bounded too, not only what it decodes to
+            raw = self.body_bytes_received
+            if len(self.body_rcv) > self._limit or raw > self._limit + CHUNK_OVERHEAD:
+                self._refuse()
+        if self.refused is not None and not self.completed:
+            drained = self.body_bytes_received
+            if drained > DRAIN_BYTES or (not self.chunked and self.content_length > DRAIN_BYTES):
+                self.completed = True  # too much to read through: answered, then closed
+        if self.refused is not None and self.completed and self.error is None:
+            self.error = RequestEntityTooLarge(self.refused)
         if self.completed and not self.empty and not self._told:
             self._told = True
             self._arrived()
         return consumed
+
+    def _refuse(self) -> None:
+        self.refused = too_large(self._limit)
+        kept = self.body_rcv.buf
+        self.body_rcv.buf = _Discard()
+        kept.close()
+
+
+class _Refused(WSGITask):  # type: ignore[misc]
+    """A body over the route's limit, answered by the app in its own words: it is called
+    with ``environ[BODY_REFUSED]`` and an empty body; the connection closes after."""
+
+    request: _Parser
+
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        environ[BODY_REFUSED] = self.request.refused
+        environ["CONTENT_LENGTH"] = "0"
+        environ["wsgi.input"] = io.BytesIO()
+        return environ
+
+    def execute(self) -> None:
+        self.set_close_on_finish()
+        super().execute()
+
+
+class _TooLarge(ErrorTask):  # type: ignore[misc]
+    """The 413 of an app without ``body_limit``: JSON, like every answer of the server's."""
+
+    request: _Parser
+
+    def execute(self) -> None:
+        body = json.dumps({"detail": self.request.refused}).encode()
+        self.status = "413 Request Entity Too Large"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+def _error_task(channel: _Channel, request: Any) -> Any:
+    """waitress's answer to a request it refused; a body over the limit goes to the app."""
+    if isinstance(request, _Parser) and request.refused is not None:
+        if isinstance(request.error, RequestEntityTooLarge):
+            return (_Refused if channel.server.app_refuses else _TooLarge)(channel, request)
+    return ErrorTask(channel, request)
 
 
 class _Channel(HTTPChannel):  # type: ignore[misc]
@@ -66,11 +179,15 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
     requests: list[Any]  # waitress's: requests arrived whole, being served
     will_close: bool
     close_when_flushed: bool
+    server: _Server
+    error_task_class = staticmethod(_error_task)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, server: _Server, *args: Any, **kwargs: Any) -> None:
         self._arrivals = 0
-        self.parser_class = functools.partial(_Parser, arrived=self._arrived)
-        super().__init__(*args, **kwargs)
+        self.parser_class = functools.partial(
+            _Parser, arrived=self._arrived, limit=server.body_limit
+        )
+        super().__init__(server, *args, **kwargs)
 
     def _arrived(self) -> None:
         self._arrivals += 1
@@ -145,9 +262,11 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]
     in_connection_overflow: bool  # waitress's
     _reported = -1e9
     _limit_reported = -1e9
+    app_refuses = False  # the app answers a body over the limit itself (it has body_limit)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.dropped: dict[str, int] = {"too_slow": 0, "shed": 0}
+        self.body_limit: Callable[[str, str], int] = lambda _method, _path: 1024 * 1024
         super().__init__(*args, **kwargs)
 
     def readable(self) -> bool:
@@ -286,7 +405,8 @@ class WebServer:
             connection_limit=limits.connections + 2,  # + the listening socket and the trigger
             backlog=limits.backlog,
             max_request_header_size=limits.max_header_bytes,
-            max_request_body_size=limits.max_body_bytes + 1,  # waitress refuses >= this
+            # every body is held to its route's limit by the parser (``_Parser``), not by this
+            max_request_body_size=2**62,
             inbuf_overflow=64 * 1024,  # a larger body waits in a temporary file
             ident="integrator",
             log_socket_errors=False,
@@ -315,6 +435,9 @@ class WebServer:
             wasyncore.close_all(self._map, ignore_all=True)
             raise
         server.request_seconds = limits.request_seconds
+        limit = getattr(self.app, "body_limit", None)
+        server.app_refuses = callable(limit)
+        server.body_limit = limit if callable(limit) else lambda _m, _p: limits.max_body_bytes
         # A connection is shed only after half a second (a quarter of a shorter deadline):
         # honest clients send a request in milliseconds, so a burst of them beyond the limit
         # waits its turn and is not shed; 1000 drippers against 100 connections keep a new
