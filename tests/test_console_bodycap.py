@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 from support import Project
-from support.console import TOKENS, ConsoleProcess, console, with_users
+from support.console import TOKENS, console, with_users
 from support.daemon import daemon
 
 from integrator.console.app import WORKBENCH_BODY

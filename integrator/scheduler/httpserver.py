@@ -31,6 +31,7 @@ import functools
 import io
 import json
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -53,43 +54,24 @@ __all__ = ["WebServer"]
 log = structlog.get_logger("integrator.http")
 
 
-DRAIN_BYTES = 32 * 1024 * 1024  # the most of a refused body read and dropped before the answer
+DRAIN_BYTES = 32 * 1024 * 1024  # the most of a refused body read (and dropped) after the answer
 CHUNK_OVERHEAD = 64 * 1024  # chunk-size lines and extensions a chunked body may add
-
-
-class _Discard:
-    """The buffer of a refused body: counts what arrives and keeps nothing."""
-
-    def __init__(self) -> None:
-        self.length = 0
-
-    def append(self, data: bytes) -> None:
-        self.length += len(data)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def getfile(self) -> io.BytesIO:
-        return io.BytesIO()
-
-    def close(self) -> None:
-        pass
 
 
 class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type hints
     """Tells its channel once when a real request (not blank lines) has arrived whole, and
     holds its body to the route's limit (``limit(method, path)``, asked once the headers are
-    in): over it, the rest of the body is dropped as it arrives and the request completes with
-    a 413 (``refused``: its detail)."""
+    in): over it, the request completes at once as a 413 (``refused``: its detail), taking
+    every byte it is given, so nothing of the body is parsed as a request."""
 
     refused: str | None = None
     body_rcv: Any  # waitress's
-    body_bytes_received: int
     chunked: bool
     completed: bool
     content_length: int
     empty: bool
     error: Any
+    expect_continue: bool
     headers_finished: bool
 
     def __init__(
@@ -98,6 +80,7 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         super().__init__(adj)
         self._arrived, self._told = arrived, False
         self._limit_of, self._limit = limit, -1
+        self._raw = 0  # bytes of a chunked body as sent (chunk lines included)
 
     def received(self, data: bytes) -> int:
         if self.completed:
@@ -107,28 +90,24 @@ class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type 
         if not in_body and self.headers_finished and self.error is None and not self.empty:
             self._limit = self._limit_of(str(self.command), str(self.path))
             if not self.chunked and self.content_length > self._limit:
-                self._refuse()
-        elif in_body and self.refused is None and self.chunked and not self.completed:
-            # the body as sent (chunk lines included) is bounded too, not only what it decodes to
-            raw = self.body_bytes_received
-            if len(self.body_rcv) > self._limit or raw > self._limit + CHUNK_OVERHEAD:
-                self._refuse()
-        if self.refused is not None and not self.completed:
-            drained = self.body_bytes_received
-            if drained > DRAIN_BYTES or (not self.chunked and self.content_length > DRAIN_BYTES):
-                self.completed = True  # too much to read through: answered, then closed
-        if self.refused is not None and self.completed and self.error is None:
-            self.error = RequestEntityTooLarge(self.refused)
+                consumed = self._refuse(data)
+        elif in_body and self.chunked and self.error is None:
+            # what a chunked body decodes to, and what it takes to send it, are both bounded
+            self._raw += consumed
+            if len(self.body_rcv) > self._limit or self._raw > self._limit + CHUNK_OVERHEAD:
+                consumed = self._refuse(data)
         if self.completed and not self.empty and not self._told:
             self._told = True
             self._arrived()
         return consumed
 
-    def _refuse(self) -> None:
+    def _refuse(self, data: bytes) -> int:
+        """Complete as a 413 without a 100 Continue; the body's bytes left in ``data`` are
+        taken (the channel drops the rest while it lingers, ``_Channel.linger``)."""
         self.refused = too_large(self._limit)
-        kept = self.body_rcv.buf
-        self.body_rcv.buf = _Discard()
-        kept.close()
+        self.error = RequestEntityTooLarge(self.refused)
+        self.completed, self.expect_continue = True, False
+        return len(data)
 
 
 class _Refused(WSGITask):  # type: ignore[misc]
@@ -146,6 +125,7 @@ class _Refused(WSGITask):  # type: ignore[misc]
 
     def execute(self) -> None:
         self.set_close_on_finish()
+        self.channel.linger = True
         super().execute()
 
 
@@ -159,15 +139,16 @@ class _TooLarge(ErrorTask):  # type: ignore[misc]
         self.status = "413 Request Entity Too Large"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
+        self.channel.linger = True
         self.content_length = len(body)
         self.write(body)
 
 
 def _error_task(channel: _Channel, request: Any) -> Any:
     """waitress's answer to a request it refused; a body over the limit goes to the app."""
-    if isinstance(request, _Parser) and request.refused is not None:
-        if isinstance(request.error, RequestEntityTooLarge):
-            return (_Refused if channel.server.app_refuses else _TooLarge)(channel, request)
+    refused = isinstance(request, _Parser) and request.refused is not None
+    if refused and isinstance(request.error, RequestEntityTooLarge):
+        return (_Refused if channel.server.app_refuses else _TooLarge)(channel, request)
     return ErrorTask(channel, request)
 
 
@@ -181,6 +162,12 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
     close_when_flushed: bool
     server: _Server
     error_task_class = staticmethod(_error_task)
+    adj: Adjustments
+    socket: Any
+    linger = False  # its request's body was refused: read the rest before closing
+    lingering_until: float | None = None  # monotonic: the answer is out, the rest is dropped
+    _drained = 0
+    _closed = False
 
     def __init__(self, server: _Server, *args: Any, **kwargs: Any) -> None:
         self._arrivals = 0
@@ -204,6 +191,42 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         if self._arrivals != before:  # a request arrived whole; another may have begun
             self.request_started = now if self.request is not None else None
         return result
+
+    # A refused body's answer goes out while the client may still be sending the body; closing
+    # with its bytes unread would reset the connection, and the client would see the reset, not
+    # the 413. So the channel first stops sending (the client sees the answer end), then reads
+    # and drops what still comes until the client stops, DRAIN_BYTES, or the request deadline.
+    def handle_close(self) -> None:
+        if self._closed:
+            return
+        if self.linger and self.lingering_until is None and self.connected:
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            else:
+                self.lingering_until = time.monotonic() + self.server.request_seconds
+                return
+        self._closed = True
+        super().handle_close()
+
+    def writable(self) -> bool:
+        return self.lingering_until is None and bool(super().writable())
+
+    def readable(self) -> bool:
+        return self.lingering_until is not None or bool(super().readable())
+
+    def handle_read(self) -> None:
+        if self.lingering_until is None:
+            super().handle_read()
+            return
+        try:
+            data = self.recv(self.adj.recv_bytes)  # b"" at the end: recv closes the channel
+        except OSError:
+            data = b""
+        self._drained += len(data)
+        if not data or self._drained > DRAIN_BYTES or time.monotonic() > self.lingering_until:
+            self.handle_close()
 
     def idle(self) -> bool:
         """Nothing arriving, nothing being served, nothing left to send."""
@@ -334,6 +357,10 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]
         """Every ``cleanup_interval``: waitress closes idle channels, then this closes those
         whose request is arriving too slowly, and reports what it dropped."""
         super().maintenance(now)
+        for channel in list(self.active_channels.values()):
+            until = channel.lingering_until
+            if until is not None and time.monotonic() > until:
+                channel.handle_close()  # a refused body's client still sending: enough
         cutoff = time.monotonic() - self.request_seconds
         detail = f"the request did not arrive whole within {self.request_seconds:g} s"
         for channel in list(self.active_channels.values()):

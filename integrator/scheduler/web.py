@@ -191,9 +191,9 @@ class App:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         refused = environ.get(BODY_REFUSED)
-        if self.console is not None and not self._own(environ):
-            if refused is None or callable(getattr(self.console, "body_limit", None)):
-                return self.console(environ, start_response)  # it answers a refusal itself
+        answers = refused is None or callable(getattr(self.console, "body_limit", None))
+        if self.console is not None and not self._own(environ) and answers:
+            return self.console(environ, start_response)  # it answers a refusal itself
         if refused is not None:
             return self._answer(Response.json(413, {"detail": refused}), start_response)
         try:
