@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import structlog
 from flask import Flask, Response, abort, jsonify, make_response, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from integrator.alarms.config import CONDITIONS
 from integrator.alarms.store import AlarmRow, AlarmStore, Lease
@@ -40,7 +40,8 @@ from integrator.console.security import (
     install,
     problem,
 )
-from integrator.console.workbench import Workbench, WorkbenchError
+from integrator.console.workbench import INPUT_BYTES, Workbench, WorkbenchError
+from integrator.scheduler.web import BODY_REFUSED
 from integrator.state.queries import FlowFigures, Queries, RunFilter, iso, run_json
 from integrator.state.runs import RunStatus
 
@@ -58,7 +59,11 @@ __all__ = ["LIVE_NEEDS_DAEMON", "LOG_BYTES", "STANDALONE_NOTE", "ConsoleSource",
 
 log = structlog.get_logger("integrator.console")
 
-WORKBENCH_BODY = 4 * 1024 * 1024  # the most a workbench run's request may send
+FORM_BODY = 64 * 1024  # the most a login's, an action's or a query's body may send
+# the most a workbench run's request may send: its form carries the input and the ERP's answer
+# (each at most INPUT_BYTES of JSON) url-encoded, at most 3 bytes for each of theirs, and the
+# attributes and field names; the HTTP server reads no more (``body_limit`` below)
+WORKBENCH_BODY = 2 * 3 * INPUT_BYTES + FORM_BODY
 LOG_BYTES = 256 * 1024  # the most of a run's log a page or an answer shows (its end)
 LIVE_ROWS = 50  # the latest orders a run's live part shows (polled every second; the API has all)
 WINDOW_MAX = 1000
@@ -593,7 +598,7 @@ def create_app(
     app = Flask(__name__)
     # a login or an action's form is small; the workbench's input (1 MiB) and its form's
     # encoding are not (``big_body`` below)
-    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=64 * 1024)
+    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=FORM_BODY)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # flask's default provider has it
     app.jinja_env.filters["seconds"] = _seconds
     app.jinja_env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False)
@@ -611,6 +616,9 @@ def create_app(
 
     @app.before_request
     def big_body() -> None:  # before ``install``'s checks, which may read the form
+        refused = request.environ.get(BODY_REFUSED)
+        if refused is not None:  # the server read none of a body over ``body_limit``
+            raise RequestEntityTooLarge(str(refused))
         if request.endpoint in LOCAL_WRITES:
             request.max_content_length = WORKBENCH_BODY
 
@@ -908,7 +916,8 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response | tuple[str, int]:
-        detail = exc.description if exc.code == 404 and exc.description else exc.name
+        described = exc.code in (404, 413) and exc.description
+        detail = exc.description if described else exc.name
         if exc.code == 404 and "not found on the server" in str(detail):
             detail = "no such page; try / (dashboard), /runs, /orders, /failures, /alarms or /api/"
         answer = make_response(_error(exc.code or 500, str(source.redactor().scrub(str(detail)))))
@@ -954,10 +963,15 @@ def create_app(
         except HTTPException:
             return []
 
+    def body_limit(_method: str, path: str) -> int:
+        """The most body the server reads for a request to ``path``."""
+        return WORKBENCH_BODY if local_write(path) else FORM_BODY
+
     return HostGuard(
         app,
         writes=lambda: auth.enabled,
         public_host=public_host,
         local_write=local_write,
         methods=methods,
+        body_limit=body_limit,
     )

@@ -92,9 +92,13 @@ class HostGuard:
         public_host: str | None = None,
         local_write: Callable[[str], bool] = lambda _path: False,
         methods: Callable[[str], Iterable[str]] = lambda _path: (),
+        body_limit: Callable[[str, str], int] | None = None,
     ) -> None:
         self.app, self.writes, self.public_host = app, writes, public_host
         self.local_write, self.methods = local_write, methods
+        # the most body a route takes (method, path): the HTTP server reads no more, and the
+        # app answers a larger one (``scheduler.web.BODY_REFUSED``) in its own words
+        self.body_limit = body_limit
 
     def _allow(self, path: str, taken: tuple[str, ...]) -> list[tuple[str, str]]:
         """The ``Allow`` header of a 405 for ``path``: what its routes take of ``taken`` (the

@@ -77,7 +77,7 @@ def _action(summary: str, fields: dict[str, Any], required: list[str]) -> dict[s
     return _post(summary, body, _ref("ActionResult"), "operator", _ACTION_ERRORS, form=True)
 
 
-_ACTION_ERRORS = (400, 401, 403, 409)
+_ACTION_ERRORS = (400, 401, 403, 409, 413)
 _BENCH_ERRORS = (400, 401, 403, 404, 413, 429)
 _TEXT = {"type": "string", "maxLength": 1000}
 _NAME = {**_TEXT, "minLength": 1}  # a required field: empty is as missing

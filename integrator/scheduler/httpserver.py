@@ -20,6 +20,14 @@ from the proxy's own addresses (``--trusted-proxy``, loopback by default): waitr
 middleware that reads them or the one that drops them. A peer that is not a trusted proxy is
 seen as itself: its address, plain http.
 
+Body limits are the application's, per route: once a request's headers are in, the server asks
+the app's ``body_limit(method, path)`` (``HttpLimits.max_body_bytes`` for an app without one).
+A Content-Length over it is refused before a byte of the body is kept, a chunked body as soon as
+it passes it; the rest of the body is read and dropped (up to ``DRAIN_BYTES``, so the client
+reads the answer rather than a reset), and the app answers the 413 in its own words: it is
+called with ``environ[BODY_REFUSED]`` (the detail) and an empty body. An app without
+``body_limit`` gets the server's JSON ``{"detail": ...}``.
+
 Nothing here prints: waitress's loggers go to structlog (``http_server`` events), socket
 errors of clients that hang up are not logged, tracebacks are never sent to clients.
 """
@@ -27,9 +35,11 @@ errors of clients that hang up are not logged, tracebacks are never sent to clie
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,29 +52,119 @@ from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.proxy_headers import PROXY_HEADERS, proxy_headers_middleware
 from waitress.server import TcpWSGIServer
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
+from waitress.utilities import RequestEntityTooLarge
 
 from integrator.logs import route_library_logs
-from integrator.scheduler.web import LOOPBACK_PROXIES, HttpLimits, peer_address
+from integrator.scheduler.web import (
+    BODY_REFUSED,
+    LOOPBACK_PROXIES,
+    HttpLimits,
+    peer_address,
+    too_large,
+)
 
 __all__ = ["WebServer"]
 
 log = structlog.get_logger("integrator.http")
 
 
-class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type hints
-    """Tells its channel once when a real request (not blank lines) has arrived whole."""
+DRAIN_BYTES = 32 * 1024 * 1024  # the most of a refused body read (and dropped) after the answer
+CHUNK_OVERHEAD = 64 * 1024  # chunk-size lines and extensions a chunked body may add
 
-    def __init__(self, adj: Adjustments, arrived: Callable[[], None]) -> None:
+
+class _Parser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no type hints
+    """Tells its channel once when a real request (not blank lines) has arrived whole, and
+    holds its body to the route's limit (``limit(method, path)``, asked once the headers are
+    in): over it, the request completes at once as a 413 (``refused``: its detail), taking
+    every byte it is given, so nothing of the body is parsed as a request."""
+
+    refused: str | None = None
+    body_rcv: Any  # waitress's
+    chunked: bool
+    completed: bool
+    content_length: int
+    empty: bool
+    error: Any
+    expect_continue: bool
+    headers_finished: bool
+
+    def __init__(
+        self, adj: Adjustments, arrived: Callable[[], None], limit: Callable[[str, str], int]
+    ) -> None:
         super().__init__(adj)
         self._arrived, self._told = arrived, False
+        self._limit_of, self._limit = limit, -1
+        self._raw = 0  # bytes of a chunked body as sent (chunk lines included)
 
     def received(self, data: bytes) -> int:
+        if self.completed:
+            return 0
+        in_body = self.body_rcv is not None
         consumed = int(super().received(data))
+        if not in_body and self.headers_finished and self.error is None and not self.empty:
+            self._limit = self._limit_of(str(self.command), str(self.path))
+            if not self.chunked and self.content_length > self._limit:
+                consumed = self._refuse(data)
+        elif in_body and self.chunked and self.error is None:
+            # what a chunked body decodes to, and what it takes to send it, are both bounded
+            self._raw += consumed
+            if len(self.body_rcv) > self._limit or self._raw > self._limit + CHUNK_OVERHEAD:
+                consumed = self._refuse(data)
         if self.completed and not self.empty and not self._told:
             self._told = True
             self._arrived()
         return consumed
+
+    def _refuse(self, data: bytes) -> int:
+        """Complete as a 413 without a 100 Continue; the body's bytes left in ``data`` are
+        taken (the channel drops the rest while it lingers, ``_Channel.linger``)."""
+        self.refused = too_large(self._limit)
+        self.error = RequestEntityTooLarge(self.refused)
+        self.completed, self.expect_continue = True, False
+        return len(data)
+
+
+class _Refused(WSGITask):  # type: ignore[misc]
+    """A body over the route's limit, answered by the app in its own words: it is called
+    with ``environ[BODY_REFUSED]`` and an empty body; the connection closes after."""
+
+    request: _Parser
+
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        environ[BODY_REFUSED] = self.request.refused
+        environ["CONTENT_LENGTH"] = "0"
+        environ["wsgi.input"] = io.BytesIO()
+        return environ
+
+    def execute(self) -> None:
+        self.set_close_on_finish()
+        self.channel.linger = True
+        super().execute()
+
+
+class _TooLarge(ErrorTask):  # type: ignore[misc]
+    """The 413 of an app without ``body_limit``: JSON, like every answer of the server's."""
+
+    request: _Parser
+
+    def execute(self) -> None:
+        body = json.dumps({"detail": self.request.refused}).encode()
+        self.status = "413 Request Entity Too Large"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.channel.linger = True
+        self.content_length = len(body)
+        self.write(body)
+
+
+def _error_task(channel: _Channel, request: Any) -> Any:
+    """waitress's answer to a request it refused; a body over the limit goes to the app."""
+    refused = isinstance(request, _Parser) and request.refused is not None
+    if refused and isinstance(request.error, RequestEntityTooLarge):
+        return (_Refused if channel.server.app_refuses else _TooLarge)(channel, request)
+    return ErrorTask(channel, request)
 
 
 class _Channel(HTTPChannel):  # type: ignore[misc]
@@ -75,11 +175,21 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
     requests: list[Any]  # waitress's: requests arrived whole, being served
     will_close: bool
     close_when_flushed: bool
+    server: _Server
+    error_task_class = staticmethod(_error_task)
+    adj: Adjustments
+    socket: Any
+    linger = False  # its request's body was refused: read the rest before closing
+    lingering_until: float | None = None  # monotonic: the answer is out, the rest is dropped
+    _drained = 0
+    _closed = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, server: _Server, *args: Any, **kwargs: Any) -> None:
         self._arrivals = 0
-        self.parser_class = functools.partial(_Parser, arrived=self._arrived)
-        super().__init__(*args, **kwargs)
+        self.parser_class = functools.partial(
+            _Parser, arrived=self._arrived, limit=server.body_limit
+        )
+        super().__init__(server, *args, **kwargs)
 
     def _arrived(self) -> None:
         self._arrivals += 1
@@ -96,6 +206,42 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         if self._arrivals != before:  # a request arrived whole; another may have begun
             self.request_started = now if self.request is not None else None
         return result
+
+    # A refused body's answer goes out while the client may still be sending the body; closing
+    # with its bytes unread would reset the connection, and the client would see the reset, not
+    # the 413. So the channel first stops sending (the client sees the answer end), then reads
+    # and drops what still comes until the client stops, DRAIN_BYTES, or the request deadline.
+    def handle_close(self) -> None:
+        if self._closed:
+            return
+        if self.linger and self.lingering_until is None and self.connected:
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            else:
+                self.lingering_until = time.monotonic() + self.server.request_seconds
+                return
+        self._closed = True
+        super().handle_close()
+
+    def writable(self) -> bool:
+        return self.lingering_until is None and bool(super().writable())
+
+    def readable(self) -> bool:
+        return self.lingering_until is not None or bool(super().readable())
+
+    def handle_read(self) -> None:
+        if self.lingering_until is None:
+            super().handle_read()
+            return
+        try:
+            data = self.recv(self.adj.recv_bytes)  # b"" at the end: recv closes the channel
+        except OSError:
+            data = b""
+        self._drained += len(data)
+        if not data or self._drained > DRAIN_BYTES or time.monotonic() > self.lingering_until:
+            self.handle_close()
 
     def idle(self) -> bool:
         """Nothing arriving, nothing being served, nothing left to send."""
@@ -154,9 +300,11 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]
     in_connection_overflow: bool  # waitress's
     _reported = -1e9
     _limit_reported = -1e9
+    app_refuses = False  # the app answers a body over the limit itself (it has body_limit)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.dropped: dict[str, int] = {"too_slow": 0, "shed": 0}
+        self.body_limit: Callable[[str, str], int] = lambda _method, _path: 1024 * 1024
         super().__init__(*args, **kwargs)
 
     def readable(self) -> bool:
@@ -224,6 +372,10 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]
         """Every ``cleanup_interval``: waitress closes idle channels, then this closes those
         whose request is arriving too slowly, and reports what it dropped."""
         super().maintenance(now)
+        for channel in list(self.active_channels.values()):
+            until = channel.lingering_until
+            if until is not None and time.monotonic() > until:
+                channel.handle_close()  # a refused body's client still sending: enough
         cutoff = time.monotonic() - self.request_seconds
         detail = f"the request did not arrive whole within {self.request_seconds:g} s"
         for channel in list(self.active_channels.values()):
@@ -362,7 +514,8 @@ class WebServer:
             connection_limit=limits.connections + 2,  # + the listening socket and the trigger
             backlog=limits.backlog,
             max_request_header_size=limits.max_header_bytes,
-            max_request_body_size=limits.max_body_bytes + 1,  # waitress refuses >= this
+            # every body is held to its route's limit by the parser (``_Parser``), not by this
+            max_request_body_size=2**62,
             inbuf_overflow=64 * 1024,  # a larger body waits in a temporary file
             ident="integrator",
             log_socket_errors=False,
@@ -385,6 +538,9 @@ class WebServer:
             wasyncore.close_all(self._map, ignore_all=True)
             raise
         server.request_seconds = limits.request_seconds
+        limit = getattr(self.app, "body_limit", None)
+        server.app_refuses = callable(limit)
+        server.body_limit = limit if callable(limit) else lambda _m, _p: limits.max_body_bytes
         # A connection is shed only after half a second (a quarter of a shorter deadline):
         # honest clients send a request in milliseconds, so a burst of them beyond the limit
         # waits its turn and is not shed; 1000 drippers against 100 connections keep a new

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from integrator.scheduler.daemon import Daemon
 
 __all__ = [
+    "BODY_REFUSED",
     "LOOPBACK_PROXIES",
     "App",
     "HttpLimits",
@@ -37,6 +38,7 @@ __all__ = [
     "bind_refusal",
     "peer_address",
     "proxy_address",
+    "too_large",
 ]
 
 log = structlog.get_logger("integrator.http")
@@ -44,6 +46,17 @@ log = structlog.get_logger("integrator.http")
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 JSON = "application/json"
+# environ key: the server refused the request's body (over the route's ``body_limit``), read
+# none of it, and asks the app to answer 413 with this detail in its own words
+BODY_REFUSED = "integrator.body_refused"
+
+
+def too_large(limit: int) -> str:
+    """The words of a 413: the limit, in bytes and KiB."""
+    return (
+        f"the request's body is larger than {limit} bytes ({limit / 1024:g} KiB), the most "
+        "this route takes; nothing of it was read"
+    )
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,8 @@ class HttpLimits:
     between requests, a client that connected and sent nothing, a response nobody reads) is
     closed after this many seconds without progress. ``connections``: at most this many
     open at once; the next ones wait in the listen backlog until one is closed.
+    ``max_body_bytes``: the body ``POST /events/<flow>`` takes (and any route of an app that
+    has no ``body_limit`` of its own; the console's routes have theirs).
     """
 
     request_seconds: float = 10.0
@@ -226,9 +241,21 @@ class App:
         return Response.json(code, answer)
 
     # ------------------------------------------------------------- WSGI
+    def body_limit(self, method: str, path: str) -> int:
+        """The most body the server reads for ``method path``: the daemon's own routes take
+        ``HttpLimits.max_body_bytes``, the console's routes what the console says."""
+        limit = getattr(self.console, "body_limit", None)
+        if self.console is None or self._own({"PATH_INFO": path}) or not callable(limit):
+            return self.limits.max_body_bytes
+        return int(limit(method, path))
+
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if self.console is not None and not self._own(environ):
-            return self.console(environ, start_response)
+        refused = environ.get(BODY_REFUSED)
+        answers = refused is None or callable(getattr(self.console, "body_limit", None))
+        if self.console is not None and not self._own(environ) and answers:
+            return self.console(environ, start_response)  # it answers a refusal itself
+        if refused is not None:
+            return self._answer(Response.json(413, {"detail": refused}), start_response)
         try:
             response = self._dispatch(environ)
         except Exception as exc:
@@ -239,6 +266,9 @@ class App:
                 error=f"{type(exc).__name__}: {exc}",
             )
             response = Response.json(500, {"detail": "internal error; see the daemon's log"})
+        return self._answer(response, start_response)
+
+    def _answer(self, response: Response, start_response: StartResponse) -> Iterable[bytes]:
         status = f"{response.status} {http.HTTPStatus(response.status).phrase}"
         headers = [
             ("Content-Type", response.content_type),
@@ -312,7 +342,5 @@ class App:
             return Response.json(400, {"detail": "Content-Length must be a number of bytes"})
         length = int(text)
         if length > self.limits.max_body_bytes:
-            return Response.json(
-                413, {"detail": f"the body is larger than {self.limits.max_body_bytes} bytes"}
-            )
+            return Response.json(413, {"detail": too_large(self.limits.max_body_bytes)})
         return bytes(environ["wsgi.input"].read(length)) if length else b""
