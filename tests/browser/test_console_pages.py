@@ -49,6 +49,17 @@ window.addEventListener("unhandledrejection", (e) => {
 document.addEventListener("htmx:afterSettle", () => { window.__settled += 1; });
 """
 
+# attributes whose code the CSP refuses only when it runs: event handlers (on click...), htmx's
+# hx-on handlers, javascript: URLs, hx-vals/hx-vars/hx-headers evaluated as script ("js:")
+INLINE_CODE = r"""
+return Array.from(document.querySelectorAll("*")).flatMap((el) =>
+  Array.from(el.attributes)
+    .filter((a) => /^(data-)?(on|hx-on)/i.test(a.name)
+      || /^\s*javascript:/i.test(a.value)
+      || (/^(data-)?hx-(vals|vars|headers)$/i.test(a.name) && /^\s*js:/i.test(a.value)))
+    .map((a) => `<${el.tagName.toLowerCase()} ${a.name}="${a.value}">`));
+"""
+
 # the words of the browser's log that mean a page is broken, whatever the entry's level
 BROKEN = ("Content Security Policy", "Refused to", "Uncaught", "htmx:")
 
@@ -176,6 +187,12 @@ class Checker:
         self.check(path, status)
         self.seen.append(path)
 
+    def inline_code(self) -> list[str]:
+        """Code in the page's markup the CSP refuses only when it runs (an event handler
+        attribute fires on its event, an hx-on handler or a javascript: URL on use): none."""
+        found: list[str] = self.driver.execute_script(INLINE_CODE)
+        return found
+
     def swapped(self, what: str, at_least: int = 1) -> None:
         """Wait until htmx has swapped ``at_least`` answers into this document."""
         wait(
@@ -190,6 +207,8 @@ class Checker:
             "return [window.__csp || ['the recorder did not run'], window.__errors || []]"
         )
         assert recorded == [[], []], f"{where}: CSP refusals, errors: {recorded}"
+        code = self.inline_code()
+        assert not code, f"{where}: code in its markup, which the CSP refuses when it runs: {code}"
         bad = []
         for entry in self.driver.get_log("browser"):
             message = str(entry.get("message", ""))
@@ -247,6 +266,12 @@ def _htmx_parts(c: Checker, number: str) -> None:
     wait(d, lambda drv: number in drv.page_source, "the order found")
     c.check("the order search")
     c.open("workbench_page", "/workbench")
+    # the styles are a file the CSP takes: they apply; htmx's indicator is hidden until its
+    # request goes (its styles are console.css's, not the inline <style> htmx would inject)
+    header = d.find_element(By.TAG_NAME, "header")
+    assert header.value_of_css_property("background-color") == "rgba(38, 50, 56, 1)"
+    indicator = d.find_element(By.CSS_SELECTOR, "#bench .htmx-indicator")
+    assert indicator.value_of_css_property("visibility") == "hidden"
     form = d.find_element(By.ID, "bench")
     Select(form.find_element(By.NAME, "target")).select_by_value("order_flow|flow")
     Select(form.find_element(By.NAME, "recorded")).select_by_value("order_flow/with_discount")
