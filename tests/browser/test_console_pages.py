@@ -207,6 +207,8 @@ class Checker:
             "return [window.__csp || ['the recorder did not run'], window.__errors || []]"
         )
         assert recorded == [[], []], f"{where}: CSP refusals, errors: {recorded}"
+        problems = [e.text for e in self.driver.find_elements(By.ID, "problem")]
+        assert not problems, f"{where}: an htmx part answered with a refusal: {problems}"
         code = self.inline_code()
         assert not code, f"{where}: code in its markup, which the CSP refuses when it runs: {code}"
         bad = []
