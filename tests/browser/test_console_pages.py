@@ -87,7 +87,8 @@ def html_routes() -> list[tuple[str, str, frozenset[str]]]:
         ConsoleSource(store=unused, redactor=unused, log_dir=unused, schedules=unused)
     )
     found = []
-    for rule in guard.app.url_map.iter_rules():
+    flask_app: Any = guard.app  # the guard's WSGI app is the console's Flask app
+    for rule in flask_app.url_map.iter_rules():
         if "GET" not in (rule.methods or ()) or rule.rule.startswith(("/api/", "/static/")):
             continue
         found.append((rule.rule, rule.endpoint, frozenset(rule.arguments)))
@@ -179,7 +180,7 @@ class Checker:
             )
             polls = self.driver.execute_script(
                 "return !!document.querySelector("
-                "'[hx-trigger*=\"every\"], [hx-trigger*=\"load\"], [hx-trigger*=\"revealed\"]')"
+                '\'[hx-trigger*="every"], [hx-trigger*="load"], [hx-trigger*="revealed"]\')'
             )
             if polls:
                 self.swapped(f"{path}'s polled part")
@@ -321,8 +322,11 @@ def test_every_page_of_the_daemon_console_as_an_admin(
         assert queued.status_code == 200, queued.text
 
         def running() -> str | None:
-            runs = requests.get(base + "/api/runs?status=running", timeout=5,
-                                headers={"Authorization": f"Bearer {TOKENS['otto']}"})
+            runs = requests.get(
+                base + "/api/runs?status=running",
+                timeout=5,
+                headers={"Authorization": f"Bearer {TOKENS['otto']}"},
+            )
             rows = runs.json()["runs"]
             return str(rows[0]["id"]) if rows else None  # fmt: skip
 
