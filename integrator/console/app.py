@@ -942,7 +942,7 @@ def create_app(
         answer.headers["X-Frame-Options"] = "DENY"
         answer.headers["Referrer-Policy"] = "no-referrer"
         answer.headers["Content-Security-Policy"] = (
-            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+            "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
         )
         return answer
 

@@ -52,8 +52,12 @@ def missing() -> str | None:
 
 
 @contextmanager
-def chrome() -> Iterator[Any]:
-    """A headless Chromium (a fresh profile each time), quit at the end."""
+def chrome(*, browser_log: bool = False) -> Iterator[Any]:
+    """A headless Chromium (a fresh profile each time), quit at the end.
+
+    ``browser_log``: keep the page's console and the browser's own messages (CSP refusals,
+    uncaught errors, failed loads) for ``driver.get_log("browser")``, each call giving what
+    came since the last one."""
     reason = missing()
     if reason:
         raise AssertionError(reason)
@@ -66,6 +70,8 @@ def chrome() -> Iterator[Any]:
     options.binary_location = str(CHROMIUM)
     for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    if browser_log:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
     try:
         yield driver
