@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 from support import Project, faults, free_port, wait_for
-from support.alarms import HOOK_TOKEN, Receiver, erp_refuses, with_alarms
+from support.alarms import ERROR_ALARM, HOOK_TOKEN, Receiver, erp_refuses, with_alarms
 from support.console import ConsoleProcess, console
 from support.daemon import daemon
 
@@ -34,21 +34,16 @@ MAIL_NOTIFIER = """
     password: ${{SMTP_PASSWORD}}
 """
 
-TWO_ALARMS = """
-alarms:
-  - name: erp-errors
-    condition: error_rate
-    above: 0
-    runs: 1
-    cool_off: 1h
-    notify: [ops-hook]
-  - name: erp-errors-mail
+TWO_ALARMS = (
+    ERROR_ALARM
+    + """  - name: erp-errors-mail
     condition: error_rate
     above: 50
     runs: 1
     cool_off: 1h
     notify: [ops-mail]
 """
+)
 
 
 def with_mail(project: Project, receiver: Receiver) -> None:
