@@ -12,7 +12,7 @@ from support import Project, faults, wait_for
 from support.alarms import HOOK_TOKEN, Receiver, erp_refuses, with_alarms
 from support.browser import chrome, wait
 from support.console import PASSWORDS, with_users
-from support.daemon import daemon
+from support.daemon import daemon, unscheduled
 
 from integrator.sandbox import Sandbox
 
@@ -48,6 +48,7 @@ def test_an_alarm_fires_in_the_console_and_its_webhook_arrives(
 ) -> None:
     with_alarms(project, receiver)
     with_users(project)
+    unscheduled(project)  # runs only from the Run now button: the notices are counted
     erp_refuses(sandbox)
     with daemon(project, args=["--alarm-interval", "600"]) as d, chrome() as driver:
         base = d.url("")

@@ -15,7 +15,7 @@ from selenium.webdriver.support.ui import Select
 from support import ROOT, Project, fault_rule, faults, stats, unsent
 from support.browser import chrome, fetch, login, page_changes, wait
 from support.console import PASSWORDS, console, with_users
-from support.daemon import daemon
+from support.daemon import daemon, unscheduled
 
 from integrator.sandbox import SANDBOX_ENV, Sandbox
 
@@ -139,7 +139,7 @@ def test_dashboard_after_a_run_and_run_now_from_the_daemon(
 ) -> None:
     numbers = unsent(sandbox)
     # a schedule that does not fire during the test: the only daemon run is the button's
-    project.edit_flow('cron: "*/5 * * * *"', 'cron: "0 3 29 2 *"')
+    unscheduled(project)
     _run(project, "--limit", "3")
     first = _last_run(project)
     assert (first["status"], first["ok"], first["failed"]) == ("ok", 3, 0)

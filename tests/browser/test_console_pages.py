@@ -28,7 +28,7 @@ from support import Project, fault_rule, faults, unsent, wait_for
 from support.alarms import Receiver, with_alarms
 from support.browser import chrome, login, wait
 from support.console import PASSWORDS, TOKENS, console, with_users
-from support.daemon import daemon
+from support.daemon import daemon, unscheduled
 
 from integrator.console.app import ConsoleSource, create_app
 from integrator.sandbox import Sandbox
@@ -302,7 +302,7 @@ def test_every_page_of_the_daemon_console_as_an_admin(
     ended, done, bad = _filled(project, sandbox)
     # a schedule that never fires here: the only daemon run is the one asked for below, kept
     # going by one slow order (the ERP takes long to write it) while its page polls
-    project.edit_flow('cron: "*/5 * * * *"', 'cron: "0 3 29 2 *"')
+    unscheduled(project)
     with_users(project)
     slow = unsent(sandbox)[-1]
     fault_rule(sandbox.erp.url, action="latency", route="create", seconds=60, numbers=[slow])

@@ -109,3 +109,10 @@ def daemon(
 def every(project: Project, interval: str = "1s") -> None:
     """Schedule order_flow ``every: interval`` instead of its cron."""
     project.edit_flow('  cron: "*/5 * * * *"\n  timezone: Europe/Istanbul', f"  every: {interval}")
+
+
+def unscheduled(project: Project) -> None:
+    """Schedule order_flow for 03:00 on 29 February only, so a daemon runs it only when asked
+    (its default ``*/5`` cron would fire a run of its own in a test that crosses a 5-minute
+    boundary, and a count of runs or notices would be off by one)."""
+    project.edit_flow('cron: "*/5 * * * *"', 'cron: "0 3 29 2 *"')
