@@ -298,6 +298,12 @@ def test_refuses_to_listen_beyond_loopback(project: Project) -> None:
         assert "Traceback" not in r.err
     r = project.run("console", "--http", "nonsense", timeout=30)
     assert r.code == 2 and "HOST:PORT" in r.err
+    # a port of digits int() refuses (a superscript): a usage error, not an internal one;
+    # the daemon reads --http with the same check
+    for command in ("console", "daemon"):
+        r = project.run(command, "--http", "127.0.0.1:\u00b2", timeout=30)
+        assert r.code == 2 and "HOST:PORT" in r.err, (command, r.err)
+        assert "internal error" not in r.err
 
 
 def test_openapi_document_describes_every_api_route(project: Project) -> None:

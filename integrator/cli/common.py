@@ -83,6 +83,15 @@ def _proxy_addresses(
     return tuple(addresses)
 
 
+def host_port(http: str) -> tuple[str, int]:
+    """``--http HOST:PORT`` of the daemon and the standalone console, split; a usage error
+    (exit 2) when it is not that (a port of ASCII digits, 0 to 65535)."""
+    host, _, port = http.rpartition(":")
+    if not host.strip("[]") or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {http!r}", param_hint="--http")
+    return host, int(port)
+
+
 def trusted_proxy_option(fn: Any) -> Any:
     """``--trusted-proxy``: the daemon's and the standalone console's, one meaning."""
     return click.option(

@@ -12,6 +12,7 @@ import click
 
 from integrator.cli.common import (
     alarm_interval_option,
+    host_port,
     load_lenient,
     trusted_proxies,
     trusted_proxy_option,
@@ -87,9 +88,7 @@ def console_cmd(
     """
     if ctx.invoked_subcommand is not None:
         return 0
-    host, _, port = http.rpartition(":")
-    if not host.strip("[]") or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"expected HOST:PORT, got {http!r}", param_hint="--http")
+    host, port = host_port(http)
     if public_host and not behind_proxy:
         raise click.BadParameter("goes with --behind-proxy", param_hint="--public-host")
     proxies = trusted_proxies(behind_proxy, trusted_proxy)
@@ -141,9 +140,7 @@ def console_cmd(
     )
     limits = HttpLimits()
     app = create_app(source, public_host=public_host)
-    server = WebServer(
-        app, host, int(port), limits, behind_proxy=behind_proxy, trusted_proxies=proxies
-    )
+    server = WebServer(app, host, port, limits, behind_proxy=behind_proxy, trusted_proxies=proxies)
     try:
         server.start()
     except (OSError, ValueError) as exc:

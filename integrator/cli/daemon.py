@@ -13,6 +13,7 @@ from rich.table import Table
 from integrator.cli.common import (
     alarm_interval_option,
     console,
+    host_port,
     load_quiet,
     trusted_proxies,
     trusted_proxy_option,
@@ -136,9 +137,7 @@ def daemon_cmd(
     from integrator.scheduler.daemon import Daemon
     from integrator.scheduler.web import HttpLimits, bind_refusal
 
-    host, _, port = http.rpartition(":")
-    if not host.strip("[]") or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"expected HOST:PORT, got {http!r}", param_hint="--http")
+    host, port = host_port(http)
     refusal = bind_refusal(host, behind_proxy)
     if refusal is not None:
         raise click.BadParameter(refusal, param_hint="--http")
@@ -149,7 +148,7 @@ def daemon_cmd(
     daemon = Daemon(
         Path(ctx.obj["config"]),
         host=host,
-        port=int(port),
+        port=port,
         grace_seconds=grace,
         watch_seconds=watch,
         state_url=ctx.obj["state"],
