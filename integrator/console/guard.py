@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,13 +30,13 @@ Wsgi = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 def loopback_refusal(host: str) -> str | None:
     """Why the console must not listen on ``host`` (None: it may): every address the name
     resolves to must be a loopback address."""
+    from integrator.scheduler.web import loopback_only
+
     try:
-        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+        if loopback_only(host):
+            return None
     except OSError as exc:
         return f"{host} cannot be resolved ({exc.strerror or exc})"
-    addresses = {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos}
-    if addresses and all(a.is_loopback for a in addresses):
-        return None
     return (
         f"{host} is reachable from other machines, and the console has no login yet: it "
         "listens on loopback only (127.0.0.1, ::1 or localhost). To reach it from another "

@@ -36,6 +36,7 @@ __all__ = [
     "Request",
     "Response",
     "bind_refusal",
+    "loopback_only",
     "peer_address",
     "proxy_address",
     "too_large",
@@ -82,6 +83,14 @@ class HttpLimits:
     backlog: int = 1024
 
 
+def loopback_only(host: str) -> bool:
+    """Every address ``host`` resolves to is a loopback one (the daemon's and the console's
+    bind checks); OSError when it cannot be resolved."""
+    infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    addresses = {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos}
+    return bool(addresses) and all(a.is_loopback for a in addresses)
+
+
 def bind_refusal(host: str, behind_proxy: bool) -> str | None:
     """Why the daemon must not listen on ``host`` (None: it may). Plain HTTP carries the
     events' secrets, so beyond loopback only with ``--behind-proxy``: the user says that a
@@ -89,12 +98,10 @@ def bind_refusal(host: str, behind_proxy: bool) -> str | None:
     if behind_proxy:
         return None
     try:
-        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+        if loopback_only(host):
+            return None
     except OSError:
         return None  # the bind itself fails with the resolver's message
-    addresses = {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos}
-    if addresses and all(a.is_loopback for a in addresses):
-        return None
     return (
         f"{host} is reachable from other machines, and the daemon speaks plain HTTP: the "
         "event secrets would cross the network in clear text. Listen on loopback "
