@@ -212,6 +212,12 @@ def test_hostile_json_bodies_are_a_400_never_a_500(project: Project, sandbox: Sa
             timeout=30,
         )
         assert r.status_code == 400 and "'force'" in r.json()["detail"], r.text
+        # the workbench's stage index and status code in Unicode digits (str.isdigit takes
+        # "²", int() does not)
+        for key in ("stage", "status"):
+            body = {"flow": "order_flow", "input": "{}", key: "\u00b2"}
+            r = requests.post(c.url + "/api/workbench/run", json=body, headers=otto, timeout=30)
+            assert r.status_code == 400 and f"{key}:" in r.json()["detail"], (key, r.text[:200])
     assert project.state(bad) == "quarantined"
 
 

@@ -165,7 +165,7 @@ class Workbench:
             raise WorkbenchError(400, "flow: name the flow to test")
         given = values.get("stage")
         stage = "flow" if given is None or given == "" else str(given)
-        if stage != "flow" and not stage.isdigit():
+        if stage != "flow" and not _digits(stage):
             raise WorkbenchError(400, f'stage: "flow" or a stage\'s index, not {stage!r}')
         case = values.get("recorded")
         raw = values.get("input")
@@ -193,7 +193,7 @@ class Workbench:
         status = values.get("status")
         if isinstance(status, str):
             text = status.strip()
-            status = None if not text else int(text) if text.isdigit() else -1
+            status = None if not text else int(text) if _digits(text) else -1
         if status is not None and (not isinstance(status, int) or not 100 <= status <= 599):
             raise WorkbenchError(400, "status: a status code from 100 to 599")
         return Job(flow, stage, order, dict(attrs), response, status)
@@ -277,3 +277,8 @@ class Workbench:
                 {"cases": results, "passed": passed, "failed": len(results) - passed}
             )
         )
+
+
+def _digits(text: str) -> bool:
+    """A few ASCII digits: "²" is a digit to ``str.isdigit`` and not to ``int()``."""
+    return text.isascii() and text.isdigit() and len(text) <= 9
