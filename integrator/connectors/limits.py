@@ -107,7 +107,7 @@ def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> fl
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit, not to float()
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -132,6 +132,7 @@ def test_retry_after_http_date_and_backoff_bounds() -> None:
     assert retry_after_seconds("Sun, 22 Nov 2026 12:00:30 GMT", now) == 30
     assert retry_after_seconds("120", now) == 120
     assert retry_after_seconds("soon", now) is None and retry_after_seconds(None) is None
+    assert retry_after_seconds("\u00b2", now) is None  # a hostile server's Unicode digit: no crash
     assert retry_after_seconds("Sun, 22 Nov 2026 11:00:00 GMT", now) == 0
     assert all(0 <= backoff(n, 0.5, 4) <= min(4, 0.5 * 2 ** (n - 1)) for n in range(1, 9))
 
