@@ -153,14 +153,12 @@ def verify_password(password: str, stored: str) -> bool:
 def client_key(address: str) -> str:
     """The client a login limit counts: an IPv4 address (an IPv4-mapped IPv6 one too) as it is,
     an IPv6 address by its /64 network, anything else as given."""
-    text = address.strip().strip("[]").partition("%")[0]
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
+    from integrator.scheduler.web import peer_address  # light: no web framework
+
+    ip = peer_address(address.partition("%")[0])
+    if ip is None:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 
