@@ -304,7 +304,8 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.dropped: dict[str, int] = {"too_slow": 0, "shed": 0}
-        self.body_limit: Callable[[str, str], int] = lambda _method, _path: 1024 * 1024
+        # WebServer sets the app's; until then, the server's default
+        self.body_limit: Callable[[str, str], int] = lambda _m, _p: HttpLimits.max_body_bytes
         super().__init__(*args, **kwargs)
 
     def readable(self) -> bool:
